@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` (the platform on :3000) and `make test` (everything CI runs).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+UV    := $(VENV)/bin/uv
+CLI   := $(VENV)/bin/coder-platform
+
+.PHONY: run up test lint typecheck check bench tools install system-deps migrate clean
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+	touch $@
+
+install: $(VENV)/.installed  ## Create the virtualenv and install the locked dependencies
+
+migrate: install  ## Migrate every target (embedded PostgreSQL unless DATABASE_URL is set)
+	$(CLI) migrate
+
+run: migrate  ## The whole platform in one process on http://127.0.0.1:3000
+	$(CLI) run --target all
+
+up: install  ## Every target as its own process against real PostgreSQL, Redis and RabbitMQ
+	$(CLI) up
+
+system-deps:  ## Debian packages the tests start: redis-server, rabbitmq-server, nginx
+	bash tools/system-deps.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install system-deps lint typecheck  ## Everything CI runs
+	$(VENV)/bin/pytest -q
+
+bench: install system-deps  ## Side-by-side benchmarks; prints ratios
+	$(PY) -m coder.bench
+
+clean:
+	rm -rf $(VENV) .data

@@ -1,0 +1,1 @@
+"""The 18 services; each package registers itself as a run target (see coder.shared.registry)."""

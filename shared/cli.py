@@ -1,0 +1,168 @@
+"""`coder-platform`: run targets, migrate, list targets, or bring up the whole platform locally."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coder.shared import registry
+from coder.shared.settings import PlatformSettings
+
+app = typer.Typer(help="Coder Platform: the gateway and services of the Coder IDE.", no_args_is_help=True,
+                  add_completion=False)
+
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="`all`, or target names separated by commas")]
+
+
+def _select(selection: str) -> dict[str, registry.Target]:
+    try:
+        return registry.resolve(selection)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--target") from None
+
+
+def _database_url(settings: PlatformSettings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from coder.shared.embedded import embedded_database_url
+
+    return embedded_database_url(Path(settings.data_dir))
+
+
+@app.command()
+def run(
+    target: TargetOpt = registry.ALL,
+    host: Annotated[str, typer.Option(envvar="CODER_HOST", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(envvar="CODER_PORT", help="Default: the target's own")] = None,
+) -> None:
+    """Serve the selected targets in this process (`all`: the gateway and every service, on :3000)."""
+    import uvicorn
+
+    from coder.shared.app import build_process_app
+
+    targets = _select(target)
+    settings = PlatformSettings()
+    if port is None:
+        port = 3000 if "gateway" in targets or len(targets) > 1 else next(iter(targets.values())).port
+    asgi = build_process_app(settings, targets, registry.all_targets())
+    typer.echo(f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}", err=True)
+    uvicorn.run(asgi, host=host, port=port, log_config=None, proxy_headers=True, ws="websockets-sansio",
+                timeout_graceful_shutdown=20)
+
+
+@app.command()
+def migrate(target: TargetOpt = registry.ALL) -> None:
+    """Bring the selected targets' tables to their newest revision (the operator runs this as a Job)."""
+    from coder.shared import db, migrations
+
+    targets = _select(target)
+    settings = PlatformSettings()
+
+    async def go() -> None:
+        engine = db.create_engine(_database_url(settings), pool_size=1)
+        try:
+            await migrations.upgrade(engine, list(targets.values()))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    typer.echo(f"coder-platform: migrated {', '.join(targets)}", err=True)
+
+
+@app.command()
+def makemigrations(
+    target: Annotated[str, typer.Argument(help="The target whose models changed")],
+    message: Annotated[str, typer.Option("--message", "-m")],
+) -> None:
+    """Write the next migration of a target by comparing its models with the (migrated) database."""
+    from coder.shared import db, migrations
+
+    (selected,) = _select(target).values()
+    settings = PlatformSettings()
+
+    async def go() -> None:
+        engine = db.create_engine(_database_url(settings), pool_size=1)
+        try:
+            await migrations.upgrade(engine, [selected])
+            await migrations.revision(engine, selected, message)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+@app.command()
+def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the run targets with their ports and dependencies."""
+    rows = [
+        {"name": t.name, "port": t.port, "needs": sorted(n.value for n in t.needs), "title": t.title}
+        for t in registry.all_targets().values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['name']:<15}{row['port']:<7}{','.join(row['needs']) or '-':<28}{row['title']}")
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Address the targets listen on")] = "127.0.0.1",
+) -> None:
+    """Every target as its own process on its own port, against real PostgreSQL, Redis and RabbitMQ.
+
+    Uses DATABASE_URL / REDIS_URL / AMQP_URL when set; otherwise starts the embedded PostgreSQL and
+    local redis-server and rabbitmq-server processes. Ctrl-C stops everything it started.
+    """
+    from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
+
+    settings = PlatformSettings()
+    owned: list[LocalServer] = []
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        env = dict(os.environ)
+        env["DATABASE_URL"] = _database_url(settings)
+        if not settings.redis_url:
+            owned.append(RedisServer().start())
+            env["REDIS_URL"] = owned[-1].url
+        if not settings.amqp_url:
+            typer.echo("coder-platform: starting rabbitmq-server...", err=True)
+            owned.append(RabbitServer().start())
+            env["AMQP_URL"] = owned[-1].url
+        everything = registry.all_targets()
+        env["CODER_SERVICE_URLS"] = json.dumps({n: f"http://{host}:{t.port}" for n, t in everything.items()})
+        exe = [str(Path(sys.executable).with_name("coder-platform"))]
+        subprocess.run([*exe, "migrate"], env=env, check=True)  # noqa: S603
+        for name, target in everything.items():
+            children.append(subprocess.Popen(  # noqa: S603
+                [*exe, "run", "--target", name, "--host", host, "--port", str(target.port)], env=env,
+            ))
+        typer.echo(f"coder-platform: {len(children)} targets up; gateway on http://{host}:3000", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=25)
+            if child.poll() is None:
+                child.kill()
+        for server in reversed(owned):
+            server.stop()
+
+
+def main() -> None:
+    app()

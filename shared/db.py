@@ -1,0 +1,80 @@
+"""PostgreSQL through SQLAlchemy 2 async (asyncpg): engines, one transaction per request, table naming.
+
+Every target owns only tables prefixed with its name; `target_metadata()` gives it a MetaData whose
+naming convention keeps constraint and index names under that prefix too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import DateTime, MetaData, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+# Every timestamp is stored with its time zone (`timestamptz`).
+TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: DateTime(timezone=True)}
+
+
+def target_metadata(target: str) -> MetaData:
+    return MetaData(
+        naming_convention={
+            "ix": f"{target}_ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": f"{target}_uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": f"{target}_ck_%(table_name)s_%(constraint_name)s",
+            "fk": f"{target}_fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": f"{target}_pk_%(table_name)s",
+        },
+        info={"target": target},
+    )
+
+
+def async_url(url: str) -> str:
+    """Accept the usual `postgres://` / `postgresql://` spellings and pick the asyncpg driver."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def make_url_for_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose work commits when the block ends and rolls back if it raises."""
+    async with factory() as session, session.begin():
+        yield session
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # One transaction per request: services only flush; the commit happens here, right after the
+    # handler returns and before the response is sent (scope="function"), so a failed commit is an
+    # error the client sees. Outbox rows added during the request commit with the data they describe.
+    runtime = request.app.state.runtime
+    async with transaction(runtime.sessions) as session:
+        yield session
+    runtime.outbox_committed()
+
+
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

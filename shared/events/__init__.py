@@ -1,0 +1,6 @@
+"""Events: CloudEvents envelope, transactional outbox and relay, idempotent consumers, two buses."""
+
+from coder.shared.events.envelope import CloudEvent
+from coder.shared.events.outbox import EventTables, Handler
+
+__all__ = ["CloudEvent", "EventTables", "Handler"]

@@ -1,0 +1,77 @@
+"""Transactional outbox and inbox tables, and the consumer side's exactly-once-in-effect handling.
+
+A target that publishes writes the event into `<target>_outbox` in the same transaction as its data;
+the relay (relay.py) moves committed rows to the bus. A target that consumes records each handled
+event id in `<target>_inbox` in the same transaction as the handler's writes, so a redelivered event
+is skipped: at-least-once delivery becomes exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, delete, event, func
+from sqlalchemy import insert as sa_insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.shared.events.envelope import CloudEvent
+
+Handler = Callable[[CloudEvent, AsyncSession], Awaitable[None]]
+
+WAKE_RELAY = "wake_relay"  # session.info key: a callable the runtime puts there to wake its relay
+
+
+class EventTables:
+    """The outbox and inbox of one target, declared on that target's metadata."""
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.target: str = metadata.info["target"]
+        self.outbox = Table(
+            f"{self.target}_outbox", metadata,
+            Column("seq", BigInteger, Identity(), primary_key=True),
+            Column("event_id", String(64), nullable=False, unique=True),
+            Column("routing_key", String(200), nullable=False),
+            Column("payload", JSONB, nullable=False),
+            Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        )
+        self.inbox = Table(
+            f"{self.target}_inbox", metadata,
+            Column("event_id", String(64), primary_key=True),
+            Column("event_type", String(200), nullable=False),
+            Column("handled_at", DateTime(timezone=True), nullable=False, server_default=func.now(),
+                   index=True),
+        )
+
+    async def publish(self, session: AsyncSession, type: str, data: dict[str, Any], *,
+                      org_id: str | None = None, subject: str | None = None) -> CloudEvent:
+        """Stage an event; it leaves only if (and when) the surrounding transaction commits."""
+        if not type.startswith(f"{self.target}."):
+            raise ValueError(f"{self.target} may only publish {self.target}.* events, not {type}")
+        cloud_event = CloudEvent.new(type, data, org_id=org_id, subject=subject)
+        await session.execute(
+            sa_insert(self.outbox).values(
+                event_id=cloud_event.id, routing_key=cloud_event.type,
+                payload=cloud_event.model_dump(mode="json", exclude_none=True),
+            )
+        )
+        wake = session.info.get(WAKE_RELAY)
+        if wake is not None and not session.info.get("_relay_hooked"):
+            session.info["_relay_hooked"] = True
+            event.listen(session.sync_session, "after_commit", lambda _s: wake(), once=True)
+        return cloud_event
+
+    async def claim(self, session: AsyncSession, event: CloudEvent) -> bool:
+        """Record the event as handled; False when it already was (a redelivery: skip it)."""
+        result = await session.execute(
+            insert(self.inbox)
+            .values(event_id=event.id, event_type=event.type)
+            .on_conflict_do_nothing()
+            .returning(self.inbox.c.event_id)
+        )
+        return result.first() is not None
+
+    async def forget_handled_before(self, session: AsyncSession, moment: datetime) -> None:
+        await session.execute(delete(self.inbox).where(self.inbox.c.handled_at < moment))

@@ -1,0 +1,93 @@
+"""The outbox relay: moves committed outbox rows to the bus, then deletes them.
+
+Rows are claimed with `FOR UPDATE SKIP LOCKED`, so replicas share the work without double sends;
+a row is deleted only after the bus confirmed it. If the broker is down the transaction rolls back
+and the rows wait for the next round: an outage delays events, it never loses them. A crash between
+confirm and delete re-sends a few events, which consumers drop through their inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from coder.shared.db import transaction
+from coder.shared.events.bus import Bus, Deliver, topic_matches
+from coder.shared.events.envelope import CloudEvent
+from coder.shared.events.outbox import EventTables, Handler
+
+log = logging.getLogger(__name__)
+
+INBOX_RETENTION = timedelta(days=7)
+
+
+class Relay:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, tables: Sequence[EventTables],
+                 *, poll_seconds: float = 1.0, batch: int = 500) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.tables = list(tables)
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._last_cleanup = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                for tables in self.tables:
+                    while await self.drain_once(tables) == self.batch:
+                        pass
+                await self._forget_old_inbox_entries()
+            except Exception as exc:
+                log.warning("outbox relay round failed; rows stay for the next round",
+                            extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    async def drain_once(self, tables: EventTables) -> int:
+        outbox = tables.outbox
+        async with transaction(self.sessions) as session:
+            rows = (await session.execute(
+                select(outbox.c.seq, outbox.c.payload).order_by(outbox.c.seq).limit(self.batch)
+                .with_for_update(skip_locked=True)
+            )).all()
+            if not rows:
+                return 0
+            await self.bus.publish([CloudEvent.model_validate(row.payload) for row in rows])
+            await session.execute(delete(outbox).where(outbox.c.seq.in_([row.seq for row in rows])))
+        return len(rows)
+
+    async def _forget_old_inbox_entries(self) -> None:
+        if time.monotonic() - self._last_cleanup < 3600:
+            return
+        self._last_cleanup = time.monotonic()
+        async with transaction(self.sessions) as session:
+            for tables in self.tables:
+                await tables.forget_handled_before(session, datetime.now(UTC) - INBOX_RETENTION)
+
+
+def deliverer(sessions: async_sessionmaker[AsyncSession], tables: EventTables,
+              handlers: dict[str, Handler]) -> Deliver:
+    """One delivery = one transaction: claim the id in the inbox, run the matching handlers."""
+
+    async def deliver(event: CloudEvent) -> None:
+        async with transaction(sessions) as session:
+            if not await tables.claim(session, event):
+                return
+            for binding, handler in handlers.items():
+                if topic_matches(binding, event.type):
+                    await handler(event, session)
+
+    return deliver

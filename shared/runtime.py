@@ -1,0 +1,190 @@
+"""The resources of one process, opened and closed in dependency order by the app's lifespan.
+
+One Runtime serves every target in the process: in `all` mode they share the engine, the cache and
+the bus, and call each other in-process; with one target per process the same code uses the URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp
+
+from coder.shared import db
+from coder.shared.auth import TokenVerifier
+from coder.shared.embedded import embedded_database_url
+from coder.shared.events.bus import Bus, InProcessBus, RabbitBus
+from coder.shared.events.outbox import WAKE_RELAY
+from coder.shared.events.relay import Relay, deliverer
+from coder.shared.http import ServiceClients
+from coder.shared.settings import PlatformSettings, TargetSettings
+from coder.shared.target import Dependency, Target
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=TargetSettings)
+
+
+class Runtime:
+    def __init__(self, settings: PlatformSettings, targets: Mapping[str, Target],
+                 known_targets: Mapping[str, Target]) -> None:
+        self.settings = settings
+        self.targets = dict(targets)
+        # Settings are read now, so a misconfigured target fails before anything is opened.
+        self.target_settings: dict[type[TargetSettings], TargetSettings] = {
+            t.settings: t.settings() for t in targets.values() if t.settings is not None
+        }
+        self.local_apps: dict[str, ASGIApp] = {}
+        self.service_urls = {
+            name: settings.service_urls.get(name, f"http://{name}:{t.port}")
+            for name, t in known_targets.items()
+        }
+        self.engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self.cache: Redis | None = None
+        self.bus: Bus | None = None
+        self.relay: Relay | None = None
+        self.clients = ServiceClients(self.service_urls, self.local_apps)
+        self.verifier: TokenVerifier | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        # Closers registered by targets' setup, run first on stop.
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    def config(self, kind: type[S]) -> S:
+        value = self.target_settings[kind]
+        assert isinstance(value, kind)
+        return value
+
+    @property
+    def needs(self) -> set[Dependency]:
+        return {need for t in self.targets.values() for need in t.needs}
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessions is None:
+            raise RuntimeError("the database is not open in this process")
+        return self._sessions
+
+    async def start(self) -> None:
+        needs = self.needs
+        if Dependency.POSTGRES in needs:
+            url = self.settings.database_url or await asyncio.to_thread(
+                embedded_database_url, Path(self.settings.data_dir)
+            )
+            self.engine = db.create_engine(url)
+            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
+                                                info={WAKE_RELAY: self._wake_relay})
+        if Dependency.REDIS in needs:
+            self.cache = await self._open_cache()
+        if Dependency.RABBITMQ in needs:
+            self.bus = self._open_bus()
+            await self.bus.start()
+        self.verifier = self._open_verifier()
+        if self.bus is not None and self._sessions is not None:
+            await self._start_events(self.bus, self._sessions)
+        for target in self.targets.values():
+            for work in target.background:
+                self._spawn(work(self), f"{target.name}:{getattr(work, '__name__', 'task')}")
+
+    async def _open_cache(self) -> Redis:
+        if self.settings.redis_url:
+            return Redis.from_url(self.settings.redis_url, decode_responses=True,
+                                  health_check_interval=30, socket_connect_timeout=5)
+        import fakeredis
+
+        log.info("no REDIS_URL: using the in-process cache")
+        return fakeredis.FakeAsyncRedis(decode_responses=True)
+
+    def _open_bus(self) -> Bus:
+        limit = self.settings.event_delivery_limit
+        if self.settings.amqp_url:
+            return RabbitBus(self.settings.amqp_url, delivery_limit=limit)
+        log.info("no AMQP_URL: using the in-process event bus")
+        return InProcessBus(delivery_limit=limit)
+
+    def _open_verifier(self) -> TokenVerifier:
+        s = self.settings
+        document = s.jwks_document()
+        fetch = None
+        if document is None:
+            async def fetch() -> dict[str, Any]:
+                if s.jwks_url:
+                    import httpx
+
+                    async with httpx.AsyncClient(timeout=10) as client:
+                        response = await client.get(s.jwks_url)
+                else:
+                    response = await self.clients.client("gateway").get("/.well-known/jwks.json")
+                response.raise_for_status()
+                result: dict[str, Any] = response.json()
+                return result
+
+        return TokenVerifier(issuer=s.token_issuer, audience=s.token_audience, jwks=document, fetch=fetch)
+
+    async def _start_events(self, bus: Bus, sessions: async_sessionmaker[AsyncSession]) -> None:
+        publishers = [t.events for t in self.targets.values() if t.events is not None]
+        if publishers:
+            self.relay = Relay(sessions, bus, publishers, poll_seconds=self.settings.outbox_poll_seconds)
+            self._spawn(self.relay.run(), "outbox-relay")
+        for target in self.targets.values():
+            if target.consumes:
+                if target.events is None:
+                    raise RuntimeError(f"{target.name} consumes events but declares no inbox (events=)")
+                await bus.consume(target.name, list(target.consumes),
+                                  deliverer(sessions, target.events, dict(target.consumes)))
+
+    def _wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        for close in reversed(self.on_stop):
+            await close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.clients.close()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency this process needs -> "ok" or why it failed."""
+        checks: dict[str, str] = {}
+        if self.engine is not None:
+            checks["postgres"] = await _check(db.ping(self.engine))
+        if self.cache is not None:
+            checks["redis"] = await _check(self.cache.ping())
+        if self.bus is not None:
+            checks["rabbitmq"] = "ok" if self.bus.is_ready() else "not connected"
+        return checks
+
+
+async def _check(awaitable: Any) -> str:
+    try:
+        await asyncio.wait_for(awaitable, timeout=2.0)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return "ok"
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        if (exc := task.exception()) is not None:
+            log.error("background task crashed", exc_info=exc, extra={"task": task.get_name()})

@@ -1,0 +1,74 @@
+"""Settings from the environment: one platform-wide class, one class per target with its own prefix."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class PlatformSettings(BaseSettings):
+    """What every process shares: where the data stores are, how to reach other targets, telemetry."""
+
+    model_config = SettingsConfigDict(env_prefix="CODER_", extra="ignore", populate_by_name=True)
+
+    environment: Environment = Environment.DEVELOPMENT
+    # Unset means embedded: an embedded PostgreSQL, in-process cache and event bus (`all` mode only).
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    amqp_url: str | None = Field(default=None, validation_alias="AMQP_URL")
+    data_dir: str = ".data"
+    log_level: str = "INFO"
+    # Where other targets listen when they do not run in this process: JSON {"secrets": "http://..."}.
+    # A target missing here is reached at http://<target>:<port> (its Kubernetes Service).
+    service_urls: dict[str, str] = Field(default_factory=dict)
+    # Token verification: a JWKS URL (the gateway's), or a JWKS document inline (tests, air-gapped).
+    jwks_url: str | None = None
+    jwks: str | None = None
+    token_issuer: str = "coder-platform"
+    token_audience: str = "coder-platform"
+    # OpenTelemetry: the standard OTEL_* variables configure the exporter; this only names the service.
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    outbox_poll_seconds: float = 1.0
+    event_delivery_limit: int = 5
+
+    def jwks_document(self) -> dict[str, Any] | None:
+        return json.loads(self.jwks) if self.jwks else None
+
+
+class TargetSettings(BaseSettings):
+    """Base for a target's own settings; subclasses set `env_prefix` to `<TARGET>_`.
+
+    Fields listed in `development_defaults` hold values that are only safe on a laptop: outside
+    development they must be set explicitly, or the process refuses to start.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+    development_defaults: ClassVar[dict[str, Any]] = {}
+
+    environment: Environment = Field(default=Environment.DEVELOPMENT, validation_alias="CODER_ENVIRONMENT")
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults(self) -> Self:
+        if self.environment is Environment.DEVELOPMENT:
+            return self
+        prefix = self.model_config.get("env_prefix", "")
+        for name, unsafe in self.development_defaults.items():
+            if getattr(self, name) == unsafe:
+                raise ValueError(
+                    f"{prefix}{name.upper()} still has its development default; "
+                    f"set it explicitly when CODER_ENVIRONMENT={self.environment.value}"
+                )
+        return self

