@@ -9,7 +9,7 @@ import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coder.shared.errors import NotFound, Problem, problem_response
 from coder.shared.runtime import Runtime
@@ -41,7 +41,7 @@ class TargetProxy:
             child["root_path"] = scope.get("root_path", "") + f"/api/{name}"
             child["path"] = child["root_path"] + path
             child["raw_path"] = child["path"].encode()
-            await local(child, receive, send)
+            await self._call_local(local, child, receive, send)
             return
         if name not in self.runtime.service_urls or name == "gateway":
             await self._problem(scope, receive, send, NotFound(f"unknown target {name!r}", slug="unknown-target"))
@@ -51,6 +51,23 @@ class TargetProxy:
                                                               "is not available yet", status=501))
             return
         await self._forward(name, path, scope, receive, send)
+
+    async def _call_local(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            await send(message)
+
+        try:
+            await app(scope, receive, tracking_send)
+        except Exception:
+            # The target's own error handler already answered with a problem and logged the error;
+            # Starlette re-raises it for the server's benefit, which here is us.
+            if not started:
+                await self._problem(scope, receive, send, Problem(status=500, slug="internal",
+                                                                  title="Internal server error"))
 
     async def _problem(self, scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
         if scope["type"] == "websocket":

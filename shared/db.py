@@ -74,7 +74,6 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     runtime = request.app.state.runtime
     async with transaction(runtime.sessions) as session:
         yield session
-    runtime.outbox_committed()
 
 
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

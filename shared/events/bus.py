@@ -148,7 +148,7 @@ class RabbitBus:
 
     def is_ready(self) -> bool:
         return (
-            self._connected.is_set() and self._connection is not None and not self._connection.is_closed
+            self._connected.is_set() and self._connection is not None and self._connection.connected.is_set()
         )
 
     async def close(self) -> None:
@@ -163,7 +163,8 @@ class RabbitBus:
             raise ConnectionError("AMQP broker not connected")
         exchange = self._exchange
         # Confirms are awaited together: one round trip's latency for the batch, not one per event.
-        await asyncio.gather(*(
+        # A broker that vanishes mid-batch fails the batch (the outbox keeps it) instead of hanging.
+        await asyncio.wait_for(asyncio.gather(*(
             exchange.publish(
                 aio_pika.Message(
                     body=event.to_json(), message_id=event.id, type=event.type,
@@ -173,7 +174,7 @@ class RabbitBus:
                 routing_key=event.type,
             )
             for event in events
-        ))
+        )), timeout=30)
 
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
         if self._connected.is_set():

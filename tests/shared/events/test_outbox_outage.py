@@ -1,0 +1,118 @@
+"""The outbox under a broker outage: RabbitMQ is stopped while events are produced, then restarted.
+
+Every event must be handled exactly once in effect: none lost (the outbox holds them), none applied
+twice (the inbox drops redeliveries, including ones this test adds on purpose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from fastapi import APIRouter
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.shared import db
+from coder.shared.devservers import RabbitServer
+from coder.shared.events import CloudEvent, EventTables
+from coder.shared.runtime import Runtime
+from coder.shared.settings import PlatformSettings
+from coder.shared.target import Dependency, Target
+from coder.tests.conftest import wait_until
+
+metadata = db.target_metadata("probe")
+events = EventTables(metadata)
+effects = Table("probe_effect", metadata, Column("event_id", String(64), primary_key=True),
+                Column("seq", Integer, nullable=False))
+applied: list[str] = []
+
+
+async def on_happened(event: CloudEvent, session: AsyncSession) -> None:
+    applied.append(event.id)
+    await session.execute(effects.insert().values(event_id=event.id, seq=event.data["seq"]))
+
+
+probe = Target(
+    name="probe", port=39999, title="Outbox probe", package="coder.tests.shared.events", router=APIRouter(),
+    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}), metadata=metadata, events=events,
+    consumes={"probe.thing.happened": on_happened},
+)
+
+
+@pytest.fixture
+async def probe_tables(database_url: str) -> AsyncIterator[None]:
+    engine = db.create_engine(database_url, pool_size=1)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)  # test-only target: no migrations
+    yield
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    await engine.dispose()
+
+
+async def produce(runtime: Runtime, first: int, count: int) -> list[str]:
+    ids = []
+    for seq in range(first, first + count):
+        async with db.transaction(runtime.sessions) as session:
+            event = await events.publish(session, "probe.thing.happened", {"seq": seq}, org_id="probe-org")
+            ids.append(event.id)
+    return ids
+
+
+async def test_broker_outage_delays_events_but_loses_and_duplicates_none(
+    database_url: str, probe_tables: None
+) -> None:
+    applied.clear()
+    rabbit = RabbitServer().start()
+    settings = PlatformSettings.model_validate({
+        "database_url": database_url, "amqp_url": rabbit.url, "environment": "test",
+        "outbox_poll_seconds": 0.2, "jwks": '{"keys": []}',
+    })
+    runtime = Runtime(settings, {"probe": probe}, {"probe": probe})
+    await runtime.start()
+    try:
+        assert runtime.bus is not None
+        await wait_until(runtime.bus.is_ready, what="the broker connection")
+        produced = await produce(runtime, 0, 40)
+        await wait_until(lambda: len(set(applied)) >= 20, what="some events to flow before the outage")
+
+        rabbit.terminate()  # the broker goes away mid-stream
+        await wait_until(lambda: not runtime.bus.is_ready(), what="the client to notice the outage")
+        produced += await produce(runtime, 40, 60)  # produced while the broker is down
+        async with runtime.sessions() as session:
+            waiting = await session.scalar(select(func.count()).select_from(events.outbox))
+        assert waiting and waiting > 0, "events produced during the outage wait in the outbox"
+
+        await asyncio.to_thread(rabbit.start)  # same port, same data: the broker comes back
+        produced += await produce(runtime, 100, 20)
+
+        async def all_applied() -> bool:
+            async with runtime.sessions() as session:
+                return await session.scalar(select(func.count()).select_from(effects)) == len(produced)
+
+        await wait_until(all_applied, timeout=90, what="every event to be applied")
+
+        # Redeliver some on purpose, as a broker does after a consumer crash: the inbox drops them.
+        async with runtime.sessions() as session:
+            rows = (await session.execute(select(events.inbox.c.event_id).limit(10))).scalars().all()
+        duplicates = [CloudEvent(id=i, source="/coder/probe", type="probe.thing.happened", data={"seq": -1})
+                      for i in rows]
+        await runtime.bus.publish(duplicates)
+        marker = CloudEvent(source="/coder/probe", type="probe.thing.happened", data={"seq": 10_000},
+                            id=str(uuid.uuid4()))
+        await runtime.bus.publish([marker])
+        await wait_until(lambda: marker.id in applied, what="the marker behind the duplicates")
+
+        async with runtime.sessions() as session:
+            effect_ids = set((await session.execute(select(effects.c.event_id))).scalars())
+            seqs = sorted((await session.execute(select(effects.c.seq))).scalars())
+            left = await session.scalar(select(func.count()).select_from(events.outbox))
+        assert effect_ids == {*produced, marker.id}
+        assert seqs == [*range(120), 10_000]  # each exactly once
+        assert left == 0
+    finally:
+        await runtime.stop()
+        rabbit.stop()
