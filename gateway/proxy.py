@@ -15,10 +15,20 @@ from coder.shared.errors import NotFound, Problem, problem_response
 from coder.shared.runtime import Runtime
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the message's: never forwarded.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 
 class TargetProxy:
@@ -31,7 +41,7 @@ class TargetProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return
-        rest = scope["path"][len(scope.get("root_path", "")):] if scope.get("root_path") else scope["path"]
+        rest = scope["path"][len(scope.get("root_path", "")) :] if scope.get("root_path") else scope["path"]
         rest = rest.removeprefix("/api")
         name, _, path = rest.lstrip("/").partition("/")
         path = "/" + path
@@ -44,11 +54,17 @@ class TargetProxy:
             await self._call_local(local, child, receive, send)
             return
         if name not in self.runtime.service_urls or name == "gateway":
-            await self._problem(scope, receive, send, NotFound(f"unknown target {name!r}", slug="unknown-target"))
+            await self._problem(
+                scope, receive, send, NotFound(f"unknown target {name!r}", slug="unknown-target")
+            )
             return
         if scope["type"] == "websocket":
-            await self._problem(scope, receive, send, Problem("WebSocket pass-through to a remote target "
-                                                              "is not available yet", status=501))
+            await self._problem(
+                scope,
+                receive,
+                send,
+                Problem("WebSocket pass-through to a remote target is not available yet", status=501),
+            )
             return
         await self._forward(name, path, scope, receive, send)
 
@@ -66,8 +82,9 @@ class TargetProxy:
             # The target's own error handler already answered with a problem and logged the error;
             # Starlette re-raises it for the server's benefit, which here is us.
             if not started:
-                await self._problem(scope, receive, send, Problem(status=500, slug="internal",
-                                                                  title="Internal server error"))
+                await self._problem(
+                    scope, receive, send, Problem(status=500, slug="internal", title="Internal server error")
+                )
 
     async def _problem(self, scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
         if scope["type"] == "websocket":
@@ -78,6 +95,8 @@ class TargetProxy:
     async def _forward(self, name: str, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         url = self.runtime.service_urls[name].rstrip("/") + path
+        if query := scope.get("query_string", b"").decode("latin-1"):
+            url += "?" + query
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         forwarded_for = request.client.host if request.client else ""
         headers.append(("x-forwarded-for", forwarded_for))
@@ -88,22 +107,42 @@ class TargetProxy:
                 yield chunk
 
         upstream_request = self._http.build_request(
-            request.method, url, params=request.query_params.multi_items(), headers=headers,
+            request.method,
+            url,
+            headers=headers,
             content=body() if request.method not in ("GET", "HEAD") else None,
         )
         try:
             upstream = await self._http.send(upstream_request, stream=True)
         except httpx.TimeoutException:
-            await self._problem(scope, receive, send, Problem(f"{name} did not answer in time", status=504,
-                                                              slug="gateway-timeout", title="Gateway timeout"))
+            await self._problem(
+                scope,
+                receive,
+                send,
+                Problem(
+                    f"{name} did not answer in time",
+                    status=504,
+                    slug="gateway-timeout",
+                    title="Gateway timeout",
+                ),
+            )
             return
         except httpx.TransportError as exc:
-            await self._problem(scope, receive, send, Problem(f"{name} is unreachable: {type(exc).__name__}",
-                                                              status=502, slug="bad-gateway",
-                                                              title="Bad gateway"))
+            await self._problem(
+                scope,
+                receive,
+                send,
+                Problem(
+                    f"{name} is unreachable: {type(exc).__name__}",
+                    status=502,
+                    slug="bad-gateway",
+                    title="Bad gateway",
+                ),
+            )
             return
         response = StreamingResponse(
-            upstream.aiter_raw(), status_code=upstream.status_code,
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
             headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
             background=BackgroundTask(upstream.aclose),
         )

@@ -34,8 +34,11 @@ def _add_health(app: FastAPI, runtime: Runtime, targets: list[Target]) -> None:
         failed = sorted(k for k, v in checks.items() if v != "ok")
         if failed:
             body: dict[str, Any] = {
-                "type": PROBLEM_BASE + "not-ready", "title": "Not ready", "status": 503,
-                "detail": f"dependency not ready: {', '.join(failed)}", "checks": checks,
+                "type": PROBLEM_BASE + "not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": f"dependency not ready: {', '.join(failed)}",
+                "checks": checks,
             }
             return Response(_json(body), status_code=503, media_type=PROBLEM_MEDIA_TYPE)
         return Response(_json({"status": "ready", "checks": checks}), media_type="application/json")
@@ -51,13 +54,19 @@ def _json(body: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-def create_target_app(target: Target, runtime: Runtime, *, process_root: bool = False,
-                      **fastapi_kwargs: Any) -> FastAPI:
+def create_target_app(
+    target: Target, runtime: Runtime, *, process_root: bool = False, **fastapi_kwargs: Any
+) -> FastAPI:
     """One target's app: its routes, health, metrics, problem+json errors and telemetry.
 
     As the process root, its readiness covers every target in the process."""
-    app = FastAPI(title=f"Coder Platform: {target.title}", version=VERSION, docs_url=None,
-                  redoc_url=None, **fastapi_kwargs)
+    app = FastAPI(
+        title=f"Coder Platform: {target.title}",
+        version=VERSION,
+        docs_url=None,
+        redoc_url=None,
+        **fastapi_kwargs,
+    )
     app.state.runtime = runtime
     app.state.target = target
     install_problem_handlers(app)
@@ -69,20 +78,19 @@ def create_target_app(target: Target, runtime: Runtime, *, process_root: bool = 
     return app
 
 
-def build_process_app(settings: PlatformSettings, targets: Mapping[str, Target],
-                      known_targets: Mapping[str, Target]) -> FastAPI:
+def build_process_app(
+    settings: PlatformSettings, targets: Mapping[str, Target], known_targets: Mapping[str, Target]
+) -> FastAPI:
     """The ASGI app of a process running `targets`.
 
     With the gateway among them, the gateway's app is the root and reaches the others in-process.
     Without it, each target is mounted at `/api/<target>`, the path the gateway would give it.
     """
     configure_logging(settings.log_level)
-    configure_tracing(settings.otel_service_name or "coder-" + "-".join(targets), 
-                      settings.otel_exporter_otlp_endpoint)
+    configure_tracing(
+        settings.otel_service_name or "coder-" + "-".join(targets), settings.otel_exporter_otlp_endpoint
+    )
     runtime = Runtime(settings, targets, known_targets)
-    for name, target in targets.items():
-        if name != "gateway":
-            runtime.local_apps[name] = create_target_app(target, runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -92,15 +100,13 @@ def build_process_app(settings: PlatformSettings, targets: Mapping[str, Target],
         finally:
             await runtime.stop()
 
-    if "gateway" in targets:
-        root = create_target_app(targets["gateway"], runtime, process_root=True, lifespan=lifespan)
-        runtime.local_apps["gateway"] = root
-        return root
-    if len(targets) == 1:
-        (only,) = targets.values()
-        root = runtime.local_apps[only.name]
-        assert isinstance(root, FastAPI)
-        root.router.lifespan_context = lifespan
+    root_target = targets.get("gateway") or (next(iter(targets.values())) if len(targets) == 1 else None)
+    for name, target in targets.items():
+        if target is not root_target:
+            runtime.local_apps[name] = create_target_app(target, runtime)
+    if root_target is not None:
+        root = create_target_app(root_target, runtime, process_root=True, lifespan=lifespan)
+        runtime.local_apps[root_target.name] = root
         return root
     root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     root.state.runtime = runtime

@@ -43,8 +43,14 @@ JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class TokenVerifier:
-    def __init__(self, *, issuer: str, audience: str, jwks: dict[str, Any] | None = None,
-                 fetch: JwksFetcher | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks: dict[str, Any] | None = None,
+        fetch: JwksFetcher | None = None,
+    ) -> None:
         if jwks is None and fetch is None:
             raise ValueError("a JWKS document or a way to fetch one is required")
         self.issuer = issuer
@@ -73,8 +79,12 @@ class TokenVerifier:
                         self._fetched_at = time.monotonic()
                     except (httpx.HTTPError, ValueError, json.JSONDecodeError) as exc:
                         if not self._keys:
-                            raise Unauthorized("token keys are unavailable", status=503,
-                                               slug="unavailable", title="Service unavailable") from exc
+                            raise Unauthorized(
+                                "token keys are unavailable",
+                                status=503,
+                                slug="unavailable",
+                                title="Service unavailable",
+                            ) from exc
         try:
             return self._keys[kid]
         except KeyError:
@@ -91,8 +101,13 @@ class TokenVerifier:
         key = await self._key(kid)
         try:
             claims = jwt.decode(
-                token, key=key, algorithms=ALGORITHMS, audience=self.audience, issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]}, leeway=5,
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                leeway=5,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
@@ -102,8 +117,13 @@ class TokenVerifier:
         perms = claims.get("perms", [])
         if not isinstance(org, str) or not isinstance(perms, list):
             raise Unauthorized("token lacks an organization or permissions")
-        return Principal(subject=claims["sub"], org_id=org, permissions=frozenset(map(str, perms)),
-                         token_id=claims.get("jti"), claims=claims)
+        return Principal(
+            subject=claims["sub"],
+            org_id=org,
+            permissions=frozenset(map(str, perms)),
+            token_id=claims.get("jti"),
+            claims=claims,
+        )
 
 
 async def _principal(request: Request) -> Principal:

@@ -17,14 +17,18 @@ import typer
 
 from coder.shared import registry
 from coder.shared.settings import PlatformSettings
+from coder.shared.target import Target
 
-app = typer.Typer(help="Coder Platform: the gateway and services of the Coder IDE.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Coder Platform: the gateway and services of the Coder IDE.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="`all`, or target names separated by commas")]
 
 
-def _select(selection: str) -> dict[str, registry.Target]:
+def _select(selection: str) -> dict[str, Target]:
     try:
         return registry.resolve(selection)
     except KeyError as exc:
@@ -56,8 +60,15 @@ def run(
         port = 3000 if "gateway" in targets or len(targets) > 1 else next(iter(targets.values())).port
     asgi = build_process_app(settings, targets, registry.all_targets())
     typer.echo(f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}", err=True)
-    uvicorn.run(asgi, host=host, port=port, log_config=None, proxy_headers=True, ws="websockets-sansio",
-                timeout_graceful_shutdown=20)
+    uvicorn.run(
+        asgi,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=True,
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=20,
+    )
 
 
 @app.command()
@@ -104,15 +115,16 @@ def makemigrations(
 @app.command()
 def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the run targets with their ports and dependencies."""
-    rows = [
-        {"name": t.name, "port": t.port, "needs": sorted(n.value for n in t.needs), "title": t.title}
-        for t in registry.all_targets().values()
-    ]
+    everything = registry.all_targets().values()
     if as_json:
+        rows = [
+            {"name": t.name, "port": t.port, "needs": sorted(t.needs), "title": t.title} for t in everything
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        typer.echo(f"{row['name']:<15}{row['port']:<7}{','.join(row['needs']) or '-':<28}{row['title']}")
+    for t in everything:
+        needs = ",".join(sorted(t.needs)) or "-"
+        typer.echo(f"{t.name:<15}{t.port:<7}{needs:<28}{t.title}")
 
 
 @app.command()
@@ -144,9 +156,12 @@ def up(
         exe = [str(Path(sys.executable).with_name("coder-platform"))]
         subprocess.run([*exe, "migrate"], env=env, check=True)  # noqa: S603
         for name, target in everything.items():
-            children.append(subprocess.Popen(  # noqa: S603
-                [*exe, "run", "--target", name, "--host", host, "--port", str(target.port)], env=env,
-            ))
+            children.append(
+                subprocess.Popen(  # noqa: S603
+                    [*exe, "run", "--target", name, "--host", host, "--port", str(target.port)],
+                    env=env,
+                )
+            )
         typer.echo(f"coder-platform: {len(children)} targets up; gateway on http://{host}:3000", err=True)
         with contextlib.suppress(KeyboardInterrupt):
             while all(child.poll() is None for child in children):

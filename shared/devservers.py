@@ -8,13 +8,13 @@ a test can take the broker away and bring it back.
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -72,8 +72,12 @@ class LocalServer(ABC):
     def start(self) -> Self:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv of a known binary
-                self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
-                cwd=self.dir, start_new_session=True,
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=self.dir,
+                start_new_session=True,
             )
         _wait_for_port(self.port, self.process, self.log, self.start_timeout)
         return self
@@ -108,8 +112,21 @@ class RedisServer(LocalServer):
     binary = "redis-server"
 
     def command(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir), "--protected-mode", "yes"]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--protected-mode",
+            "yes",
+        ]
 
     @property
     def url(self) -> str:

@@ -123,7 +123,11 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
 def field_errors(exc: RequestValidationError | ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as `{field, message}` with dotted field paths (`body.` and `query.` kept)."""
     return [
-        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"], "code": error["type"]}
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"],
+            "code": error["type"],
+        }
         for error in exc.errors()
     ]
 
@@ -138,8 +142,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = field_errors(exc)
         fields = ", ".join(e["field"] for e in errors)
         return problem_response(
-            Problem(f"Invalid input: {fields}", status=422, slug="validation", title="Invalid input",
-                    errors=errors),
+            Problem(
+                f"Invalid input: {fields}",
+                status=422,
+                slug="validation",
+                title="Invalid input",
+                errors=errors,
+            ),
             request,
         )
 
@@ -148,14 +157,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         slug, title = _STATUS_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
         return problem_response(
-            Problem(detail, status=exc.status_code, slug=slug, title=title, headers=exc.headers), request
+            Problem(
+                detail,
+                status=exc.status_code,
+                slug=slug,
+                title=title,
+                headers=dict(exc.headers) if exc.headers else None,
+            ),
+            request,
         )
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return problem_response(
-            Problem(status=500, slug="internal", title="Internal server error"), request
-        )
+        return problem_response(Problem(status=500, slug="internal", title="Internal server error"), request)
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -29,8 +29,9 @@ async def _forward_context(request: httpx.Request) -> None:
 
 
 class ServiceClients:
-    def __init__(self, urls: Mapping[str, str], local_apps: Mapping[str, ASGIApp],
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, urls: Mapping[str, str], local_apps: Mapping[str, ASGIApp], timeout: float = 30.0
+    ) -> None:
         self._urls = dict(urls)
         self._local = local_apps
         self._timeout = timeout
@@ -49,7 +50,9 @@ class ServiceClients:
                 transport = httpx.AsyncHTTPTransport(retries=0)
                 base_url = self._urls[target]
             self._clients[target] = httpx.AsyncClient(
-                transport=transport, base_url=base_url, timeout=self._timeout,
+                transport=transport,
+                base_url=base_url,
+                timeout=self._timeout,
                 event_hooks={"request": [_forward_context]},
             )
         return self._clients[target]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -30,8 +30,9 @@ class PageParams(BaseModel):
 
 def _params(
     limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
-    cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")]
-    = None,
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="`next_cursor` of the previous page")
+    ] = None,
 ) -> PageParams:
     after = None
     if cursor:
@@ -60,9 +61,10 @@ def _coerce(column: Any, value: Any) -> Any:
     return value
 
 
-def keyset(query: Select[Any], columns: Sequence[Any], params: PageParams, *, descending: bool = False
-           ) -> Select[Any]:
-    """Order `query` by `columns` and start it after the cursor; fetches one extra row to see if more follow."""
+def keyset(
+    query: Select[Any], columns: Sequence[Any], params: PageParams, *, descending: bool = False
+) -> Select[Any]:
+    """Order `query` by `columns`, start after the cursor, fetch one extra row to see if more follow."""
     ordered = query.order_by(*(c.desc() if descending else c for c in columns)).limit(params.limit + 1)
     if params.after is None:
         return ordered
@@ -81,8 +83,9 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(plain, default=str).encode()).decode()
 
 
-def page(rows: Sequence[Any], params: PageParams, key: Callable[[Any], Sequence[Any]],
-         convert: Callable[[Any], T]) -> Page[T]:
+def page(
+    rows: Sequence[Any], params: PageParams, key: Callable[[Any], Sequence[Any]], convert: Callable[[Any], T]
+) -> Page[T]:
     """Rows fetched with `limit + 1` -> a page and the cursor of its last item when more follow."""
     more = len(rows) > params.limit
     rows = rows[: params.limit]

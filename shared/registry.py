@@ -38,9 +38,11 @@ def all_targets() -> dict[str, Target]:
 
 def resolve(selection: str) -> dict[str, Target]:
     """`all` or a comma-separated list of names -> the targets, in registry order."""
-    names = list(TARGET_MODULES) if selection.strip() == ALL else [
-        n.strip() for n in selection.split(",") if n.strip()
-    ]
+    names = (
+        list(TARGET_MODULES)
+        if selection.strip() == ALL
+        else [n.strip() for n in selection.split(",") if n.strip()]
+    )
     if not names:
         raise KeyError("no target selected")
     for name in names:

@@ -33,8 +33,9 @@ S = TypeVar("S", bound=TargetSettings)
 
 
 class Runtime:
-    def __init__(self, settings: PlatformSettings, targets: Mapping[str, Target],
-                 known_targets: Mapping[str, Target]) -> None:
+    def __init__(
+        self, settings: PlatformSettings, targets: Mapping[str, Target], known_targets: Mapping[str, Target]
+    ) -> None:
         self.settings = settings
         self.targets = dict(targets)
         # Settings are read now, so a misconfigured target fails before anything is opened.
@@ -75,12 +76,13 @@ class Runtime:
     async def start(self) -> None:
         needs = self.needs
         if Dependency.POSTGRES in needs:
-            url = self.settings.database_url or await asyncio.to_thread(
-                embedded_database_url, Path(self.settings.data_dir)
-            )
+            url = self.settings.database_url
+            if url is None:
+                url = await asyncio.to_thread(embedded_database_url, Path(self.settings.data_dir))
             self.engine = db.create_engine(url)
-            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
-                                                info={WAKE_RELAY: self._wake_relay})
+            self._sessions = async_sessionmaker(
+                self.engine, expire_on_commit=False, info={WAKE_RELAY: self._wake_relay}
+            )
         if Dependency.REDIS in needs:
             self.cache = await self._open_cache()
         if Dependency.RABBITMQ in needs:
@@ -95,8 +97,12 @@ class Runtime:
 
     async def _open_cache(self) -> Redis:
         if self.settings.redis_url:
-            return Redis.from_url(self.settings.redis_url, decode_responses=True,
-                                  health_check_interval=30, socket_connect_timeout=5)
+            return Redis.from_url(
+                self.settings.redis_url,
+                decode_responses=True,
+                health_check_interval=30,
+                socket_connect_timeout=5,
+            )
         import fakeredis
 
         log.info("no REDIS_URL: using the in-process cache")
@@ -114,6 +120,7 @@ class Runtime:
         document = s.jwks_document()
         fetch = None
         if document is None:
+
             async def fetch() -> dict[str, Any]:
                 if s.jwks_url:
                     import httpx
@@ -137,8 +144,11 @@ class Runtime:
             if target.consumes:
                 if target.events is None:
                     raise RuntimeError(f"{target.name} consumes events but declares no inbox (events=)")
-                await bus.consume(target.name, list(target.consumes),
-                                  deliverer(sessions, target.events, dict(target.consumes)))
+                await bus.consume(
+                    target.name,
+                    list(target.consumes),
+                    deliverer(sessions, target.events, dict(target.consumes)),
+                )
 
     def _wake_relay(self) -> None:
         if self.relay is not None:

@@ -34,8 +34,8 @@ class PlatformSettings(BaseSettings):
     # Token verification: a JWKS URL (the gateway's), or a JWKS document inline (tests, air-gapped).
     jwks_url: str | None = None
     jwks: str | None = None
-    token_issuer: str = "coder-platform"
-    token_audience: str = "coder-platform"
+    token_issuer: str = "coder-platform"  # noqa: S105 - a name, not a secret
+    token_audience: str = "coder-platform"  # noqa: S105
     # OpenTelemetry: the standard OTEL_* variables configure the exporter; this only names the service.
     otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
     otel_exporter_otlp_endpoint: str | None = Field(

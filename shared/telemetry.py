@@ -110,9 +110,13 @@ class TelemetryMiddleware:
 
         try:
             with _tracer.start_as_current_span(
-                f"{method} {scope['path']}", kind=SpanKind.SERVER,
-                attributes={"http.request.method": method, "url.path": scope["path"],
-                            "coder.target": self.target},
+                f"{method} {scope['path']}",
+                kind=SpanKind.SERVER,
+                attributes={
+                    "http.request.method": method,
+                    "url.path": scope["path"],
+                    "coder.target": self.target,
+                },
             ) as span:
                 try:
                     await self.app(scope, receive, send_wrapper)
@@ -138,7 +142,11 @@ class TelemetryMiddleware:
         if status >= 500:
             ERRORS.labels(self.target, method, route).inc()
         extra: dict[str, Any] = {
-            "target": self.target, "method": method, "path": scope["path"], "route": route,
-            "status": status, "duration_ms": round(elapsed * 1000, 2),
+            "target": self.target,
+            "method": method,
+            "path": scope["path"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
         }
         self.log.info("request", extra=extra)

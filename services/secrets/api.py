@@ -46,34 +46,51 @@ def _at(principal: Principal, path: str, project: str, environment: str) -> Loca
 
 @router.put("/secrets/{path:path}", response_model=VersionRead, status_code=status.HTTP_200_OK)
 async def write_secret(
-    path: SecretPath, body: SecretWrite, request: Request, session: SessionDep,
-    principal: Annotated[Principal, require("secrets:write")], project: ProjectQ = "",
+    path: SecretPath,
+    body: SecretWrite,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:write")],
+    project: ProjectQ = "",
     environment: EnvironmentQ = "",
 ) -> VersionRead:
     """Write a new version of the secret at `path` (created on first write). With `options.cas`, only if
     the current version matches."""
     keyring, settings = _keyring(request)
-    return await service.write(session, keyring, _at(principal, path, project, environment), principal.subject,
-                               body, settings.default_max_versions)
+    return await service.write(
+        session,
+        keyring,
+        _at(principal, path, project, environment),
+        principal.subject,
+        body,
+        settings.default_max_versions,
+    )
 
 
 @router.get("/secrets/{path:path}", response_model=SecretRead)
 async def read_secret(
-    path: SecretPath, request: Request, session: SessionDep,
-    principal: Annotated[Principal, require("secrets:read")], project: ProjectQ = "",
+    path: SecretPath,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:read")],
+    project: ProjectQ = "",
     environment: EnvironmentQ = "",
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> SecretRead:
     """Read the value of a version (default: current). Every read is audited."""
     keyring, _ = _keyring(request)
-    return await service.read(session, keyring, _at(principal, path, project, environment), principal.subject,
-                              version)
+    return await service.read(
+        session, keyring, _at(principal, path, project, environment), principal.subject, version
+    )
 
 
 @router.delete("/secrets/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_latest(
-    path: SecretPath, session: SessionDep, principal: Annotated[Principal, require("secrets:delete")],
-    project: ProjectQ = "", environment: EnvironmentQ = "",
+    path: SecretPath,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:delete")],
+    project: ProjectQ = "",
+    environment: EnvironmentQ = "",
 ) -> Response:
     """Soft-delete the current version; `undelete` brings it back."""
     await service.soft_delete(session, _at(principal, path, project, environment), principal.subject, None)
@@ -82,41 +99,57 @@ async def delete_latest(
 
 @router.post("/delete/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_versions(
-    path: SecretPath, body: VersionsSelection, session: SessionDep,
-    principal: Annotated[Principal, require("secrets:delete")], project: ProjectQ = "",
+    path: SecretPath,
+    body: VersionsSelection,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:delete")],
+    project: ProjectQ = "",
     environment: EnvironmentQ = "",
 ) -> Response:
     """Soft-delete the given versions."""
-    await service.soft_delete(session, _at(principal, path, project, environment), principal.subject,
-                              body.versions)
+    await service.soft_delete(
+        session, _at(principal, path, project, environment), principal.subject, body.versions
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/undelete/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def undelete_versions(
-    path: SecretPath, body: VersionsSelection, session: SessionDep,
-    principal: Annotated[Principal, require("secrets:delete")], project: ProjectQ = "",
+    path: SecretPath,
+    body: VersionsSelection,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:delete")],
+    project: ProjectQ = "",
     environment: EnvironmentQ = "",
 ) -> Response:
     """Restore soft-deleted versions (destroyed ones stay destroyed)."""
-    await service.undelete(session, _at(principal, path, project, environment), principal.subject, body.versions)
+    await service.undelete(
+        session, _at(principal, path, project, environment), principal.subject, body.versions
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/destroy/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def destroy_versions(
-    path: SecretPath, body: VersionsSelection, session: SessionDep,
-    principal: Annotated[Principal, require("secrets:destroy")], project: ProjectQ = "",
+    path: SecretPath,
+    body: VersionsSelection,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:destroy")],
+    project: ProjectQ = "",
     environment: EnvironmentQ = "",
 ) -> Response:
     """Permanently erase the values of the given versions; their history remains."""
-    await service.destroy(session, _at(principal, path, project, environment), principal.subject, body.versions)
+    await service.destroy(
+        session, _at(principal, path, project, environment), principal.subject, body.versions
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/metadata", response_model=Page[PathRead])
 async def list_secrets(
-    session: SessionDep, principal: Annotated[Principal, require("secrets:list")], params: PageDep,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:list")],
+    params: PageDep,
     prefix: Annotated[str, Query(max_length=512)] = "",
     project: Annotated[ScopeName | None, Query()] = None,
     environment: Annotated[ScopeName | None, Query()] = None,
@@ -125,15 +158,27 @@ async def list_secrets(
     query = service.paths_query(principal.org_id, project, environment, prefix)
     query = keyset(query, (Secret.project, Secret.environment, Secret.path), params)
     rows = (await session.execute(query)).scalars().all()
-    return page(rows, params, key=lambda s: (s.project, s.environment, s.path), convert=lambda s: PathRead(
-        path=s.path, project=s.project, environment=s.environment, current_version=s.current_version,
-        updated_time=s.updated_at))
+    return page(
+        rows,
+        params,
+        key=lambda s: (s.project, s.environment, s.path),
+        convert=lambda s: PathRead(
+            path=s.path,
+            project=s.project,
+            environment=s.environment,
+            current_version=s.current_version,
+            updated_time=s.updated_at,
+        ),
+    )
 
 
 @router.get("/metadata/{path:path}", response_model=MetadataRead)
 async def read_metadata(
-    path: SecretPath, session: SessionDep, principal: Annotated[Principal, require("secrets:list")],
-    project: ProjectQ = "", environment: EnvironmentQ = "",
+    path: SecretPath,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:list")],
+    project: ProjectQ = "",
+    environment: EnvironmentQ = "",
 ) -> MetadataRead:
     """The secret's settings and the state of every kept version (no values)."""
     return service.metadata_read(await service.metadata(session, _at(principal, path, project, environment)))
@@ -141,20 +186,27 @@ async def read_metadata(
 
 @router.patch("/metadata/{path:path}", response_model=MetadataRead)
 async def update_metadata(
-    path: SecretPath, body: MetadataUpdate, session: SessionDep,
-    principal: Annotated[Principal, require("secrets:write")], project: ProjectQ = "",
+    path: SecretPath,
+    body: MetadataUpdate,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:write")],
+    project: ProjectQ = "",
     environment: EnvironmentQ = "",
 ) -> MetadataRead:
     """Change max_versions, cas_required or custom_metadata."""
-    secret = await service.update_metadata(session, _at(principal, path, project, environment),
-                                           principal.subject, body)
+    secret = await service.update_metadata(
+        session, _at(principal, path, project, environment), principal.subject, body
+    )
     return service.metadata_read(secret)
 
 
 @router.delete("/metadata/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_metadata(
-    path: SecretPath, session: SessionDep, principal: Annotated[Principal, require("secrets:destroy")],
-    project: ProjectQ = "", environment: EnvironmentQ = "",
+    path: SecretPath,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:destroy")],
+    project: ProjectQ = "",
+    environment: EnvironmentQ = "",
 ) -> Response:
     """Remove the secret with every version, for good."""
     await service.delete_all(session, _at(principal, path, project, environment), principal.subject)
@@ -163,7 +215,9 @@ async def delete_metadata(
 
 @router.post("/keys/rewrap", response_model=RewrapRead)
 async def rewrap_keys(
-    request: Request, session: SessionDep, principal: Annotated[Principal, require("secrets:admin")],
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:admin")],
 ) -> RewrapRead:
     """After a master-key rotation: rewrap this organization's data keys under the active key."""
     keyring, _ = _keyring(request)
@@ -173,7 +227,9 @@ async def rewrap_keys(
 
 @router.get("/audit", response_model=Page[AuditEntryRead])
 async def read_audit(
-    session: SessionDep, principal: Annotated[Principal, require("secrets:audit")], params: PageDep,
+    session: SessionDep,
+    principal: Annotated[Principal, require("secrets:audit")],
+    params: PageDep,
     path: Annotated[str | None, Query(max_length=512)] = None,
     actor: Annotated[str | None, Query(max_length=128)] = None,
     action: Annotated[str | None, Query(max_length=32)] = None,

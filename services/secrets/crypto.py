@@ -67,5 +67,6 @@ class Keyring:
     def rewrap(self, sealed: Sealed) -> Sealed:
         """The same data key, now wrapped with the active master key."""
         data_key = _open(self._key(sealed.key_id), sealed.wrapped_key, sealed.key_id.encode())
-        return Sealed(sealed.ciphertext, _seal(self._key(self.active), data_key, self.active.encode()),
-                      self.active)
+        return Sealed(
+            sealed.ciphertext, _seal(self._key(self.active), data_key, self.active.encode()), self.active
+        )

@@ -41,8 +41,11 @@ class Secret(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
     versions: Mapped[list[SecretVersion]] = relationship(
-        back_populates="secret", order_by="SecretVersion.version", cascade="all, delete-orphan",
-        passive_deletes=True, lazy="raise",
+        back_populates="secret",
+        order_by="SecretVersion.version",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="raise",
     )
 
 

@@ -13,7 +13,9 @@ MAX_VALUE_BYTES = 512 * 1024
 
 def _valid_path(path: str) -> str:
     if len(path) > 512 or not PATH_PATTERN.match(path) or any(p in (".", "..") for p in path.split("/")):
-        raise ValueError("a path is slash-separated segments of letters, digits, '_', '-', '.' (<= 512 chars)")
+        raise ValueError(
+            "a path is slash-separated segments of letters, digits, '_', '-', '.' (<= 512 chars)"
+        )
     return path
 
 
@@ -22,8 +24,11 @@ ScopeName = Annotated[str, Field(max_length=100, pattern=SCOPE_PATTERN)]
 
 
 class WriteOptions(BaseModel):
-    cas: int | None = Field(default=None, ge=0, description="Write only if the current version is this "
-                            "(0: only if the secret does not exist yet)")
+    cas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Write only if the current version is this (0: only if the secret does not exist yet)",
+    )
 
 
 class SecretWrite(BaseModel):
@@ -44,9 +49,9 @@ class MetadataUpdate(BaseModel):
 
     max_versions: int | None = Field(default=None, ge=1, le=1000)
     cas_required: bool | None = None
-    custom_metadata: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=512)]] | None = (
-        Field(default=None, max_length=64)
-    )
+    custom_metadata: (
+        dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=512)]] | None
+    ) = Field(default=None, max_length=64)
 
 
 class VersionRead(BaseModel):

@@ -50,20 +50,38 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _audit(session: AsyncSession, where: Location, actor: str, action: str,
-                 version: int | None = None, **details: Any) -> None:
-    session.add(AuditEntry(
-        org_id=where.org_id, actor=actor, action=action, project=where.project,
-        environment=where.environment, path=where.path, version=version,
-        request_id=context.request_id.get(), details=details,
-    ))
+async def _audit(
+    session: AsyncSession,
+    where: Location,
+    actor: str,
+    action: str,
+    version: int | None = None,
+    **details: Any,
+) -> None:
+    session.add(
+        AuditEntry(
+            org_id=where.org_id,
+            actor=actor,
+            action=action,
+            project=where.project,
+            environment=where.environment,
+            path=where.path,
+            version=version,
+            request_id=context.request_id.get(),
+            details=details,
+        )
+    )
 
 
 async def _find(session: AsyncSession, where: Location, *, lock: bool = False) -> Secret | None:
     query = (
         select(Secret)
-        .where(Secret.org_id == where.org_id, Secret.project == where.project,
-               Secret.environment == where.environment, Secret.path == where.path)
+        .where(
+            Secret.org_id == where.org_id,
+            Secret.project == where.project,
+            Secret.environment == where.environment,
+            Secret.path == where.path,
+        )
         .options(selectinload(Secret.versions))
     )
     if lock:
@@ -79,30 +97,53 @@ async def _get(session: AsyncSession, where: Location, *, lock: bool = False) ->
 
 
 def _version_read(v: SecretVersion) -> VersionRead:
-    return VersionRead(version=v.version, created_time=v.created_at, created_by=v.created_by,
-                       deletion_time=v.deleted_at, destroyed=v.destroyed)
+    return VersionRead(
+        version=v.version,
+        created_time=v.created_at,
+        created_by=v.created_by,
+        deletion_time=v.deleted_at,
+        destroyed=v.destroyed,
+    )
 
 
 def metadata_read(secret: Secret) -> MetadataRead:
     return MetadataRead(
-        path=secret.path, project=secret.project, environment=secret.environment,
-        current_version=secret.current_version, oldest_version=secret.oldest_version,
-        max_versions=secret.max_versions, cas_required=secret.cas_required,
-        custom_metadata=secret.custom_metadata, created_time=secret.created_at,
-        updated_time=secret.updated_at, versions={str(v.version): _version_read(v) for v in secret.versions},
+        path=secret.path,
+        project=secret.project,
+        environment=secret.environment,
+        current_version=secret.current_version,
+        oldest_version=secret.oldest_version,
+        max_versions=secret.max_versions,
+        cas_required=secret.cas_required,
+        custom_metadata=secret.custom_metadata,
+        created_time=secret.created_at,
+        updated_time=secret.updated_at,
+        versions={str(v.version): _version_read(v) for v in secret.versions},
     )
 
 
-async def write(session: AsyncSession, keyring: Keyring, where: Location, actor: str, body: SecretWrite,
-                default_max_versions: int) -> VersionRead:
+async def write(
+    session: AsyncSession,
+    keyring: Keyring,
+    where: Location,
+    actor: str,
+    body: SecretWrite,
+    default_max_versions: int,
+) -> VersionRead:
     plaintext = json.dumps(body.data, separators=(",", ":")).encode()
     if len(plaintext) > MAX_VALUE_BYTES:
         raise InvalidField("data", f"larger than {MAX_VALUE_BYTES} bytes once encoded", status=413)
     # Create-if-absent, then lock: concurrent writers to one path queue up instead of colliding.
     await session.execute(
         insert(Secret)
-        .values(org_id=where.org_id, project=where.project, environment=where.environment, path=where.path,
-                max_versions=default_max_versions, custom_metadata={})
+        .values(
+            org_id=where.org_id,
+            project=where.project,
+            environment=where.environment,
+            path=where.path,
+            max_versions=default_max_versions,
+            custom_metadata={},
+        )
         .on_conflict_do_nothing(index_elements=["org_id", "project", "environment", "path"])
     )
     secret = await _get(session, where, lock=True)
@@ -110,13 +151,22 @@ async def write(session: AsyncSession, keyring: Keyring, where: Location, actor:
     if secret.cas_required and cas is None:
         raise InvalidField("options.cas", "this secret requires check-and-set: pass options.cas")
     if cas is not None and cas != secret.current_version:
-        raise Conflict(f"check-and-set failed: current version is {secret.current_version}, not {cas}",
-                       slug="cas-mismatch", current_version=secret.current_version,
-                       errors=[{"field": "options.cas", "message": "does not match the current version"}])
+        raise Conflict(
+            f"check-and-set failed: current version is {secret.current_version}, not {cas}",
+            slug="cas-mismatch",
+            current_version=secret.current_version,
+            errors=[{"field": "options.cas", "message": "does not match the current version"}],
+        )
     version = secret.current_version + 1
     sealed = keyring.seal(plaintext, where.aad(version))
-    entry = SecretVersion(version=version, ciphertext=sealed.ciphertext, wrapped_key=sealed.wrapped_key,
-                          key_id=sealed.key_id, created_by=actor, destroyed=False)
+    entry = SecretVersion(
+        version=version,
+        ciphertext=sealed.ciphertext,
+        wrapped_key=sealed.wrapped_key,
+        key_id=sealed.key_id,
+        created_by=actor,
+        destroyed=False,
+    )
     secret.versions.append(entry)
     secret.current_version = version
     secret.updated_at = _now()
@@ -124,10 +174,18 @@ async def write(session: AsyncSession, keyring: Keyring, where: Location, actor:
     await session.flush()
     await _audit(session, where, actor, "write", version)
     if version > 1:
-        await events.publish(session, "secrets.secret.rotated", {
-            "project": where.project, "environment": where.environment, "path": where.path,
-            "version": version,
-        }, org_id=where.org_id, subject=where.path)
+        await events.publish(
+            session,
+            "secrets.secret.rotated",
+            {
+                "project": where.project,
+                "environment": where.environment,
+                "path": where.path,
+                "version": version,
+            },
+            org_id=where.org_id,
+            subject=where.path,
+        )
     await session.flush()
     return _version_read(entry)
 
@@ -140,22 +198,31 @@ def _prune(secret: Secret) -> None:
         secret.oldest_version = keep_from
 
 
-async def read(session: AsyncSession, keyring: Keyring, where: Location, actor: str,
-               version: int | None) -> SecretRead:
+async def read(
+    session: AsyncSession, keyring: Keyring, where: Location, actor: str, version: int | None
+) -> SecretRead:
     secret = await _get(session, where)
     wanted = version or secret.current_version
     entry = next((v for v in secret.versions if v.version == wanted), None)
     if entry is None:
         raise NotFound(f"{where.path} has no version {wanted}")
-    if entry.destroyed or entry.deleted_at is not None or entry.ciphertext is None or entry.wrapped_key is None:
-        raise VersionGone(f"version {wanted} of {where.path} is {'destroyed' if entry.destroyed else 'deleted'}",
-                          metadata=_version_read(entry).model_dump(mode="json"))
+    if (
+        entry.destroyed
+        or entry.deleted_at is not None
+        or entry.ciphertext is None
+        or entry.wrapped_key is None
+    ):
+        raise VersionGone(
+            f"version {wanted} of {where.path} is {'destroyed' if entry.destroyed else 'deleted'}",
+            metadata=_version_read(entry).model_dump(mode="json"),
+        )
     assert entry.key_id is not None
     try:
         plaintext = keyring.open(Sealed(entry.ciphertext, entry.wrapped_key, entry.key_id), where.aad(wanted))
     except KeyringError as exc:
-        raise Problem(str(exc), status=500, slug="secrets-key-unavailable",
-                      title="Secret cannot be decrypted") from None
+        raise Problem(
+            str(exc), status=500, slug="secrets-key-unavailable", title="Secret cannot be decrypted"
+        ) from None
     await _audit(session, where, actor, "read", wanted)
     return SecretRead(data=json.loads(plaintext), metadata=_version_read(entry))
 
@@ -225,16 +292,29 @@ async def rewrap(session: AsyncSession, keyring: Keyring, org_id: str, actor: st
     """Rewrap every data key of the org under the active master key (values are not re-encrypted)."""
     count = 0
     while True:
-        rows = (await session.execute(
-            select(SecretVersion).join(Secret)
-            .where(Secret.org_id == org_id, SecretVersion.key_id.is_not(None),
-                   SecretVersion.key_id != keyring.active)
-            .limit(batch).with_for_update(of=SecretVersion)
-        )).scalars().all()
+        rows = (
+            (
+                await session.execute(
+                    select(SecretVersion)
+                    .join(Secret)
+                    .where(
+                        Secret.org_id == org_id,
+                        SecretVersion.key_id.is_not(None),
+                        SecretVersion.key_id != keyring.active,
+                    )
+                    .limit(batch)
+                    .with_for_update(of=SecretVersion)
+                )
+            )
+            .scalars()
+            .all()
+        )
         if not rows:
             break
         for entry in rows:
-            assert entry.ciphertext is not None and entry.wrapped_key is not None and entry.key_id is not None
+            assert entry.ciphertext is not None
+            assert entry.wrapped_key is not None
+            assert entry.key_id is not None
             sealed = keyring.rewrap(Sealed(entry.ciphertext, entry.wrapped_key, entry.key_id))
             await session.execute(
                 update(SecretVersion)
@@ -243,9 +323,18 @@ async def rewrap(session: AsyncSession, keyring: Keyring, org_id: str, actor: st
             )
         count += len(rows)
         session.expunge_all()
-    session.add(AuditEntry(org_id=org_id, actor=actor, action="rewrap", project="", environment="",
-                           path="*", request_id=context.request_id.get(),
-                           details={"rewrapped": count, "key_id": keyring.active}))
+    session.add(
+        AuditEntry(
+            org_id=org_id,
+            actor=actor,
+            action="rewrap",
+            project="",
+            environment="",
+            path="*",
+            request_id=context.request_id.get(),
+            details={"rewrapped": count, "key_id": keyring.active},
+        )
+    )
     await session.flush()
     return count
 
@@ -260,4 +349,3 @@ def paths_query(org_id: str, project: str | None, environment: str | None, prefi
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Secret.path.like(escaped + "%", escape="\\"))
     return query
-

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from functools import cache
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cache
 from typing import Protocol
 
 import aio_pika
@@ -98,8 +98,11 @@ class InProcessBus:
                     log.exception("event dead-lettered", extra={"target": target, "event_id": event.id})
                     self.dead_letters[target].append(event)
                 else:
-                    log.warning("event handler failed, retrying", exc_info=True,
-                                extra={"target": target, "event_id": event.id, "attempt": attempt})
+                    log.warning(
+                        "event handler failed, retrying",
+                        exc_info=True,
+                        extra={"target": target, "event_id": event.id, "attempt": attempt},
+                    )
                     await asyncio.sleep(self.retry_delay * attempt)
                     queue.put_nowait((event, attempt + 1))
 
@@ -164,17 +167,24 @@ class RabbitBus:
         exchange = self._exchange
         # Confirms are awaited together: one round trip's latency for the batch, not one per event.
         # A broker that vanishes mid-batch fails the batch (the outbox keeps it) instead of hanging.
-        await asyncio.wait_for(asyncio.gather(*(
-            exchange.publish(
-                aio_pika.Message(
-                    body=event.to_json(), message_id=event.id, type=event.type,
-                    content_type="application/cloudevents+json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=event.type,
-            )
-            for event in events
-        )), timeout=30)
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            body=event.to_json(),
+                            message_id=event.id,
+                            type=event.type,
+                            content_type="application/cloudevents+json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=event.type,
+                    )
+                    for event in events
+                )
+            ),
+            timeout=30,
+        )
 
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
         if self._connected.is_set():
@@ -192,7 +202,8 @@ class RabbitBus:
         )
         await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=target)
         queue = await channel.declare_queue(
-            queue_name(target), durable=True,
+            queue_name(target),
+            durable=True,
             arguments={
                 "x-queue-type": "quorum",
                 "x-delivery-limit": self.delivery_limit - 1,  # redeliveries after the first attempt
@@ -207,15 +218,20 @@ class RabbitBus:
             try:
                 event = CloudEvent.model_validate_json(message.body)
             except ValueError:
-                log.error("malformed event dead-lettered", extra={"target": target,
-                                                                  "message_id": message.message_id})
+                log.error(
+                    "malformed event dead-lettered",
+                    extra={"target": target, "message_id": message.message_id},
+                )
                 await message.reject(requeue=False)
                 return
             try:
                 await deliver(event)
             except Exception:
-                log.warning("event handler failed; the broker redelivers it", exc_info=True,
-                            extra={"target": target, "event_id": event.id})
+                log.warning(
+                    "event handler failed; the broker redelivers it",
+                    exc_info=True,
+                    extra={"target": target, "event_id": event.id},
+                )
                 await message.nack(requeue=True)
             else:
                 await message.ack()

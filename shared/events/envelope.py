@@ -30,13 +30,20 @@ class CloudEvent(BaseModel):
     traceparent: str | None = None
 
     @classmethod
-    def new(cls, type: str, data: dict[str, Any], *, org_id: str | None = None,
-            subject: str | None = None) -> CloudEvent:
+    def new(
+        cls, type: str, data: dict[str, Any], *, org_id: str | None = None, subject: str | None = None
+    ) -> CloudEvent:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         target = type.split(".", 1)[0]
-        return cls(source=f"/coder/{target}", type=type, data=data, orgid=org_id, subject=subject,
-                   traceparent=carrier.get("traceparent"))
+        return cls(
+            source=f"/coder/{target}",
+            type=type,
+            data=data,
+            orgid=org_id,
+            subject=subject,
+            traceparent=carrier.get("traceparent"),
+        )
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

@@ -30,7 +30,8 @@ class EventTables:
     def __init__(self, metadata: MetaData) -> None:
         self.target: str = metadata.info["target"]
         self.outbox = Table(
-            f"{self.target}_outbox", metadata,
+            f"{self.target}_outbox",
+            metadata,
             Column("seq", BigInteger, Identity(), primary_key=True),
             Column("event_id", String(64), nullable=False, unique=True),
             Column("routing_key", String(200), nullable=False),
@@ -38,22 +39,32 @@ class EventTables:
             Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         )
         self.inbox = Table(
-            f"{self.target}_inbox", metadata,
+            f"{self.target}_inbox",
+            metadata,
             Column("event_id", String(64), primary_key=True),
             Column("event_type", String(200), nullable=False),
-            Column("handled_at", DateTime(timezone=True), nullable=False, server_default=func.now(),
-                   index=True),
+            Column(
+                "handled_at", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+            ),
         )
 
-    async def publish(self, session: AsyncSession, type: str, data: dict[str, Any], *,
-                      org_id: str | None = None, subject: str | None = None) -> CloudEvent:
+    async def publish(
+        self,
+        session: AsyncSession,
+        type: str,
+        data: dict[str, Any],
+        *,
+        org_id: str | None = None,
+        subject: str | None = None,
+    ) -> CloudEvent:
         """Stage an event; it leaves only if (and when) the surrounding transaction commits."""
         if not type.startswith(f"{self.target}."):
             raise ValueError(f"{self.target} may only publish {self.target}.* events, not {type}")
         cloud_event = CloudEvent.new(type, data, org_id=org_id, subject=subject)
         await session.execute(
             sa_insert(self.outbox).values(
-                event_id=cloud_event.id, routing_key=cloud_event.type,
+                event_id=cloud_event.id,
+                routing_key=cloud_event.type,
                 payload=cloud_event.model_dump(mode="json", exclude_none=True),
             )
         )

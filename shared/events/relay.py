@@ -29,8 +29,15 @@ INBOX_RETENTION = timedelta(days=7)
 
 
 class Relay:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, tables: Sequence[EventTables],
-                 *, poll_seconds: float = 1.0, batch: int = 500) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: Bus,
+        tables: Sequence[EventTables],
+        *,
+        poll_seconds: float = 1.0,
+        batch: int = 500,
+    ) -> None:
         self.sessions = sessions
         self.bus = bus
         self.tables = list(tables)
@@ -51,18 +58,23 @@ class Relay:
                         pass
                 await self._forget_old_inbox_entries()
             except Exception as exc:
-                log.warning("outbox relay round failed; rows stay for the next round",
-                            extra={"error": repr(exc)})
+                log.warning(
+                    "outbox relay round failed; rows stay for the next round", extra={"error": repr(exc)}
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
 
     async def drain_once(self, tables: EventTables) -> int:
         outbox = tables.outbox
         async with transaction(self.sessions) as session:
-            rows = (await session.execute(
-                select(outbox.c.seq, outbox.c.payload).order_by(outbox.c.seq).limit(self.batch)
-                .with_for_update(skip_locked=True)
-            )).all()
+            rows = (
+                await session.execute(
+                    select(outbox.c.seq, outbox.c.payload)
+                    .order_by(outbox.c.seq)
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
             if not rows:
                 return 0
             await self.bus.publish([CloudEvent.model_validate(row.payload) for row in rows])
@@ -78,8 +90,9 @@ class Relay:
                 await tables.forget_handled_before(session, datetime.now(UTC) - INBOX_RETENTION)
 
 
-def deliverer(sessions: async_sessionmaker[AsyncSession], tables: EventTables,
-              handlers: dict[str, Handler]) -> Deliver:
+def deliverer(
+    sessions: async_sessionmaker[AsyncSession], tables: EventTables, handlers: dict[str, Handler]
+) -> Deliver:
     """One delivery = one transaction: claim the id in the inbox, run the matching handlers."""
 
     async def deliver(event: CloudEvent) -> None:

@@ -31,7 +31,11 @@ async def upgrade(engine: AsyncEngine, targets: list[Target], revision: str = "h
         if target.metadata is None or not target.migrations_dir.is_dir():
             continue
         async with engine.begin() as conn:
-            await conn.run_sync(lambda sync, t=target: command.upgrade(alembic_config(t, sync), revision))
+            await conn.run_sync(_upgrade, target, revision)
+
+
+def _upgrade(connection: Connection, target: Target, revision: str) -> None:
+    command.upgrade(alembic_config(target, connection), revision)
 
 
 async def revision(engine: AsyncEngine, target: Target, message: str) -> None:

@@ -39,8 +39,9 @@ async def test_every_operation_requires_a_token(platform: Platform, service: str
 
 
 @pytest.mark.parametrize("service", SERVICES)
-async def test_malformed_bodies_are_named_4xx_problems(platform: Platform, signer: TestSigner, org: str,
-                                                       service: str) -> None:
+async def test_malformed_bodies_are_named_4xx_problems(
+    platform: Platform, signer: TestSigner, org: str, service: str
+) -> None:
     document = (await platform.client.get(f"/api/{service}/openapi.json")).json()
     headers = {**signer.headers(org), "content-type": "application/json"}
     checked = 0
@@ -48,8 +49,9 @@ async def test_malformed_bodies_are_named_4xx_problems(platform: Platform, signe
         if "requestBody" not in op:
             continue
         for body in (b"{not json", b"[]", b'{"unexpected": {"deeply": ["nested"]}}'):
-            response = await platform.client.request(method, f"/api/{service}{_fill(path)}", content=body,
-                                                     headers=headers)
+            response = await platform.client.request(
+                method, f"/api/{service}{_fill(path)}", content=body, headers=headers
+            )
             assert 400 <= response.status_code < 500, (method, path, body, response.text)
             assert response.headers["content-type"] == PROBLEM, (method, path)
             problem = response.json()
@@ -61,8 +63,9 @@ async def test_malformed_bodies_are_named_4xx_problems(platform: Platform, signe
 
 
 @pytest.mark.parametrize("service", SERVICES)
-async def test_malformed_query_parameters_are_named(platform: Platform, signer: TestSigner, org: str,
-                                                    service: str) -> None:
+async def test_malformed_query_parameters_are_named(
+    platform: Platform, signer: TestSigner, org: str, service: str
+) -> None:
     document = (await platform.client.get(f"/api/{service}/openapi.json")).json()
     headers = signer.headers(org)
     for method, path, op in _operations(document):
@@ -74,8 +77,11 @@ async def test_malformed_query_parameters_are_named(platform: Platform, signer: 
             if not kinds & {"integer", "number", "boolean"} and "enum" not in schema:
                 continue
             response = await platform.client.request(
-                method, f"/api/{service}{_fill(path)}", params={parameter["name"]: "not-a-number!"},
-                headers=headers, json={} if "requestBody" in op else None,
+                method,
+                f"/api/{service}{_fill(path)}",
+                params={parameter["name"]: "not-a-number!"},
+                headers=headers,
+                json={} if "requestBody" in op else None,
             )
             assert response.status_code == 422, (method, path, parameter["name"], response.text)
             fields = [e["field"] for e in response.json()["errors"]]

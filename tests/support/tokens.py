@@ -25,12 +25,29 @@ class TestSigner:
         public = json.loads(OKPAlgorithm.to_jwk(self.key.public_key()))
         return json.dumps({"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "EdDSA"}]})
 
-    def token(self, org: str, perms: Iterable[str] = ("*",), sub: str | None = None, ttl: int = 300,
-              **claims: object) -> str:
+    def token(
+        self,
+        org: str,
+        perms: Iterable[str] = ("*",),
+        sub: str | None = None,
+        ttl: int = 300,
+        **claims: object,
+    ) -> str:
         now = int(time.time())
-        payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub or f"user-{uuid.uuid4().hex[:8]}", "org": org,
-                   "perms": list(perms), "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex, **claims}
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": sub or f"user-{uuid.uuid4().hex[:8]}",
+            "org": org,
+            "perms": list(perms),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            **claims,
+        }
         return jwt.encode(payload, self.key, algorithm="EdDSA", headers={"kid": self.kid})
 
-    def headers(self, org: str, perms: Iterable[str] = ("*",), **kw: object) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(org, perms, **kw)}"}
+    def headers(
+        self, org: str, perms: Iterable[str] = ("*",), sub: str | None = None, ttl: int = 300
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(org, perms, sub=sub, ttl=ttl)}"}

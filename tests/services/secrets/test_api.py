@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -24,8 +25,8 @@ def path_unique() -> str:
     return f"providers/openai-{uuid.uuid4().hex[:6]}"
 
 
-async def put(p: Platform, h: dict[str, str], path: str, data: dict[str, object], **params: object):
-    body: dict[str, object] = {"data": data}
+async def put(p: Platform, h: dict[str, str], path: str, data: dict[str, Any], **params: Any):
+    body: dict[str, Any] = {"data": data}
     if "cas" in params:
         body["options"] = {"cas": params.pop("cas")}
     return await p.client.put(f"{API}/secrets/{path}", json=body, headers=h, params=params)
@@ -56,10 +57,12 @@ async def test_scopes_are_separate(platform: Platform, signer: TestSigner, org: 
     await put(platform, h, path, {"v": "org"})
     await put(platform, h, path, {"v": "prod"}, project="ide", environment="production")
     org_level = await platform.client.get(f"{API}/secrets/{path}", headers=h)
-    prod = await platform.client.get(f"{API}/secrets/{path}", headers=h,
-                                     params={"project": "ide", "environment": "production"})
-    staging = await platform.client.get(f"{API}/secrets/{path}", headers=h,
-                                        params={"project": "ide", "environment": "staging"})
+    prod = await platform.client.get(
+        f"{API}/secrets/{path}", headers=h, params={"project": "ide", "environment": "production"}
+    )
+    staging = await platform.client.get(
+        f"{API}/secrets/{path}", headers=h, params={"project": "ide", "environment": "staging"}
+    )
     assert org_level.json()["data"] == {"v": "org"}
     assert prod.json()["data"] == {"v": "prod"}
     assert staging.status_code == 404
@@ -76,15 +79,21 @@ async def test_soft_delete_undelete_destroy(platform: Platform, signer: TestSign
     assert gone.status_code == 404
     assert gone.json()["metadata"]["deletion_time"] is not None
 
-    assert (await platform.client.post(f"{API}/undelete/{path}", json={"versions": [2]}, headers=h)).status_code == 204
+    assert (
+        await platform.client.post(f"{API}/undelete/{path}", json={"versions": [2]}, headers=h)
+    ).status_code == 204
     assert (await platform.client.get(f"{API}/secrets/{path}", headers=h)).json()["data"] == {"k": "two"}
 
-    assert (await platform.client.post(f"{API}/destroy/{path}", json={"versions": [1]}, headers=h)).status_code == 204
+    assert (
+        await platform.client.post(f"{API}/destroy/{path}", json={"versions": [1]}, headers=h)
+    ).status_code == 204
     destroyed = await platform.client.get(f"{API}/secrets/{path}", params={"version": 1}, headers=h)
     assert destroyed.status_code == 404 and destroyed.json()["metadata"]["destroyed"] is True
     # Undelete cannot bring back a destroyed version.
     await platform.client.post(f"{API}/undelete/{path}", json={"versions": [1]}, headers=h)
-    assert (await platform.client.get(f"{API}/secrets/{path}", params={"version": 1}, headers=h)).status_code == 404
+    assert (
+        await platform.client.get(f"{API}/secrets/{path}", params={"version": 1}, headers=h)
+    ).status_code == 404
 
     meta = (await platform.client.get(f"{API}/metadata/{path}", headers=h)).json()
     assert meta["current_version"] == 2
@@ -94,13 +103,18 @@ async def test_soft_delete_undelete_destroy(platform: Platform, signer: TestSign
     assert (await platform.client.get(f"{API}/metadata/{path}", headers=h)).status_code == 404
 
 
-async def test_metadata_max_versions_and_cas_required(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_metadata_max_versions_and_cas_required(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
     h = signer.headers(org)
     path = path_unique()
     for i in range(3):
         await put(platform, h, path, {"i": i})
-    patched = await platform.client.patch(f"{API}/metadata/{path}", headers=h, json={
-        "max_versions": 2, "cas_required": True, "custom_metadata": {"owner": "platform-team"}})
+    patched = await platform.client.patch(
+        f"{API}/metadata/{path}",
+        headers=h,
+        json={"max_versions": 2, "cas_required": True, "custom_metadata": {"owner": "platform-team"}},
+    )
     assert patched.status_code == 200, patched.text
     assert sorted(patched.json()["versions"]) == ["2", "3"]
     assert patched.json()["custom_metadata"] == {"owner": "platform-team"}
@@ -109,7 +123,9 @@ async def test_metadata_max_versions_and_cas_required(platform: Platform, signer
     assert without_cas.status_code == 422
     assert without_cas.json()["errors"][0]["field"] == "options.cas"
     assert (await put(platform, h, path, {"i": 4}, cas=3)).status_code == 200
-    assert (await platform.client.get(f"{API}/secrets/{path}", params={"version": 2}, headers=h)).status_code == 404
+    assert (
+        await platform.client.get(f"{API}/secrets/{path}", params={"version": 2}, headers=h)
+    ).status_code == 404
 
 
 async def test_list_paths_paginates_without_values(platform: Platform, signer: TestSigner, org: str) -> None:
@@ -120,7 +136,7 @@ async def test_list_paths_paginates_without_values(platform: Platform, signer: T
     seen: list[str] = []
     cursor = None
     while True:
-        params: dict[str, object] = {"prefix": "team/", "limit": 2}
+        params: dict[str, Any] = {"prefix": "team/", "limit": 2}
         if cursor:
             params["cursor"] = cursor
         body = (await platform.client.get(f"{API}/metadata", params=params, headers=h)).json()
@@ -143,9 +159,15 @@ async def test_values_encrypted_at_rest_and_never_logged(
         await platform.client.get(f"{API}/secrets/{path}", headers=h)
     assert marker not in caplog.text
     async with platform.runtime.sessions() as session:
-        rows = (await session.execute(text(
-            "SELECT v.ciphertext, v.wrapped_key FROM secrets_version v JOIN secrets_secret s ON s.id = v.secret_id "
-            "WHERE s.org_id = :org"), {"org": org})).all()
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT v.ciphertext, v.wrapped_key FROM secrets_version v JOIN secrets_secret s ON s.id = v.secret_id "
+                    "WHERE s.org_id = :org"
+                ),
+                {"org": org},
+            )
+        ).all()
     assert rows and all(marker.encode() not in bytes(r.ciphertext) for r in rows)
 
 
@@ -156,11 +178,15 @@ async def test_ciphertext_is_bound_to_its_location(platform: Platform, signer: T
     await put(platform, h, source, {"k": "source"})
     await put(platform, h, target, {"k": "target"})
     async with platform.runtime.sessions() as session, session.begin():
-        await session.execute(text(
-            "UPDATE secrets_version t SET ciphertext = s.ciphertext, wrapped_key = s.wrapped_key "
-            "FROM secrets_version s, secrets_secret ss, secrets_secret ts "
-            "WHERE s.secret_id = ss.id AND t.secret_id = ts.id AND ss.org_id = :org AND ts.org_id = :org "
-            "AND ss.path = :source AND ts.path = :target"), {"org": org, "source": source, "target": target})
+        await session.execute(
+            text(
+                "UPDATE secrets_version t SET ciphertext = s.ciphertext, wrapped_key = s.wrapped_key "
+                "FROM secrets_version s, secrets_secret ss, secrets_secret ts "
+                "WHERE s.secret_id = ss.id AND t.secret_id = ts.id AND ss.org_id = :org AND ts.org_id = :org "
+                "AND ss.path = :source AND ts.path = :target"
+            ),
+            {"org": org, "source": source, "target": target},
+        )
     response = await platform.client.get(f"{API}/secrets/{target}", headers=h)
     assert response.status_code == 500
     assert response.json()["type"].endswith("/secrets-key-unavailable")
@@ -173,7 +199,10 @@ async def test_reads_are_audited(platform: Platform, signer: TestSigner, org: st
     await put(platform, writer, path, {"k": "v"})
     await platform.client.get(f"{API}/secrets/{path}", headers=reader)
     audit = (await platform.client.get(f"{API}/audit", params={"path": path}, headers=writer)).json()["items"]
-    assert [(e["actor"], e["action"], e["version"]) for e in audit] == [("bob", "read", 1), ("alice", "write", 1)]
+    assert [(e["actor"], e["action"], e["version"]) for e in audit] == [
+        ("bob", "read", 1),
+        ("alice", "write", 1),
+    ]
     assert all(e["request_id"] for e in audit)
     # The audit trail itself needs its own permission.
     assert (await platform.client.get(f"{API}/audit", headers=reader)).status_code == 403
@@ -211,14 +240,22 @@ async def test_master_key_rotation_rewraps(platform: Platform, signer: TestSigne
         result = await platform.client.post(f"{API}/keys/rewrap", headers=h)
         assert result.status_code == 200 and result.json()["rewrapped"] >= 1
         async with platform.runtime.sessions() as session:
-            key_ids = set((await session.execute(
-                select(SecretVersion.key_id).where(SecretVersion.key_id.is_not(None))
-                .where(text("secret_id IN (SELECT id FROM secrets_secret WHERE org_id = :org)")),
-                {"org": org})).scalars())
+            key_ids = set(
+                (
+                    await session.execute(
+                        select(SecretVersion.key_id)
+                        .where(SecretVersion.key_id.is_not(None))
+                        .where(text("secret_id IN (SELECT id FROM secrets_secret WHERE org_id = :org)")),
+                        {"org": org},
+                    )
+                ).scalars()
+            )
         assert key_ids == {"k2"}
         # The old key can now be dropped from the keyring: values still open.
         settings.master_keys = json.dumps({"k2": new_key})
-        assert (await platform.client.get(f"{API}/secrets/{path}", headers=h)).json()["data"] == {"k": "before rotation"}
+        assert (await platform.client.get(f"{API}/secrets/{path}", headers=h)).json()["data"] == {
+            "k": "before rotation"
+        }
     finally:
         settings.master_keys, settings.active_key_id = original
 
@@ -228,7 +265,9 @@ async def test_permissions_are_enforced(platform: Platform, signer: TestSigner, 
     await put(platform, signer.headers(org), path, {"k": "v"})
     reader = signer.headers(org, perms=["secrets:read"])
     assert (await put(platform, reader, path, {"k": "w"})).status_code == 403
-    assert (await platform.client.post(f"{API}/destroy/{path}", json={"versions": [1]}, headers=reader)).status_code == 403
+    assert (
+        await platform.client.post(f"{API}/destroy/{path}", json={"versions": [1]}, headers=reader)
+    ).status_code == 403
     assert (await platform.client.get(f"{API}/secrets/{path}")).status_code == 401
     expired = signer.headers(org, ttl=-60)
     response = await platform.client.get(f"{API}/secrets/{path}", headers=expired)
@@ -242,10 +281,14 @@ async def test_another_org_gets_404_everywhere(platform: Platform, signer: TestS
     await put(platform, signer.headers(org), path, {"k": "v"})
     intruder = signer.headers(f"other-{org}")  # every permission, wrong organization
     attempts = [
-        ("GET", f"/secrets/{path}", None), ("DELETE", f"/secrets/{path}", None),
-        ("POST", f"/delete/{path}", {"versions": [1]}), ("POST", f"/undelete/{path}", {"versions": [1]}),
-        ("POST", f"/destroy/{path}", {"versions": [1]}), ("GET", f"/metadata/{path}", None),
-        ("PATCH", f"/metadata/{path}", {"max_versions": 3}), ("DELETE", f"/metadata/{path}", None),
+        ("GET", f"/secrets/{path}", None),
+        ("DELETE", f"/secrets/{path}", None),
+        ("POST", f"/delete/{path}", {"versions": [1]}),
+        ("POST", f"/undelete/{path}", {"versions": [1]}),
+        ("POST", f"/destroy/{path}", {"versions": [1]}),
+        ("GET", f"/metadata/{path}", None),
+        ("PATCH", f"/metadata/{path}", {"max_versions": 3}),
+        ("DELETE", f"/metadata/{path}", None),
     ]
     for method, url, body in attempts:
         response = await platform.client.request(method, API + url, json=body, headers=intruder)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from fastapi import APIRouter
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.shared import db
@@ -25,8 +25,12 @@ from coder.tests.conftest import wait_until
 
 metadata = db.target_metadata("probe")
 events = EventTables(metadata)
-effects = Table("probe_effect", metadata, Column("event_id", String(64), primary_key=True),
-                Column("seq", Integer, nullable=False))
+effects = Table(
+    "probe_effect",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+)
 applied: list[str] = []
 
 
@@ -36,8 +40,14 @@ async def on_happened(event: CloudEvent, session: AsyncSession) -> None:
 
 
 probe = Target(
-    name="probe", port=39999, title="Outbox probe", package="coder.tests.shared.events", router=APIRouter(),
-    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}), metadata=metadata, events=events,
+    name="probe",
+    port=39999,
+    title="Outbox probe",
+    package="coder.tests.shared.events",
+    router=APIRouter(),
+    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+    metadata=metadata,
+    events=events,
     consumes={"probe.thing.happened": on_happened},
 )
 
@@ -67,10 +77,15 @@ async def test_broker_outage_delays_events_but_loses_and_duplicates_none(
 ) -> None:
     applied.clear()
     rabbit = RabbitServer().start()
-    settings = PlatformSettings.model_validate({
-        "database_url": database_url, "amqp_url": rabbit.url, "environment": "test",
-        "outbox_poll_seconds": 0.2, "jwks": '{"keys": []}',
-    })
+    settings = PlatformSettings.model_validate(
+        {
+            "database_url": database_url,
+            "amqp_url": rabbit.url,
+            "environment": "test",
+            "outbox_poll_seconds": 0.2,
+            "jwks": '{"keys": []}',
+        }
+    )
     runtime = Runtime(settings, {"probe": probe}, {"probe": probe})
     await runtime.start()
     try:
@@ -98,11 +113,14 @@ async def test_broker_outage_delays_events_but_loses_and_duplicates_none(
         # Redeliver some on purpose, as a broker does after a consumer crash: the inbox drops them.
         async with runtime.sessions() as session:
             rows = (await session.execute(select(events.inbox.c.event_id).limit(10))).scalars().all()
-        duplicates = [CloudEvent(id=i, source="/coder/probe", type="probe.thing.happened", data={"seq": -1})
-                      for i in rows]
+        duplicates = [
+            CloudEvent(id=i, source="/coder/probe", type="probe.thing.happened", data={"seq": -1})
+            for i in rows
+        ]
         await runtime.bus.publish(duplicates)
-        marker = CloudEvent(source="/coder/probe", type="probe.thing.happened", data={"seq": 10_000},
-                            id=str(uuid.uuid4()))
+        marker = CloudEvent(
+            source="/coder/probe", type="probe.thing.happened", data={"seq": 10_000}, id=str(uuid.uuid4())
+        )
         await runtime.bus.publish([marker])
         await wait_until(lambda: marker.id in applied, what="the marker behind the duplicates")
 
