@@ -130,6 +130,7 @@ def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="Address the targets listen on")] = "127.0.0.1",
+    port_offset: Annotated[int, typer.Option(help="Added to every target's port")] = 0,
 ) -> None:
     """Every target as its own process on its own port, against real PostgreSQL, Redis and RabbitMQ.
 
@@ -139,6 +140,7 @@ def up(
     from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
 
     settings = PlatformSettings()
+    signal.signal(signal.SIGTERM, _interrupt)  # so a plain `kill` also stops everything started here
     owned: list[LocalServer] = []
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -152,17 +154,22 @@ def up(
             owned.append(RabbitServer().start())
             env["AMQP_URL"] = owned[-1].url
         everything = registry.all_targets()
-        env["CODER_SERVICE_URLS"] = json.dumps({n: f"http://{host}:{t.port}" for n, t in everything.items()})
+        ports = {name: target.port + port_offset for name, target in everything.items()}
+        env["CODER_SERVICE_URLS"] = json.dumps(
+            {name: f"http://{host}:{port}" for name, port in ports.items()}
+        )
         exe = [str(Path(sys.executable).with_name("coder-platform"))]
         subprocess.run([*exe, "migrate"], env=env, check=True)  # noqa: S603
-        for name, target in everything.items():
+        for name, port in ports.items():
             children.append(
                 subprocess.Popen(  # noqa: S603
-                    [*exe, "run", "--target", name, "--host", host, "--port", str(target.port)],
-                    env=env,
+                    [*exe, "run", "--target", name, "--host", host, "--port", str(port)], env=env
                 )
             )
-        typer.echo(f"coder-platform: {len(children)} targets up; gateway on http://{host}:3000", err=True)
+        typer.echo(
+            f"coder-platform: {len(children)} targets up; gateway on http://{host}:{ports['gateway']}",
+            err=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
@@ -177,6 +184,10 @@ def up(
                 child.kill()
         for server in reversed(owned):
             server.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:

@@ -58,8 +58,9 @@ class Bus(Protocol):
 class InProcessBus:
     """The `all` mode bus without a broker: same routing, retries and dead letters, in memory."""
 
-    def __init__(self, delivery_limit: int = 5, retry_delay: float = 0.05) -> None:
+    def __init__(self, delivery_limit: int = 5, retry_delay: float = 0.05, concurrency: int = 16) -> None:
         self.delivery_limit = delivery_limit
+        self.concurrency = concurrency
         self.retry_delay = retry_delay
         self._subscriptions: list[tuple[str, Sequence[str], asyncio.Queue[tuple[CloudEvent, int]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,7 +87,10 @@ class InProcessBus:
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
         queue: asyncio.Queue[tuple[CloudEvent, int]] = asyncio.Queue()
         self._subscriptions.append((target, bindings, queue))
-        self._tasks.append(asyncio.create_task(self._run(target, queue, deliver), name=f"consume:{target}"))
+        for worker in range(self.concurrency):
+            self._tasks.append(
+                asyncio.create_task(self._run(target, queue, deliver), name=f"consume:{target}:{worker}")
+            )
 
     async def _run(self, target: str, queue: asyncio.Queue[tuple[CloudEvent, int]], deliver: Deliver) -> None:
         while True:
@@ -122,6 +126,7 @@ class RabbitBus:
         self._connected = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         self._pending: list[tuple[str, Sequence[str], Deliver]] = []
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         # Connect in the background so a process starts (and reports not-ready) while the broker is down.
@@ -155,6 +160,10 @@ class RabbitBus:
         )
 
     async def close(self) -> None:
+        # Unfinished handlers are abandoned unacknowledged: the broker redelivers them.
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._connect_task is not None:
             self._connect_task.cancel()
             await asyncio.gather(self._connect_task, return_exceptions=True)
@@ -236,4 +245,11 @@ class RabbitBus:
             else:
                 await message.ack()
 
-        await queue.consume(on_message)
+        # Deliveries run concurrently (up to the prefetch window): a handler is a database
+        # transaction, and awaiting each in turn would cap a consumer at one commit's latency.
+        async def dispatch(message: AbstractIncomingMessage) -> None:
+            task = asyncio.create_task(on_message(message))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+        await queue.consume(dispatch)

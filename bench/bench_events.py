@@ -1,0 +1,146 @@
+"""End-to-end event throughput: the platform's outbox -> relay -> RabbitMQ -> inbox consumer, against
+a bare aio-pika publish (with confirms) / consume loop on the same broker, in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aio_pika
+from fastapi import APIRouter
+from sqlalchemy import Column, Integer, String, Table, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.bench.support import Stopwatch, report, scratch_database
+from coder.shared import db
+from coder.shared.devservers import RabbitServer
+from coder.shared.events import CloudEvent, EventTables
+from coder.shared.runtime import Runtime
+from coder.shared.settings import PlatformSettings
+from coder.shared.target import Dependency, Target
+
+EVENTS = 5000
+PER_TRANSACTION = 50
+
+metadata = db.target_metadata("benchprobe")
+events = EventTables(metadata)
+effects = Table(
+    "benchprobe_effect",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+)
+
+
+async def on_event(event: CloudEvent, session: AsyncSession) -> None:
+    await session.execute(effects.insert().values(event_id=event.id, seq=event.data["seq"]))
+
+
+probe = Target(
+    name="benchprobe",
+    port=39998,
+    title="Bench probe",
+    package="coder.bench",
+    router=APIRouter(),
+    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+    metadata=metadata,
+    events=events,
+    consumes={"benchprobe.thing.happened": on_event},
+)
+
+
+async def bare_aio_pika(url: str) -> float:
+    """Publish EVENTS persistent messages with confirms (batched like the relay), consume and ack them."""
+    connection = await aio_pika.connect_robust(url)
+    async with connection:
+        publish_channel = await connection.channel(publisher_confirms=True)
+        consume_channel = await connection.channel()
+        await consume_channel.set_qos(prefetch_count=64)
+        exchange = await publish_channel.declare_exchange(
+            "bench.bare", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await consume_channel.declare_queue(
+            f"bench.bare.{uuid.uuid4().hex[:6]}", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind("bench.bare", routing_key="bench.#")
+        done = asyncio.Event()
+        received = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal received
+            json.loads(message.body)
+            await message.ack()
+            received += 1
+            if received == EVENTS:
+                done.set()
+
+        await queue.consume(on_message)
+        clock = Stopwatch()
+        for start in range(0, EVENTS, 500):
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            CloudEvent(
+                                source="/bench", type="bench.thing.happened", data={"seq": i}
+                            ).to_json(),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key="bench.thing.happened",
+                    )
+                    for i in range(start, min(start + 500, EVENTS))
+                )
+            )
+        await asyncio.wait_for(done.wait(), timeout=300)
+        elapsed = clock.seconds
+        await queue.delete(if_unused=False, if_empty=False)
+        await publish_channel.exchange_delete("bench.bare")
+    return EVENTS / elapsed
+
+
+async def platform_pipeline(url: str, database_url: str) -> float:
+    """EVENTS written through the outbox in transactions of PER_TRANSACTION, until all are handled."""
+    engine = db.create_engine(database_url, pool_size=2)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)  # a bench-only target: no migrations
+    await engine.dispose()
+    settings = PlatformSettings.model_validate(
+        {"database_url": database_url, "amqp_url": url, "environment": "test", "jwks": '{"keys": []}'}
+    )
+    runtime = Runtime(settings, {"benchprobe": probe}, {"benchprobe": probe})
+    await runtime.start()
+    try:
+        assert runtime.bus is not None
+        while not runtime.bus.is_ready():  # noqa: ASYNC110 - the bus exposes no event to wait on
+            await asyncio.sleep(0.05)
+        clock = Stopwatch()
+        for start in range(0, EVENTS, PER_TRANSACTION):
+            async with db.transaction(runtime.sessions) as session:
+                for seq in range(start, start + PER_TRANSACTION):
+                    await events.publish(session, "benchprobe.thing.happened", {"seq": seq})
+        while True:
+            async with runtime.sessions() as session:
+                handled = await session.scalar(select(func.count()).select_from(effects))
+            if handled == EVENTS:
+                break
+            await asyncio.sleep(0.02)
+        return EVENTS / clock.seconds
+    finally:
+        await runtime.stop()
+
+
+async def main() -> None:
+    with RabbitServer() as rabbit:
+        async with scratch_database() as database_url:
+            bare = await bare_aio_pika(rabbit.url)
+            platform = await platform_pipeline(rabbit.url, database_url)
+    report(
+        f"events end to end, {EVENTS} events",
+        [
+            ("bare aio-pika publish/consume", bare, "events/s"),
+            ("outbox -> relay -> RabbitMQ -> inbox", platform, "events/s"),
+        ],
+        baseline="bare aio-pika publish/consume",
+    )
+    print("  (the platform also commits each event with its data and each handling with an inbox row)")

@@ -1,0 +1,90 @@
+"""`coder-platform up`: every target in its own process on its own port, talking over HTTP and a real
+broker, as the old docker-compose setup did. Driven through the gateway like the IDE would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from coder.shared import registry
+from coder.shared.devservers import RabbitServer, RedisServer
+from coder.tests.support.tokens import TestSigner
+
+
+def _free_offset() -> int:
+    ports = [t.port for t in registry.all_targets().values()]
+    for offset in range(21000, 40000, 137):
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+def microservices(
+    database_url: str, redis_server: RedisServer, rabbit_server: RabbitServer, signer: TestSigner
+) -> Iterator[str]:
+    offset = _free_offset()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_server.url,
+        "AMQP_URL": rabbit_server.url,
+        "CODER_JWKS": signer.jwks(),
+        "CODER_ENVIRONMENT": "test",
+        "SECRETS_MASTER_KEYS": json.dumps({"k1": base64.b64encode(os.urandom(32)).decode()}),
+        "SECRETS_ACTIVE_KEY_ID": "k1",
+    }
+    cli = str(Path(sys.executable).with_name("coder-platform"))
+    process = subprocess.Popen([cli, "up", "--port-offset", str(offset)], env=env, start_new_session=True)
+    gateway = f"http://127.0.0.1:{3000 + offset}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "coder-platform up exited early"
+            try:
+                if httpx.get(f"{gateway}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the gateway never became ready"
+            time.sleep(0.3)
+        yield gateway
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    for target in registry.all_targets().values():  # every process it started is gone
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", target.port + offset)) != 0, target.name
+
+
+def test_each_target_in_its_own_process(microservices: str, signer: TestSigner, org: str) -> None:
+    headers = signer.headers(org)
+    with httpx.Client(base_url=microservices, timeout=10) as client:
+        written = client.put(
+            "/api/secrets/v1/secrets/ci/token", json={"data": {"token": "t-1"}}, headers=headers
+        )
+        assert written.status_code == 200, written.text
+        read = client.get("/api/secrets/v1/secrets/ci/token", headers=headers)
+        assert read.json()["data"] == {"token": "t-1"}
+        # The gateway reached secrets over HTTP: the secrets process answers on its own port too.
+        secrets_port = int(microservices.rsplit(":", 1)[1]) - 3000 + 3003
+        direct = httpx.get(f"http://127.0.0.1:{secrets_port}/v1/secrets/ci/token", headers=headers)
+        assert direct.json()["data"] == {"token": "t-1"}
+        assert client.get("/api/secrets/readyz").json()["checks"] == {"postgres": "ok", "rabbitmq": "ok"}
+        assert client.get("/api/unknown/anything").status_code == 404

@@ -1,0 +1,22 @@
+import pytest
+from pydantic import ValidationError
+
+from coder.services.secrets.config import SecretsSettings
+
+
+def test_development_defaults_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODER_ENVIRONMENT", "production")
+    monkeypatch.delenv("SECRETS_MASTER_KEYS", raising=False)
+    with pytest.raises(ValidationError, match="SECRETS_MASTER_KEYS still has its development default"):
+        SecretsSettings()
+
+
+def test_development_defaults_are_fine_in_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODER_ENVIRONMENT", "development")
+    assert SecretsSettings().active_key_id == "dev"
+
+
+def test_malformed_keyring_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRETS_MASTER_KEYS", '{"k": "too-short"}')
+    with pytest.raises(ValidationError, match="master_keys"):
+        SecretsSettings()
