@@ -41,14 +41,14 @@ class TargetProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return
-        rest = scope["path"][len(scope.get("root_path", "")) :] if scope.get("root_path") else scope["path"]
-        rest = rest.removeprefix("/api")
-        name, _, path = rest.lstrip("/").partition("/")
+        # Mounted at /api: root_path is ".../api" and path still carries it (ASGI's convention).
+        mount = scope.get("root_path", "")
+        name, _, path = scope["path"].removeprefix(mount).lstrip("/").partition("/")
         path = "/" + path
         local = self.runtime.local_apps.get(name)
         if local is not None and name != "gateway":
             child = dict(scope)
-            child["root_path"] = scope.get("root_path", "") + f"/api/{name}"
+            child["root_path"] = f"{mount}/{name}"
             child["path"] = child["root_path"] + path
             child["raw_path"] = child["path"].encode()
             await self._call_local(local, child, receive, send)

@@ -21,3 +21,11 @@ async def test_target_openapi_through_gateway(platform: Platform) -> None:
     response = await platform.client.get("/api/secrets/openapi.json")
     assert response.status_code == 200
     assert "/v1/secrets/{path}" in response.json()["paths"]
+
+
+async def test_problem_instance_is_the_gateway_path(platform: Platform) -> None:
+    response = await platform.client.get("/api/secrets/v1/secrets/some/path")
+    assert response.status_code == 401
+    assert response.json()["instance"] == "/api/secrets/v1/secrets/some/path"
+    servers = (await platform.client.get("/api/secrets/openapi.json")).json()["servers"]
+    assert servers == [{"url": "/api/secrets"}]
