@@ -61,6 +61,9 @@ def create_target_app(
 
     As the process root, its readiness covers every target in the process."""
     app = FastAPI(
+        # FastAPI's native OpenTelemetry: server spans (traceparent in, context for logs and
+        # outgoing calls). Metrics stay Prometheus (telemetry.py), logs stay JSON on stderr.
+        telemetry={"tracing": True, "metrics": False, "logs": False},
         title=f"Coder Platform: {target.title}",
         version=VERSION,
         docs_url=None,

@@ -143,6 +143,7 @@ def up(
     signal.signal(signal.SIGTERM, _interrupt)  # so a plain `kill` also stops everything started here
     owned: list[LocalServer] = []
     children: list[subprocess.Popen[bytes]] = []
+    failed = False
     try:
         env = dict(os.environ)
         env["DATABASE_URL"] = _database_url(settings)
@@ -173,6 +174,9 @@ def up(
         with contextlib.suppress(KeyboardInterrupt):
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
+            dead = [name for name, child in zip(ports, children, strict=True) if child.poll() is not None]
+            typer.echo(f"coder-platform: {', '.join(dead)} exited; stopping everything", err=True)
+            failed = True
     finally:
         for child in children:
             if child.poll() is None:
@@ -184,6 +188,8 @@ def up(
                 child.kill()
         for server in reversed(owned):
             server.stop()
+    if failed:
+        raise typer.Exit(1)
 
 
 def _interrupt(signum: int, frame: object) -> None:

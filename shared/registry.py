@@ -14,7 +14,7 @@ from coder.shared.target import Target
 TARGET_MODULES: dict[str, str] = {
     "gateway": "coder.gateway.target",
     "secrets": "coder.services.secrets.target",
-    # "usage": "coder.services.usage.target",
+    "usage": "coder.services.usage.target",
 }
 
 ALL = "all"

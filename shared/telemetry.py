@@ -14,12 +14,10 @@ import time
 import uuid
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,8 +29,6 @@ ERRORS = Counter("http_request_errors_total", "HTTP requests answered 5xx", ["ta
 LATENCY = Histogram(
     "http_request_duration_seconds", "Time to the end of the response", ["target", "method", "route"]
 )
-
-_tracer = trace.get_tracer("coder.shared")
 
 
 class _ContextFilter(logging.Filter):
@@ -79,7 +75,7 @@ def _route_of(scope: Scope) -> str:
 
 
 class TelemetryMiddleware:
-    """Request id, server span, JSON access log and RED metrics for one target's ASGI app."""
+    """Request id, JSON access log and RED metrics for one target's ASGI app."""
 
     def __init__(self, app: ASGIApp, target: str) -> None:
         self.app = app
@@ -94,42 +90,27 @@ class TelemetryMiddleware:
         rid = headers.get("x-request-id") or uuid.uuid4().hex
         auth = headers.get("authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else None
-        parent = propagate.extract(headers)
         method = scope.get("method", "WS")
         status = {"code": 500}
         started = time.perf_counter()
         tokens = [context.request_id.set(rid), context.bearer_token.set(token)]
-        ctx_token = otel_context.attach(parent)
+        # FastAPI's native OpenTelemetry middleware (outside this one) owns the server span.
+        trace.get_current_span().set_attribute("coder.target", self.target)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                headers = list(message.get("headers", []))
+                # In-process targets answer through the gateway's middleware too: one id header only.
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
-            with _tracer.start_as_current_span(
-                f"{method} {scope['path']}",
-                kind=SpanKind.SERVER,
-                attributes={
-                    "http.request.method": method,
-                    "url.path": scope["path"],
-                    "coder.target": self.target,
-                },
-            ) as span:
-                try:
-                    await self.app(scope, receive, send_wrapper)
-                finally:
-                    route = _route_of(scope)
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                    span.set_attribute("http.response.status_code", status["code"])
-                    if status["code"] >= 500:
-                        span.set_status(Status(StatusCode.ERROR))
-                    self._record(scope, method, route, status["code"], started)
+            await self.app(scope, receive, send_wrapper)
         finally:
-            otel_context.detach(ctx_token)
+            self._record(scope, method, _route_of(scope), status["code"], started)
             context.bearer_token.reset(tokens[1])
             context.request_id.reset(tokens[0])
 
