@@ -43,9 +43,9 @@ def test_every_table_and_constraint_is_prefixed_by_its_target() -> None:
         for table in target.metadata.tables.values():
             assert table.name.startswith(prefix), f"{table.name} belongs to {name}"
             for thing in [*table.indexes, *table.constraints]:
-                name = getattr(thing, "name", None)
-                if isinstance(thing, Index | UniqueConstraint) or name:
-                    assert str(name).startswith(prefix), f"{name} on {table.name}"
+                item = getattr(thing, "name", None)
+                if isinstance(thing, Index | UniqueConstraint) or item:
+                    assert str(item).startswith(prefix), f"{item} on {table.name}"
 
 
 def test_every_target_with_tables_has_migrations() -> None:
