@@ -30,6 +30,13 @@ from coder.shared.target import Dependency, Target
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=TargetSettings)
+RUNTIME = "runtime"  # session.info key
+
+
+def session_runtime(session: AsyncSession) -> Runtime:
+    """The runtime whose engine opened `session` (for event handlers and other session-only code)."""
+    runtime: Runtime = session.info[RUNTIME]
+    return runtime
 
 
 class Runtime:
@@ -81,7 +88,11 @@ class Runtime:
                 url = await asyncio.to_thread(embedded_database_url, Path(self.settings.data_dir))
             self.engine = db.create_engine(url)
             self._sessions = async_sessionmaker(
-                self.engine, expire_on_commit=False, info={WAKE_RELAY: self._wake_relay}
+                # Sessions know their runtime, so event handlers (given only a session) reach the
+                # cache and service clients of the process that runs them.
+                self.engine,
+                expire_on_commit=False,
+                info={WAKE_RELAY: self._wake_relay, RUNTIME: self},
             )
         if Dependency.REDIS in needs:
             self.cache = await self._open_cache()

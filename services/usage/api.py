@@ -1,0 +1,301 @@
+"""HTTP routes of `usage` (OpenMeter / LiteLLM style). Paths are relative to `/api/usage` at the gateway."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from pydantic import AwareDatetime, Field
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from coder.services.usage import service
+from coder.services.usage.models import Budget, Meter
+from coder.services.usage.schemas import (
+    BudgetCreate,
+    BudgetRead,
+    BudgetUpdate,
+    Dimension,
+    EventIn,
+    IngestRead,
+    MeterCreate,
+    MeterQueryRead,
+    MeterRead,
+    Metric,
+    ReservationCreate,
+    ReservationRead,
+    ReservationSettle,
+    Scope,
+    Slug,
+    WindowSize,
+)
+from coder.shared.auth import Principal, require
+from coder.shared.db import SessionDep
+from coder.shared.errors import PROBLEM_MEDIA_TYPE, Unavailable, problem_response
+from coder.shared.pagination import Page, PageDep, keyset, page
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+MAX_BATCH = 1000
+
+DimensionValues = Annotated[list[Annotated[str, Field(max_length=200)]] | None, Query(max_length=100)]
+PROBLEM: dict[str, Any] = {"content": {PROBLEM_MEDIA_TYPE: {}}}
+
+
+def _cache(request: Request) -> Redis:
+    cache: Redis | None = request.app.state.runtime.cache
+    if cache is None:
+        raise Unavailable("the budget cache is not open in this process")
+    return cache
+
+
+CacheDep = Annotated[Redis, Depends(_cache)]
+
+
+@router.post("/events", response_model=IngestRead)
+async def ingest_events(
+    events: Annotated[
+        list[EventIn], Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
+    ],
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:ingest")],
+) -> IngestRead:
+    """Ingest up to 1000 usage events (CloudEvents, any `type`) for the caller's organization. An event
+    already stored under the same `source` and `id` (or repeated in the batch) counts as a duplicate and
+    is not stored again, so retrying a batch is safe."""
+    return await service.ingest(session, principal.org_id, events)
+
+
+# --- meters ---
+
+
+@router.post(
+    "/meters", response_model=MeterRead, status_code=status.HTTP_201_CREATED, responses={409: PROBLEM}
+)
+async def create_meter(
+    body: MeterCreate,
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:admin")],
+) -> MeterRead:
+    """Define a meter: an aggregation (`sum`, `count`, `max`, `unique_count`) of `value_property` over
+    the events of one type, with the dimensions queries may group by."""
+    return MeterRead.model_validate(await service.create_meter(session, principal.org_id, body))
+
+
+@router.get("/meters", response_model=Page[MeterRead])
+async def list_meters(
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:read")],
+    params: PageDep,
+) -> Page[MeterRead]:
+    """The organization's meters, by slug."""
+    query = keyset(select(Meter).where(Meter.org_id == principal.org_id), (Meter.slug,), params)
+    rows = (await session.execute(query)).scalars().all()
+    return page(rows, params, key=lambda m: (m.slug,), convert=MeterRead.model_validate)
+
+
+@router.get("/meters/{slug}", response_model=MeterRead)
+async def read_meter(
+    slug: Slug,
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:read")],
+) -> MeterRead:
+    """One meter's definition."""
+    return MeterRead.model_validate(await service.get_meter(session, principal.org_id, slug))
+
+
+@router.delete("/meters/{slug}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_meter(
+    slug: Slug,
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:admin")],
+) -> Response:
+    """Remove a meter. The events it aggregated stay."""
+    await service.delete_meter(session, principal.org_id, slug)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/meters/{slug}/query", response_model=MeterQueryRead)
+async def query_meter(
+    slug: Slug,
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:read")],
+    from_: Annotated[
+        AwareDatetime | None, Query(alias="from", description="Inclusive; required with window_size")
+    ] = None,
+    to: Annotated[AwareDatetime | None, Query(description="Exclusive; default now")] = None,
+    window_size: Annotated[
+        WindowSize | None,
+        Query(description="One row per window and group; without it, one row per group over the whole range"),
+    ] = None,
+    window_time_zone: Annotated[str, Query(max_length=64, description="IANA zone windows align to")] = "UTC",
+    group_by: Annotated[list[Dimension] | None, Query(max_length=len(Dimension))] = None,
+    user_id: DimensionValues = None,
+    team_id: DimensionValues = None,
+    api_key_id: DimensionValues = None,
+    model: DimensionValues = None,
+    feature: DimensionValues = None,
+) -> MeterQueryRead:
+    """The meter's value over `[from, to)`, per window and per group; filters on a dimension keep the
+    events whose value is one of those given (repeat the parameter for several)."""
+    given = {
+        Dimension.USER_ID: user_id,
+        Dimension.TEAM_ID: team_id,
+        Dimension.API_KEY_ID: api_key_id,
+        Dimension.MODEL: model,
+        Dimension.FEATURE: feature,
+    }
+    return await service.query_meter(
+        session,
+        principal.org_id,
+        slug,
+        start=from_,
+        end=to,
+        window_size=window_size,
+        time_zone=window_time_zone,
+        group_by=group_by or [],
+        filters={d: values for d, values in given.items() if values},
+    )
+
+
+# --- budgets ---
+
+
+@router.post("/budgets", response_model=BudgetRead, status_code=status.HTTP_201_CREATED)
+async def create_budget(
+    body: BudgetCreate,
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:admin")],
+) -> BudgetRead:
+    """Limit the spend (`cost_usd` or `tokens`) of the organization, a team, a user or an API key per
+    day, per month (UTC) or in total. Reservations must fit in every budget that covers them."""
+    budget = await service.create_budget(session, principal.org_id, body)
+    return (await service.budget_reads(session, cache, [budget]))[0]
+
+
+@router.get("/budgets", response_model=Page[BudgetRead])
+async def list_budgets(
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:read")],
+    params: PageDep,
+    scope: Scope | None = None,
+    scope_id: Annotated[str | None, Query(max_length=128)] = None,
+    metric: Metric | None = None,
+) -> Page[BudgetRead]:
+    """The organization's budgets with their current spend and holds, oldest first."""
+    query = select(Budget).where(Budget.org_id == principal.org_id)
+    for column, value in ((Budget.scope, scope), (Budget.scope_id, scope_id), (Budget.metric, metric)):
+        if value is not None:
+            query = query.where(column == value)
+    rows = (await session.execute(keyset(query, (Budget.created_at, Budget.id), params))).scalars().all()
+    reads = {r.id: r for r in await service.budget_reads(session, cache, rows[: params.limit])}
+    return page(rows, params, key=lambda b: (b.created_at, str(b.id)), convert=lambda b: reads[b.id])
+
+
+@router.get("/budgets/{budget_id}", response_model=BudgetRead)
+async def read_budget(
+    budget_id: uuid.UUID,
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:read")],
+) -> BudgetRead:
+    """A budget with the current period's settled spend and the amount held by active reservations."""
+    budget = await service.get_budget(session, principal.org_id, budget_id)
+    return (await service.budget_reads(session, cache, [budget]))[0]
+
+
+@router.patch("/budgets/{budget_id}", response_model=BudgetRead)
+async def update_budget(
+    budget_id: uuid.UUID,
+    body: BudgetUpdate,
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:admin")],
+) -> BudgetRead:
+    """Rename a budget or change its limit; the next reservation is checked against the new limit."""
+    budget = await service.update_budget(session, principal.org_id, budget_id, body)
+    return (await service.budget_reads(session, cache, [budget]))[0]
+
+
+@router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_budget(
+    budget_id: uuid.UUID,
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:admin")],
+) -> Response:
+    """Remove a budget and its spend history."""
+    await service.delete_budget(session, principal.org_id, budget_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- reservations ---
+
+
+@router.post(
+    "/reservations",
+    response_model=ReservationRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        402: {
+            "description": "A budget would be exceeded; the problem names it "
+            "(`budget`: id, name, scope, scope_id, limit, spent, reserved, requested)",
+            **PROBLEM,
+        }
+    },
+)
+async def create_reservation(
+    body: ReservationCreate,
+    request: Request,
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:reserve")],
+) -> ReservationRead | Response:
+    """Hold `amount` against every budget that covers this spend (the org's, the team's, the user's,
+    the API key's), atomically across replicas: either all have room, or nothing is held and the answer
+    is 402 naming the budget that would be exceeded. Settle or release it; it lapses after `ttl_seconds`."""
+    outcome = await service.reserve(session, cache, principal.org_id, body)
+    if isinstance(outcome, service.BudgetExceeded):
+        return problem_response(outcome, request)
+    return outcome
+
+
+@router.get("/reservations/{reservation_id}", response_model=ReservationRead)
+async def read_reservation(
+    reservation_id: uuid.UUID,
+    session: SessionDep,
+    principal: Annotated[Principal, require("usage:reserve")],
+) -> ReservationRead:
+    """A reservation and its state (`expired` once its hold has lapsed without settle or release)."""
+    return service.reservation_read(await service.get_reservation(session, principal.org_id, reservation_id))
+
+
+@router.post(
+    "/reservations/{reservation_id}/settle", response_model=ReservationRead, responses={409: PROBLEM}
+)
+async def settle_reservation(
+    reservation_id: uuid.UUID,
+    body: ReservationSettle,
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:reserve")],
+) -> ReservationRead:
+    """Release the hold and record `actual` as spend against the budgets that cover it. Settling a
+    settled reservation returns the first result and adds nothing; an expired one is still recorded."""
+    return await service.settle(session, cache, principal.org_id, reservation_id, body.actual)
+
+
+@router.delete(
+    "/reservations/{reservation_id}", status_code=status.HTTP_204_NO_CONTENT, responses={409: PROBLEM}
+)
+async def release_reservation(
+    reservation_id: uuid.UUID,
+    session: SessionDep,
+    cache: CacheDep,
+    principal: Annotated[Principal, require("usage:reserve")],
+) -> Response:
+    """Give the held amount back without spending it (the request was not made)."""
+    await service.release(session, cache, principal.org_id, reservation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,128 @@
+"""`ai.request.completed` from the bus: stored once however often delivered, and charged to budgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from coder.services.usage.models import Event
+from coder.shared.events import CloudEvent
+from coder.tests.conftest import Platform, wait_until
+from coder.tests.services.usage.factories import (
+    API,
+    completed,
+    create_budget,
+    create_meter,
+    query,
+    read_budget,
+    reserve,
+    settle,
+)
+from coder.tests.support.tokens import TestSigner
+
+
+async def publish(p: Platform, *events: CloudEvent) -> None:
+    assert p.runtime.bus is not None
+    await p.runtime.bus.publish(list(events))
+
+
+async def spent(p: Platform, h: dict[str, str], budget: dict[str, Any]) -> float:
+    value: float = (await read_budget(p, h, budget["id"]))["spent"]
+    return value
+
+
+async def test_bus_events_are_stored_once(platform: Platform, signer: TestSigner, org: str) -> None:
+    h = signer.headers(org)
+    budget = await create_budget(platform, h, limit=100)
+    requests = await create_meter(platform, h, aggregation="count", value_property=None)
+    first = completed(org, cost_usd=1.5, prompt_tokens=10, completion_tokens=5, team_id="t1", feature="chat")
+    await publish(platform, first, first)
+    await wait_until(lambda: spent(platform, h, budget), what="the event's cost to be charged")
+
+    # A later event is handled after the duplicate was delivered (and skipped).
+    marker = completed(org, cost_usd=0.25)
+    await publish(platform, first, marker)
+    await wait_until(lambda: _charged(platform, h, budget, 1.75), what="the marker event")
+
+    result = (await query(platform, h, requests["slug"], group_by="model")).json()["data"]
+    assert [(r["value"], r["group"]) for r in result] == [(2.0, {"model": "gpt-4o"})]
+    async with platform.runtime.sessions() as session:
+        stored = await session.get(Event, (org, "/coder/ai", first.id))
+        copies = await session.scalar(select(func.count()).where(Event.event_id == first.id))
+    assert copies == 1 and stored is not None
+    assert (stored.user_id, stored.team_id, stored.model, stored.feature) == ("u1", "t1", "gpt-4o", "chat")
+    assert stored.data["cost_usd"] == 1.5 and stored.type == "ai.request.completed"
+    assert stored.time == first.time
+    assert await spent(platform, h, budget) == 1.75
+
+
+async def _charged(p: Platform, h: dict[str, str], budget: dict[str, Any], amount: float) -> bool:
+    return await spent(p, h, budget) == amount
+
+
+async def test_an_event_settles_its_reservation(platform: Platform, signer: TestSigner, org: str) -> None:
+    h = signer.headers(org)
+    dollars = await create_budget(platform, h, limit=10)
+    tokens = await create_budget(platform, h, metric="tokens", limit=10_000, scope="user", scope_id="u1")
+    reservation = (await reserve(platform, h, 5)).json()["reservation_id"]
+
+    await publish(
+        platform,
+        completed(org, reservation_id=reservation, cost_usd=3, prompt_tokens=100, completion_tokens=50),
+    )
+    await wait_until(lambda: _charged(platform, h, tokens, 150), what="the tokens to be charged")
+
+    read = (await platform.client.get(f"{API}/reservations/{reservation}", headers=h)).json()
+    assert (read["status"], read["actual"]) == ("settled", 3)
+    state = await read_budget(platform, h, dollars["id"])
+    assert (state["spent"], state["reserved"]) == (3, 0)
+    # Settling over HTTP afterwards is the idempotent replay of that settle.
+    again = await settle(platform, h, reservation, 4)
+    assert again.json()["actual"] == 3
+    assert await spent(platform, h, dollars) == 3
+
+
+async def test_an_event_after_an_http_settle_is_not_counted_twice(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    h = signer.headers(org)
+    dollars = await create_budget(platform, h, limit=10)
+    tokens = await create_budget(platform, h, metric="tokens", limit=10_000)
+    reservation = (await reserve(platform, h, 5)).json()["reservation_id"]
+    assert (await settle(platform, h, reservation, 2)).status_code == 200
+
+    await publish(platform, completed(org, reservation_id=reservation, cost_usd=3, prompt_tokens=40))
+    await wait_until(lambda: _charged(platform, h, tokens, 40), what="the tokens to be charged")
+    assert await spent(platform, h, dollars) == 2
+
+
+async def test_an_event_without_a_reservation_is_charged_directly(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    h = signer.headers(org)
+    team = await create_budget(platform, h, scope="team", scope_id="t1", limit=2)
+    await publish(platform, completed(org, team_id="t1", cost_usd=1.25))
+    await wait_until(lambda: _charged(platform, h, team, 1.25), what="the cost to be charged")
+    refused = await reserve(platform, h, 1, team_id="t1")
+    assert refused.status_code == 402 and refused.json()["budget"]["spent"] == 1.25
+    assert (await reserve(platform, h, 0.75, team_id="t1")).status_code == 201
+
+
+async def test_a_reservation_of_another_org_is_not_touched(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    h = signer.headers(org)
+    mine = await create_budget(platform, h, limit=10)
+    reservation = (await reserve(platform, h, 4)).json()["reservation_id"]
+
+    other = "org-other-" + org[-8:]
+    theirs_h = signer.headers(other)
+    theirs = await create_budget(platform, theirs_h, limit=10)
+    await publish(platform, completed(other, reservation_id=reservation, cost_usd=1))
+    await wait_until(lambda: _charged(platform, theirs_h, theirs, 1), what="the other org's charge")
+
+    read = (await platform.client.get(f"{API}/reservations/{reservation}", headers=h)).json()
+    assert read["status"] == "reserved"
+    state = await read_budget(platform, h, mine["id"])
+    assert (state["spent"], state["reserved"]) == (0, 4)
