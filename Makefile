@@ -27,6 +27,9 @@ up: install  ## Every target as its own process against real PostgreSQL, Redis a
 system-deps:  ## Debian packages the tests start: redis-server, rabbitmq-server, nginx
 	bash tools/system-deps.sh
 
+tools:  ## etcd, kube-apiserver, kube-controller-manager, kubectl, helm built from Go modules (cached)
+	bash tools/build-k8s.sh
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -34,7 +37,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: install system-deps lint typecheck  ## Everything CI runs
+test: install system-deps tools lint typecheck  ## Everything CI runs
 	$(VENV)/bin/pytest -q
 
 bench: install system-deps  ## Side-by-side benchmarks; prints ratios

@@ -1,0 +1,117 @@
+"""Usage ingestion rate: batches of CloudEvents through `POST /api/usage/v1/events` (gateway dispatch,
+token check, validation, one idempotent INSERT per batch), against the same rows written by a bare
+asyncpg `executemany` into the same table, in the same run."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from coder.bench.support import Stopwatch, report, scratch_database
+from coder.shared import db, migrations, registry
+from coder.shared.app import build_process_app
+from coder.shared.settings import PlatformSettings
+from coder.tests.support.tokens import TestSigner
+
+BATCHES = 40
+BATCH = 500
+
+
+def batch(seq: int) -> list[dict[str, object]]:
+    return [
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "/bench",
+            "type": "ai.request.completed",
+            "time": datetime.now(UTC).isoformat(),
+            "data": {
+                "user_id": f"u{i % 50}",
+                "model": "gpt-x",
+                "prompt_tokens": 100,
+                "completion_tokens": 20,
+                "cost_usd": 0.0012,
+            },
+        }
+        for i in range(seq * BATCH, (seq + 1) * BATCH)
+    ]
+
+
+async def through_api(database_url: str) -> float:
+    signer = TestSigner()
+    settings = PlatformSettings.model_validate(
+        {"database_url": database_url, "jwks": signer.jwks(), "environment": "test"}
+    )
+    app = build_process_app(settings, registry.resolve("all"), registry.all_targets())
+    headers = signer.headers("bench-org", perms=["usage:ingest"])
+    bodies = [batch(n) for n in range(BATCHES)]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            clock = Stopwatch()
+            for body in bodies:
+                response = await client.post("/api/usage/v1/events", json=body, headers=headers)
+                assert response.status_code == 200 and response.json()["accepted"] == BATCH, response.text
+            return BATCHES * BATCH / clock.seconds
+
+
+async def bare_asyncpg(database_url: str) -> float:
+    url = make_url(database_url)
+    connection = await asyncpg.connect(
+        user=url.username,
+        password=url.password or None,
+        database=url.database,
+        host=url.query.get("host") or url.host,
+        port=url.port,
+    )
+    try:
+        rows = [
+            [
+                (
+                    "bare-org",
+                    e["source"],
+                    e["id"],
+                    e["type"],
+                    datetime.now(UTC),
+                    e["data"],
+                    d["user_id"],
+                    d["model"],
+                )
+                for e in batch(n)
+                for d in [e["data"]]
+            ]
+            for n in range(BATCHES)
+        ]
+        await connection.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        clock = Stopwatch()
+        for chunk in rows:
+            await connection.executemany(
+                "INSERT INTO usage_event (org_id, source, event_id, type, time, data, user_id, model) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                chunk,
+            )
+        return BATCHES * BATCH / clock.seconds
+    finally:
+        await connection.close()
+
+
+async def main() -> None:
+    async with scratch_database() as database_url:
+        engine = db.create_engine(database_url, pool_size=1)
+        await migrations.upgrade(engine, list(registry.all_targets().values()))
+        await engine.dispose()
+        bare = await bare_asyncpg(database_url)
+        api = await through_api(database_url)
+    report(
+        f"usage ingestion, {BATCHES} batches of {BATCH} events",
+        [
+            ("bare asyncpg executemany", bare, "events/s"),
+            ("POST /api/usage/v1/events", api, "events/s"),
+        ],
+        baseline="bare asyncpg executemany",
+    )
