@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
@@ -22,7 +23,7 @@ BATCHES = 40
 BATCH = 500
 
 
-def batch(seq: int) -> list[dict[str, object]]:
+def batch(seq: int) -> list[dict[str, Any]]:
     return [
         {
             "specversion": "1.0",
