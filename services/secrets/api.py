@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy import select
 
 from coder.services.secrets import service
@@ -35,113 +36,92 @@ ProjectQ = Annotated[ScopeName, Query(description="Project scope; empty for orga
 EnvironmentQ = Annotated[ScopeName, Query(description="Environment scope, e.g. `production`")]
 
 
+@dataclass(frozen=True)
+class Addressed:
+    """A secret's location in the caller's organization, and who is acting on it."""
+
+    at: Location
+    actor: str
+
+
+def addressed(permission: str) -> Any:
+    """The `{path}` plus `project`/`environment` scope of a request, checked for `permission`."""
+
+    async def dependency(
+        path: SecretPath,
+        project: ProjectQ = "",
+        environment: EnvironmentQ = "",
+        # A default, not an Annotated[] alias: annotations are strings here and cannot see `permission`.
+        principal: Principal = require(permission),
+    ) -> Addressed:
+        return Addressed(Location(principal.org_id, project, environment, path), principal.subject)
+
+    return Depends(dependency)
+
+
 def _keyring(request: Request) -> tuple[Keyring, SecretsSettings]:
     settings = request.app.state.runtime.config(SecretsSettings)
     return Keyring(settings.keyring(), settings.active_key_id), settings
 
 
-def _at(principal: Principal, path: str, project: str, environment: str) -> Location:
-    return Location(principal.org_id, project, environment, path)
-
-
-@router.put("/secrets/{path:path}", response_model=VersionRead, status_code=status.HTTP_200_OK)
+@router.put("/secrets/{path:path}", response_model=VersionRead)
 async def write_secret(
-    path: SecretPath,
     body: SecretWrite,
     request: Request,
     session: SessionDep,
-    principal: Annotated[Principal, require("secrets:write")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    target: Annotated[Addressed, addressed("secrets:write")],
 ) -> VersionRead:
     """Write a new version of the secret at `path` (created on first write). With `options.cas`, only if
     the current version matches."""
     keyring, settings = _keyring(request)
-    return await service.write(
-        session,
-        keyring,
-        _at(principal, path, project, environment),
-        principal.subject,
-        body,
-        settings.default_max_versions,
-    )
+    return await service.write(session, keyring, target.at, target.actor, body, settings.default_max_versions)
 
 
 @router.get("/secrets/{path:path}", response_model=SecretRead)
 async def read_secret(
-    path: SecretPath,
     request: Request,
     session: SessionDep,
-    principal: Annotated[Principal, require("secrets:read")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    target: Annotated[Addressed, addressed("secrets:read")],
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> SecretRead:
     """Read the value of a version (default: current). Every read is audited."""
     keyring, _ = _keyring(request)
-    return await service.read(
-        session, keyring, _at(principal, path, project, environment), principal.subject, version
-    )
+    return await service.read(session, keyring, target.at, target.actor, version)
 
 
 @router.delete("/secrets/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_latest(
-    path: SecretPath,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:delete")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    session: SessionDep, target: Annotated[Addressed, addressed("secrets:delete")]
 ) -> Response:
     """Soft-delete the current version; `undelete` brings it back."""
-    await service.soft_delete(session, _at(principal, path, project, environment), principal.subject, None)
+    await service.soft_delete(session, target.at, target.actor, None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/delete/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_versions(
-    path: SecretPath,
-    body: VersionsSelection,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:delete")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    body: VersionsSelection, session: SessionDep, target: Annotated[Addressed, addressed("secrets:delete")]
 ) -> Response:
     """Soft-delete the given versions."""
-    await service.soft_delete(
-        session, _at(principal, path, project, environment), principal.subject, body.versions
-    )
+    await service.soft_delete(session, target.at, target.actor, body.versions)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/undelete/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def undelete_versions(
-    path: SecretPath,
-    body: VersionsSelection,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:delete")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    body: VersionsSelection, session: SessionDep, target: Annotated[Addressed, addressed("secrets:delete")]
 ) -> Response:
     """Restore soft-deleted versions (destroyed ones stay destroyed)."""
-    await service.undelete(
-        session, _at(principal, path, project, environment), principal.subject, body.versions
-    )
+    await service.undelete(session, target.at, target.actor, body.versions)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/destroy/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def destroy_versions(
-    path: SecretPath,
-    body: VersionsSelection,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:destroy")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    body: VersionsSelection, session: SessionDep, target: Annotated[Addressed, addressed("secrets:destroy")]
 ) -> Response:
     """Permanently erase the values of the given versions; their history remains."""
-    await service.destroy(
-        session, _at(principal, path, project, environment), principal.subject, body.versions
-    )
+    await service.destroy(session, target.at, target.actor, body.versions)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -174,42 +154,26 @@ async def list_secrets(
 
 @router.get("/metadata/{path:path}", response_model=MetadataRead)
 async def read_metadata(
-    path: SecretPath,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:list")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    session: SessionDep, target: Annotated[Addressed, addressed("secrets:list")]
 ) -> MetadataRead:
     """The secret's settings and the state of every kept version (no values)."""
-    return service.metadata_read(await service.metadata(session, _at(principal, path, project, environment)))
+    return service.metadata_read(await service.metadata(session, target.at))
 
 
 @router.patch("/metadata/{path:path}", response_model=MetadataRead)
 async def update_metadata(
-    path: SecretPath,
-    body: MetadataUpdate,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:write")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    body: MetadataUpdate, session: SessionDep, target: Annotated[Addressed, addressed("secrets:write")]
 ) -> MetadataRead:
     """Change max_versions, cas_required or custom_metadata."""
-    secret = await service.update_metadata(
-        session, _at(principal, path, project, environment), principal.subject, body
-    )
-    return service.metadata_read(secret)
+    return service.metadata_read(await service.update_metadata(session, target.at, target.actor, body))
 
 
 @router.delete("/metadata/{path:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_metadata(
-    path: SecretPath,
-    session: SessionDep,
-    principal: Annotated[Principal, require("secrets:destroy")],
-    project: ProjectQ = "",
-    environment: EnvironmentQ = "",
+    session: SessionDep, target: Annotated[Addressed, addressed("secrets:destroy")]
 ) -> Response:
     """Remove the secret with every version, for good."""
-    await service.delete_all(session, _at(principal, path, project, environment), principal.subject)
+    await service.delete_all(session, target.at, target.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
