@@ -39,7 +39,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(platform: Platform)
     assert attempts == [event.id] * limit  # no attempt beyond the limit
 
 
-def _queue_exists(platform: Platform, name: str):  # type: ignore[no-untyped-def]
+def _queue_exists(platform: Platform, name: str):
     async def check() -> bool:
         connection = await aio_pika.connect(platform.runtime.settings.amqp_url or "")
         async with connection:
@@ -53,7 +53,7 @@ def _queue_exists(platform: Platform, name: str):  # type: ignore[no-untyped-def
     return check
 
 
-def _dead_message(platform: Platform, target: str):  # type: ignore[no-untyped-def]
+def _dead_message(platform: Platform, target: str):
     async def fetch() -> bytes | None:
         connection = await aio_pika.connect(platform.runtime.settings.amqp_url or "")
         async with connection:
