@@ -1,16 +1,47 @@
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
+from coder.gateway.config import GatewaySettings
+from coder.gateway.edge import Gateway
+from coder.gateway.middleware import EdgeMiddleware
+from coder.gateway.models import Base
 from coder.gateway.proxy import TargetProxy
+from coder.gateway.routes import router
 from coder.shared.runtime import Runtime
-from coder.shared.target import Target
+from coder.shared.target import Dependency, Target
 
-router = APIRouter()
+EXPOSED_HEADERS = [
+    "x-request-id",
+    "server-timing",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "retry-after",
+    "location",
+]
 
 
-def _mount_proxy(app: FastAPI, runtime: Runtime) -> None:
-    proxy = TargetProxy(runtime)
+def _setup(app: FastAPI, runtime: Runtime) -> None:
+    """Wire the parts that need the live runtime; the proxy is mounted last, after every own route."""
+    settings = runtime.config(GatewaySettings)
+    gateway = Gateway(runtime, settings)
+    app.state.gateway = gateway
+    proxy = TargetProxy(runtime, gateway)
+    app.state.proxy = proxy
     app.mount("/api", proxy)
+    # Added first, so it runs inside CORS: refusals (429, 413) carry CORS headers too.
+    app.add_middleware(EdgeMiddleware, gateway=gateway, proxy=proxy)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_origin_regex=settings.cors_origin_regex,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
     runtime.on_stop.append(proxy.close)
+    runtime.on_stop.append(gateway.close)
 
 
 target = Target(
@@ -19,6 +50,8 @@ target = Target(
     title="API gateway",
     package="coder.gateway",
     router=router,
-    needs=frozenset(),
-    setup=_mount_proxy,
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS}),
+    metadata=Base.metadata,
+    settings=GatewaySettings,
+    setup=_setup,
 )

@@ -49,6 +49,7 @@ def microservices(
         "CODER_ENVIRONMENT": "test",
         "SECRETS_MASTER_KEYS": json.dumps({"k1": base64.b64encode(os.urandom(32)).decode()}),
         "SECRETS_ACTIVE_KEY_ID": "k1",
+        "GATEWAY_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
     cli = str(Path(sys.executable).with_name("coder-platform"))
     process = subprocess.Popen([cli, "up", "--port-offset", str(offset)], env=env, start_new_session=True)

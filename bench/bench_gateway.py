@@ -1,0 +1,310 @@
+"""The gateway's proxy cost, side by side on loopback: the same target reached directly, through nginx
+(Debian's, one worker, upstream keep-alive) and through the gateway (one process, real Redis, bearer
+token verified, revocation list and rate limits checked). Prints requests/s and p50/p99 latency, and
+the latency each proxy adds over going direct, as ratios."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from coder.bench.support import percentile, report
+from coder.shared.devservers import RedisServer, free_port
+
+CONCURRENCY = 32  # throughput: this many keep-alive clients share REQUESTS
+REQUESTS = 4000
+LATENCY_REQUESTS = 1000  # latency: one client, one request at a time
+WARMUP = 400
+NGINX = "/usr/sbin/nginx"
+PAYLOAD = {"id": "b7f1c2", "status": "ok", "items": list(range(16))}
+
+
+def make_upstream() -> Starlette:
+    """The target every path ends at (served by uvicorn, `--factory`)."""
+
+    async def item(request: Request) -> Response:
+        return JSONResponse(PAYLOAD)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/v1/item", item), Route("/healthz", healthz)])
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    gateway_ms: float | None = None
+
+
+def _token() -> tuple[str, str]:
+    key = Ed25519PrivateKey.generate()
+    public = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
+    jwks = json.dumps({"keys": [{**public, "kid": "bench", "alg": "EdDSA", "use": "sig"}]})
+    now = int(time.time())
+    claims = {
+        "iss": "coder-platform",
+        "aud": "coder-platform",
+        "sub": str(uuid.uuid4()),
+        "org": str(uuid.uuid4()),
+        "perms": ["secrets:read"],
+        "iat": now,
+        "exp": now + 3600,
+        "jti": uuid.uuid4().hex,
+        "sid": str(uuid.uuid4()),
+    }
+    return jwks, jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"})
+
+
+def _nginx_config(prefix: Path, port: int, upstream: int) -> Path:
+    config = prefix / "nginx.conf"
+    config.write_text(
+        f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream target {{ server 127.0.0.1:{upstream}; keepalive 64; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/secrets/ {{
+            proxy_pass http://target/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+    )
+    return config
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url} exited with {process.returncode}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not become ready:\n{_tail(log)}")
+            await asyncio.sleep(0.2)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
+class _Connection:
+    """A bare HTTP/1.1 keep-alive client: cheap enough that the servers, not the load, are measured."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+        self.reader, self.writer, self.request = reader, writer, request
+
+    async def get(self) -> tuple[int, dict[bytes, bytes]]:
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if b":" in line:
+                key, value = line.split(b":", 1)
+                headers[key.strip().lower()] = value.strip()
+        if b"content-length" in headers:
+            await self.reader.readexactly(int(headers[b"content-length"]))
+        else:  # chunked
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        return status, headers
+
+
+async def _load(name: str, port: int, path: str, token: str, concurrency: int, requests: int) -> Result:
+    """`concurrency` clients on keep-alive connections share a fixed number of requests."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: application/json\r\n\r\n"
+    ).encode()
+    latencies: list[float] = []
+    overheads: list[float] = []
+    connections = [
+        _Connection(*await asyncio.open_connection("127.0.0.1", port), request) for _ in range(concurrency)
+    ]
+    remaining = WARMUP
+
+    async def worker(connection: _Connection, record: bool) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            began = time.perf_counter()
+            status, headers = await connection.get()
+            elapsed = time.perf_counter() - began
+            if status != 200:
+                raise RuntimeError(f"{name}: HTTP {status}")
+            if record:
+                latencies.append(elapsed)
+                if timing := headers.get(b"server-timing"):
+                    overheads.append(float(timing.split(b"dur=")[1].split(b",")[0]))
+
+    try:
+        await asyncio.gather(*(worker(c, False) for c in connections))
+        remaining = requests
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(c, True) for c in connections))
+        wall = time.perf_counter() - began
+    finally:
+        for connection in connections:
+            connection.writer.close()
+    return Result(
+        name,
+        requests / wall,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        percentile(overheads, 50) if overheads else None,
+    )
+
+
+async def main() -> None:
+    if shutil.which(NGINX) is None or shutil.which("redis-server") is None:
+        raise SystemExit("bench_gateway needs nginx and redis-server (make system-deps)")
+    work = Path(tempfile.mkdtemp(prefix="coder-bench-gateway-"))
+    jwks, token = _token()
+    upstream_port, gateway_port, nginx_port = free_port(), free_port(), free_port()
+    python = sys.executable
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "CODER_"))}
+    try:
+        with contextlib.ExitStack() as stack:
+            redis = RedisServer().start()
+            stack.callback(redis.stop)
+            upstream_argv = [
+                python,
+                "-P",
+                "-m",
+                "uvicorn",
+                "--factory",
+                "coder.bench.bench_gateway:make_upstream",
+            ]
+            upstream_argv += ["--host", "127.0.0.1", "--port", str(upstream_port), "--log-level", "warning"]
+            upstream = stack.enter_context(_process(upstream_argv, env, work / "upstream.log"))
+            gateway_env = {
+                **env,
+                "CODER_JWKS": jwks,
+                "CODER_SERVICE_URLS": json.dumps({"secrets": f"http://127.0.0.1:{upstream_port}"}),
+                "CODER_DATA_DIR": str(work / "data"),
+                "CODER_LOG_LEVEL": "WARNING",
+                "REDIS_URL": redis.url,
+                # High enough never to refuse here, yet every request is counted as usual.
+                "GATEWAY_RATE_LIMIT_PER_TOKEN": str(10**7),
+                "GATEWAY_RATE_LIMIT_PER_IP": str(10**7),
+            }
+            cli = str(Path(python).with_name("coder-platform"))
+            gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
+            gateway = stack.enter_context(_process(gateway_argv, gateway_env, work / "gateway.log"))
+            (work / "nginx").mkdir()
+            nginx_argv = [
+                NGINX,
+                "-p",
+                str(work / "nginx"),
+                "-c",
+                str(_nginx_config(work / "nginx", nginx_port, upstream_port)),
+            ]
+            nginx = stack.enter_context(_process(nginx_argv, env, work / "nginx.log"))
+            await _ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, work / "upstream.log")
+            await _ready(f"http://127.0.0.1:{nginx_port}/api/secrets/healthz", nginx, work / "nginx.log")
+            await _ready(
+                f"http://127.0.0.1:{gateway_port}/api/secrets/healthz", gateway, work / "gateway.log"
+            )
+
+            paths = {
+                "direct": (upstream_port, "/v1/item"),
+                "nginx": (nginx_port, "/api/secrets/v1/item"),
+                "gateway": (gateway_port, "/api/secrets/v1/item"),
+            }
+            loaded = [await _load(n, *where, token, CONCURRENCY, REQUESTS) for n, where in paths.items()]
+            single = [await _load(n, *where, token, 1, LATENCY_REQUESTS) for n, where in paths.items()]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _print(loaded, single)
+
+
+def _print(loaded: list[Result], single: list[Result]) -> None:
+    by = {r.name: r for r in single}
+    direct, nginx, gateway = by["direct"], by["nginx"], by["gateway"]
+    rps = {r.name: r.rps for r in loaded}
+    print(f"throughput: {REQUESTS} GETs over {CONCURRENCY} concurrent keep-alive clients, loopback")
+    report("  requests per second", [(r.name, r.rps, "req/s") for r in loaded], baseline="direct")
+    report("  p99 latency under that load", [(r.name, r.p99_ms, "ms") for r in loaded], baseline="direct")
+    print(f"latency: {LATENCY_REQUESTS} GETs, one at a time")
+    report("  p50 latency", [(r.name, r.p50_ms, "ms") for r in single], baseline="direct")
+    report("  p99 latency", [(r.name, r.p99_ms, "ms") for r in single], baseline="direct")
+    added = {
+        "nginx": (nginx.p50_ms - direct.p50_ms, nginx.p99_ms - direct.p99_ms),
+        "gateway": (gateway.p50_ms - direct.p50_ms, gateway.p99_ms - direct.p99_ms),
+    }
+    print("latency each proxy adds over going direct")
+    for name, (p50, p99) in added.items():
+        print(f"  {name:<38} p50 {p50:+8.3f} ms   p99 {p99:+8.3f} ms")
+    print("ratios, gateway to nginx")
+    print(f"  {'requests per second':<38} {rps['gateway'] / rps['nginx']:>10.3f}")
+    for label, index in (("added p50 latency", 0), ("added p99 latency", 1)):
+        g, n = added["gateway"][index], added["nginx"][index]
+        ratio = f"{g / n:>10.3f}" if n > 0.01 else f"{'n/a':>10} (nginx adds under 0.01 ms)"
+        print(f"  {label:<38} {ratio}")
+    if gateway.gateway_ms is not None:
+        print(f"  {'gateway own time, p50 (Server-Timing)':<38} {gateway.gateway_ms:>10.3f} ms")

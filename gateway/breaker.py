@@ -1,0 +1,67 @@
+"""A circuit breaker per target: after a run of failures, calls fail fast for a while, then one trial
+call decides whether the target is back (closed) or still down (open again)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+
+class State(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self, threshold: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_running = False
+
+    @property
+    def state(self) -> State:
+        if self._opened_at is None:
+            return State.CLOSED
+        if self._clock() - self._opened_at >= self.reset_seconds:
+            return State.HALF_OPEN
+        return State.OPEN
+
+    def allow(self) -> bool:
+        """Whether a call may go out now; in half-open state only one trial call at a time."""
+        state = self.state
+        if state is State.CLOSED:
+            return True
+        if state is State.HALF_OPEN and not self._trial_running:
+            self._trial_running = True
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_seconds - (self._clock() - self._opened_at))
+
+    def success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial_running = False
+
+    def failure(self) -> None:
+        self._trial_running = False
+        if self._opened_at is not None:
+            self._opened_at = self._clock()  # the trial failed: stay open for another period
+            return
+        self._failures += 1
+        if self._failures >= self.threshold:
+            self._opened_at = self._clock()
+
+    def release(self) -> None:
+        """A call that ended neither way (e.g. the client went away): free the trial slot."""
+        self._trial_running = False

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import base64
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from coder.shared.settings import TargetSettings
+
+# A fixed key so `make run` works on a laptop; refused outside development.
+DEVELOPMENT_KEY_ENCRYPTION_KEY = base64.b64encode(b"coder-gateway-development-kek-!!").decode()
+
+
+class GatewaySettings(TargetSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+    development_defaults: ClassVar = {"key_encryption_key": DEVELOPMENT_KEY_ENCRYPTION_KEY}
+
+    # Token signing. Private keys live in the gateway's tables, sealed with this key (base64 of 32 bytes).
+    key_encryption_key: str = DEVELOPMENT_KEY_ENCRYPTION_KEY
+    signing_algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    # A new signing key after this long; the old one stays in the JWKS until its tokens expired.
+    signing_key_lifetime_seconds: int = Field(default=30 * 86400, ge=60)
+    # A new key is published this long before it signs: more than the verifiers' JWKS refresh interval.
+    signing_key_activation_seconds: float = Field(default=30.0, ge=0)
+    # How often a process re-reads the keys (picks up another replica's rotation).
+    signing_key_reload_seconds: float = Field(default=60.0, gt=0)
+    access_token_ttl_seconds: int = Field(default=600, ge=30, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=300)
+    # A sign-in session ends after this long, however often its refresh token rotated.
+    session_max_age_seconds: int = Field(default=90 * 86400, ge=300)
+    personal_token_max_days: int = Field(default=365, ge=1, le=3650)
+    invitation_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+
+    # Local accounts (argon2id). Without open sign-up only the first user and invited people sign up.
+    local_accounts: bool = True
+    open_signup: bool = False
+    password_min_length: int = Field(default=10, ge=8, le=128)
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=50, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+
+    # OpenID Connect: Google by default; any issuer with a discovery document. Off without a client id.
+    oidc_issuer: str = "https://accounts.google.com"
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_redirect_uri: str = "http://localhost:3000/auth/oidc/callback"
+    oidc_scopes: str = "openid email profile"
+    oidc_provider_name: str = "Google"
+    # Only addresses in these domains may sign in through OIDC (empty: any verified address).
+    oidc_allowed_domains: list[str] = Field(default_factory=list)
+    # Where a finished sign-in may send the browser back to, besides loopback addresses (the IDE).
+    allowed_return_urls: list[str] = Field(default_factory=list)
+
+    # The proxy.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Longest silence while reading from a target (between chunks when streaming).
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Per target overrides of the read timeout, e.g. {"ai": 300}.
+    target_timeouts: dict[str, float] = Field(default_factory=dict)
+    retries: int = Field(default=2, ge=0, le=5)
+    retry_backoff_seconds: float = Field(default=0.05, ge=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    max_upstream_connections: int = Field(default=512, ge=1)
+
+    # Rate limits (requests per window) in Redis.
+    rate_limit_per_token: int = Field(default=1200, ge=1)
+    rate_limit_per_ip: int = Field(default=6000, ge=1)
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    # Redis-backed checks (rate limits, the revocation list): keep serving when Redis is down, or refuse.
+    fail_open: bool = True
+
+    # CORS for the IDE (its webviews and local dev servers).
+    cors_origins: list[str] = Field(default_factory=list)
+    cors_origin_regex: str | None = r"^(https?://(localhost|127\.0\.0\.1)(:\d+)?|vscode-webview://[\w.-]+)$"
+
+    @field_validator("key_encryption_key")
+    @classmethod
+    def _valid_key(cls, value: str) -> str:
+        try:
+            if len(base64.b64decode(value, validate=True)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ValueError("must be the base64 of 32 random bytes") from None
+        return value
+
+    @property
+    def kek(self) -> bytes:
+        return base64.b64decode(self.key_encryption_key)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_client_id)
+
+    def timeout_for(self, target: str) -> float:
+        return self.target_timeouts.get(target, self.read_timeout_seconds)

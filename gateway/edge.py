@@ -1,0 +1,285 @@
+"""What the gateway checks at its edge, shared by its own routes and the proxy.
+
+- Who is calling: an access token (verified like every target does, then checked against the
+  revocation list) or a personal access token (looked up, narrowed to its scopes, and exchanged for a
+  short-lived access token that is forwarded instead, so targets only ever see signed JWTs).
+- The revocation list: ended sessions and revoked personal tokens (`sid`), and members whose role
+  changed or who were removed (tokens issued before that moment), kept in Redis until the last token
+  concerned has expired anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import httpx
+import jwt
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from coder.gateway import sessions as accounts
+from coder.gateway.config import GatewaySettings
+from coder.gateway.limits import LoginThrottle, RateLimiter, Verdict
+from coder.gateway.oidc import OidcClient
+from coder.gateway.tokens import PERSONAL_PREFIX, KeyStore, digest
+from coder.shared.auth import Principal
+from coder.shared.db import transaction
+from coder.shared.errors import Problem, Unauthorized, Unavailable
+from coder.shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PERSONAL_CACHE_SIZE = 10_000
+# Access tokens already verified, until they expire: a signature check per request is the largest
+# share of the proxy's CPU time, and a token's signature does not change. Revocation is still
+# checked on every request.
+VERIFIED_CACHE_SIZE = 10_000
+# A personal token's exchanged access token is reused this long (also how often last-used moves).
+PERSONAL_CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    # The token to forward: the presented access token, or the one a personal token was exchanged for.
+    token: str
+
+
+class Revocations:
+    def __init__(self, cache: Redis, *, ttl_seconds: int, fail_open: bool) -> None:
+        self._cache = cache
+        self._ttl = ttl_seconds
+        self._fail_open = fail_open
+
+    async def revoke(self, sids: Iterable[str]) -> None:
+        sids = list(sids)
+        if not sids:
+            return
+        async with self._cache.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.set(f"gateway:revoked:{sid}", "1", ex=self._ttl)
+            await pipe.execute()
+
+    async def outdate(self, org_id: uuid.UUID | str, user_ids: Iterable[uuid.UUID | str]) -> None:
+        """Tokens of these members issued until now stop working: their role changed or they left."""
+        now = f"{time.time():.3f}"
+        async with self._cache.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.set(f"gateway:stale:{org_id}:{user_id}", now, ex=self._ttl)
+            await pipe.execute()
+
+    @staticmethod
+    def keys_for(principal: Principal) -> list[str]:
+        keys = [f"gateway:stale:{principal.org_id}:{principal.subject}"]
+        sid = (principal.claims or {}).get("sid")
+        if isinstance(sid, str):
+            keys.append(f"gateway:revoked:{sid}")
+        return keys
+
+    @staticmethod
+    def judge(principal: Principal, values: list[Any]) -> None:
+        """Refuse the token if the revocation list (values read for `keys_for`) names it."""
+        claims = principal.claims or {}
+        stale, revoked = values[0], values[1] if len(values) > 1 else None
+        if revoked is not None:
+            raise Unauthorized("this token was revoked", slug="token-revoked")
+        if stale is not None and float(claims.get("iat", 0)) < float(stale):
+            raise Unauthorized("this token predates a change of role; refresh it", slug="token-outdated")
+
+    async def check(self, principal: Principal) -> None:
+        try:
+            values = await self._cache.mget(self.keys_for(principal))
+        except (RedisError, OSError) as exc:
+            if self._fail_open:
+                log.warning("revocation list unavailable; accepting the token", extra={"error": repr(exc)})
+                return
+            raise Unavailable("the revocation list is unavailable", slug="revocations-unavailable") from None
+        self.judge(principal, values)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the edge learnt about a request in one round trip to Redis."""
+
+    verdict: Verdict | None
+    caller: Caller | None = None
+    refusal: Problem | None = None
+
+
+class Gateway:
+    """The gateway's parts in one process. Built when the app is, opened lazily once the runtime runs."""
+
+    def __init__(self, runtime: Runtime, settings: GatewaySettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self._personal: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        # The merged OpenAPI document of /docs, with when it goes stale.
+        self.docs_cache: tuple[float, dict[str, Any]] | None = None
+
+    @property
+    def cache(self) -> Redis:
+        if self.runtime.cache is None:
+            raise RuntimeError("the gateway needs Redis (or the in-process cache)")
+        return self.runtime.cache
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        s = self.settings
+        return KeyStore(
+            self.runtime.sessions,
+            kek=s.kek,
+            algorithm=s.signing_algorithm,
+            issuer=self.runtime.settings.token_issuer,
+            audience=self.runtime.settings.token_audience,
+            access_ttl=s.access_token_ttl_seconds,
+            key_lifetime=s.signing_key_lifetime_seconds,
+            reload_seconds=s.signing_key_reload_seconds,
+            activation_seconds=s.signing_key_activation_seconds,
+        )
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        s = self.settings
+        return RateLimiter(
+            self.cache,
+            per_token=s.rate_limit_per_token,
+            per_ip=s.rate_limit_per_ip,
+            window_seconds=s.rate_limit_window_seconds,
+            fail_open=s.fail_open,
+        )
+
+    @cached_property
+    def throttle(self) -> LoginThrottle:
+        s = self.settings
+        return LoginThrottle(
+            self.cache,
+            per_account=s.login_max_failures_per_account,
+            per_ip=s.login_max_failures_per_ip,
+            window_seconds=s.login_failure_window_seconds,
+        )
+
+    @cached_property
+    def revocations(self) -> Revocations:
+        # Long enough that every token issued before a revocation has expired when the entry goes.
+        ttl = self.settings.access_token_ttl_seconds + 120
+        return Revocations(self.cache, ttl_seconds=ttl, fail_open=self.settings.fail_open)
+
+    @cached_property
+    def http(self) -> httpx.AsyncClient:
+        """For talking to identity providers."""
+        return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+
+    @cached_property
+    def oidc(self) -> OidcClient | None:
+        s = self.settings
+        if not s.oidc_client_id:
+            return None
+        return OidcClient(
+            issuer=s.oidc_issuer,
+            client_id=s.oidc_client_id,
+            client_secret=s.oidc_client_secret,
+            redirect_uri=s.oidc_redirect_uri,
+            scopes=s.oidc_scopes,
+            http=self.http,
+        )
+
+    async def authenticate(self, token: str) -> Caller:
+        if not token.startswith(PERSONAL_PREFIX):
+            caller = Caller(await self._verify(token), token)
+            await self.revocations.check(caller.principal)
+            return caller
+        caller = await self._exchange_personal(token)
+        try:
+            await self.revocations.check(caller.principal)
+        except Unauthorized as exc:
+            if exc.slug != "token-outdated":
+                raise
+            # The owner's role changed since this process exchanged the token: exchange it again.
+            self.forget_personal(digest(token))
+            caller = await self._exchange_personal(token)
+            await self.revocations.check(caller.principal)
+        return caller
+
+    async def admit(self, ip: str, token: str | None, *, authenticate: bool) -> Admission:
+        """Rate limits, and (with `authenticate`) the caller's access token: verified here, checked
+        against the revocation list in the same Redis round trip as the rate limits. Personal access
+        tokens are left to `authenticate` (they need the database anyway)."""
+        principal: Principal | None = None
+        refusal: Problem | None = None
+        if authenticate and token and not token.startswith(PERSONAL_PREFIX):
+            try:
+                principal = await self._verify(token)
+            except Problem as problem:
+                refusal = problem
+        deny = Revocations.keys_for(principal) if principal is not None else None
+        verdict, values = await self.limiter.check(ip, token, deny)
+        if principal is None or token is None:
+            return Admission(verdict, None, refusal)
+        try:
+            if values is not None:  # None: Redis is down and the gateway fails open
+                Revocations.judge(principal, values)
+        except Problem as problem:
+            return Admission(verdict, None, problem)
+        return Admission(verdict, Caller(principal, token))
+
+    async def _verify(self, token: str) -> Principal:
+        principal = self._verified.get(token)
+        if principal is not None and (principal.claims or {}).get("exp", 0) > time.time():
+            self._verified.move_to_end(token)
+            return principal
+        verifier = self.runtime.verifier
+        assert verifier is not None
+        principal = await verifier.verify(token)
+        self._verified[token] = principal
+        while len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _exchange_personal(self, token: str) -> Caller:
+        key = digest(token)
+        cached = self._personal.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            self._personal.move_to_end(key)
+            return cached[1]
+        async with transaction(self.runtime.sessions) as session:
+            grant = await accounts.use_personal_token(session, token)
+        remaining = int(grant.expires_at.timestamp() - time.time())
+        access, ttl = await self.keys.access_token(
+            subject=str(grant.user_id),
+            org=str(grant.org_id),
+            permissions=grant.permissions,
+            session=f"pat:{grant.token_id}",
+            ttl=max(1, remaining),
+            amr=["pat"],
+        )
+        claims = jwt.decode(access, options={"verify_signature": False})
+        principal = Principal(
+            subject=claims["sub"],
+            org_id=claims["org"],
+            permissions=frozenset(claims["perms"]),
+            token_id=claims["jti"],
+            claims=claims,
+        )
+        caller = Caller(principal, access)
+        self._personal[key] = (time.monotonic() + min(PERSONAL_CACHE_SECONDS, ttl / 2), caller)
+        while len(self._personal) > PERSONAL_CACHE_SIZE:
+            self._personal.popitem(last=False)
+        return caller
+
+    def forget_personal(self, token_hash: str | None = None) -> None:
+        if token_hash is None:
+            self._personal.clear()
+        else:
+            self._personal.pop(token_hash, None)
+
+    async def close(self) -> None:
+        if "http" in self.__dict__:
+            await self.http.aclose()

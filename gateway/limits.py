@@ -1,0 +1,179 @@
+"""Rate limits and sign-in throttling, kept in Redis so every gateway replica counts together.
+
+Rate limits use GCRA (the generic cell rate algorithm): one key per client holding the theoretical
+arrival time of its next request, updated atomically by a Lua script that checks every limit of a
+request at once (per token and per IP) and charges none of them when one says no. Every key expires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from coder.shared.errors import Problem, Unavailable
+
+log = logging.getLogger(__name__)
+
+# KEYS: one per limit. ARGV: per key, its limit and period (ms). Answers
+# {allowed (0/1), remaining of the tightest limit, retry-after ms, reset ms}.
+_GCRA = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local results = {}
+local allowed = 1
+local remaining = -1
+local retry = 0
+local reset = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local period = tonumber(ARGV[2 * i])
+  local interval = period / limit
+  local tat = tonumber(redis.call('GET', key) or t)
+  if tat < t then tat = t end
+  local new_tat = tat + interval
+  local allow_at = new_tat - period
+  if allow_at > t then
+    allowed = 0
+    retry = math.max(retry, allow_at - t)
+  end
+  local left = math.floor((period - (new_tat - t)) / interval)
+  if remaining < 0 or left < remaining then remaining = left end
+  reset = math.max(reset, new_tat - t)
+  results[i] = new_tat
+end
+if allowed == 1 then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, results[i], 'PX', math.max(1, math.ceil(results[i] - t)))
+  end
+end
+if remaining < 0 then remaining = 0 end
+return {allowed, remaining, math.ceil(retry), math.ceil(reset)}
+"""
+
+
+class RateLimited(Problem):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: float
+    reset: float
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        values = [
+            (b"ratelimit-limit", str(self.limit)),
+            (b"ratelimit-remaining", str(self.remaining)),
+            (b"ratelimit-reset", str(math.ceil(self.reset))),
+        ]
+        if not self.allowed:
+            values.append((b"retry-after", str(max(1, math.ceil(self.retry_after)))))
+        return [(k, v.encode()) for k, v in values]
+
+
+def token_key(token: str) -> str:
+    return hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
+
+
+class RateLimiter:
+    def __init__(
+        self, cache: Redis, *, per_token: int, per_ip: int, window_seconds: int, fail_open: bool
+    ) -> None:
+        self._cache = cache
+        self.per_token = per_token
+        self.per_ip = per_ip
+        self.window_ms = window_seconds * 1000
+        self.fail_open = fail_open
+        self._script = cache.register_script(_GCRA)
+
+    async def check(
+        self, ip: str, token: str | None, also_get: list[str] | None = None
+    ) -> tuple[Verdict | None, list[Any] | None]:
+        """The verdict for one request, and the values of `also_get` read in the same round trip;
+        (None, None) when Redis is down and the limiter fails open."""
+        keys = [f"gateway:rl:ip:{ip}"]
+        args: list[int] = [self.per_ip, self.window_ms]
+        limit = self.per_ip
+        if token:
+            keys.append(f"gateway:rl:tok:{token_key(token)}")
+            args += [self.per_token, self.window_ms]
+            limit = min(limit, self.per_token)
+        try:
+            values = None
+            if also_get:
+                async with self._cache.pipeline(transaction=False) as pipe:
+                    await self._script(keys=keys, args=args, client=pipe)
+                    pipe.mget(also_get)
+                    result, values = await pipe.execute()
+            else:
+                result = await self._script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            if self.fail_open:
+                log.warning(
+                    "rate limiter unavailable; letting the request through", extra={"error": repr(exc)}
+                )
+                return None, None
+            raise Unavailable(
+                "the rate limiter is unavailable",
+                slug="rate-limiter-unavailable",
+                headers={"Retry-After": "5"},
+            ) from None
+        allowed, remaining, retry_ms, reset_ms = result
+        verdict = Verdict(bool(allowed), limit, int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
+        return verdict, values
+
+
+class LoginThrottle:
+    """Failed sign-ins per account and per address: past the limit, sign-in waits for the window."""
+
+    def __init__(self, cache: Redis, *, per_account: int, per_ip: int, window_seconds: int) -> None:
+        self._cache = cache
+        self.per_account = per_account
+        self.per_ip = per_ip
+        self.window = window_seconds
+
+    @staticmethod
+    def _keys(email: str, ip: str) -> tuple[str, str]:
+        account = hashlib.sha256(email.lower().encode()).hexdigest()[:32]
+        return f"gateway:login:acct:{account}", f"gateway:login:ip:{ip}"
+
+    async def check(self, email: str, ip: str) -> None:
+        account_key, ip_key = self._keys(email, ip)
+        async with self._cache.pipeline(transaction=False) as pipe:
+            pipe.get(account_key)
+            pipe.ttl(account_key)
+            pipe.get(ip_key)
+            pipe.ttl(ip_key)
+            account, account_ttl, by_ip, ip_ttl = await pipe.execute()
+        waits = []
+        if int(account or 0) >= self.per_account:
+            waits.append(account_ttl)
+        if int(by_ip or 0) >= self.per_ip:
+            waits.append(ip_ttl)
+        if waits:
+            wait = max(1, *(w for w in waits if w and w > 0))
+            raise RateLimited(
+                "too many failed sign-ins; try again later",
+                slug="login-throttled",
+                headers={"Retry-After": str(wait)},
+                retry_after=wait,
+            )
+
+    async def failed(self, email: str, ip: str) -> None:
+        async with self._cache.pipeline(transaction=True) as pipe:
+            for key in self._keys(email, ip):
+                pipe.incr(key)
+                pipe.expire(key, self.window, nx=True)
+            await pipe.execute()
+
+    async def succeeded(self, email: str, ip: str) -> None:
+        await self._cache.delete(self._keys(email, ip)[0])

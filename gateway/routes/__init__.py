@@ -1,0 +1,15 @@
+"""The gateway's own routes: sign-in under `/auth`, people under `/api/users|orgs|teams`, the well-known
+documents and `/docs`. They are matched before the `/api` proxy mount."""
+
+from fastapi import APIRouter
+
+from coder.gateway.routes.auth import router as auth
+from coder.gateway.routes.docs import router as docs
+from coder.gateway.routes.orgs import router as orgs
+from coder.gateway.routes.teams import router as teams
+from coder.gateway.routes.users import router as users
+from coder.gateway.routes.wellknown import router as wellknown
+
+router = APIRouter()
+for area in (auth, users, orgs, teams, wellknown, docs):
+    router.include_router(area)

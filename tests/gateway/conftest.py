@@ -1,0 +1,147 @@
+"""Gateway fixtures: the whole platform with token verification through the gateway's own JWKS (no test
+signer), a fresh database (so the first sign-up really is the first user), a local OIDC provider, and
+real upstream servers on loopback for the proxy."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from coder.shared import db, migrations, registry
+from coder.shared.app import build_process_app
+from coder.shared.settings import PlatformSettings
+from coder.tests.conftest import Platform, wait_until
+from coder.tests.gateway.factories import Session, signup
+from coder.tests.gateway.upstream import Upstream
+from coder.tests.support.oidc_provider import OidcProvider
+
+
+@pytest.fixture(scope="session")
+async def fresh_database(database_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Makes databases of their own for gateway runs, migrated to head; drops them afterwards."""
+    admin_url = db.make_url_for_database(database_url, "postgres")
+    created: list[str] = []
+
+    async def admin(sql: str) -> None:
+        engine = db.create_engine(admin_url, pool_size=1)
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(sql))
+        await engine.dispose()
+
+    async def make() -> str:
+        name = f"coder_gw_{uuid.uuid4().hex[:8]}"
+        await admin(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        url = db.make_url_for_database(database_url, name)
+        engine = db.create_engine(url, pool_size=1)
+        async with engine.connect() as conn:
+            await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+            await conn.commit()
+        await migrations.upgrade(engine, list(registry.all_targets().values()))
+        await engine.dispose()
+        return url
+
+    yield make
+    for name in created:
+        await admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[OidcProvider]:
+    provider = OidcProvider().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    server = Upstream().start()
+    yield server
+    server.stop()
+
+
+def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
+    return {
+        "GATEWAY_OIDC_ISSUER": provider.issuer,
+        "GATEWAY_OIDC_CLIENT_ID": provider.client_id,
+        "GATEWAY_OIDC_CLIENT_SECRET": provider.client_secret,
+        "GATEWAY_OIDC_REDIRECT_URI": "http://testserver/auth/oidc/callback",
+        "GATEWAY_OPEN_SIGNUP": "true",
+        "GATEWAY_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
+        "GATEWAY_BREAKER_FAILURE_THRESHOLD": "3",
+        "GATEWAY_BREAKER_RESET_SECONDS": "0.5",
+        "GATEWAY_RETRY_BACKOFF_SECONDS": "0.01",
+        "GATEWAY_TARGET_TIMEOUTS": json.dumps({"slowpoke": 0.3}),
+        "GATEWAY_MAX_BODY_BYTES": str(256 * 1024),
+        # Just over the verifiers' JWKS refresh interval (10s), so a rotation test need not wait long.
+        "GATEWAY_SIGNING_KEY_ACTIVATION_SECONDS": "10.5",
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def gateway_platform(
+    database_url: str, env: dict[str, str], backend: str = "inprocess", **overrides: Any
+) -> AsyncIterator[Platform]:
+    """The platform with `env` applied to the targets' settings, its lifespan entered."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        settings = PlatformSettings.model_validate(
+            {"database_url": database_url, "environment": "test", "outbox_poll_seconds": 0.2, **overrides}
+        )
+        app = build_process_app(settings, registry.resolve("all"), registry.all_targets())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            platform = Platform(app=app, client=client, backend=backend, runtime=app.state.runtime)
+            if platform.runtime.bus is not None:
+                await wait_until(platform.runtime.bus.is_ready, what="the event bus to connect")
+            yield platform
+
+
+@dataclass
+class Gateway:
+    """The running platform as the gateway tests see it, with the first user who founded it."""
+
+    platform: Platform
+    founder: Session
+    founder_signup: dict[str, Any]
+    upstream: Upstream
+    oidc: OidcProvider
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.platform.client
+
+    def client_from(self, ip: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.platform.app, client=(ip, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture(scope="session", params=["inprocess", "real"])
+async def gw(
+    request: pytest.FixtureRequest,
+    fresh_database: Callable[[], Awaitable[str]],
+    oidc_provider: OidcProvider,
+    upstream: Upstream,
+) -> AsyncIterator[Gateway]:
+    overrides: dict[str, Any] = {}
+    if request.param == "real":
+        overrides["redis_url"] = request.getfixturevalue("redis_server").url
+        overrides["amqp_url"] = request.getfixturevalue("rabbit_server").url
+    # Each backend gets a fresh database, so the first sign-up of each run founds the first org.
+    url = await fresh_database()
+    async with gateway_platform(url, gateway_env(oidc_provider), request.param, **overrides) as platform:
+        upstream.register(platform.runtime)
+        founder, body = await signup(platform.client, organization="Founders Inc")
+        yield Gateway(platform, founder, body, upstream, oidc_provider)
