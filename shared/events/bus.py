@@ -9,6 +9,7 @@ target's dead-letter queue. Delivery is at-least-once; consumers dedupe through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ from functools import cache
 from typing import Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage
 
 from coder.shared.events.envelope import CloudEvent
 
@@ -113,41 +114,57 @@ class InProcessBus:
 
 class RabbitBus:
     """RabbitMQ: one durable topic exchange, a quorum queue per consuming target with a delivery
-    limit, a dead-letter exchange and queue per target, publisher confirms. The robust connection
-    reconnects and re-declares its consumers after a broker restart."""
+    limit, a dead-letter exchange and queue per target, publisher confirms.
+
+    One supervisor task owns the connection: it connects (retrying with backoff), declares the
+    topology, starts every registered consumer, and when the connection drops does all of it again
+    on a fresh one. Deliveries unacknowledged at a drop come back from the broker; the inbox drops
+    the ones already handled.
+    """
 
     def __init__(self, url: str, delivery_limit: int = 5, prefetch: int = 64) -> None:
         self.url = url
         self.delivery_limit = delivery_limit
         self.prefetch = prefetch
-        self._connection: AbstractRobustConnection | None = None
-        self._publish_channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
-        self._connected = asyncio.Event()
-        self._connect_task: asyncio.Task[None] | None = None
-        self._pending: list[tuple[str, Sequence[str], Deliver]] = []
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._consumers: list[tuple[str, Sequence[str], Deliver]] = []
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         # Connect in the background so a process starts (and reports not-ready) while the broker is down.
-        self._connect_task = asyncio.create_task(self._connect_forever(), name="amqp-connect")
+        self._supervisor = asyncio.create_task(self._supervise(), name="amqp-supervisor")
 
-    async def _connect_forever(self) -> None:
+    async def _supervise(self) -> None:
         delay = 0.5
         while True:
             try:
-                self._connection = await aio_pika.connect_robust(self.url, timeout=10)
-                break
+                connection = await aio_pika.connect(self.url, timeout=10)
             except Exception as exc:
-                log.warning("AMQP broker not reachable, retrying", extra={"error": str(exc), "in_s": delay})
+                log.warning("AMQP broker not reachable, retrying", extra={"error": repr(exc), "in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await self._declare_exchanges(self._publish_channel)
-        self._connected.set()
-        for target, bindings, deliver in self._pending:
-            await self._start_consumer(target, bindings, deliver)
-        self._pending.clear()
+                continue
+            closed = asyncio.Event()
+            connection.close_callbacks.add(lambda *_, done=closed: done.set())
+            try:
+                publish_channel = await connection.channel(publisher_confirms=True)
+                exchange = await self._declare_exchanges(publish_channel)
+                for target, bindings, deliver in list(self._consumers):
+                    await self._start_consumer(connection, target, bindings, deliver)
+                self._connection, self._exchange = connection, exchange
+                delay = 0.5
+                log.info("AMQP broker connected")
+                await closed.wait()
+                log.warning("AMQP connection lost; reconnecting")
+            except Exception as exc:
+                log.warning("AMQP setup failed; reconnecting", extra={"error": repr(exc)})
+            finally:
+                self._connection = self._exchange = None
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            await asyncio.sleep(delay)
 
     @staticmethod
     async def _declare_exchanges(channel: aio_pika.abc.AbstractChannel) -> aio_pika.abc.AbstractExchange:
@@ -155,25 +172,21 @@ class RabbitBus:
         return await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
 
     def is_ready(self) -> bool:
-        return (
-            self._connected.is_set() and self._connection is not None and self._connection.connected.is_set()
-        )
+        return self._exchange is not None and self._connection is not None and not self._connection.is_closed
 
     async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
         # Unfinished handlers are abandoned unacknowledged: the broker redelivers them.
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
-        if self._connect_task is not None:
-            self._connect_task.cancel()
-            await asyncio.gather(self._connect_task, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
-        if not self.is_ready() or self._exchange is None:
-            raise ConnectionError("AMQP broker not connected")
         exchange = self._exchange
+        if exchange is None or not self.is_ready():
+            raise ConnectionError("AMQP broker not connected")
         # Confirms are awaited together: one round trip's latency for the batch, not one per event.
         # A broker that vanishes mid-batch fails the batch (the outbox keeps it) instead of hanging.
         await asyncio.wait_for(
@@ -196,14 +209,18 @@ class RabbitBus:
         )
 
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
-        if self._connected.is_set():
-            await self._start_consumer(target, bindings, deliver)
-        else:
-            self._pending.append((target, bindings, deliver))
+        self._consumers.append((target, bindings, deliver))
+        if self._connection is not None and self.is_ready():
+            await self._start_consumer(self._connection, target, bindings, deliver)
 
-    async def _start_consumer(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
-        assert self._connection is not None
-        channel = await self._connection.channel()
+    async def _start_consumer(
+        self,
+        connection: aio_pika.abc.AbstractConnection,
+        target: str,
+        bindings: Sequence[str],
+        deliver: Deliver,
+    ) -> None:
+        channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await self._declare_exchanges(channel)
         dead = await channel.declare_queue(

@@ -61,6 +61,9 @@ class Relay:
                 log.warning(
                     "outbox relay round failed; rows stay for the next round", extra={"error": repr(exc)}
                 )
+                # Back off a full interval: new commits keep waking the relay, and retrying on each
+                # of them while the broker is down would only spin.
+                await asyncio.sleep(self.poll_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
 

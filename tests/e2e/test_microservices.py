@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,7 +25,8 @@ from coder.tests.support.tokens import TestSigner
 
 def _free_offset() -> int:
     ports = [t.port for t in registry.all_targets().values()]
-    for offset in range(21000, 40000, 137):
+    start = random.randrange(20000, 30000)  # runs side by side rarely pick the same range
+    for offset in range(start, start + 10000, 137):
         try:
             for port in ports:
                 with socket.socket() as sock:
