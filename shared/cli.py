@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from coder.operator.main import cli as operator_cli
 from coder.shared import registry
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Target
@@ -190,6 +191,10 @@ def up(
             server.stop()
     if failed:
         raise typer.Exit(1)
+
+
+# `coder-platform operator [--namespace ...]` runs the Kubernetes operator; `operator crd` prints the CRD.
+app.add_typer(operator_cli, name="operator")
 
 
 def _interrupt(signum: int, frame: object) -> None:

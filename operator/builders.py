@@ -1,0 +1,794 @@
+"""Pure functions from a CoderPlatform spec (plus the few observed facts it depends on) to manifests.
+
+Nothing here talks to the API server: `desired()` returns every child as a plain dict, which the
+reconciler compares with what exists and applies, and which unit tests inspect directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from coder.operator import crd, names
+from coder.operator.spec import DataStore, PlatformSpec, TargetConfig
+
+Manifest = dict[str, Any]
+# Returns n random bytes; the reconciler passes `secrets.token_bytes`, tests a deterministic one.
+RandomBytes = Callable[[int], bytes]
+
+CONTAINER = "app"
+UID = 10001  # the platform image's unprivileged user
+DATA_STORE_UID = 999  # the postgres, redis and rabbitmq images' own users
+TARGET_ROLE_LABEL = f"{names.GROUP}/role"
+
+# Targets that keep keys of their own in a generated Secret, mounted with envFrom so that every
+# setting under the target's prefix can be added to the Secret later without a code change.
+TARGET_KEY_SECRETS: dict[str, str] = {"secrets": "secrets-keys", "gateway": "gateway-keys"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the desired state depends on beyond the spec, read by the reconciler."""
+
+    # Data of existing generated Secrets (decoded): their random values are created once and kept.
+    generated: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Data (as stored, base64) of user Secrets the pods reference; a missing Secret is absent.
+    referenced: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The image each existing Deployment runs, by workload name.
+    deployed_images: Mapping[str, str] = field(default_factory=dict)
+    migration_succeeded: bool = False
+    postgres_ready: bool = False
+    # Whether the Prometheus Operator's ServiceMonitor kind is served.
+    service_monitors: bool = False
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def digest(value: Any, length: int = 16) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def metadata(spec: PlatformSpec, name: str, component: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": spec.owner.namespace,
+        "labels": {
+            **names.instance_labels(spec.owner.name),
+            names.COMPONENT_LABEL: component,
+            names.PART_OF_LABEL: names.APP_NAME,
+        },
+        "ownerReferences": [spec.owner.reference()],
+        **extra,
+    }
+
+
+def child(spec: PlatformSpec, component: str) -> str:
+    return names.child_name(spec.owner.name, component)
+
+
+def service_name(spec: PlatformSpec, workload: str) -> str:
+    # The monolith answers on the gateway's Service, so the Ingress and the URL stay the same.
+    return child(spec, "gateway" if workload == names.MONOLITH else workload)
+
+
+def pod_security_context(uid: int) -> dict[str, Any]:
+    """The restricted Pod Security Standard, pod level."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+# --------------------------------------------------------------------------- data stores and secrets
+
+
+def url_secret(spec: PlatformSpec, store: DataStore) -> tuple[str, str]:
+    """The Secret name and key the targets read a data store's URL from."""
+    if store.external is not None:
+        return store.external.name, store.external.key
+    return child(spec, store.name), "url"
+
+
+def generated_secrets(
+    spec: PlatformSpec, existing: Mapping[str, Mapping[str, str]], rand: RandomBytes
+) -> list[Manifest]:
+    """Passwords and keys: a random value is created once and then always read back from the cluster.
+
+    Values derived from them (the URLs) are rendered again each time, so they follow a rename.
+    """
+
+    def kept(secret: str, key: str, make: Callable[[], str]) -> str:
+        return existing.get(secret, {}).get(key) or make()
+
+    def password() -> str:
+        return base64.urlsafe_b64encode(rand(24)).decode().rstrip("=")
+
+    def key32() -> str:
+        return base64.b64encode(rand(32)).decode()
+
+    ns = spec.owner.namespace
+    out: list[Manifest] = []
+    for store in spec.data_stores.values():
+        if store.managed is None or store.name not in spec.needs:
+            continue
+        name = child(spec, store.name)
+        host = f"{name}.{ns}.svc"
+        pw = kept(name, "password", password)
+        data = {"password": pw}
+        if store.name == "postgres":
+            data["url"] = f"postgresql://coder:{pw}@{host}:{store.port}/coder"
+        elif store.name == "redis":
+            data["url"] = f"redis://:{pw}@{host}:{store.port}/0"
+        else:
+            data["erlang-cookie"] = kept(name, "erlang-cookie", password)
+            data["url"] = f"amqp://coder:{pw}@{host}:{store.port}/"
+        out.append(_secret(spec, name, store.name, data))
+    registered = spec.targets
+    if "secrets" in registered:
+        name = child(spec, TARGET_KEY_SECRETS["secrets"])
+        keys = kept(name, "SECRETS_MASTER_KEYS", lambda: json.dumps({"k1": key32()}))
+        active = kept(name, "SECRETS_ACTIVE_KEY_ID", lambda: next(iter(json.loads(keys))))
+        out.append(
+            _secret(spec, name, "secrets", {"SECRETS_MASTER_KEYS": keys, "SECRETS_ACTIVE_KEY_ID": active})
+        )
+    if "gateway" in registered:
+        name = child(spec, TARGET_KEY_SECRETS["gateway"])
+        kek = kept(name, "GATEWAY_KEY_ENCRYPTION_KEY", key32)
+        out.append(_secret(spec, name, "gateway", {"GATEWAY_KEY_ENCRYPTION_KEY": kek}))
+    return out
+
+
+def _secret(spec: PlatformSpec, name: str, component: str, data: Mapping[str, str]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(spec, name, component),
+        "type": "Opaque",
+        # `data`, not `stringData`: the API server stores only `data`, so the comparison sees it.
+        "data": {key: b64(value) for key, value in sorted(data.items())},
+    }
+
+
+def referenced_secrets(spec: PlatformSpec) -> set[str]:
+    """User Secrets the pods read (external data stores, OIDC, env); the reconciler fetches these."""
+    refs = {
+        store.external.name
+        for store in spec.data_stores.values()
+        if store.external is not None and store.name in spec.needs
+    }
+    if spec.auth.oidc is not None:
+        refs.add(spec.auth.oidc.client_secret.name)
+    for target in [*spec.targets.values(), spec.monolith]:
+        for item in target.env:
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.add(ref["name"])
+    return refs
+
+
+def config_map(spec: PlatformSpec) -> Manifest:
+    """Settings every process shares. Target-specific settings are inline in that target's pods."""
+    ns = spec.owner.namespace
+    if spec.mode == "monolithic":
+        urls: dict[str, str] = {}  # every enabled target is in-process
+    else:
+        urls = {
+            name: f"http://{service_name(spec, name)}.{ns}.svc:{t.port}"
+            for name, t in spec.enabled_targets.items()
+        }
+    gateway = f"http://{service_name(spec, 'gateway')}.{ns}.svc:{spec.monolith.port}"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(spec, child(spec, "config"), "config"),
+        "data": {
+            "CODER_ENVIRONMENT": spec.environment,
+            "CODER_SERVICE_URLS": json.dumps(urls, sort_keys=True),
+            "CODER_JWKS_URL": f"{gateway}/.well-known/jwks.json",
+        },
+    }
+
+
+def data_store_workload(spec: PlatformSpec, store: DataStore) -> list[Manifest]:
+    """A managed data store: a StatefulSet with one volume claim, and its headless Service."""
+    assert store.managed is not None
+    name = child(spec, store.name)
+    labels = names.selector_labels(spec.owner.name, store.name)
+    port = store.port
+    env: list[dict[str, Any]]
+    probe: dict[str, Any]
+    mounts = [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if store.name == "postgres":
+        env = [
+            {"name": "POSTGRES_USER", "value": "coder"},
+            {"name": "POSTGRES_DB", "value": "coder"},
+            secret_env("POSTGRES_PASSWORD", name, "password"),
+            {"name": "PGDATA", "value": "/data/pgdata"},
+        ]
+        args: list[str] = []
+        mounts.append({"name": "run", "mountPath": "/var/run/postgresql"})
+        volumes.append({"name": "run", "emptyDir": {}})
+        probe = {"exec": {"command": ["pg_isready", "-U", "coder", "-d", "coder", "-h", "127.0.0.1"]}}
+    elif store.name == "redis":
+        env = [secret_env("REDIS_PASSWORD", name, "password")]
+        args = ["redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"]
+        probe = {"tcpSocket": {"port": port}}
+    else:
+        env = [
+            {"name": "RABBITMQ_DEFAULT_USER", "value": "coder"},
+            secret_env("RABBITMQ_DEFAULT_PASS", name, "password"),
+            secret_env("RABBITMQ_ERLANG_COOKIE", name, "erlang-cookie"),
+            {"name": "RABBITMQ_MNESIA_BASE", "value": "/data/mnesia"},
+        ]
+        args = []
+        mounts = [
+            {"name": "data", "mountPath": "/var/lib/rabbitmq"},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+            {"name": "etc", "mountPath": "/etc/rabbitmq/conf.d"},
+        ]
+        volumes.append({"name": "etc", "emptyDir": {}})
+        probe = {"exec": {"command": ["rabbitmq-diagnostics", "-q", "check_port_connectivity"]}}
+    container: dict[str, Any] = {
+        "name": store.name,
+        "image": store.managed["image"],
+        "ports": [{"name": store.name, "containerPort": port}],
+        "env": env,
+        "readinessProbe": {**probe, "periodSeconds": 10, "timeoutSeconds": 5},
+        "livenessProbe": {**probe, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 6},
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    if args:
+        container["args"] = args
+    if store.managed.get("resources"):
+        container["resources"] = store.managed["resources"]
+    claim: dict[str, Any] = {
+        "metadata": {"name": "data", "labels": labels},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": store.managed["storage"]}},
+        },
+    }
+    if store.managed.get("storageClassName"):
+        claim["spec"]["storageClassName"] = store.managed["storageClassName"]
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(spec, name, store.name),
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            # Volume claims outlive the StatefulSet: deleting the CoderPlatform keeps the data.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(DATA_STORE_UID),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+            "volumeClaimTemplates": [claim],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(spec, name, store.name),
+        "spec": {
+            "clusterIP": "None",
+            "selector": labels,
+            "ports": [{"name": store.name, "port": port, "targetPort": store.name}],
+        },
+    }
+    return [statefulset, service]
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _target_names(spec: PlatformSpec, workload: TargetConfig) -> list[str]:
+    if workload.name == names.MONOLITH:
+        return list(spec.enabled_targets)
+    return [workload.name]
+
+
+def target_env(spec: PlatformSpec, workload: TargetConfig, version: str) -> list[dict[str, Any]]:
+    """Operator-provided env, then the user's; an operator variable the user also set is left out.
+
+    `version` is the one the pods run, which lags `spec.version` while a migration is pending.
+    """
+    served = _target_names(spec, workload)
+    deployment = child(spec, workload.name)
+    ours: list[dict[str, Any]] = [
+        # Downward API first: later values expand them with $(NAME).
+        field_env("K8S_POD_NAME", "metadata.name"),
+        field_env("K8S_POD_UID", "metadata.uid"),
+        field_env("K8S_NAMESPACE_NAME", "metadata.namespace"),
+        field_env("K8S_NODE_NAME", "spec.nodeName"),
+    ]
+    for store in spec.data_stores.values():
+        if store.name in workload.needs:
+            secret, key = url_secret(spec, store)
+            ours.append(secret_env(crd.DATA_STORE_URL_ENV[store.name], secret, key))
+    if "gateway" in served:
+        ours.extend(_gateway_env(spec))
+    obs = spec.observability
+    service = "coder-platform" if workload.name == names.MONOLITH else f"coder-{workload.name}"
+    attributes = ",".join(
+        [
+            "k8s.pod.name=$(K8S_POD_NAME)",
+            "k8s.pod.uid=$(K8S_POD_UID)",
+            "k8s.namespace.name=$(K8S_NAMESPACE_NAME)",
+            "k8s.node.name=$(K8S_NODE_NAME)",
+            f"k8s.deployment.name={deployment}",
+            f"k8s.container.name={CONTAINER}",
+            f"service.namespace={spec.owner.namespace}",
+            f"service.version={version}",
+            "service.instance.id=$(K8S_POD_UID)",
+            f"deployment.environment.name={spec.environment}",
+        ]
+    )
+    ours += [
+        {"name": "OTEL_SERVICE_NAME", "value": service},
+        {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": attributes},
+        {"name": "OTEL_PROPAGATORS", "value": obs.propagators},
+        {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+        {"name": "OTEL_TRACES_SAMPLER_ARG", "value": f"{obs.sampling_ratio:g}"},
+    ]
+    if obs.otlp_endpoint:
+        ours += [
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": obs.otlp_endpoint},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": obs.otlp_protocol},
+        ]
+    user = [dict(item) for item in workload.env]
+    taken = {item["name"] for item in user}
+    return [item for item in ours if item["name"] not in taken] + user
+
+
+def _gateway_env(spec: PlatformSpec) -> list[dict[str, Any]]:
+    auth = spec.auth
+    env = [
+        {"name": "GATEWAY_LOCAL_ACCOUNTS", "value": json.dumps(auth.local_accounts)},
+        {"name": "GATEWAY_OPEN_SIGNUP", "value": json.dumps(auth.open_signup)},
+    ]
+    if auth.oidc is not None:
+        env += [
+            {"name": "GATEWAY_OIDC_ISSUER", "value": auth.oidc.issuer},
+            {"name": "GATEWAY_OIDC_CLIENT_ID", "value": auth.oidc.client_id},
+            secret_env(
+                "GATEWAY_OIDC_CLIENT_SECRET", auth.oidc.client_secret.name, auth.oidc.client_secret.key
+            ),
+            {"name": "GATEWAY_OIDC_ALLOWED_DOMAINS", "value": json.dumps(list(auth.oidc.allowed_domains))},
+        ]
+        if spec.ingress.enabled and spec.ingress.host:
+            env.append(
+                {"name": "GATEWAY_OIDC_REDIRECT_URI", "value": f"{gateway_url(spec)}/auth/oidc/callback"}
+            )
+    return env
+
+
+def env_from(spec: PlatformSpec, workload: TargetConfig) -> list[dict[str, Any]]:
+    refs: list[dict[str, Any]] = [{"configMapRef": {"name": child(spec, "config")}}]
+    for target in _target_names(spec, workload):
+        if target in TARGET_KEY_SECRETS:
+            refs.append({"secretRef": {"name": child(spec, TARGET_KEY_SECRETS[target])}})
+    return refs
+
+
+def secrets_used(pod_spec: Mapping[str, Any]) -> set[str]:
+    """Names of the Secrets a pod reads through env or envFrom."""
+    used: set[str] = set()
+    for container in pod_spec.get("containers", []):
+        for item in container.get("env", []):
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                used.add(ref["name"])
+        for item in container.get("envFrom", []):
+            if "secretRef" in item:
+                used.add(item["secretRef"]["name"])
+    return used
+
+
+def config_hash(
+    pod_spec: Mapping[str, Any], config: Manifest, secrets: Mapping[str, Mapping[str, str]]
+) -> str:
+    """The hash of exactly the ConfigMap and Secret data this pod reads (a missing Secret counts too)."""
+    used = sorted(secrets_used(pod_spec))
+    return digest({"config": config["data"], "secrets": {name: secrets.get(name) for name in used}})
+
+
+def deployment(
+    spec: PlatformSpec,
+    workload: TargetConfig,
+    image: str,
+    config: Manifest,
+    secrets: Mapping[str, Mapping[str, str]],
+    *,
+    with_replicas: bool,
+) -> Manifest:
+    name = child(spec, workload.name)
+    selector = names.selector_labels(spec.owner.name, workload.name)
+    version = image.rsplit(":", 1)[-1]
+    served = _target_names(spec, workload)
+    selection = (
+        "all" if workload.name == names.MONOLITH and served == list(spec.targets) else ",".join(served)
+    )
+    http = {"path": "/healthz", "port": "http"}
+    template = workload.pod_template
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": spec.pull_policy,
+        "command": ["coder-platform"],
+        "args": ["run", "--target", selection, "--host", "0.0.0.0", "--port", str(workload.port)],  # noqa: S104
+        "ports": [{"name": "http", "containerPort": workload.port}],
+        "envFrom": env_from(spec, workload),
+        "env": target_env(spec, workload, version),
+        "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 60},
+        "livenessProbe": {"httpGet": http, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 2,
+        },
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - a private emptyDir
+    }
+    if workload.resources:
+        container["resources"] = workload.resources
+    pod_spec: dict[str, Any] = {
+        # The targets never call the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(UID),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+        ],
+    }
+    if spec.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": secret} for secret in spec.pull_secrets]
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        if key in template:
+            pod_spec[key] = template[key]
+    manifest_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "revisionHistoryLimit": 5,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "template": {
+            "metadata": {
+                "labels": {**template.get("labels", {}), **selector, names.VERSION_LABEL: version},
+                "annotations": {
+                    **template.get("annotations", {}),
+                    names.CONFIG_HASH_ANNOTATION: config_hash(pod_spec, config, secrets),
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if with_replicas:
+        manifest_spec = {"replicas": workload.replicas, **manifest_spec}
+    meta = metadata(spec, name, workload.name)
+    meta["labels"][names.VERSION_LABEL] = version
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": manifest_spec}
+
+
+def target_service(spec: PlatformSpec, workload: TargetConfig) -> Manifest:
+    meta = metadata(spec, service_name(spec, workload.name), workload.name)
+    meta["labels"][TARGET_ROLE_LABEL] = "target"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.selector_labels(spec.owner.name, workload.name),
+            "ports": [{"name": "http", "port": workload.port, "targetPort": "http"}],
+        },
+    }
+
+
+def autoscaler(spec: PlatformSpec, workload: TargetConfig) -> Manifest:
+    scaling = workload.autoscaling
+    metrics = [_utilization("cpu", scaling.target_cpu)]
+    if scaling.target_memory:
+        metrics.append(_utilization("memory", scaling.target_memory))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(spec, child(spec, workload.name), workload.name),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": child(spec, workload.name),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+            # Up fast (double, or 4 pods, per minute), down slowly after a calm window: no flapping.
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 60},
+                        {"type": "Pods", "value": 4, "periodSeconds": 60},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization,
+                    "selectPolicy": "Max",
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def _utilization(resource: str, percent: int) -> dict[str, Any]:
+    return {
+        "type": "Resource",
+        "resource": {"name": resource, "target": {"type": "Utilization", "averageUtilization": percent}},
+    }
+
+
+def disruption_budget(spec: PlatformSpec, workload: TargetConfig) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(spec, child(spec, workload.name), workload.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.selector_labels(spec.owner.name, workload.name)},
+        },
+    }
+
+
+def network_policy(
+    spec: PlatformSpec, component: str, port: int, sources: Iterable[str] | None, *, extra: bool
+) -> Manifest:
+    """Ingress to `component` on `port` from this platform's pods of `sources` (None: from anywhere)."""
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+    if sources is not None:
+        peers: list[dict[str, Any]] = [
+            {
+                "podSelector": {
+                    "matchExpressions": [
+                        {"key": names.INSTANCE_LABEL, "operator": "In", "values": [spec.owner.name]},
+                        {"key": names.COMPONENT_LABEL, "operator": "In", "values": sorted(sources)},
+                    ]
+                }
+            }
+        ]
+        if extra:
+            peers += [dict(peer) for peer in spec.extra_ingress_from]
+        rule["from"] = peers
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(spec, child(spec, component), component),
+        "spec": {
+            "podSelector": {"matchLabels": names.selector_labels(spec.owner.name, component)},
+            "policyTypes": ["Ingress"],
+            "ingress": [rule],
+        },
+    }
+
+
+def network_policies(spec: PlatformSpec) -> list[Manifest]:
+    workloads = spec.workloads
+    out = []
+    for name, workload in workloads.items():
+        public = name in ("gateway", names.MONOLITH)
+        # Targets call each other (and the gateway) over HTTP; the gateway is the public entry point.
+        out.append(network_policy(spec, name, workload.port, None if public else workloads, extra=True))
+    for store in spec.data_stores.values():
+        if store.managed is not None and store.name in spec.needs:
+            users = [name for name, w in workloads.items() if store.name in w.needs]
+            if store.name == "postgres":
+                users.append(names.MIGRATION)
+            out.append(network_policy(spec, store.name, store.port, users, extra=False))
+    return out
+
+
+def gateway_url(spec: PlatformSpec) -> str:
+    if spec.ingress.enabled and spec.ingress.host:
+        scheme = "https" if spec.ingress.tls_secret else "http"
+        return f"{scheme}://{spec.ingress.host}"
+    return f"http://{service_name(spec, 'gateway')}.{spec.owner.namespace}.svc:{spec.monolith.port}"
+
+
+def ingress(spec: PlatformSpec) -> Manifest:
+    ing = spec.ingress
+    body: dict[str, Any] = {
+        "rules": [
+            {
+                "host": ing.host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {"name": service_name(spec, "gateway"), "port": {"name": "http"}}
+                            },
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if ing.class_name:
+        body = {"ingressClassName": ing.class_name, **body}
+    if ing.tls_secret:
+        body["tls"] = [{"hosts": [ing.host], "secretName": ing.tls_secret}]
+    meta = metadata(spec, child(spec, "gateway"), "gateway")
+    if ing.annotations:
+        meta["annotations"] = dict(ing.annotations)
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": body}
+
+
+def service_monitor(spec: PlatformSpec) -> Manifest:
+    meta = metadata(spec, spec.owner.name, "metrics")
+    meta["labels"].update(spec.observability.service_monitor_labels)
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": {names.INSTANCE_LABEL: spec.owner.name, TARGET_ROLE_LABEL: "target"}},
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": spec.observability.scrape_interval}
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def migrated_targets(spec: PlatformSpec) -> list[str]:
+    return [name for name, t in spec.enabled_targets.items() if "postgres" in t.needs]
+
+
+def migration_job(spec: PlatformSpec) -> Manifest | None:
+    """`coder-platform migrate` for the desired image; None when no enabled target has tables.
+
+    A Job's pod template cannot change, so everything it runs is in its name: a new image (or a
+    new set of targets, or another database) is a new Job, and the old one is pruned.
+    """
+    targets = migrated_targets(spec)
+    if not targets:
+        return None
+    secret, key = url_secret(spec, spec.data_stores["postgres"])
+    env = [secret_env("DATABASE_URL", secret, key)]
+    args = ["migrate", "--target", ",".join(targets)]
+    name = child(spec, f"{names.MIGRATION}-{digest([spec.image, args, env], 10)}")
+    meta = metadata(spec, name, names.MIGRATION)
+    meta["annotations"] = {names.MIGRATION_IMAGE_ANNOTATION: spec.image}
+    labels = names.selector_labels(spec.owner.name, names.MIGRATION)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 6,
+            "activeDeadlineSeconds": 1800,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(UID),
+                    "containers": [
+                        {
+                            "name": names.MIGRATION,
+                            "image": spec.image,
+                            "imagePullPolicy": spec.pull_policy,
+                            "command": ["coder-platform"],
+                            "args": args,
+                            "envFrom": [{"configMapRef": {"name": child(spec, "config")}}],
+                            "env": env,
+                            "securityContext": container_security_context(),
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    **(
+                        {"imagePullSecrets": [{"name": s} for s in spec.pull_secrets]}
+                        if spec.pull_secrets
+                        else {}
+                    ),
+                },
+            },
+        },
+    }
+
+
+def rollout_image(spec: PlatformSpec, observed: Observed, workload: str) -> str | None:
+    """The image a workload may run now: the desired one once its migration succeeded, else the one
+    it runs already; None (not created yet) for a new workload while the migration is pending."""
+    if not migrated_targets(spec) or observed.migration_succeeded:
+        return spec.image
+    return observed.deployed_images.get(workload)
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def desired(spec: PlatformSpec, observed: Observed, rand: RandomBytes) -> list[Manifest]:
+    """Every child the platform should have now, in the order they are best applied in."""
+    config = config_map(spec)
+    secrets = generated_secrets(spec, observed.generated, rand)
+    out: list[Manifest] = [config, *secrets]
+    # Data the pods read, by Secret name, for the config hashes: what will be applied for the
+    # generated ones, what exists for the user's.
+    secret_data: dict[str, Mapping[str, str]] = {**observed.referenced}
+    secret_data.update({s["metadata"]["name"]: s["data"] for s in secrets})
+    for store in spec.data_stores.values():
+        if store.managed is not None and store.name in spec.needs:
+            out += data_store_workload(spec, store)
+    job = migration_job(spec)
+    # The Job waits for its database: started earlier it would only burn its retries.
+    if job is not None and observed.postgres_ready:
+        out.append(job)
+    for name, workload in spec.workloads.items():
+        out.append(target_service(spec, workload))
+        image = rollout_image(spec, observed, name)
+        if image is not None:
+            # With an HPA the replicas are the autoscaler's: they are left out of the apply.
+            with_replicas = not workload.autoscaling.enabled
+            out.append(deployment(spec, workload, image, config, secret_data, with_replicas=with_replicas))
+        if workload.autoscaling.enabled:
+            out.append(autoscaler(spec, workload))
+        if workload.min_replicas > 1:
+            out.append(disruption_budget(spec, workload))
+    if spec.network_policy:
+        out += network_policies(spec)
+    if spec.ingress.enabled and spec.ingress.host:
+        out.append(ingress(spec))
+    if spec.observability.service_monitor and observed.service_monitors:
+        out.append(service_monitor(spec))
+    return out

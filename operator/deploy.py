@@ -1,0 +1,156 @@
+"""The operator's own manifests (ServiceAccount, least-privilege RBAC, Deployment), as data.
+
+`coder-platform operator manifests` writes them, with the CRD, under `k8s/`; a test keeps the files
+equal to this output. The RBAC lists exactly the calls the operator makes (list, apply = patch
+plus create, delete) on exactly the kinds it owns; a test runs the operator under it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from coder.operator import crd, names
+
+NAMESPACE = "coder-system"
+NAME = "coder-operator"
+LIVENESS_PORT = 8080
+
+Manifest = dict[str, Any]
+
+# (API group, resources, verbs) the reconciler needs on the children. Server-side apply is a PATCH
+# that creates the object when absent, and the API server then checks `create` as well.
+CHILD_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("", ("configmaps", "services"), ("list", "create", "patch", "delete")),
+    # `get`: the user's Secrets a platform references (external data stores, OIDC) are read by name.
+    ("", ("secrets",), ("get", "list", "create", "patch", "delete")),
+    ("apps", ("deployments", "statefulsets"), ("list", "create", "patch", "delete")),
+    ("batch", ("jobs",), ("list", "create", "patch", "delete")),
+    ("autoscaling", ("horizontalpodautoscalers",), ("list", "create", "patch", "delete")),
+    ("policy", ("poddisruptionbudgets",), ("list", "create", "patch", "delete")),
+    ("networking.k8s.io", ("networkpolicies", "ingresses"), ("list", "create", "patch", "delete")),
+    ("monitoring.coreos.com", ("servicemonitors",), ("list", "create", "patch", "delete")),
+)
+
+
+def image_tag() -> str:
+    try:
+        return version("coder-platform")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree without metadata
+        return "latest"
+
+
+def labels() -> dict[str, str]:
+    return {names.NAME_LABEL: NAME, names.PART_OF_LABEL: names.APP_NAME}
+
+
+def service_account() -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+    }
+
+
+def cluster_role() -> Manifest:
+    rules = [
+        {
+            "apiGroups": [names.GROUP],
+            "resources": [names.PLURAL],
+            # kopf watches them and keeps its bookkeeping in their annotations; the reconciler
+            # reads each one fresh (get) and the resync lists them.
+            "verbs": ["get", "list", "watch", "patch"],
+        },
+        {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
+        # Events on transitions and writes (posted by the reconciler).
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    ]
+    rules += [
+        {"apiGroups": [group], "resources": list(resources), "verbs": list(verbs)}
+        for group, resources, verbs in CHILD_RULES
+    ]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": NAME, "labels": labels()},
+        "rules": rules,
+    }
+
+
+def cluster_role_binding() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": NAME, "labels": labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+    }
+
+
+def deployment(image: str | None = None) -> Manifest:
+    image = image or f"{crd.DEFAULT_IMAGE}:{image_tag()}"
+    selector = {names.NAME_LABEL: NAME}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+        "spec": {
+            # Standalone kopf: exactly one operator at a time, also during its own upgrade.
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": {**labels(), **selector}},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "operator",
+                            "image": image,
+                            "command": ["coder-platform"],
+                            "args": ["operator", "--liveness", f"http://0.0.0.0:{LIVENESS_PORT}/healthz"],
+                            "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "health"},
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 20,
+                                "timeoutSeconds": 5,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "50m", "memory": "128Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def namespace() -> Manifest:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels()}}
+
+
+def files() -> dict[str, list[Manifest]]:
+    """Relative path under `k8s/` -> the documents of that file."""
+    return {
+        "crd/coderplatforms.yaml": [crd.crd_manifest()],
+        "operator/namespace.yaml": [namespace()],
+        "operator/serviceaccount.yaml": [service_account()],
+        "operator/rbac.yaml": [cluster_role(), cluster_role_binding()],
+        "operator/deployment.yaml": [deployment()],
+    }

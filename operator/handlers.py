@@ -1,0 +1,139 @@
+"""The kopf side: settings, login, short change handlers, and the periodic resync.
+
+Create/update/resume handlers are edge-triggered; the resync loop makes the operator
+level-triggered (drift, readiness and the migration gate are picked up on the next pass). The
+resync is an operator-wide task rather than a kopf timer because kopf puts a finalizer on every
+object with a timer, and a CoderPlatform must stay deletable while the operator is away (the
+garbage collector removes its children; nothing outside the cluster needs cleaning up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from lightkube import KubeConfig
+
+from coder.operator import names
+from coder.operator.kube import Kube
+from coder.operator.options import Options
+from coder.operator.reconcile import reconcile
+
+RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
+log = logging.getLogger("coder.operator")
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    # One replica, no peering objects: a second operator would need peering to stay idle.
+    settings.peering.standalone = True
+    # Events are posted by the reconciler itself (events.k8s.io/v1, on transitions and writes),
+    # never from log lines: an idle resync must not write anything, Events included.
+    settings.posting.enabled = False
+    # Watches: the server ends each stream after 5 minutes, the client gives up a little later,
+    # and a stream silent for longer than the bookmark interval (60 s) plus jitter is re-opened.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.inactivity_timeout = 70
+    # Only CoderPlatforms are watched: no runtime scan of CRDs and namespaces (and no RBAC for it).
+    settings.scanning.disabled = True
+    # kopf's bookkeeping in annotations under our group, never in status (which the schema prunes).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+
+
+def connection_info(path: str) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same kubeconfig lightkube reads."""
+    config = KubeConfig.from_file(path).get()
+    if config is None:
+        raise kopf.LoginError(f"{path} has no current context")
+    cluster, user = config.cluster, config.user
+
+    def file(value: Any) -> str | None:
+        return str(config.abs_file(value)) if value else None
+
+    return kopf.ConnectionInfo(
+        server=cluster.server,
+        ca_path=file(cluster.certificate_auth),
+        ca_data=cluster.certificate_auth_data,
+        insecure=cluster.insecure or None,
+        certificate_path=file(user.client_cert if user else None),
+        certificate_data=user.client_cert_data if user else None,
+        private_key_path=file(user.client_key if user else None),
+        private_key_data=user.client_key_data if user else None,
+        token=user.token if user else None,
+        default_namespace=config.namespace,
+    )
+
+
+async def reconcile_and_report(kube: Kube, locks: dict[Any, asyncio.Lock], namespace: str, name: str) -> None:
+    """Reconcile the CoderPlatform as stored now; patch only changed status; post its Events.
+
+    The lock keeps a change handler and the resync of the same object from overlapping.
+    """
+    async with locks[(namespace, name)]:
+        body = await kube.platform(namespace, name)
+        if body is None:
+            return
+        outcome = await reconcile(kube, body)
+        if outcome.status_patch:
+            await kube.patch_status(namespace, name, outcome.status_patch)
+        for event in outcome.events:
+            try:
+                await kube.post_event(body, event.type, event.reason, event.message)
+            except Exception:  # an Event is a courtesy: losing one must not fail the reconcile
+                log.warning("cannot post Event %s on %s/%s", event.reason, namespace, name, exc_info=True)
+    if outcome.retry:
+        raise kopf.TemporaryError(outcome.retry, delay=2)
+
+
+async def resync_forever(kube: Kube, locks: dict[Any, asyncio.Lock], options: Options) -> None:
+    while True:
+        await asyncio.sleep(options.resync_seconds)
+        try:
+            platforms = await kube.platforms(options.namespaces)
+        except Exception:
+            log.exception("resync: cannot list CoderPlatforms")
+            continue
+        for namespace, name in platforms:
+            try:
+                await reconcile_and_report(kube, locks, namespace, name)
+            except kopf.TemporaryError as exc:
+                log.info("resync of %s/%s: %s", namespace, name, exc)
+            except Exception:
+                log.exception("resync of %s/%s failed; retried on the next pass", namespace, name)
+
+
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    @kopf.on.startup(registry=registry, id="startup")
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings)
+        kube = options.kube_factory() if options.kube_factory else Kube.from_kubeconfig(options.kubeconfig)
+        locks: dict[Any, asyncio.Lock] = defaultdict(asyncio.Lock)
+        memo.update(kube=kube, locks=locks, resync=asyncio.create_task(resync_forever(kube, locks, options)))
+
+    @kopf.on.cleanup(registry=registry, id="cleanup")
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        memo["resync"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo["resync"]
+        await memo["kube"].close()
+
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if options.kubeconfig:
+            return connection_info(options.kubeconfig)
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.create(*RESOURCE, registry=registry, id="reconcile")
+    @kopf.on.update(*RESOURCE, registry=registry, id="reconcile", field="spec")
+    @kopf.on.resume(*RESOURCE, registry=registry, id="reconcile")
+    async def changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+        assert namespace is not None  # the CRD is namespaced
+        await reconcile_and_report(memo["kube"], memo["locks"], namespace, name)

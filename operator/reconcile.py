@@ -1,0 +1,314 @@
+"""One reconcile of one CoderPlatform: read, compare, write only the differences, report.
+
+Level-triggered and idempotent: the same function runs on create, update, resume and on every
+resync, and it only ever looks at the spec and at what exists now. Nothing it needs is kept in
+memory between runs, so an operator restarted halfway simply converges on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import ApiError
+
+from coder.operator import builders, diff, names, status
+from coder.operator.kube import Key, Kube, key_of
+from coder.operator.spec import InvalidSpec, Owner, PlatformSpec, parse
+
+log = logging.getLogger("coder.operator")
+# Writes in flight at once during a reconcile: fast on a big first apply, gentle on the API server.
+WRITE_CONCURRENCY = 8
+
+
+@dataclass
+class Outcome:
+    """What a reconcile did and what the handler should still do (patch status, post events)."""
+
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    events: list[status.Event] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    # Set when a child had to be deleted to be recreated (an immutable field changed): the next
+    # run, once the deletion went through, creates it again.
+    retry: str | None = None
+
+
+def plain(value: Any) -> Any:
+    """A deep copy of a (kopf or lightkube) mapping as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _decoded(data: Mapping[str, str] | None) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in (data or {}).items()}
+
+
+# --------------------------------------------------------------------------- observing
+
+
+async def read_referenced(kube: Kube, spec: PlatformSpec) -> dict[str, dict[str, str]]:
+    """The user Secrets the pods read (absent from the result when missing)."""
+    wanted = sorted(builders.referenced_secrets(spec))
+    found = await asyncio.gather(*(kube.secret(spec.owner.namespace, name) for name in wanted))
+    return {name: data for name, data in zip(wanted, found, strict=True) if data is not None}
+
+
+def observe(
+    spec: PlatformSpec,
+    children: Mapping[Key, Mapping[str, Any]],
+    referenced: Mapping[str, Mapping[str, str]],
+    service_monitors: bool,
+) -> tuple[builders.Observed, status.Observation]:
+    """Pure: the facts the desired state and the status depend on, from what was read."""
+    seen = status.Observation()
+    for store in spec.data_stores.values():
+        if store.name not in spec.needs:
+            continue
+        if store.external is not None:
+            ref = store.external
+            data = referenced.get(ref.name)
+            if data is None:
+                seen.dependencies.append(
+                    status.Dependency(store.name, "external", False, f"Secret {ref.name} not found", True)
+                )
+            elif ref.key not in data:
+                seen.dependencies.append(
+                    status.Dependency(
+                        store.name, "external", False, f"Secret {ref.name} has no key {ref.key}", True
+                    )
+                )
+            else:
+                seen.dependencies.append(status.Dependency(store.name, "external", True))
+            continue
+        sts = children.get(("apps/v1", "StatefulSet", builders.child(spec, store.name)))
+        ready = (sts or {}).get("status", {}).get("readyReplicas", 0) >= 1
+        message = "" if ready else f"StatefulSet {builders.child(spec, store.name)} has no ready replica"
+        seen.dependencies.append(status.Dependency(store.name, "managed", ready, message))
+
+    if spec.auth.oidc is not None:
+        ref = spec.auth.oidc.client_secret
+        if ref.key not in referenced.get(ref.name, {}):
+            seen.missing_secrets.append(
+                f"Secret {ref.name} with key {ref.key} (OIDC client secret) not found"
+            )
+    for target in spec.workloads.values():
+        for item in target.env:
+            env_ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if (
+                env_ref
+                and not env_ref.get("optional")
+                and env_ref["key"] not in referenced.get(env_ref["name"], {})
+            ):
+                seen.missing_secrets.append(
+                    f"Secret {env_ref['name']} with key {env_ref['key']} (env {item['name']}) not found"
+                )
+
+    postgres = next((d for d in seen.dependencies if d.name == "postgres"), None)
+    postgres_ready = postgres is not None and postgres.ready
+    job = builders.migration_job(spec)
+    if job is None:
+        seen.migration = status.MigrationState(None, "NotNeeded")
+    else:
+        job_name = job["metadata"]["name"]
+        actual_job = children.get(("batch/v1", "Job", job_name))
+        if actual_job is None and not postgres_ready:
+            seen.migration = status.MigrationState(job_name, "WaitingForDatabase", "waiting for PostgreSQL")
+        else:
+            state, message = status.job_state(actual_job)
+            seen.migration = status.MigrationState(
+                job_name, "Running" if state == "Pending" else state, message
+            )
+
+    generated = {key[2]: _decoded(obj.get("data")) for key, obj in children.items() if key[1] == "Secret"}
+    deployed = {}
+    for name in spec.workloads:
+        deployment = children.get(("apps/v1", "Deployment", builders.child(spec, name)))
+        image = status.image_of(deployment) if deployment else None
+        if image:
+            deployed[name] = image
+    observed = builders.Observed(
+        generated=generated,
+        referenced=referenced,
+        deployed_images=deployed,
+        migration_succeeded=seen.migration.state == "Succeeded",
+        postgres_ready=postgres_ready,
+        service_monitors=service_monitors,
+    )
+    return observed, seen
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _owns_replicas(deployment: Mapping[str, Any]) -> bool:
+    return any(
+        entry.get("manager") == names.FIELD_MANAGER
+        and entry.get("operation") == "Apply"
+        and "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+        for entry in deployment["metadata"].get("managedFields") or []
+    )
+
+
+def _replicas_only(manifest: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+    meta = manifest["metadata"]
+    return {
+        "apiVersion": manifest["apiVersion"],
+        "kind": manifest["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": replicas},
+    }
+
+
+def _immutable(exc: ApiError) -> bool:
+    message = exc.status.message or ""
+    return exc.status.code == 422 and ("immutable" in message or "Forbidden: updates to" in message)
+
+
+async def _apply_one(
+    kube: Kube, spec: PlatformSpec, manifest: builders.Manifest, current: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Apply one child; None when it had to be deleted first (an immutable field changed)."""
+    autoscaled = manifest["kind"] == "Deployment" and "replicas" not in manifest["spec"]
+    if autoscaled and current is not None and _owns_replicas(current):
+        # Hand `replicas` to a manager of its own first: dropping it from the operator's apply
+        # would otherwise reset it to 1 under the autoscaler.
+        await kube.apply(
+            _replicas_only(manifest, current["spec"]["replicas"]), manager=names.REPLICAS_HANDOVER_MANAGER
+        )
+    try:
+        result = await kube.apply(manifest)
+    except ApiError as exc:
+        if current is None or not _immutable(exc):
+            raise
+        log.info("%s: %s; deleting it to recreate it", key_of(manifest), exc.status.message)
+        await kube.delete(key_of(manifest), spec.owner.namespace)
+        return None
+    if autoscaled and current is None:
+        # A new autoscaled Deployment starts at the autoscaler's minimum, owned by the handover manager.
+        workload = spec.workloads[manifest["metadata"]["labels"][names.COMPONENT_LABEL]]
+        if workload.autoscaling.min_replicas != result["spec"].get("replicas"):
+            replicas = _replicas_only(manifest, workload.autoscaling.min_replicas)
+            result = await kube.apply(replicas, manager=names.REPLICAS_HANDOVER_MANAGER)
+    return result
+
+
+async def converge(
+    kube: Kube, spec: PlatformSpec, wanted: list[builders.Manifest], children: dict[Key, dict[str, Any]]
+) -> Outcome:
+    """Apply what differs, delete what is no longer wanted; `children` is updated to the result.
+
+    Writes go out concurrently (a few at a time): the API server does not need them in order,
+    pods that start before their ConfigMap exists simply wait for it.
+    """
+    outcome = Outcome()
+    hashed = [diff.with_spec_hash(manifest) for manifest in wanted]
+    keep = {key_of(manifest) for manifest in hashed}
+    changed = [m for m in hashed if diff.needs_apply(m, children.get(key_of(m)))]
+    stale = [key for key in children if key not in keep]
+    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def apply(manifest: builders.Manifest) -> dict[str, Any] | None:
+        async with gate:
+            return await _apply_one(kube, spec, manifest, children.get(key_of(manifest)))
+
+    async def delete(key: Key) -> None:
+        async with gate:
+            await kube.delete(key, spec.owner.namespace)
+
+    results = await asyncio.gather(*(apply(m) for m in changed))
+    await asyncio.gather(*(delete(key) for key in stale))
+    for manifest, result in zip(changed, results, strict=True):
+        key = key_of(manifest)
+        if result is None:
+            children.pop(key, None)
+            outcome.deleted.append(f"{key[1]}/{key[2]}")
+            outcome.retry = f"{key[1]}/{key[2]} is recreated (an immutable field changed)"
+        else:
+            children[key] = result
+            outcome.applied.append(f"{key[1]}/{key[2]}")
+    for key in stale:
+        del children[key]
+        outcome.deleted.append(f"{key[1]}/{key[2]}")
+    return outcome
+
+
+# --------------------------------------------------------------------------- the reconcile
+
+
+async def reconcile(
+    kube: Kube,
+    body: Mapping[str, Any],
+    *,
+    rand: builders.RandomBytes = secrets.token_bytes,
+    now: str | None = None,
+) -> Outcome:
+    body = plain(body)
+    meta = body["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation", 1)))
+    previous: dict[str, Any] = body.get("status") or {}
+    now = now or utc_now()
+    try:
+        spec = parse(body.get("spec") or {}, owner)
+    except InvalidSpec as exc:
+        return _invalid(owner, previous, str(exc), now)
+
+    monitors = await kube.service_monitors_served(owner.namespace)
+    children = await kube.children(owner.namespace, owner.name, owner.uid, monitors=monitors)
+    referenced = await read_referenced(kube, spec)
+    observed, _ = observe(spec, children, referenced, monitors)
+    if spec.paused:
+        outcome = Outcome()
+    else:
+        outcome = await converge(kube, spec, builders.desired(spec, observed, rand), children)
+        _report_writes(owner, outcome)
+    # The status describes the children as they are after the writes.
+    _, seen = observe(spec, children, referenced, monitors)
+    new = status.compute(spec, children, seen, previous, now)
+    outcome.status_patch = status.status_patch(new, previous)
+    outcome.events += status.transition_events(new["conditions"], previous.get("conditions") or [])
+    return outcome
+
+
+def _report_writes(owner: Owner, outcome: Outcome) -> None:
+    """A log line and an Event naming what a reconcile wrote (nothing when it wrote nothing)."""
+    summary = [
+        f"{verb} {len(items)}: {', '.join(items)}"
+        for verb, items in (("applied", outcome.applied), ("deleted", outcome.deleted))
+        if items
+    ]
+    if summary:
+        log.info("%s/%s: %s", owner.namespace, owner.name, "; ".join(summary))
+        outcome.events.append(status.Event("Normal", "Reconciled", "; ".join(summary)[:1000]))
+
+
+def _invalid(owner: Owner, previous: Mapping[str, Any], message: str, now: str) -> Outcome:
+    conditions = [
+        status.Condition("Ready", False, "InvalidSpec", message),
+        status.Condition("Degraded", True, "InvalidSpec", message),
+    ]
+    kept = [c for c in previous.get("conditions") or [] if c.get("type") not in ("Ready", "Degraded")]
+    rendered = status.render_conditions(conditions, previous.get("conditions") or [], owner.generation, now)
+    new = {
+        **previous,
+        "observedGeneration": owner.generation,
+        "phase": "Degraded",
+        "conditions": rendered + kept,
+    }
+    return Outcome(
+        status_patch=status.status_patch(new, previous),
+        events=status.transition_events(rendered, previous.get("conditions") or []),
+    )

@@ -1,0 +1,315 @@
+"""The pure parts, without a cluster: spec parsing, manifest builders, the comparison, the status."""
+
+from __future__ import annotations
+
+import base64
+import json
+from itertools import count
+from typing import Any
+
+import pytest
+
+from coder.operator import builders, diff, names, status
+from coder.operator.builders import Observed
+from coder.operator.spec import InvalidSpec, Owner, PlatformSpec, parse
+from coder.shared import registry
+
+OWNER = Owner("coder", "prod", "uid-1", generation=3)
+READY = Observed(migration_succeeded=True, postgres_ready=True)
+
+
+def counter_bytes() -> builders.RandomBytes:
+    """Deterministic 'random' bytes: a different value per call."""
+    calls = count()
+    return lambda n: bytes([next(calls) % 256]) * n
+
+
+def platform(**spec: Any) -> PlatformSpec:
+    return parse({"version": "1.0.0", **spec}, OWNER)
+
+
+def render(spec: PlatformSpec, observed: Observed = READY) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in builders.desired(spec, observed, counter_bytes())}
+
+
+def pod(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"]["template"]["spec"]
+
+
+def env_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in pod(manifest)["containers"][0]["env"]}
+
+
+def test_every_registered_target_gets_a_deployment_service_and_policy_on_its_port():
+    out = render(platform())
+    for name, target in registry.all_targets().items():
+        deployment = out[("Deployment", f"coder-{name}")]
+        container = pod(deployment)["containers"][0]
+        assert container["args"] == ["run", "--target", name, "--host", "0.0.0.0", "--port", str(target.port)]  # noqa: S104
+        assert container["ports"] == [{"name": "http", "containerPort": target.port}]
+        assert out[("Service", f"coder-{name}")]["spec"]["ports"][0]["port"] == target.port
+        assert out[("NetworkPolicy", f"coder-{name}")]["spec"]["ingress"][0]["ports"] == [
+            {"protocol": "TCP", "port": target.port}
+        ]
+
+
+def test_every_child_is_owned_by_the_platform():
+    for manifest in builders.desired(platform(), READY, counter_bytes()):
+        assert manifest["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": "coder",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert manifest["metadata"]["namespace"] == "prod"
+        assert manifest["metadata"]["labels"][names.INSTANCE_LABEL] == "coder"
+
+
+def test_pods_meet_the_restricted_pod_security_standard_and_have_probes():
+    out = render(platform())
+    workloads = [m for m in out.values() if m["kind"] in ("Deployment", "StatefulSet", "Job")]
+    assert {m["kind"] for m in workloads} == {"Deployment", "StatefulSet", "Job"}
+    for manifest in workloads:
+        spec = pod(manifest)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            }
+    gateway = pod(out[("Deployment", "coder-gateway")])["containers"][0]
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_monolithic_mode_is_one_deployment_behind_the_gateway_service():
+    out = render(platform(mode="monolithic"))
+    deployments = [key for key in out if key[0] == "Deployment"]
+    assert deployments == [("Deployment", "coder-all")]
+    container = pod(out[("Deployment", "coder-all")])["containers"][0]
+    assert container["args"][:3] == ["run", "--target", "all"]
+    service = out[("Service", "coder-gateway")]
+    assert service["spec"]["selector"][names.COMPONENT_LABEL] == "all"
+    assert json.loads(out[("ConfigMap", "coder-config")]["data"]["CODER_SERVICE_URLS"]) == {}
+    # With a target off, the monolith runs just the others.
+    first = next(iter(registry.all_targets()))
+    some = render(platform(mode="monolithic", targets={first: {"enabled": False}}))
+    args = pod(some[("Deployment", "coder-all")])["containers"][0]["args"]
+    assert args[2] == ",".join(n for n in registry.all_targets() if n != first)
+
+
+def test_disabled_targets_and_unused_data_stores_are_left_out():
+    targets = registry.all_targets()
+    keep = "gateway"
+    out = render(platform(targets={n: {"enabled": False} for n in targets if n != keep}))
+    assert [k for k in out if k[0] == "Deployment"] == [("Deployment", f"coder-{keep}")]
+    statefulsets = {k[1] for k in out if k[0] == "StatefulSet"}
+    assert statefulsets == {f"coder-{store}" for store in targets[keep].needs}
+    urls = json.loads(out[("ConfigMap", "coder-config")]["data"]["CODER_SERVICE_URLS"])
+    assert urls == {keep: f"http://coder-{keep}.prod.svc:{targets[keep].port}"}
+
+
+def test_external_data_store_is_read_from_the_users_secret():
+    out = render(platform(postgres={"external": {"urlSecretRef": {"name": "pg", "key": "dsn"}}}))
+    assert ("StatefulSet", "coder-postgres") not in out
+    assert ("Secret", "coder-postgres") not in out
+    for name, target in registry.all_targets().items():
+        env = env_of(out[("Deployment", f"coder-{name}")])
+        if "postgres" in target.needs:
+            assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
+        else:
+            assert "DATABASE_URL" not in env
+
+
+def test_generated_secrets_are_made_once_and_then_kept():
+    fresh = render(platform())
+    keys = fresh[("Secret", "coder-secrets-keys")]["data"]
+    ring = json.loads(base64.b64decode(keys["SECRETS_MASTER_KEYS"]))
+    assert len(base64.b64decode(ring["k1"])) == 32
+    assert base64.b64decode(keys["SECRETS_ACTIVE_KEY_ID"]) == b"k1"
+    kek = fresh[("Secret", "coder-gateway-keys")]["data"]["GATEWAY_KEY_ENCRYPTION_KEY"]
+    assert len(base64.b64decode(base64.b64decode(kek))) == 32
+
+    existing = {
+        "coder-postgres": {"password": "kept-password"},
+        "coder-gateway-keys": {"GATEWAY_KEY_ENCRYPTION_KEY": "kept-kek"},
+    }
+    again = render(platform(), Observed(generated=existing, migration_succeeded=True, postgres_ready=True))
+    pg = {k: base64.b64decode(v).decode() for k, v in again[("Secret", "coder-postgres")]["data"].items()}
+    assert pg == {
+        "password": "kept-password",
+        "url": "postgresql://coder:kept-password@coder-postgres.prod.svc:5432/coder",
+    }
+    assert (
+        again[("Secret", "coder-gateway-keys")]["data"]["GATEWAY_KEY_ENCRYPTION_KEY"]
+        == base64.b64encode(b"kept-kek").decode()
+    )
+
+
+def test_autoscaling_leaves_replicas_to_the_hpa_and_adds_a_budget():
+    out = render(platform(targets={"secrets": {"autoscaling": {"enabled": True, "minReplicas": 2}}}))
+    assert "replicas" not in out[("Deployment", "coder-secrets")]["spec"]
+    hpa = out[("HorizontalPodAutoscaler", "coder-secrets")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)  # max from spec.defaults
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert hpa["behavior"]["scaleUp"]["policies"]
+    assert out[("PodDisruptionBudget", "coder-secrets")]["spec"]["maxUnavailable"] == 1
+    assert out[("Deployment", "coder-gateway")]["spec"]["replicas"] == 1
+    assert ("PodDisruptionBudget", "coder-gateway") not in out
+    assert ("PodDisruptionBudget", "coder-usage") in render(platform(targets={"usage": {"replicas": 3}}))
+
+
+def test_merged_autoscaling_bounds_are_checked():
+    with pytest.raises(InvalidSpec, match="minReplicas 4 exceeds maxReplicas 3"):
+        platform(
+            defaults={"autoscaling": {"enabled": True, "maxReplicas": 3}},
+            targets={"usage": {"autoscaling": {"minReplicas": 4}}},
+        )
+
+
+def test_opentelemetry_env_with_downward_api_never_overrides_the_users():
+    spec = platform(
+        observability={"otlpEndpoint": "http://otel:4318", "samplingRatio": 0.25},
+        targets={"usage": {"env": [{"name": "OTEL_SERVICE_NAME", "value": "mine"}]}},
+    )
+    out = render(spec)
+    usage = env_of(out[("Deployment", "coder-usage")])
+    assert usage["OTEL_SERVICE_NAME"] == "mine"
+    assert list(usage).count("OTEL_SERVICE_NAME") == 1
+    gateway = env_of(out[("Deployment", "coder-gateway")])
+    assert gateway["OTEL_SERVICE_NAME"] == "coder-gateway"
+    assert gateway["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+    assert gateway["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert gateway["K8S_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    attributes = dict(pair.split("=", 1) for pair in gateway["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert attributes["k8s.pod.name"] == "$(K8S_POD_NAME)"
+    assert attributes["k8s.namespace.name"] == "$(K8S_NAMESPACE_NAME)"
+    assert attributes["k8s.deployment.name"] == "coder-gateway"
+    assert attributes["service.version"] == "1.0.0"
+
+
+def test_config_hash_covers_exactly_the_secrets_a_deployment_reads():
+    spec = platform(redis={"external": {"urlSecretRef": {"name": "redis"}}})
+    before = render(
+        spec, Observed(referenced={"redis": {"url": "b2xk"}}, migration_succeeded=True, postgres_ready=True)
+    )
+    after = render(
+        spec, Observed(referenced={"redis": {"url": "bmV3"}}, migration_succeeded=True, postgres_ready=True)
+    )
+    changed = {
+        key[1]
+        for key, m in before.items()
+        if key[0] == "Deployment" and m["spec"]["template"] != after[key]["spec"]["template"]
+    }
+    assert changed == {f"coder-{n}" for n, t in registry.all_targets().items() if "redis" in t.needs}
+
+
+def test_the_migration_gate_holds_the_new_image_back():
+    spec = platform(version="2.0.0")
+    waiting = Observed(deployed_images={"gateway": "coderide/coder-platform:1.0.0"}, postgres_ready=True)
+    out = render(spec, waiting)
+    job = next(m for m in out.values() if m["kind"] == "Job")
+    assert pod(job)["containers"][0]["image"] == "coderide/coder-platform:2.0.0"
+    assert pod(job)["containers"][0]["args"][:2] == ["migrate", "--target"]
+    assert (
+        pod(out[("Deployment", "coder-gateway")])["containers"][0]["image"] == "coderide/coder-platform:1.0.0"
+    )
+    assert (
+        env_of(out[("Deployment", "coder-gateway")])["OTEL_RESOURCE_ATTRIBUTES"].count(
+            "service.version=1.0.0"
+        )
+        == 1
+    )
+    # Targets not running yet wait for the migration instead of starting on the old schema.
+    assert [k for k in out if k[0] == "Deployment"] == [("Deployment", "coder-gateway")]
+    # No database yet: not even the Job.
+    assert not any(m["kind"] == "Job" for m in render(spec, Observed()).values())
+    # A new version is a new Job (its pod template cannot change).
+    old, new = builders.migration_job(platform()), builders.migration_job(platform(version="2.0.0"))
+    assert old is not None and new is not None
+    assert old["metadata"]["name"] != new["metadata"]["name"]
+
+
+def test_ingress_and_gateway_url():
+    spec = platform(
+        ingress={"enabled": True, "host": "coder.example.com", "tlsSecretName": "tls", "className": "nginx"}
+    )
+    ingress = render(spec)[("Ingress", "coder-gateway")]["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [{"hosts": ["coder.example.com"], "secretName": "tls"}]
+    assert ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "coder-gateway"
+    assert builders.gateway_url(spec) == "https://coder.example.com"
+    assert builders.gateway_url(platform()) == "http://coder-gateway.prod.svc:3000"
+
+
+def test_service_monitor_only_when_its_kind_is_served():
+    spec = platform(observability={"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
+    assert ("ServiceMonitor", "coder") not in render(spec)
+    served = Observed(migration_succeeded=True, postgres_ready=True, service_monitors=True)
+    monitor = render(spec, served)[("ServiceMonitor", "coder")]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+def test_subset_comparison_ignores_server_defaults_and_sees_edits():
+    desired = diff.with_spec_hash(render(platform())[("Deployment", "coder-gateway")])
+    stored = json.loads(json.dumps(desired))
+    stored["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"  # a server default
+    stored["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "ADDED_BY_HAND", "value": "1"})
+    stored["status"] = {"replicas": 1}
+    assert not diff.needs_apply(desired, stored)
+    stored["spec"]["template"]["spec"]["containers"][0]["image"] = "evil"
+    assert diff.needs_apply(desired, stored)
+
+
+def test_a_field_removed_from_the_spec_changes_the_hash():
+    with_env = diff.with_spec_hash(
+        render(platform(targets={"usage": {"env": [{"name": "A", "value": "1"}]}}))[
+            ("Deployment", "coder-usage")
+        ]
+    )
+    without = diff.with_spec_hash(render(platform())[("Deployment", "coder-usage")])
+    assert diff.needs_apply(without, with_env)  # the stored one still has A: the hash tells
+
+
+def test_quantities_compare_by_value():
+    assert diff.contains(
+        {"resources": {"limits": {"cpu": "500m"}}}, {"resources": {"limits": {"cpu": "0.5"}}}
+    )
+    assert diff.contains(
+        {"resources": {"requests": {"memory": "1Gi"}}}, {"resources": {"requests": {"memory": "1024Mi"}}}
+    )
+    assert not diff.contains({"resources": {"limits": {"cpu": "1"}}}, {"resources": {"limits": {"cpu": "2"}}})
+    assert not diff.contains({"env": [{"value": "1"}]}, {"env": [{"value": "1.0"}]})
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_reports_a_failed_migration_as_degraded():
+    spec = platform()
+    seen = status.Observation(
+        dependencies=[status.Dependency("postgres", "managed", True)],
+        migration=status.MigrationState("coder-migrate-x", "Failed", "BackoffLimitExceeded"),
+    )
+    new = status.compute(spec, {}, seen, {}, "2026-01-01T00:00:00Z")
+    conditions = {c["type"]: c for c in new["conditions"]}
+    assert conditions["Degraded"]["status"] == "True"
+    assert conditions["Degraded"]["reason"] == "MigrationFailed"
+    assert conditions["MigrationsComplete"]["reason"] == "MigrationFailed"
+    assert new["phase"] == "Degraded"
+    assert new["observedGeneration"] == 3
+    assert all(c["observedGeneration"] == 3 for c in new["conditions"])
+    # Computed again later with nothing new: identical, so nothing to patch.
+    assert status.status_patch(status.compute(spec, {}, seen, new, "2026-01-01T01:00:00Z"), new) == {}
+    events = status.transition_events(new["conditions"], [])
+    assert {(e.type, e.reason) for e in events} >= {("Warning", "MigrationFailed")}

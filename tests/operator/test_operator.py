@@ -1,0 +1,214 @@
+"""The operator as it runs: kopf in-process (its own thread and loop), against the real API server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from typing import Any
+
+import yaml
+
+from coder.operator import deploy, names
+from coder.operator.kube import Kube
+from coder.tests.operator.conftest import (
+    Cluster,
+    eventually,
+    expected_children,
+    kinds_and_names,
+    running_operator,
+)
+
+RESYNC = 0.5
+
+
+class Recorder:
+    """Builds the operator's client and keeps it, so the test can read its request log."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.kube: Kube | None = None
+
+    def __call__(self) -> Kube:
+        self.kube = Kube.from_kubeconfig(self.kubeconfig)
+        return self.kube
+
+
+class StallingKube(Kube):
+    """A client whose writes hang after the first few: an operator killed in the middle of a reconcile."""
+
+    def __init__(self, kubeconfig: str, writes: int) -> None:
+        base = Kube.from_kubeconfig(kubeconfig)
+        super().__init__(base.client)
+        self.left = writes
+
+    async def apply(self, manifest: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.left <= 0:
+            await asyncio.Event().wait()  # never returns; the operator is stopped meanwhile
+        self.left -= 1
+        return await super().apply(manifest, **kwargs)
+
+
+async def converge_with_fake_controllers(cluster: Cluster, *, exact: bool = True) -> None:
+    """Wait for each stage the operator gates, playing the controllers this cluster lacks."""
+
+    async def has(kind: str) -> bool:
+        return any(k == kind for _, k, _ in await cluster.children())
+
+    await eventually("StatefulSets", lambda: has("StatefulSet"))
+    await cluster.statefulsets_become_ready()
+    await eventually("the migration Job", lambda: has("Job"))
+    await cluster.jobs_finish()
+
+    async def complete() -> bool:
+        have, want = kinds_and_names(await cluster.children()), expected_children()
+        return have == want if exact else have >= want
+
+    await eventually("every child", complete)
+
+
+def events(cluster: Cluster) -> list[dict[str, Any]]:
+    items = json.loads(cluster.kubectl("get", "events", "-o", "json").stdout)["items"]
+    return [e for e in items if e["involvedObject"]["kind"] == names.KIND]
+
+
+async def test_operator_converges_idles_restores_and_garbage_collection_cleans_up(cluster: Cluster):
+    recorder = Recorder(str(cluster.cp.kubeconfig))
+    with running_operator(
+        str(cluster.cp.kubeconfig), cluster.namespace, resync=RESYNC, kube_factory=recorder
+    ):
+        cluster.apply_cr()
+        await converge_with_fake_controllers(cluster)
+        await eventually("the Deployment controller to settle", cluster.deployments_settled)
+
+        async def settled() -> bool:
+            status = (await cluster.cr()).get("status", {})
+            return status.get("version") == "1.0.0" and status.get("phase") == "Progressing"
+
+        await eventually("the status to catch up", settled)
+        await asyncio.sleep(3 * RESYNC)
+
+        # Idle: ten resyncs, and no write of any kind (children, status, annotations, Events).
+        assert recorder.kube is not None
+        versions = await cluster.versions()
+        cr_version = (await cluster.cr())["metadata"]["resourceVersion"]
+        event_count = len(events(cluster))
+        recorder.kube.requests.reset()
+        await asyncio.sleep(10 * RESYNC + 0.2)
+        lists = recorder.kube.requests.methods["GET"]
+        assert lists >= 9 * 10, lists  # ten resyncs (each lists every kind) did run
+        assert recorder.kube.requests.writes == 0, recorder.kube.requests.write_paths()
+        assert await cluster.versions() == versions
+        assert (await cluster.cr())["metadata"]["resourceVersion"] == cr_version
+        assert len(events(cluster)) == event_count
+
+        # Drift: a deleted and an edited child come back on the next resync.
+        cluster.kubectl("delete", "deployment", "coder-secrets")
+        cluster.kubectl("scale", "deployment", "coder-gateway", "--replicas=7")
+
+        async def restored() -> bool:
+            children = await cluster.children()
+            gateway = children.get(("apps/v1", "Deployment", "coder-gateway"))
+            secrets_back = ("apps/v1", "Deployment", "coder-secrets") in children
+            return secrets_back and gateway is not None and gateway["spec"]["replicas"] == 1
+
+        await eventually("the children to be restored", restored)
+
+        # Transitions and writes were posted as Events on the CoderPlatform.
+        reasons = {e["reason"] for e in events(cluster)}
+        assert {"Reconciled", "DependencyNotReady", "DependenciesReady", "MigrationSucceeded"} <= reasons
+
+    # Deleting the CR: the garbage collector (kube-controller-manager) removes every child.
+    uid = (await cluster.cr())["metadata"]["uid"]
+    deleted = cluster.kubectl("delete", "coderplatform", "coder", "--timeout=30s", check=False)
+    assert deleted.returncode == 0, deleted.stderr
+
+    async def collected() -> bool:
+        leftover = await cluster.kube.children(cluster.namespace, "coder", uid)
+        return not leftover
+
+    # The collector learns about a new kind on its 30-second discovery pass: allow for one.
+    await eventually("garbage collection of every child", collected, timeout=90)
+    # ...and, one level down, the ReplicaSets and pods of its Deployments.
+    await eventually(
+        "ReplicaSets and pods to go",
+        lambda: cluster.kubectl("get", "pods,replicasets", "-o", "name").stdout == "",
+    )
+
+
+async def test_operator_restarted_mid_reconcile_converges(cluster: Cluster):
+    kubeconfig = str(cluster.cp.kubeconfig)
+    with running_operator(
+        kubeconfig, cluster.namespace, resync=RESYNC, kube_factory=lambda: StallingKube(kubeconfig, writes=4)
+    ):
+        cluster.apply_cr()
+
+        async def four_children() -> bool:
+            return len(await cluster.children()) == 4
+
+        await eventually("the first writes", four_children)
+        await asyncio.sleep(2 * RESYNC)
+    # The operator is gone in the middle of its first reconcile: a partial set of children.
+    assert len(await cluster.children()) == 4
+    assert "status" not in await cluster.cr()
+
+    with running_operator(kubeconfig, cluster.namespace, resync=RESYNC):
+        await converge_with_fake_controllers(cluster)
+
+        async def reported() -> bool:
+            return (await cluster.cr()).get("status", {}).get("version") == "1.0.0"
+
+        await eventually("the status", reported)
+
+
+async def test_operator_works_with_its_own_least_privilege_rbac(cluster: Cluster):
+    """The ServiceAccount, ClusterRole and binding of k8s/operator/ are enough for everything."""
+    cp = cluster.cp
+    documents = [
+        deploy.namespace(),
+        deploy.service_account(),
+        deploy.cluster_role(),
+        deploy.cluster_role_binding(),
+    ]
+    cp.run_kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(documents))
+    try:
+        token = cp.run_kubectl(
+            "create", "token", deploy.NAME, "-n", deploy.NAMESPACE, "--duration=1h"
+        ).stdout.strip()
+        admin = yaml.safe_load(cp.run_kubectl("config", "view", "--raw").stdout)
+        admin["users"] = [{"name": "operator", "user": {"token": token}}]
+        admin["contexts"][0]["context"]["user"] = "operator"
+        with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as handle:
+            yaml.safe_dump(admin, handle)
+        as_operator = handle.name
+        assert (
+            cp.run_kubectl(
+                "--kubeconfig", as_operator, "auth", "can-i", "get", "pods", check=False
+            ).stdout.strip()
+            == "no"
+        )
+
+        cluster.kubectl("create", "secret", "generic", "oidc", "--from-literal=client-secret=s3cret")
+        cluster.apply_cr(
+            "apiVersion: platform.coderide.io/v1alpha1\nkind: CoderPlatform\nmetadata: {name: coder}\n"
+            "spec:\n  version: '1.0.0'\n"
+            "  auth: {oidc: {clientId: ide, clientSecretRef: {name: oidc}}}\n"
+            "  ingress: {enabled: true, host: coder.example.com}\n"
+            "  defaults: {autoscaling: {enabled: true, minReplicas: 2}}\n"
+        )
+        with running_operator(as_operator, cluster.namespace, resync=RESYNC):
+            await converge_with_fake_controllers(cluster, exact=False)
+            children = await cluster.children()
+            kinds = {kind for _, kind, _ in children}
+            assert {"Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"} <= kinds
+
+            async def status_written() -> bool:
+                return (await cluster.cr()).get("status", {}).get("version") == "1.0.0"
+
+            await eventually("the status", status_written)
+            assert any(e["reason"] == "Reconciled" for e in events(cluster))
+    finally:
+        cp.run_kubectl(
+            "delete", "clusterrolebinding,clusterrole", deploy.NAME, "--ignore-not-found", check=False
+        )
+        cp.run_kubectl("delete", "namespace", deploy.NAMESPACE, "--wait=false", check=False)
