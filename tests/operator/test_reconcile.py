@@ -6,6 +6,7 @@ through the status subresources (see conftest.Cluster); everything else is the r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -116,9 +117,13 @@ async def test_disabling_a_target_prunes_it_and_its_data_stores(cluster: Cluster
     cluster.patch_cr({"spec": {"targets": {name: {"enabled": False} for name in others}}})
     outcome = await cluster.reconcile()
     assert {f"Deployment/coder-{name}" for name in others} <= set(outcome.deleted)
-    children = await cluster.children()
+    # Deletion is asynchronous: an orphaning delete (StatefulSets keep their volumes) leaves the
+    # object in place with a finalizer until the garbage collector has released its pods.
+    deadline = asyncio.get_running_loop().time() + 60
+    while kinds_and_names(children := await cluster.children()) != expected_children(["gateway"]):
+        assert asyncio.get_running_loop().time() < deadline, kinds_and_names(children)
+        await asyncio.sleep(0.2)
     # The keys Secrets outlive a disabled target: they unlock the data it stored.
-    assert kinds_and_names(children) == expected_children(["gateway"])
     # Re-enabling brings them back with the same generated keys.
     keys = children[(CORE, "Secret", "coder-secrets-keys")]["data"]
     cluster.patch_cr({"spec": {"targets": None}})
