@@ -137,12 +137,31 @@ class Cluster:
         return await controllers.pods_become_ready(self.kube, self.namespace)
 
     async def deployments_settled(self) -> bool:
-        """Whether the Deployment controller has caught up with every Deployment's spec."""
+        """Whether the Deployment controller has caught up with every Deployment's spec: the current
+        generation observed and its new pods created (they stay Pending: there is no kubelet)."""
         async for d in self.kube.client.list(Deployment, namespace=self.namespace):
             status, generation = d.status, (d.metadata.generation if d.metadata else None)
             if status is None or (status.observedGeneration or 0) < (generation or 0):
                 return False
+            wanted = d.spec.replicas if d.spec is not None and d.spec.replicas is not None else 1
+            # Not status.replicas: mid-rollout the old pods stay too, since none ever becomes ready.
+            if (status.updatedReplicas or 0) < wanted:
+                return False
         return True
+
+    async def settle(self, name: str = "coder") -> None:
+        """Wait until the controllers are done with the children: a resourceVersion comparison must see
+        the operator's writes only, not the Deployment controller still updating status."""
+        await eventually("the Deployment controller to settle", self.deployments_settled)
+        previous = await self.versions(name)
+        deadline = time.monotonic() + 30
+        while True:
+            await asyncio.sleep(1.0)
+            current = await self.versions(name)
+            if current == previous:
+                return
+            assert time.monotonic() < deadline, "the children kept changing"
+            previous = current
 
     async def bring_up(self, name: str = "coder") -> Outcome:
         """Reconcile through the data stores and the migration to the Deployments."""

@@ -79,7 +79,7 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
     ):
         cluster.apply_cr()
         await converge_with_fake_controllers(cluster)
-        await eventually("the Deployment controller to settle", cluster.deployments_settled)
+        await cluster.settle()
 
         async def settled() -> bool:
             status = (await cluster.cr()).get("status", {})

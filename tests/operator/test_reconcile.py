@@ -63,8 +63,9 @@ async def test_ten_line_cr_converges_to_every_child_with_owner_references(cluste
 async def test_second_reconcile_writes_nothing(cluster: Cluster):
     cluster.apply_cr()
     await cluster.bring_up()
-    await eventually("the Deployment controller to settle", cluster.deployments_settled)
+    await cluster.settle()
     await cluster.reconcile()  # takes in the Deployments' status
+    await cluster.settle()
     before = await cluster.versions()
     cr_before = (await cluster.cr())["metadata"]["resourceVersion"]
 
@@ -317,6 +318,7 @@ async def test_paused_stops_every_write(cluster: Cluster):
 
     cluster.kubectl("delete", "service", "coder-gateway")
     cluster.patch_cr({"spec": {"version": "2.0.0", "targets": {"usage": {"enabled": False}}}})
+    await cluster.settle()
     before = await cluster.versions()
     cluster.kube.requests.reset()
     outcome = await cluster.reconcile()
