@@ -23,6 +23,8 @@ cd "$here"
 
 log() { printf '[build-k8s] %s\n' "$*" >&2; }
 
+# The official Go install lives here; a CI shell may not have it on PATH.
+command -v go >/dev/null 2>&1 || PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null 2>&1 || { log "go not found on PATH (need Go >= 1.26)"; exit 1; }
 
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)

@@ -18,6 +18,8 @@ cd "$here/skaffold"
 
 log() { printf '[build-skaffold] %s\n' "$*" >&2; }
 
+# The official Go install lives here; a CI shell may not have it on PATH.
+command -v go >/dev/null 2>&1 || PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null 2>&1 || { log "go not found on PATH"; exit 1; }
 [[ -r go.sum ]] || { log "missing tools/skaffold/go.sum"; exit 1; }
 
