@@ -7,10 +7,11 @@ CLI   := $(VENV)/bin/coder-platform
 
 .PHONY: run up test lint typecheck check bench tools install system-deps migrate clean
 
+# UV_SYSTEM_CERTS: the registries may sit behind a proxy whose CA only the system store has.
 $(VENV)/.installed: pyproject.toml uv.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+	UV_SYSTEM_CERTS=1 UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
 	touch $@
 
 install: $(VENV)/.installed  ## Create the virtualenv and install the locked dependencies
