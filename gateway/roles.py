@@ -23,6 +23,20 @@ ROLES_WRITE = "gateway:roles.write"
 ORG_WRITE = "gateway:org.write"
 AUDIT_READ = "gateway:audit.read"
 
+# Self-service: what a person may do to their own account and credentials, whatever their role. Every
+# session's access token carries these (they concern the user, not the org); a personal access token
+# carries them only if its scopes do, so a token scoped to `secrets:read` manages nothing.
+ACCOUNT_WRITE = "gateway:account.write"
+TOKENS_READ = "gateway:tokens.read"
+TOKENS_WRITE = "gateway:tokens.write"
+SESSIONS_WRITE = "gateway:sessions.write"
+SELF_SERVICE = {
+    ACCOUNT_WRITE: "change your profile and password; create, join or leave an organization",
+    TOKENS_READ: "list your personal access tokens",
+    TOKENS_WRITE: "create (no broader than the creating credential) and revoke your personal access tokens",
+    SESSIONS_WRITE: "end all your sessions at once (logout everywhere)",
+}
+
 ADMIN_GATEWAY = (
     MEMBERS_READ,
     MEMBERS_WRITE,
@@ -51,6 +65,12 @@ def builtin_permissions(role: str, services: Iterable[str]) -> list[str]:
     if role == VIEWER:
         return [MEMBERS_READ, *(f"{s}:{a}" for s in names for a in VIEWER_ACTIONS)]
     raise KeyError(role)
+
+
+def with_self_service(permissions: Sequence[str]) -> list[str]:
+    """What a person holds: their role's permissions plus the self-service ones it does not cover."""
+    extra = [p for p in SELF_SERVICE if not any(covers(g, p) for g in permissions)]
+    return [*permissions, *extra]
 
 
 def covers(pattern: str, permission: str) -> bool:

@@ -322,8 +322,7 @@ async def change_role(
 
 async def remove_member(session: AsyncSession, actor: Actor, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
     actor.in_org(org_id)
-    if user_id != actor.user_id:
-        actor.require(roles.MEMBERS_WRITE)
+    actor.require(roles.ACCOUNT_WRITE if user_id == actor.user_id else roles.MEMBERS_WRITE)
     member = await _member(session, org_id, user_id, lock=True)
     if member.role == roles.OWNER:
         if user_id != actor.user_id:
@@ -475,6 +474,8 @@ async def _team(session: AsyncSession, actor: Actor, team_id: uuid.UUID, *, lock
 
 
 async def get_team(session: AsyncSession, actor: Actor, team_id: uuid.UUID) -> Team:
+    # Teams name their members: reading them is reading the member list.
+    actor.require(roles.MEMBERS_READ)
     return await _team(session, actor, team_id)
 
 

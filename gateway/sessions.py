@@ -213,10 +213,11 @@ async def choose_org(session: AsyncSession, user_id: uuid.UUID, wanted: uuid.UUI
 
 
 async def permissions(session: AsyncSession, org_id: uuid.UUID | None, user_id: uuid.UUID) -> list[str]:
-    if org_id is None:
-        return []
-    member = await service.membership(session, org_id, user_id)
-    return await service.permissions_of(session, org_id, member.role) if member else []
+    """What the user holds in `org_id`: the role's permissions and the self-service ones (which a
+    session carries even in no organization, so its holder can found or join one)."""
+    member = await service.membership(session, org_id, user_id) if org_id is not None else None
+    granted = await service.permissions_of(session, member.org_id, member.role) if member else []
+    return roles.with_self_service(granted)
 
 
 async def _access(
@@ -331,12 +332,22 @@ async def end_sessions(
 async def create_personal_token(
     session: AsyncSession, actor: Actor, body: PersonalTokenCreate, settings: GatewaySettings
 ) -> tuple[PersonalToken, str]:
+    actor.require(roles.TOKENS_WRITE)
     if body.expires_in_days > settings.personal_token_max_days:
         raise InvalidField("expires_in_days", f"at most {settings.personal_token_max_days}")
     known = service.service_names()
     for index, scope in enumerate(body.scopes):
         if reason := roles.invalid_permission(scope, known):
             raise InvalidField(f"scopes.{index}", reason)
+    # No credential mints a broader one: each scope must be held by the credential asking, so a
+    # personal token mints only a subset of its own scopes, and `*` needs `*`.
+    broader = [(i, s) for i, s in enumerate(body.scopes) if not actor.can(s)]
+    if broader:
+        raise Forbidden(
+            f"scopes broader than this credential: {', '.join(s for _, s in broader)}",
+            slug="scope-not-held",
+            errors=[{"field": f"scopes.{i}", "message": f"{s} is not held"} for i, s in broader],
+        )
     token = new_secret(PERSONAL_PREFIX)
     row = PersonalToken(
         id=uuid.uuid4(),
@@ -404,7 +415,7 @@ async def use_personal_token(session: AsyncSession, token: str) -> PersonalGrant
         raise Unauthorized(
             "the token's owner no longer belongs to its organization", slug="invalid-personal-token"
         )
-    granted = await service.permissions_of(session, row.org_id, member.role)
+    granted = roles.with_self_service(await service.permissions_of(session, row.org_id, member.role))
     row.last_used_at = now
     await session.flush()
     return PersonalGrant(

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coder.gateway import roles
 from coder.gateway import sessions as accounts
 from coder.gateway.deps import ActorDep, ClientDep, GatewayDep
 from coder.gateway.edge import Gateway
@@ -127,23 +128,28 @@ async def exchange(body: ExchangeRequest, gateway: GatewayDep) -> TokenPair:
     return TokenPair.model_validate_json(stored)
 
 
-async def _optional_caller(gateway: Gateway) -> uuid.UUID | None:
-    """The user of the presented access token, if any (logout also works with only a refresh token)."""
+async def _optional_actor(gateway: Gateway) -> Actor | None:
+    """Who the presented bearer token is, if any (logout also works with only a refresh token)."""
     token = context.bearer_token.get()
     if not token:
         return None
-    caller = await gateway.authenticate(token)
+    principal = (await gateway.authenticate(token)).principal
     try:
-        return uuid.UUID(caller.principal.subject)
+        user_id = uuid.UUID(principal.subject)
     except ValueError:
         raise Unauthorized("the token does not name a user of this gateway", slug="unknown-user") from None
+    return Actor(user_id, None, principal.permissions)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(body: LogoutRequest, session: SessionDep, gateway: GatewayDep) -> Response:
-    """End the session of the presented refresh token or access token (or, with `everywhere`, every
-    session of the user). Its access tokens stop working at the gateway at once."""
-    user_id = await _optional_caller(gateway)
+    """End the session of the presented refresh token or access token. `everywhere` ends every session
+    of the user: it needs the session's refresh token or a bearer token holding
+    `gateway:sessions.write` (every session's access token does; a personal access token only if
+    scoped so). A personal access token belongs to no session: alone it ends nothing (422; revoke it
+    with `/auth/revoke`). Ended sessions' access tokens stop working at the gateway at once."""
+    actor = await _optional_actor(gateway)
+    user_id = actor.user_id if actor else None
     sids: list[str] = []
     if body.refresh_token:
         found = await accounts.find_session_by_refresh(session, body.refresh_token)
@@ -156,11 +162,18 @@ async def logout(body: LogoutRequest, session: SessionDep, gateway: GatewayDep) 
     if user_id is None:
         raise Unauthorized("present the session's access token or refresh token")
     if body.everywhere:
+        # A session's refresh token proves a session, and every session holds the permission.
+        if not body.refresh_token and actor is not None:
+            actor.require(roles.SESSIONS_WRITE)
         sids += await accounts.end_sessions(session, user_id, only=None, reason="logout-everywhere")
     elif not body.refresh_token:
         sid = _sid_of_bearer()
         if sid is None:
-            raise InvalidField("refresh_token", "this token belongs to no session; send the refresh token")
+            raise InvalidField(
+                "refresh_token",
+                "the bearer token belongs to no session (a personal access token never does; revoke it "
+                "with /auth/revoke); send a session's refresh token",
+            )
         sids += await accounts.end_sessions(session, user_id, only=uuid.UUID(sid), reason="logout")
     await gateway.revocations.revoke(sids)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -330,7 +343,8 @@ async def oidc_callback(
 async def list_personal_tokens(
     session: SessionDep, actor: ActorDep, params: PageDep
 ) -> Page[PersonalTokenRead]:
-    """Your personal access tokens (never their values), newest first."""
+    """Your personal access tokens (never their values), newest first. Needs `gateway:tokens.read`."""
+    actor.require(roles.TOKENS_READ)
     query = select(PersonalToken).where(PersonalToken.user_id == actor.user_id)
     query = keyset(query, (PersonalToken.created_at, PersonalToken.id), params, descending=True)
     rows = (await session.scalars(query)).all()
@@ -344,7 +358,9 @@ async def create_personal_token(
     body: PersonalTokenCreate, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> PersonalTokenCreated:
     """A personal access token for the IDE or CI, acting in your current organization with at most
-    `scopes` (and never more than your role allows at the time of use). The value is shown only here."""
+    `scopes` (and never more than your role allows at the time of use). The value is shown only here.
+    Needs `gateway:tokens.write`, and every scope must be held by the credential asking (403 naming
+    the others): a personal token mints only a subset of its own scopes, `*` only a holder of `*`."""
     row, token = await accounts.create_personal_token(session, actor, body, gateway.settings)
     return PersonalTokenCreated(**PersonalTokenRead.model_validate(row).model_dump(), token=token)
 
@@ -353,6 +369,8 @@ async def create_personal_token(
 async def revoke_personal_token(
     token_id: uuid.UUID, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> Response:
-    """Revoke one of your personal access tokens; it stops working at once."""
+    """Revoke one of your personal access tokens; it stops working at once. Needs
+    `gateway:tokens.write` (revoking a token you hold needs nothing: `/auth/revoke`)."""
+    actor.require(roles.TOKENS_WRITE)
     await _revoke_personal(session, gateway, actor.user_id, token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -49,7 +49,8 @@ async def list_orgs(session: SessionDep, actor: ActorDep) -> list[MembershipSumm
 
 @router.post("", response_model=OrgRead, status_code=status.HTTP_201_CREATED)
 async def create_org(body: OrgCreate, session: SessionDep, actor: ActorDep) -> OrgRead:
-    """Found an organization; you become its owner."""
+    """Found an organization; you become its owner. Needs `gateway:account.write`."""
+    actor.require(roles.ACCOUNT_WRITE)
     if await session.get(User, actor.user_id) is None:
         raise Unauthorized("the account no longer exists", slug="unknown-user")
     return OrgRead.model_validate(
@@ -59,7 +60,8 @@ async def create_org(body: OrgCreate, session: SessionDep, actor: ActorDep) -> O
 
 @router.post("/join", response_model=MemberRead, status_code=status.HTTP_201_CREATED)
 async def join_org(body: JoinRequest, session: SessionDep, actor: ActorDep) -> MemberRead:
-    """Accept an invitation addressed to your email address."""
+    """Accept an invitation addressed to your email address. Needs `gateway:account.write`."""
+    actor.require(roles.ACCOUNT_WRITE)
     user = await session.get(User, actor.user_id)
     if user is None:
         raise Unauthorized("the account no longer exists", slug="unknown-user")
@@ -118,8 +120,8 @@ async def change_member_role(
 async def remove_member(
     org_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> Response:
-    """Remove a member (admins), or leave (your own id). Their tokens for this organization and their
-    personal access tokens here stop working at once."""
+    """Remove a member (admins), or leave (your own id; needs `gateway:account.write`). Their tokens
+    for this organization and their personal access tokens here stop working at once."""
     await service.remove_member(session, actor, org_id, user_id)
     await gateway.revocations.outdate(org_id, [user_id])
     gateway.forget_personal()

@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
-from coder.gateway import service
+from coder.gateway import roles, service
 from coder.gateway.deps import ActorDep
 from coder.gateway.models import Team, TeamMember
 from coder.gateway.schemas import TeamCreate, TeamMemberRead, TeamRead, TeamUpdate
@@ -19,7 +19,8 @@ router = APIRouter(prefix="/api/teams", tags=["teams"])
 
 @router.get("", response_model=Page[TeamRead])
 async def list_teams(session: SessionDep, actor: ActorDep, params: PageDep) -> Page[TeamRead]:
-    """The organization's teams by name."""
+    """The organization's teams by name (like every team read, needs `gateway:members.read`)."""
+    actor.require(roles.MEMBERS_READ)
     query = keyset(select(Team).where(Team.org_id == actor.org), (Team.name, Team.id), params)
     rows = (await session.scalars(query)).all()
     return page(rows, params, key=lambda t: (t.name, str(t.id)), convert=TeamRead.model_validate)

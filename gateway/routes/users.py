@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coder.gateway import service
+from coder.gateway import roles, service
 from coder.gateway import sessions as accounts
 from coder.gateway.deps import ActorDep, CallerDep, GatewayDep
 from coder.gateway.models import User
@@ -27,7 +27,9 @@ async def _user(session: AsyncSession, user_id: uuid.UUID) -> User:
 
 @router.get("/me", response_model=MeRead)
 async def read_me(session: SessionDep, actor: ActorDep) -> MeRead:
-    """Who the token belongs to, the organization it acts in, its permissions and every membership."""
+    """Who the token belongs to, the organization it acts in, its permissions and every membership.
+    Open to every valid credential, however narrow: it shows only the holder's own identity, and
+    lets a client see what its token may do."""
     user = await _user(session, actor.user_id)
     memberships = [
         MembershipSummary(org_id=org.id, org_name=org.name, org_slug=org.slug, role=m.role)
@@ -43,7 +45,8 @@ async def read_me(session: SessionDep, actor: ActorDep) -> MeRead:
 
 @router.patch("/me", response_model=UserRead)
 async def update_me(body: UserUpdate, session: SessionDep, actor: ActorDep) -> UserRead:
-    """Change your display name."""
+    """Change your display name. Needs `gateway:account.write`."""
+    actor.require(roles.ACCOUNT_WRITE)
     user = await _user(session, actor.user_id)
     user.name = body.name
     await session.flush()
@@ -54,7 +57,9 @@ async def update_me(body: UserUpdate, session: SessionDep, actor: ActorDep) -> U
 async def change_password(
     body: PasswordChange, session: SessionDep, gateway: GatewayDep, actor: ActorDep, caller: CallerDep
 ) -> Response:
-    """Set a new password (the current one is required if there is one). Every other session ends."""
+    """Set a new password (the current one is required if there is one). Every other session ends.
+    Needs `gateway:account.write`."""
+    actor.require(roles.ACCOUNT_WRITE)
     user = await _user(session, actor.user_id)
     await accounts.change_password(session, user, body.current_password, body.new_password, gateway.settings)
     current = (caller.principal.claims or {}).get("sid")

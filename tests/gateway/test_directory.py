@@ -147,7 +147,7 @@ async def test_role_change_and_removal_take_effect_at_once(gw: Gateway) -> None:
     pat = (
         await gw.client.post(
             "/auth/tokens",
-            json={"name": "ci", "scopes": ["secrets:*"], "expires_in_days": 1},
+            json={"name": "ci", "scopes": ["secrets:read", "secrets:write"], "expires_in_days": 1},
             headers=regular.headers,
         )
     ).json()["token"]
