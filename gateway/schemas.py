@@ -91,7 +91,10 @@ class ProvidersRead(BaseModel):
 class PersonalTokenCreate(Input):
     name: Name
     scopes: list[Permission] = Field(
-        min_length=1, max_length=100, description="`<target>:<action>` patterns, narrowed by the role"
+        min_length=1,
+        max_length=100,
+        description="`<target>:<action>` patterns, each held by the credential asking; narrowed by the "
+        "role at each use",
     )
     expires_in_days: int = Field(ge=1, description="At most the configured maximum")
 

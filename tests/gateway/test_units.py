@@ -28,6 +28,16 @@ def test_patterns_cover_and_intersect() -> None:
         "usage:read",
     ]
     assert roles.intersect(["secrets:read"], ["usage:*"]) == []
+
+
+def test_self_service_joins_every_role_but_not_a_narrow_scope() -> None:
+    assert roles.with_self_service(["*"]) == ["*"]
+    assert roles.with_self_service([]) == list(roles.SELF_SERVICE)
+    viewer = roles.with_self_service(["secrets:read"])
+    assert viewer == ["secrets:read", *roles.SELF_SERVICE]
+    # A personal token's scopes narrow what its holder holds: `secrets:read` keeps no self-service.
+    assert roles.intersect(viewer, ["secrets:read"]) == ["secrets:read"]
+    assert roles.intersect(viewer, [roles.TOKENS_WRITE]) == [roles.TOKENS_WRITE]
     assert roles.reaches(["usage:read"], "usage") and not roles.reaches(["usage:read"], "secrets")
     assert roles.invalid_permission("nope:read", ["secrets"]) == "unknown target 'nope'"
     assert roles.invalid_permission("Secrets:READ", ["secrets"]) is not None
