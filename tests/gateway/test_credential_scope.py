@@ -173,7 +173,10 @@ async def test_a_narrow_personal_token_changes_nothing_it_is_not_scoped_for(gw: 
     world = await _world(gw)
     before = await _snapshot(gw, world)
     checked: list[str] = []
-    for method, path, takes_body in _routes(gw):
+    routes = _routes(gw)
+    known = {(method, path) for method, path, _ in routes}
+    assert set(ALLOWED) <= known and set(world.bodies) <= known, "a listed route no longer exists"
+    for method, path, takes_body in routes:
         key = (method, path)
         if takes_body:
             assert key in world.bodies, f"give the walk a valid body for {method} {path}"
