@@ -19,11 +19,11 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import Select, literal, tuple_
+from sqlalchemy import BigInteger, Select, SmallInteger, literal, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.shared.errors import InvalidField
-from coder.shared.schemas import INT_MAX, INT_MIN, text_problem
+from coder.shared.schemas import text_problem
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,7 +45,7 @@ class BadCursor(InvalidField):
         super().__init__("query.cursor", f"not a cursor this API returned ({why})", status=400)
 
 
-def _params(
+def page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=500, description="`next_cursor` of the previous page")
@@ -62,7 +62,12 @@ def _params(
     return PageParams(limit=limit, after=after)
 
 
-PageDep = Annotated[PageParams, Depends(_params)]
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def _int_limit(column: Any) -> int:
+    bits = 64 if isinstance(column.type, BigInteger) else 16 if isinstance(column.type, SmallInteger) else 32
+    return 2 ** (bits - 1)
 
 
 def _decode(column: Any, value: Any) -> Any:
@@ -70,7 +75,7 @@ def _decode(column: Any, value: Any) -> Any:
     kind = column.type.python_type
     if kind is str and isinstance(value, str) and not text_problem(value):
         return value
-    if kind is int and type(value) is int and INT_MIN <= value <= INT_MAX:
+    if kind is int and type(value) is int and -_int_limit(column) <= value < _int_limit(column):
         return value
     if kind is uuid.UUID and isinstance(value, str):
         try:

@@ -57,7 +57,10 @@ def _problems(value: Any, at: Location) -> Iterator[tuple[Location, str, Any]]:
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and (message := text_problem(key)):
-                yield (*at, key), f"key {message}", key
+                # The location is echoed in the error, which must itself encode as UTF-8.
+                shown = key.encode(errors="backslashreplace").decode()
+                yield (*at, shown), f"key {message}", shown
+                continue
             yield from _problems(item, (*at, key))
     elif isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
