@@ -118,9 +118,9 @@ def storable_parameters(request: Request) -> None:
     for name, value in request.path_params.items():
         if not isinstance(value, str):
             continue
-        problem = text_problem(value) or (
-            None if path_valid or "\ufffd" not in value else "must be valid UTF-8"
-        )
+        problem = text_problem(value)
+        if problem is None and not path_valid and "\ufffd" in value:
+            problem = "must be valid UTF-8"  # the replacement character stands for the bad bytes
         if problem:
             raise InvalidField(f"path.{name}", problem)
     if not path_valid:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -38,7 +38,8 @@ def test_every_request_body_of_every_target_is_an_input() -> None:
     bodies = [
         (name, route.path, model)
         for name, target in registry.all_targets().items()
-        for route in target.router.routes
+        # Included routers are resolved lazily; this walks them the way the app does.
+        for route in (context.route for context in iter_route_contexts(target.router.routes))
         if isinstance(route, APIRoute)
         for param in route.dependant.body_params
         for model in _models(param.field_info.annotation)
