@@ -23,6 +23,9 @@ from coder.shared.errors import InvalidField
 
 # JSON numbers beyond 64 bits lose precision in most clients and overflow every integer column.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Free-form JSON nested deeper than this is refused: the stored value is encoded and decoded again
+# by recursive code (json, the driver) that must never hit Python's recursion limit on the way back.
+MAX_DEPTH = 64
 
 Location = tuple[str | int, ...]
 
@@ -41,30 +44,36 @@ def text_problem(value: str) -> str | None:
 def _problems(value: Any, at: Location) -> Iterator[tuple[Location, str, Any]]:
     """Every (location, message, value) of `value` that breaks the text or number rules.
 
-    Nested models are skipped: each validated itself when it was built."""
-    if isinstance(value, str):
-        message = text_problem(value)
-        if message:
-            yield at, message, value
-    elif isinstance(value, bool | BaseModel):
-        return
-    elif isinstance(value, int):
-        if not INT_MIN <= value <= INT_MAX:
-            yield at, "must be a 64-bit integer", value
-    elif isinstance(value, float | Decimal):
-        if not math.isfinite(value):
-            yield at, "must be a finite number", value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and (message := text_problem(key)):
-                # The location is echoed in the error, which must itself encode as UTF-8.
-                shown = key.encode(errors="backslashreplace").decode()
-                yield (*at, shown), f"key {message}", shown
-                continue
-            yield from _problems(item, (*at, key))
-    elif isinstance(value, list | tuple | set | frozenset):
-        for index, item in enumerate(value):
-            yield from _problems(item, (*at, index))
+    Iterative, so no nesting reaches Python's recursion limit; nested models are skipped: each
+    validated itself when it was built."""
+    pending: list[tuple[Any, Location]] = [(value, at)]
+    while pending:
+        value, at = pending.pop()
+        if isinstance(value, str):
+            if message := text_problem(value):
+                yield at, message, value
+        elif isinstance(value, bool | BaseModel):
+            continue
+        elif isinstance(value, int):
+            if not INT_MIN <= value <= INT_MAX:
+                yield at, "must be a 64-bit integer", value
+        elif isinstance(value, float | Decimal):
+            if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+                yield at, "must be a finite number", value
+        elif isinstance(value, dict | list | tuple | set | frozenset) and len(at) > MAX_DEPTH:
+            yield at, f"nested deeper than {MAX_DEPTH} levels", None
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                if isinstance(key, str) and (message := text_problem(key)):
+                    # The location is echoed in the error, which must itself encode as UTF-8.
+                    shown = key.encode(errors="backslashreplace").decode()
+                    yield (*at, shown), f"key {message}", shown
+                else:
+                    children.append((item, (*at, key)))
+            pending.extend(reversed(children))  # popped in document order
+        elif isinstance(value, list | tuple | set | frozenset):
+            pending.extend(reversed([(item, (*at, index)) for index, item in enumerate(value)]))
 
 
 class Input(BaseModel):

@@ -261,3 +261,19 @@ async def test_a_forged_cursor_through_the_api_is_a_400_problem(
         for cursor in (FORGED["number for a time"], FORGED["not a uuid"], FORGED_TEXT["NUL in a string"]):
             problem = _problem(await platform.client.get(url, params={"cursor": cursor}, headers=h), 400)
             assert [e["field"] for e in problem["errors"]] == ["query.cursor"], (url, problem)
+
+
+async def test_free_form_nesting_is_bounded_so_a_stored_value_reads_back(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    h = {**signer.headers(org), "content-type": "application/json"}
+    url = f"{SECRETS}/secrets/input/deep"
+    for depth in (100, 900):  # 900: inside json's own limit, far beyond anything decoded again safely
+        body = '{"data": {"k": ' + "[" * depth + "]" * depth + "}}"
+        problem = _problem(await platform.client.put(url, content=body, headers=h), 422)
+        assert problem["errors"][0]["field"].startswith("body.data.k.0.0.0"), problem
+        assert "nested deeper" in problem["errors"][0]["message"]
+    assert (
+        await platform.client.put(url, content='{"data": {"k": [[[["ok"]]]]}}', headers=h)
+    ).status_code == 200
+    assert (await platform.client.get(url, headers=h)).json()["data"] == {"k": [[[["ok"]]]]}
