@@ -119,7 +119,8 @@ async def paginate(
     *,
     descending: bool = False,
 ) -> Rows[Any]:
-    """The page of `query` ordered by the `order_by` columns (unique together) after the cursor.
+    """The page of `query` ordered by the `order_by` columns (unique together; text, integer, UUID or
+    timestamptz) after the cursor.
 
     An item is what the query selects: the entity for `select(Entity)`, else the tuple of its columns."""
     keys = [c.label(f"_cursor_{i}") for i, c in enumerate(order_by)]
