@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Self
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from coder.shared.errors import InvalidField
@@ -41,6 +42,27 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def time_problem(value: datetime) -> str | None:
+    """Why `value` cannot be stored as a timestamp, or None when it can (year 1 to 9999 in UTC)."""
+    if value.tzinfo is None:
+        return None
+    try:
+        value.astimezone(UTC)  # what the driver does on the way in
+    except OverflowError:
+        return "must be between years 1 and 9999 in UTC"
+    return None
+
+
+def _storable_time(value: datetime | None) -> datetime | None:
+    if value is not None and (message := time_problem(value)):
+        raise ValueError(message)
+    return value
+
+
+# For datetime query parameters; a body model's datetimes are checked by `Input` itself.
+StorableTime = AfterValidator(_storable_time)
+
+
 def _problems(value: Any, at: Location) -> Iterator[tuple[Location, str, Any]]:
     """Every (location, message, value) of `value` that breaks the text or number rules.
 
@@ -57,6 +79,9 @@ def _problems(value: Any, at: Location) -> Iterator[tuple[Location, str, Any]]:
         elif isinstance(value, int):
             if not INT_MIN <= value <= INT_MAX:
                 yield at, "must be a 64-bit integer", value
+        elif isinstance(value, datetime):
+            if message := time_problem(value):
+                yield at, message, value
         elif isinstance(value, float | Decimal):
             if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
                 yield at, "must be a finite number", value

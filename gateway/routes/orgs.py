@@ -34,6 +34,7 @@ from coder.gateway.schemas import (
 from coder.shared.db import SessionDep
 from coder.shared.errors import Unauthorized
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 
@@ -205,8 +206,10 @@ async def read_audit(
     ] = None,
     resource_type: Annotated[str | None, Query(max_length=32)] = None,
     resource_id: Annotated[str | None, Query(max_length=100)] = None,
-    since: Annotated[datetime | None, Query(description="From this time on (inclusive)")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time")] = None,
+    since: Annotated[
+        datetime | None, StorableTime, Query(description="From this time on (inclusive)")
+    ] = None,
+    until: Annotated[datetime | None, StorableTime, Query(description="Before this time")] = None,
 ) -> Page[AuditEntryRead]:
     """Every administrative act in the organization, newest first, filterable (admins)."""
     actor.in_org(org_id)

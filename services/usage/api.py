@@ -34,6 +34,7 @@ from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
 from coder.shared.errors import PROBLEM_MEDIA_TYPE, Unavailable, problem_response
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
@@ -123,9 +124,11 @@ async def query_meter(
     session: SessionDep,
     principal: Annotated[Principal, require("usage:read")],
     from_: Annotated[
-        AwareDatetime | None, Query(alias="from", description="Inclusive; required with window_size")
+        AwareDatetime | None,
+        StorableTime,
+        Query(alias="from", description="Inclusive; required with window_size"),
     ] = None,
-    to: Annotated[AwareDatetime | None, Query(description="Exclusive; default now")] = None,
+    to: Annotated[AwareDatetime | None, StorableTime, Query(description="Exclusive; default now")] = None,
     window_size: Annotated[
         WindowSize | None,
         Query(description="One row per window and group; without it, one row per group over the whole range"),

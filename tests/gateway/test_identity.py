@@ -409,6 +409,8 @@ async def test_a_gateway_query_filter_or_cursor_that_cannot_be_read_is_named(gw:
     for query, field, status in (
         ("?action=%00", "query.action", 422),
         ("?resource_id=%ED%A0%80", "query.resource_id", 422),
+        ("?since=0001-01-01T00:00:00%2B01:00", "query.since", 422),
+        ("?until=9999-12-31T23:59:59-01:00", "query.until", 422),
         ("?cursor=" + base64.urlsafe_b64encode(b'[12, "x"]').decode(), "query.cursor", 400),
     ):
         response = await gw.client.get(audit + query, headers=gw.founder.headers)

@@ -335,6 +335,8 @@ BAD_INPUT: list[tuple[str, str, Any, dict[str, Any] | None, str]] = [
     ("GET", "/meters/{meter}/query", None, {"window_time_zone": "Mars/Olympus"}, "query.window_time_zone"),
     ("GET", "/meters/{meter}/query", None, {"from": "yesterday"}, "query.from"),
     ("GET", "/meters/{meter}/query", None, {"to": "2024-05-01T10:00:00"}, "query.to"),
+    ("GET", "/meters/{meter}/query", None, {"from": "0001-01-01T00:00:00+01:00"}, "query.from"),
+    ("GET", "/meters/{meter}/query", None, {"to": "9999-12-31T23:59:59-01:00"}, "query.to"),
     ("GET", "/meters/{meter}", None, {}, ""),  # well-formed: the control
     (
         "POST",
@@ -458,6 +460,7 @@ async def test_a_zone_only_python_knows_is_named_not_a_500(
             "body.0.data.cost.usd",
         ),
         ('{"id": "e1", "source": "s", "type": "t", "traceext": "\\u0000"}', "body.0.traceext"),
+        ('{"id": "e1", "source": "s", "type": "t", "time": "0001-01-01T00:00:00+01:00"}', "body.0.time"),
     ],
 )
 async def test_an_event_field_that_cannot_be_stored_is_named(
