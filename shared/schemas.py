@@ -2,9 +2,10 @@
 
 PostgreSQL cannot store a NUL in text, UTF-8 cannot encode a lone surrogate, and JSON has no NaN or
 infinity (Python's `json` reads `NaN`, `Infinity` and `1e400` anyway, as floats that read back as
-null). Such values are refused where they enter, naming the field, so nothing is stored that cannot be
-read back. The same rules hold inside free-form JSON (`dict[str, Any]`, extra fields), where pydantic's
-own checks do not reach: there the error's location is the offending nested key.
+null); a timestamp whose offset takes it past year 9999 (or before year 1) in UTC cannot be sent to
+PostgreSQL at all. Such values are refused where they enter, naming the field, so nothing is stored
+that cannot be read back. The same rules hold inside free-form JSON (`dict[str, Any]`, extra fields),
+where pydantic's own checks do not reach: there the error's location is the offending nested key.
 """
 
 from __future__ import annotations
