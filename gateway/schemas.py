@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from coder.gateway.roles import ROLE_NAME
+from coder.shared.schemas import Input
 
 # Deliberately plain: the address is proven by an invitation or an identity provider, not by syntax.
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
@@ -20,10 +21,6 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 RoleName = Annotated[str, Field(pattern=ROLE_NAME)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 Permission = Annotated[str, Field(max_length=130)]
-
-
-class Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # Sign-in

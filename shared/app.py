@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Mount
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from coder.shared.runtime import Runtime
+from coder.shared.schemas import storable_parameters
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Target
 from coder.shared.telemetry import TelemetryMiddleware, configure_logging, configure_tracing
@@ -68,6 +69,9 @@ def create_target_app(
         version=VERSION,
         docs_url=None,
         redoc_url=None,
+        # Query strings and path parameters of every route keep the text rules; bodies keep them
+        # through their `Input` models.
+        dependencies=[Depends(storable_parameters)],
         **fastapi_kwargs,
     )
     app.state.runtime = runtime

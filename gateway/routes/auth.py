@@ -40,7 +40,7 @@ from coder.gateway.tokens import PERSONAL_PREFIX, REFRESH_PREFIX, digest
 from coder.shared import context
 from coder.shared.db import SessionDep
 from coder.shared.errors import InvalidField, Problem, Unauthorized, problem_response
-from coder.shared.pagination import Page, PageDep, keyset, page
+from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -346,11 +346,10 @@ async def list_personal_tokens(
     """Your personal access tokens (never their values), newest first. Needs `gateway:tokens.read`."""
     actor.require(roles.TOKENS_READ)
     query = select(PersonalToken).where(PersonalToken.user_id == actor.user_id)
-    query = keyset(query, (PersonalToken.created_at, PersonalToken.id), params, descending=True)
-    rows = (await session.scalars(query)).all()
-    return page(
-        rows, params, key=lambda t: (t.created_at, str(t.id)), convert=PersonalTokenRead.model_validate
+    rows = await paginate(
+        session, query, (PersonalToken.created_at, PersonalToken.id), params, descending=True
     )
+    return rows.page(PersonalTokenRead.model_validate)
 
 
 @router.post("/tokens", response_model=PersonalTokenCreated, status_code=status.HTTP_201_CREATED)

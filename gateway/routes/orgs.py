@@ -33,7 +33,8 @@ from coder.gateway.schemas import (
 )
 from coder.shared.db import SessionDep
 from coder.shared.errors import Unauthorized
-from coder.shared.pagination import Page, PageDep, keyset, page
+from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 
@@ -90,14 +91,9 @@ async def list_members(
     """The organization's members with their roles, oldest first."""
     actor.in_org(org_id)
     actor.require(roles.MEMBERS_READ)
-    query = keyset(service.members_query(org_id), (Membership.created_at, Membership.user_id), params)
-    rows = (await session.execute(query)).all()
-    return page(
-        rows,
-        params,
-        key=lambda r: (r[0].created_at, str(r[0].user_id)),
-        convert=lambda r: service.member_read(*r),
-    )
+    query = service.members_query(org_id)
+    rows = await paginate(session, query, (Membership.created_at, Membership.user_id), params)
+    return rows.page(lambda r: service.member_read(*r))
 
 
 @router.patch("/{org_id}/members/{user_id}", response_model=MemberRead)
@@ -136,9 +132,8 @@ async def list_invitations(
     actor.in_org(org_id)
     actor.require(roles.INVITATIONS_WRITE)
     query = select(Invitation).where(Invitation.org_id == org_id)
-    query = keyset(query, (Invitation.created_at, Invitation.id), params, descending=True)
-    rows = (await session.scalars(query)).all()
-    return page(rows, params, key=lambda i: (i.created_at, str(i.id)), convert=InvitationRead.model_validate)
+    rows = await paginate(session, query, (Invitation.created_at, Invitation.id), params, descending=True)
+    return rows.page(InvitationRead.model_validate)
 
 
 @router.post("/{org_id}/invitations", response_model=InvitationCreated, status_code=status.HTTP_201_CREATED)
@@ -213,8 +208,10 @@ async def read_audit(
     ] = None,
     resource_type: Annotated[str | None, Query(max_length=32)] = None,
     resource_id: Annotated[str | None, Query(max_length=100)] = None,
-    since: Annotated[datetime | None, Query(description="From this time on (inclusive)")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time")] = None,
+    since: Annotated[
+        datetime | None, StorableTime, Query(description="From this time on (inclusive)")
+    ] = None,
+    until: Annotated[datetime | None, StorableTime, Query(description="Before this time")] = None,
 ) -> Page[AuditEntryRead]:
     """Every administrative act in the organization, newest first, filterable (admins)."""
     actor.in_org(org_id)
@@ -228,6 +225,5 @@ async def read_audit(
         since=since,
         until=until,
     )
-    query = keyset(query, (AuditEntry.at, AuditEntry.id), params, descending=True)
-    rows = (await session.scalars(query)).all()
-    return page(rows, params, key=lambda e: (e.at, str(e.id)), convert=AuditEntryRead.model_validate)
+    rows = await paginate(session, query, (AuditEntry.at, AuditEntry.id), params, descending=True)
+    return rows.page(AuditEntryRead.model_validate)

@@ -12,7 +12,7 @@ from coder.gateway.deps import ActorDep
 from coder.gateway.models import Team, TeamMember
 from coder.gateway.schemas import TeamCreate, TeamMemberRead, TeamRead, TeamUpdate
 from coder.shared.db import SessionDep
-from coder.shared.pagination import Page, PageDep, keyset, page
+from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
 
@@ -21,9 +21,8 @@ router = APIRouter(prefix="/api/teams", tags=["teams"])
 async def list_teams(session: SessionDep, actor: ActorDep, params: PageDep) -> Page[TeamRead]:
     """The organization's teams by name (like every team read, needs `gateway:members.read`)."""
     actor.require(roles.MEMBERS_READ)
-    query = keyset(select(Team).where(Team.org_id == actor.org), (Team.name, Team.id), params)
-    rows = (await session.scalars(query)).all()
-    return page(rows, params, key=lambda t: (t.name, str(t.id)), convert=TeamRead.model_validate)
+    rows = await paginate(session, select(Team).where(Team.org_id == actor.org), (Team.name, Team.id), params)
+    return rows.page(TeamRead.model_validate)
 
 
 @router.post("", response_model=TeamRead, status_code=status.HTTP_201_CREATED)
@@ -57,14 +56,9 @@ async def list_team_members(
 ) -> Page[TeamMemberRead]:
     """The team's members, in the order they were added."""
     team = await service.get_team(session, actor, team_id)
-    query = keyset(service.team_members_query(team.id), (TeamMember.added_at, TeamMember.user_id), params)
-    rows = (await session.execute(query)).all()
-    return page(
-        rows,
-        params,
-        key=lambda r: (r[0].added_at, str(r[0].user_id)),
-        convert=lambda r: service.team_member_read(*r),
-    )
+    query = service.team_members_query(team.id)
+    rows = await paginate(session, query, (TeamMember.added_at, TeamMember.user_id), params)
+    return rows.page(lambda r: service.team_member_read(*r))
 
 
 @router.put("/{team_id}/members/{user_id}", response_model=TeamMemberRead)

@@ -28,7 +28,7 @@ from coder.services.secrets.schemas import (
 from coder.services.secrets.service import Location
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
-from coder.shared.pagination import Page, PageDep, keyset, page
+from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/v1", tags=["secrets"])
 
@@ -136,13 +136,9 @@ async def list_secrets(
 ) -> Page[PathRead]:
     """List secret paths (never values), optionally under a prefix and in one scope."""
     query = service.paths_query(principal.org_id, project, environment, prefix)
-    query = keyset(query, (Secret.project, Secret.environment, Secret.path), params)
-    rows = (await session.execute(query)).scalars().all()
-    return page(
-        rows,
-        params,
-        key=lambda s: (s.project, s.environment, s.path),
-        convert=lambda s: PathRead(
+    rows = await paginate(session, query, (Secret.project, Secret.environment, Secret.path), params)
+    return rows.page(
+        lambda s: PathRead(
             path=s.path,
             project=s.project,
             environment=s.environment,
@@ -203,6 +199,5 @@ async def read_audit(
     for column, value in ((AuditEntry.path, path), (AuditEntry.actor, actor), (AuditEntry.action, action)):
         if value is not None:
             query = query.where(column == value)
-    query = keyset(query, (AuditEntry.at, AuditEntry.id), params, descending=True)
-    rows = (await session.execute(query)).scalars().all()
-    return page(rows, params, key=lambda e: (e.at, str(e.id)), convert=AuditEntryRead.model_validate)
+    rows = await paginate(session, query, (AuditEntry.at, AuditEntry.id), params, descending=True)
+    return rows.page(AuditEntryRead.model_validate)

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from coder.shared.schemas import Input
+
 PATH_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 SCOPE_PATTERN = r"^[A-Za-z0-9_.-]*$"
 MAX_VALUE_BYTES = 512 * 1024
@@ -23,7 +25,7 @@ SecretPath = Annotated[str, AfterValidator(_valid_path)]
 ScopeName = Annotated[str, Field(max_length=100, pattern=SCOPE_PATTERN)]
 
 
-class WriteOptions(BaseModel):
+class WriteOptions(Input):
     cas: int | None = Field(
         default=None,
         ge=0,
@@ -31,22 +33,16 @@ class WriteOptions(BaseModel):
     )
 
 
-class SecretWrite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SecretWrite(Input):
     data: dict[str, Any] = Field(description="The key/value pairs stored as one version", min_length=1)
     options: WriteOptions = Field(default_factory=WriteOptions)
 
 
-class VersionsSelection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VersionsSelection(Input):
     versions: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=100)
 
 
-class MetadataUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MetadataUpdate(Input):
     max_versions: int | None = Field(default=None, ge=1, le=1000)
     cas_required: bool | None = None
     custom_metadata: (

@@ -33,7 +33,8 @@ from coder.services.usage.schemas import (
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
 from coder.shared.errors import PROBLEM_MEDIA_TYPE, Unavailable, problem_response
-from coder.shared.pagination import Page, PageDep, keyset, page
+from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
@@ -90,9 +91,10 @@ async def list_meters(
     params: PageDep,
 ) -> Page[MeterRead]:
     """The organization's meters, by slug."""
-    query = keyset(select(Meter).where(Meter.org_id == principal.org_id), (Meter.slug,), params)
-    rows = (await session.execute(query)).scalars().all()
-    return page(rows, params, key=lambda m: (m.slug,), convert=MeterRead.model_validate)
+    rows = await paginate(
+        session, select(Meter).where(Meter.org_id == principal.org_id), (Meter.slug,), params
+    )
+    return rows.page(MeterRead.model_validate)
 
 
 @router.get("/meters/{slug}", response_model=MeterRead)
@@ -122,9 +124,11 @@ async def query_meter(
     session: SessionDep,
     principal: Annotated[Principal, require("usage:read")],
     from_: Annotated[
-        AwareDatetime | None, Query(alias="from", description="Inclusive; required with window_size")
+        AwareDatetime | None,
+        StorableTime,
+        Query(alias="from", description="Inclusive; required with window_size"),
     ] = None,
-    to: Annotated[AwareDatetime | None, Query(description="Exclusive; default now")] = None,
+    to: Annotated[AwareDatetime | None, StorableTime, Query(description="Exclusive; default now")] = None,
     window_size: Annotated[
         WindowSize | None,
         Query(description="One row per window and group; without it, one row per group over the whole range"),
@@ -190,9 +194,10 @@ async def list_budgets(
     for column, value in ((Budget.scope, scope), (Budget.scope_id, scope_id), (Budget.metric, metric)):
         if value is not None:
             query = query.where(column == value)
-    rows = (await session.execute(keyset(query, (Budget.created_at, Budget.id), params))).scalars().all()
-    reads = {r.id: r for r in await service.budget_reads(session, cache, rows[: params.limit])}
-    return page(rows, params, key=lambda b: (b.created_at, str(b.id)), convert=lambda b: reads[b.id])
+    rows = await paginate(session, query, (Budget.created_at, Budget.id), params)
+    return Page[BudgetRead](
+        items=await service.budget_reads(session, cache, rows.items), next_cursor=rows.next_cursor
+    )
 
 
 @router.get("/budgets/{budget_id}", response_model=BudgetRead)

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
+from coder.shared.schemas import Input
+
 # Amounts are exact decimals inside and plain JSON numbers outside.
 Amount = Annotated[
     Decimal,
@@ -77,7 +79,7 @@ class ReservationStatus(StrEnum):
 # --- ingestion ---
 
 
-class EventData(BaseModel):
+class EventData(Input):
     """The event's payload: any JSON object. These keys, when present, are what meters group by."""
 
     model_config = ConfigDict(extra="allow")
@@ -89,7 +91,7 @@ class EventData(BaseModel):
     feature: str | None = Field(default=None, max_length=128)
 
 
-class EventIn(BaseModel):
+class EventIn(Input):
     """A CloudEvents 1.0 event (JSON format). Extension attributes are accepted and ignored; the
     organization is always the caller's."""
 
@@ -128,9 +130,7 @@ class IngestRead(BaseModel):
 # --- meters ---
 
 
-class MeterCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MeterCreate(Input):
     slug: Slug
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=1000)
@@ -183,9 +183,7 @@ class MeterQueryRead(BaseModel):
 # --- budgets ---
 
 
-class BudgetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BudgetCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     scope: Scope
     scope_id: ScopeId | None = Field(default=None, description="The team, user or API key; null for `org`")
@@ -194,9 +192,7 @@ class BudgetCreate(BaseModel):
     period: Period
 
 
-class BudgetUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BudgetUpdate(Input):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     limit: Amount | None = None
 
@@ -221,9 +217,7 @@ class BudgetRead(BaseModel):
 # --- reservations ---
 
 
-class ReservationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReservationCreate(Input):
     amount: Amount = Field(description="The expected spend, held until settled")
     metric: Metric = Metric.COST_USD
     user_id: ScopeId
@@ -234,9 +228,7 @@ class ReservationCreate(BaseModel):
     )
 
 
-class ReservationSettle(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReservationSettle(Input):
     actual: Amount = Field(description="What was really spent; may differ from the amount reserved")
 
 

@@ -86,3 +86,49 @@ async def test_malformed_query_parameters_are_named(
             assert response.status_code == 422, (method, path, parameter["name"], response.text)
             fields = [e["field"] for e in response.json()["errors"]]
             assert f"query.{parameter['name']}" in fields, (method, path, fields)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_query_text_that_cannot_be_stored_is_named(
+    platform: Platform, signer: TestSigner, org: str, service: str
+) -> None:
+    """A NUL or bytes that are not UTF-8 in any query parameter: a 422 naming it, before any handler."""
+    document = (await platform.client.get(f"/api/{service}/openapi.json")).json()
+    headers = signer.headers(org)
+    checked = 0
+    for method, path, op in _operations(document):
+        for parameter in op.get("parameters", []):
+            if parameter["in"] != "query":
+                continue
+            for value in ("a%00b", "a%FFb"):
+                response = await platform.client.request(
+                    method, f"/api/{service}{_fill(path)}?{parameter['name']}={value}", headers=headers
+                )
+                assert response.status_code == 422, (method, path, parameter["name"], response.text)
+                fields = [e["field"] for e in response.json()["errors"]]
+                assert fields == [f"query.{parameter['name']}"], (method, path, fields)
+            checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_forged_cursors_are_400_problems_naming_the_cursor(
+    platform: Platform, signer: TestSigner, org: str, service: str
+) -> None:
+    document = (await platform.client.get(f"/api/{service}/openapi.json")).json()
+    headers = signer.headers(org)
+    # Wrong types for every column kind, a wrong length, bad base64, not JSON.
+    forged = ["WzEyLCAieCJd", "WyJcdTAwMDAiXQ==", "W10=", "!!!", "bm90IGpzb24="]
+    checked = 0
+    for method, path, op in _operations(document):
+        if "cursor" not in {p["name"] for p in op.get("parameters", [])}:
+            continue
+        for cursor in forged:
+            response = await platform.client.request(
+                method, f"/api/{service}{_fill(path)}", params={"cursor": cursor}, headers=headers
+            )
+            assert response.status_code == 400, (method, path, cursor, response.text)
+            assert response.headers["content-type"] == PROBLEM
+            assert [e["field"] for e in response.json()["errors"]] == ["query.cursor"]
+        checked += 1
+    assert checked > 0

@@ -378,3 +378,41 @@ async def test_password_change_ends_other_sessions(gw: Gateway) -> None:
         "/auth/login", json={"email": alice.email, "password": "a new long passphrase"}
     )
     assert login.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "a\\u0000b"),
+        ("name", "a\\ud800b"),
+        ("organization", "\\u0000"),
+        ("password", "pass\\udfffword!!"),
+    ],
+)
+async def test_signup_text_that_cannot_be_stored_is_named_and_nothing_is_created(
+    gw: Gateway, field: str, value: str
+) -> None:
+    email = unique_email()
+    fields = {"email": f'"{email}"', "password": f'"{PASSWORD}"', "name": '"Ann"', field: f'"{value}"'}
+    body = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+    response = await gw.client.post(
+        "/auth/signup", content=body, headers={"content-type": "application/json"}
+    )
+    problem = assert_problem(response, 422, "validation")
+    assert [e["field"] for e in problem["errors"]] == [f"body.{field}"], problem
+    login = await gw.client.post("/auth/login", json={"email": email, "password": PASSWORD})
+    assert_problem(login, 401, "invalid-credentials")
+
+
+async def test_a_gateway_query_filter_or_cursor_that_cannot_be_read_is_named(gw: Gateway) -> None:
+    audit = f"/api/orgs/{gw.founder.org_id}/audit"
+    for query, field, status in (
+        ("?action=%00", "query.action", 422),
+        ("?resource_id=%ED%A0%80", "query.resource_id", 422),
+        ("?since=0001-01-01T00:00:00%2B01:00", "query.since", 422),
+        ("?until=9999-12-31T23:59:59-01:00", "query.until", 422),
+        ("?cursor=" + base64.urlsafe_b64encode(b'[12, "x"]').decode(), "query.cursor", 400),
+    ):
+        response = await gw.client.get(audit + query, headers=gw.founder.headers)
+        problem = assert_problem(response, status)
+        assert [e["field"] for e in problem["errors"]] == [field], problem

@@ -302,3 +302,52 @@ async def test_another_org_gets_404_everywhere(platform: Platform, signer: TestS
     await put(platform, intruder, path, {"k": "theirs"})
     mine = await platform.client.get(f"{API}/secrets/{path}", headers=signer.headers(org))
     assert mine.json()["data"] == {"k": "v"} and mine.json()["metadata"]["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ('"a\\u0000b"', "NUL"),
+        ('"a\\ud800b"', "UTF-8"),
+        ("NaN", "finite"),
+        ("Infinity", "finite"),
+        ("1e400", "finite"),
+    ],
+)
+async def test_an_unreadable_value_is_refused_and_the_stored_version_stays(
+    platform: Platform, signer: TestSigner, org: str, value: str, why: str
+) -> None:
+    h = signer.headers(org)
+    path = path_unique()
+    assert (await put(platform, h, path, {"k": "kept", "n": 1.5})).status_code == 200
+    body = '{"data": {"k": %s}}' % value  # noqa: UP031 - JSON braces
+    refused = await platform.client.put(
+        f"{API}/secrets/{path}", content=body, headers={**h, "content-type": "application/json"}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    errors = refused.json()["errors"]
+    assert [e["field"] for e in errors] == ["body.data.k"] and why in errors[0]["message"], errors
+    current = await platform.client.get(f"{API}/secrets/{path}", headers=h)
+    assert current.status_code == 200, current.text
+    assert current.json()["data"] == {"k": "kept", "n": 1.5} and current.json()["metadata"]["version"] == 1
+
+
+@pytest.mark.parametrize("value", ["%00", "a%00b", "%ED%A0%80", "%FF"])
+async def test_a_query_filter_that_is_not_text_is_named(
+    platform: Platform, signer: TestSigner, org: str, value: str
+) -> None:
+    response = await platform.client.get(f"{API}/audit?path={value}", headers=signer.headers(org))
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["query.path"]
+
+
+async def test_a_forged_cursor_is_a_400_naming_it(platform: Platform, signer: TestSigner, org: str) -> None:
+    h = signer.headers(org)
+    await put(platform, h, path_unique(), {"k": "v"})
+    forged = base64.urlsafe_b64encode(json.dumps([12, str(uuid.uuid4())]).encode()).decode()
+    for url in (f"{API}/audit", f"{API}/metadata"):
+        response = await platform.client.get(url, params={"cursor": forged}, headers=h)
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in response.json()["errors"]] == ["query.cursor"]

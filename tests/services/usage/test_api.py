@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from types import SimpleNamespace
@@ -334,8 +335,9 @@ BAD_INPUT: list[tuple[str, str, Any, dict[str, Any] | None, str]] = [
     ("GET", "/meters/{meter}/query", None, {"window_time_zone": "Mars/Olympus"}, "query.window_time_zone"),
     ("GET", "/meters/{meter}/query", None, {"from": "yesterday"}, "query.from"),
     ("GET", "/meters/{meter}/query", None, {"to": "2024-05-01T10:00:00"}, "query.to"),
+    ("GET", "/meters/{meter}/query", None, {"from": "0001-01-01T00:00:00+01:00"}, "query.from"),
+    ("GET", "/meters/{meter}/query", None, {"to": "9999-12-31T23:59:59-01:00"}, "query.to"),
     ("GET", "/meters/{meter}", None, {}, ""),  # well-formed: the control
-    ("GET", "/meters", None, {"cursor": "garbage"}, "query.cursor"),
     (
         "POST",
         "/budgets",
@@ -445,3 +447,52 @@ async def test_a_zone_only_python_knows_is_named_not_a_500(
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "query.window_time_zone"
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ('{"id": "e1", "source": "s", "type": "t", "subject": "a\\u0000b"}', "body.0.subject"),
+        ('{"id": "e1", "source": "s", "type": "t", "data": {"model": "\\ud800"}}', "body.0.data.model"),
+        ('{"id": "e1", "source": "s", "type": "t", "data": {"tokens": NaN}}', "body.0.data.tokens"),
+        (
+            '{"id": "e1", "source": "s", "type": "t", "data": {"cost": {"usd": 1e400}}}',
+            "body.0.data.cost.usd",
+        ),
+        ('{"id": "e1", "source": "s", "type": "t", "traceext": "\\u0000"}', "body.0.traceext"),
+        ('{"id": "e1", "source": "s", "type": "t", "time": "0001-01-01T00:00:00+01:00"}', "body.0.time"),
+    ],
+)
+async def test_an_event_field_that_cannot_be_stored_is_named(
+    platform: Platform, signer: TestSigner, org: str, event: str, field: str
+) -> None:
+    h = {**signer.headers(org), "content-type": "application/json"}
+    response = await platform.client.post(f"{API}/events", content=f"[{event}]", headers=h)
+    assert response.status_code == 422, response.text
+    assert field in [e["field"] for e in response.json()["errors"]], response.text
+    async with platform.runtime.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Event).where(Event.org_id == org)) == 0
+
+
+async def test_a_query_filter_that_is_not_text_is_named(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    h = signer.headers(org)
+    for url, field in (
+        (f"{API}/budgets?scope_id=%00", "query.scope_id"),
+        (f"{API}/meters/m/query?model=a%00", "query.model"),
+        (f"{API}/meters/m/query?feature=%ED%A0%80", "query.feature"),
+    ):
+        response = await platform.client.get(url, headers=h)
+        assert response.status_code == 422, (url, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_a_forged_cursor_is_a_400_naming_it(platform: Platform, signer: TestSigner, org: str) -> None:
+    h = signer.headers(org)
+    await create_budget(platform, h, metric="tokens", limit=100)
+    forged = base64.urlsafe_b64encode(json.dumps([12, str(uuid.uuid4())]).encode()).decode()
+    for url in (f"{API}/budgets", f"{API}/meters"):
+        response = await platform.client.get(url, params={"cursor": forged}, headers=h)
+        assert response.status_code == 400, response.text
+        assert [e["field"] for e in response.json()["errors"]] == ["query.cursor"]

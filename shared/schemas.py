@@ -1,0 +1,162 @@
+"""The one base of every request model, and the text and number rules every input keeps.
+
+PostgreSQL cannot store a NUL in text, UTF-8 cannot encode a lone surrogate, and JSON has no NaN or
+infinity (Python's `json` reads `NaN`, `Infinity` and `1e400` anyway, as floats that read back as
+null); a timestamp whose offset takes it past year 9999 (or before year 1) in UTC cannot be sent to
+PostgreSQL at all. Such values are refused where they enter, naming the field, so nothing is stored
+that cannot be read back. The same rules hold inside free-form JSON (`dict[str, Any]`, extra fields),
+where pydantic's own checks do not reach: there the error's location is the offending nested key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Self
+from urllib.parse import unquote_to_bytes
+
+from fastapi import Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from coder.shared.errors import InvalidField
+
+# JSON numbers beyond 64 bits lose precision in most clients and overflow every integer column.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Free-form JSON nested deeper than this is refused: the stored value is encoded and decoded again
+# by recursive code (json, the driver) that must never hit Python's recursion limit on the way back.
+MAX_DEPTH = 64
+
+Location = tuple[str | int, ...]
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored and read back as text, or None when it can."""
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "must be valid UTF-8 (no lone surrogates)"
+    return None
+
+
+def time_problem(value: datetime) -> str | None:
+    """Why `value` cannot be stored as a timestamp, or None when it can (year 1 to 9999 in UTC)."""
+    if value.tzinfo is None:
+        return None
+    try:
+        value.astimezone(UTC)  # what the driver does on the way in
+    except OverflowError:
+        return "must be between years 1 and 9999 in UTC"
+    return None
+
+
+def _storable_time(value: datetime | None) -> datetime | None:
+    if value is not None and (message := time_problem(value)):
+        raise ValueError(message)
+    return value
+
+
+# For datetime query parameters; a body model's datetimes are checked by `Input` itself.
+StorableTime = AfterValidator(_storable_time)
+
+
+def _problems(value: Any, at: Location) -> Iterator[tuple[Location, str, Any]]:
+    """Every (location, message, value) of `value` that breaks the text or number rules.
+
+    Iterative, so no nesting reaches Python's recursion limit; nested models are skipped: each
+    validated itself when it was built."""
+    pending: list[tuple[Any, Location]] = [(value, at)]
+    while pending:
+        value, at = pending.pop()
+        if isinstance(value, str):
+            if message := text_problem(value):
+                yield at, message, value
+        elif isinstance(value, bool | BaseModel):
+            continue
+        elif isinstance(value, int):
+            if not INT_MIN <= value <= INT_MAX:
+                yield at, "must be a 64-bit integer", value
+        elif isinstance(value, datetime):
+            if message := time_problem(value):
+                yield at, message, value
+        elif isinstance(value, float | Decimal):
+            if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+                yield at, "must be a finite number", value
+        elif isinstance(value, dict | list | tuple | set | frozenset) and len(at) > MAX_DEPTH:
+            yield at, f"nested deeper than {MAX_DEPTH} levels", None
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                if isinstance(key, str) and (message := text_problem(key)):
+                    # The location is echoed in the error, which must itself encode as UTF-8.
+                    shown = key.encode(errors="backslashreplace").decode()
+                    yield (*at, shown), f"key {message}", shown
+                else:
+                    children.append((item, (*at, key)))
+            pending.extend(reversed(children))  # popped in document order
+        elif isinstance(value, list | tuple | set | frozenset):
+            pending.extend(reversed([(item, (*at, index)) for index, item in enumerate(value)]))
+
+
+class Input(BaseModel):
+    """Every request body model: unknown fields refused, every string and number storable."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        fields.update(self.__pydantic_extra__ or {})
+        errors = [
+            InitErrorDetails(type=PydanticCustomError("text_or_number", message), loc=loc, input=value)
+            for name, field in fields.items()
+            for loc, message, value in _problems(field, (name,))
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+
+def _decoded(raw: bytes) -> tuple[str, str | None]:
+    """A percent-encoded query component as text, and why it cannot be stored (or None)."""
+    data = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return data.decode(errors="replace"), "must be valid UTF-8"
+    return text, text_problem(text)
+
+
+def storable_parameters(request: Request) -> None:
+    """The text rules for every query and path parameter of every route (an app-wide dependency).
+
+    Starlette decodes percent-escapes leniently (invalid UTF-8 becomes U+FFFD), so the raw query
+    string and path are read here, before any parameter is parsed or reaches a database."""
+    for pair in request.scope.get("query_string", b"").split(b"&"):
+        raw_name, _, raw_value = pair.partition(b"=")
+        name, name_problem = _decoded(raw_name)
+        value_problem = _decoded(raw_value)[1]
+        if name_problem or value_problem:
+            raise InvalidField(
+                f"query.{name}", f"{'name' if name_problem else 'value'} {name_problem or value_problem}"
+            )
+    raw_path = unquote_to_bytes(request.scope.get("raw_path") or b"")
+    try:
+        raw_path.decode()
+        path_valid = True
+    except UnicodeDecodeError:
+        path_valid = False
+    for name, value in request.path_params.items():
+        if not isinstance(value, str):
+            continue
+        problem = text_problem(value)
+        if problem is None and not path_valid and "\ufffd" in value:
+            problem = "must be valid UTF-8"  # the replacement character stands for the bad bytes
+        if problem:
+            raise InvalidField(f"path.{name}", problem)
+    if not path_valid:
+        raise InvalidField("path", "must be valid UTF-8")
