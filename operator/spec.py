@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any, Literal
 
 from coder.operator import crd, names
-from coder.shared import registry
+from coder.runner import registry
 
 Mode = Literal["microservices", "monolithic"]
 
@@ -246,7 +246,7 @@ def parse(raw_spec: Mapping[str, Any], owner: Owner) -> PlatformSpec:
     defaults = spec["defaults"]
     targets = {
         name: _target(name, t.port, frozenset(t.needs), defaults, spec["targets"].get(name, {}))
-        for name, t in registry.all_targets().items()
+        for name, t in registry.descriptors().items()
     }
     enabled = [t for t in targets.values() if t.enabled]
     monolith = _target(
