@@ -153,6 +153,23 @@ def test_generated_secrets_are_made_once_and_then_kept():
     )
 
 
+def test_each_target_gets_the_generated_settings_its_descriptor_names():
+    descriptors = registry.descriptors()
+    named = {setting for d in descriptors.values() for setting in d.generated_secrets}
+    assert named == set(builders.GENERATED)  # a recipe for each, and none the descriptors do not name
+    out = render(platform())
+    for name, descriptor in descriptors.items():
+        secret = out.get(("Secret", f"coder-{name}-keys"))
+        refs = pod(out[("Deployment", f"coder-{name}")])["containers"][0]["envFrom"]
+        if not descriptor.generated_secrets:
+            assert secret is None
+            assert {"secretRef": {"name": f"coder-{name}-keys"}} not in refs
+            continue
+        assert secret is not None
+        assert set(secret["data"]) == set(descriptor.generated_secrets)
+        assert {"secretRef": {"name": f"coder-{name}-keys"}} in refs
+
+
 def test_autoscaling_leaves_replicas_to_the_hpa_and_adds_a_budget():
     out = render(platform(targets={"secrets": {"autoscaling": {"enabled": True, "minReplicas": 2}}}))
     assert "replicas" not in out[("Deployment", "coder-secrets")]["spec"]
