@@ -31,9 +31,10 @@ system-deps:  ## Debian packages the tests start: redis-server, rabbitmq-server,
 tools:  ## etcd, kube-apiserver, kube-controller-manager, kubectl, helm built from Go modules (cached)
 	bash tools/build-k8s.sh
 
-lint: install
+lint: install  ## ruff, and the import layers of pyproject.toml's [tool.importlinter]
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -18,7 +18,7 @@ from coder.shared.devservers import RabbitServer
 from coder.shared.events import CloudEvent, EventTables
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
-from coder.shared.target import Dependency, Target
+from coder.shared.target import Dependency, Descriptor, Target
 
 EVENTS = 5000
 PER_TRANSACTION = 50
@@ -38,12 +38,16 @@ async def on_event(event: CloudEvent, session: AsyncSession) -> None:
 
 
 probe = Target(
-    name="benchprobe",
-    port=39998,
-    title="Bench probe",
-    package="coder.bench",
+    descriptor=Descriptor(
+        name="benchprobe",
+        port=39998,
+        title="Bench probe",
+        package="coder.bench",
+        needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+        emits=("benchprobe.thing.happened",),
+        consumes=("benchprobe.thing.happened",),
+    ),
     router=APIRouter(),
-    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
     metadata=metadata,
     events=events,
     consumes={"benchprobe.thing.happened": on_event},
@@ -108,7 +112,7 @@ async def platform_pipeline(url: str, database_url: str) -> float:
     settings = PlatformSettings.model_validate(
         {"database_url": database_url, "amqp_url": url, "environment": "test", "jwks": '{"keys": []}'}
     )
-    runtime = Runtime(settings, {"benchprobe": probe}, {"benchprobe": probe})
+    runtime = Runtime(settings, {"benchprobe": probe}, {"benchprobe": probe.descriptor})
     await runtime.start()
     try:
         assert runtime.bus is not None

@@ -14,8 +14,9 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from coder.bench.support import Stopwatch, report, scratch_database
-from coder.shared import db, migrations, registry
-from coder.shared.app import build_process_app
+from coder.runner import registry
+from coder.runner.process import build_process_app
+from coder.shared import db, migrations
 from coder.shared.settings import PlatformSettings
 from coder.tests.support.tokens import TestSigner
 
@@ -48,7 +49,7 @@ async def through_api(database_url: str) -> float:
     settings = PlatformSettings.model_validate(
         {"database_url": database_url, "jwks": signer.jwks(), "environment": "test"}
     )
-    app = build_process_app(settings, registry.resolve("all"), registry.all_targets())
+    app = build_process_app(settings, registry.resolve("all"))
     headers = signer.headers("bench-org", perms=["usage:ingest"])
     bodies = [batch(n) for n in range(BATCHES)]
     async with app.router.lifespan_context(app):
@@ -104,7 +105,7 @@ async def bare_asyncpg(database_url: str) -> float:
 async def main() -> None:
     async with scratch_database() as database_url:
         engine = db.create_engine(database_url, pool_size=1)
-        await migrations.upgrade(engine, list(registry.all_targets().values()))
+        await migrations.upgrade(engine, list(registry.resolve("all").values()))
         await engine.dispose()
         bare = await bare_asyncpg(database_url)
         api = await through_api(database_url)

@@ -40,7 +40,8 @@ from coder.gateway.schemas import (
     TeamUpdate,
 )
 from coder.gateway.tokens import INVITATION_PREFIX, digest, new_secret
-from coder.shared import context, registry
+from coder.runner import registry
+from coder.shared import context
 from coder.shared.errors import Conflict, Forbidden, InvalidField, NotFound
 
 
@@ -78,7 +79,7 @@ def _now() -> datetime:
 
 
 def service_names() -> list[str]:
-    return list(registry.all_targets())
+    return list(registry.descriptors())
 
 
 async def audit(

@@ -2,13 +2,14 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from coder.gateway.config import GatewaySettings
+from coder.gateway.descriptor import descriptor
 from coder.gateway.edge import Gateway
 from coder.gateway.middleware import EdgeMiddleware
 from coder.gateway.models import Base
 from coder.gateway.proxy import TargetProxy
 from coder.gateway.routes import router
 from coder.shared.runtime import Runtime
-from coder.shared.target import Dependency, Target
+from coder.shared.target import Target
 
 EXPOSED_HEADERS = [
     "x-request-id",
@@ -45,12 +46,8 @@ def _setup(app: FastAPI, runtime: Runtime) -> None:
 
 
 target = Target(
-    name="gateway",
-    port=3000,
-    title="API gateway",
-    package="coder.gateway",
+    descriptor=descriptor,
     router=router,
-    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS}),
     metadata=Base.metadata,
     settings=GatewaySettings,
     setup=_setup,

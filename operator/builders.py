@@ -25,9 +25,20 @@ UID = 10001  # the platform image's unprivileged user
 DATA_STORE_UID = 999  # the postgres, redis and rabbitmq images' own users
 TARGET_ROLE_LABEL = f"{names.GROUP}/role"
 
-# Targets that keep keys of their own in a generated Secret, mounted with envFrom so that every
-# setting under the target's prefix can be added to the Secret later without a code change.
-TARGET_KEY_SECRETS: dict[str, str] = {"secrets": "secrets-keys", "gateway": "gateway-keys"}
+# How each setting a descriptor lists in `generated_secrets` is made: from fresh random bytes
+# (`key32()`) or from the settings made before it (`made`). A target with any keeps them in a
+# Secret `<target>-keys`, mounted with envFrom so that every setting under the target's prefix can
+# be added to the Secret later without a code change.
+GENERATED: dict[str, Callable[[Callable[[], str], Mapping[str, str]], str]] = {
+    "GATEWAY_KEY_ENCRYPTION_KEY": lambda key32, made: key32(),
+    "SECRETS_MASTER_KEYS": lambda key32, made: json.dumps({"k1": key32()}),
+    "SECRETS_ACTIVE_KEY_ID": lambda key32, made: next(iter(json.loads(made["SECRETS_MASTER_KEYS"]))),
+}
+
+
+def key_secret(target: str) -> str:
+    """The name (before `child`) of the Secret holding a target's generated settings."""
+    return f"{target}-keys"
 
 
 @dataclass(frozen=True)
@@ -151,18 +162,14 @@ def generated_secrets(
             data["erlang-cookie"] = kept(name, "erlang-cookie", password)
             data["url"] = f"amqp://coder:{pw}@{host}:{store.port}/"
         out.append(_secret(spec, name, store.name, data))
-    registered = spec.targets
-    if "secrets" in registered:
-        name = child(spec, TARGET_KEY_SECRETS["secrets"])
-        keys = kept(name, "SECRETS_MASTER_KEYS", lambda: json.dumps({"k1": key32()}))
-        active = kept(name, "SECRETS_ACTIVE_KEY_ID", lambda: next(iter(json.loads(keys))))
-        out.append(
-            _secret(spec, name, "secrets", {"SECRETS_MASTER_KEYS": keys, "SECRETS_ACTIVE_KEY_ID": active})
-        )
-    if "gateway" in registered:
-        name = child(spec, TARGET_KEY_SECRETS["gateway"])
-        kek = kept(name, "GATEWAY_KEY_ENCRYPTION_KEY", key32)
-        out.append(_secret(spec, name, "gateway", {"GATEWAY_KEY_ENCRYPTION_KEY": kek}))
+    for target in spec.targets.values():  # every registered target, enabled or not: keys outlive a pause
+        if not target.generated_secrets:
+            continue
+        name = child(spec, key_secret(target.name))
+        made: dict[str, str] = {}
+        for setting in target.generated_secrets:
+            made[setting] = existing.get(name, {}).get(setting) or GENERATED[setting](key32, made)
+        out.append(_secret(spec, name, target.name, made))
     return out
 
 
@@ -402,8 +409,8 @@ def _gateway_env(spec: PlatformSpec) -> list[dict[str, Any]]:
 def env_from(spec: PlatformSpec, workload: TargetConfig) -> list[dict[str, Any]]:
     refs: list[dict[str, Any]] = [{"configMapRef": {"name": child(spec, "config")}}]
     for target in _target_names(spec, workload):
-        if target in TARGET_KEY_SECRETS:
-            refs.append({"secretRef": {"name": child(spec, TARGET_KEY_SECRETS[target])}})
+        if spec.targets[target].generated_secrets:
+            refs.append({"secretRef": {"name": child(spec, key_secret(target))}})
     return refs
 
 

@@ -3,7 +3,7 @@
 The schema is the API's documentation (`kubectl explain coderplatform.spec...` prints these
 descriptions), its defaults (a ten-line resource works) and its validation (enums, bounds and CEL
 rules are enforced at admission, no webhook). The per-target block has one property per target of
-the runtime's registry, so the list of targets has one source of truth.
+the registry's descriptors (coder.runner.registry), so the list of targets has one source of truth.
 `k8s/crd/coderplatforms.yaml` is this module's output (`coder-platform operator crd`).
 """
 
@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from coder.operator import names
-from coder.shared import registry
+from coder.runner import registry
 
 Schema = dict[str, Any]
 
@@ -211,7 +211,7 @@ def target_settings(description: str, *, with_defaults: bool) -> Schema:
 
 def _targets() -> Schema:
     properties = {}
-    for target in registry.all_targets().values():
+    for target in registry.descriptors().values():
         needs = ", ".join(sorted(target.needs)) or "no data store"
         properties[target.name] = target_settings(
             f"{target.title}: `coder-platform run --target {target.name}` on port {target.port} "

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any, Literal
 
 from coder.operator import crd, names
-from coder.shared import registry
+from coder.runner import registry
 
 Mode = Literal["microservices", "monolithic"]
 
@@ -70,6 +70,8 @@ class TargetConfig:
     autoscaling: Autoscaling
     env: tuple[dict[str, Any], ...]
     pod_template: dict[str, Any]
+    # Settings whose values the operator generates (the descriptor's `generated_secrets`).
+    generated_secrets: tuple[str, ...] = ()
 
     @property
     def min_replicas(self) -> int:
@@ -199,7 +201,12 @@ def _autoscaling(base: Mapping[str, Any], override: Mapping[str, Any], target: s
 
 
 def _target(
-    name: str, port: int, needs: frozenset[str], defaults: Mapping[str, Any], own: Mapping[str, Any]
+    name: str,
+    port: int,
+    needs: frozenset[str],
+    defaults: Mapping[str, Any],
+    own: Mapping[str, Any],
+    generated_secrets: tuple[str, ...] = (),
 ) -> TargetConfig:
     resources = {
         kind: _merge_maps(defaults["resources"].get(kind), own.get("resources", {}).get(kind))
@@ -223,6 +230,7 @@ def _target(
         autoscaling=_autoscaling(defaults["autoscaling"], own.get("autoscaling", {}), name),
         env=_merge_env(defaults.get("env", []), own.get("env", [])),
         pod_template={key: value for key, value in pod_template.items() if value},
+        generated_secrets=generated_secrets,
     )
 
 
@@ -245,8 +253,15 @@ def parse(raw_spec: Mapping[str, Any], owner: Owner) -> PlatformSpec:
     spec = crd.apply_defaults(_schema(), dict(raw_spec))
     defaults = spec["defaults"]
     targets = {
-        name: _target(name, t.port, frozenset(t.needs), defaults, spec["targets"].get(name, {}))
-        for name, t in registry.all_targets().items()
+        name: _target(
+            name,
+            t.port,
+            frozenset(t.needs),
+            defaults,
+            spec["targets"].get(name, {}),
+            tuple(t.generated_secrets),
+        )
+        for name, t in registry.descriptors().items()
     }
     enabled = [t for t in targets.values() if t.enabled]
     monolith = _target(

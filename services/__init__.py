@@ -1,1 +1,1 @@
-"""The 18 services; each package registers itself as a run target (see coder.shared.registry)."""
+"""The 18 services; each package registers itself as a run target (see coder.runner.registry)."""

@@ -1,21 +1,17 @@
-"""The app factory: every target's FastAPI app, and the process app that serves one or many targets."""
+"""The app factory: one target's FastAPI app (coder.runner.process composes them into a process)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import Mount
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from coder.shared.runtime import Runtime
 from coder.shared.schemas import storable_parameters
-from coder.shared.settings import PlatformSettings
 from coder.shared.target import Target
-from coder.shared.telemetry import TelemetryMiddleware, configure_logging, configure_tracing
+from coder.shared.telemetry import TelemetryMiddleware
 
 VERSION = "0.1.0"
 
@@ -83,45 +79,6 @@ def create_target_app(
         target.setup(app, runtime)
     app.add_middleware(TelemetryMiddleware, target=target.name)
     return app
-
-
-def build_process_app(
-    settings: PlatformSettings, targets: Mapping[str, Target], known_targets: Mapping[str, Target]
-) -> FastAPI:
-    """The ASGI app of a process running `targets`.
-
-    With the gateway among them, the gateway's app is the root and reaches the others in-process.
-    Without it, each target is mounted at `/api/<target>`, the path the gateway would give it.
-    """
-    configure_logging(settings.log_level)
-    configure_tracing(
-        settings.otel_service_name or "coder-" + "-".join(targets), settings.otel_exporter_otlp_endpoint
-    )
-    runtime = Runtime(settings, targets, known_targets)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-
-    root_target = targets.get("gateway") or (next(iter(targets.values())) if len(targets) == 1 else None)
-    for name, target in targets.items():
-        if target is not root_target:
-            runtime.local_apps[name] = create_target_app(target, runtime)
-    if root_target is not None:
-        root = create_target_app(root_target, runtime, process_root=True, lifespan=lifespan)
-        runtime.local_apps[root_target.name] = root
-        return root
-    root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
-    root.state.runtime = runtime
-    install_problem_handlers(root)
-    _add_health(root, runtime, list(targets.values()))
-    for name, app in runtime.local_apps.items():
-        root.router.routes.append(Mount(f"/api/{name}", app=app))
-    return root
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -25,7 +25,7 @@ from coder.shared.events.outbox import WAKE_RELAY
 from coder.shared.events.relay import Relay, deliverer
 from coder.shared.http import ServiceClients
 from coder.shared.settings import PlatformSettings, TargetSettings
-from coder.shared.target import Dependency, Target
+from coder.shared.target import Dependency, Descriptor, Target
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,10 @@ def session_runtime(session: AsyncSession) -> Runtime:
 
 class Runtime:
     def __init__(
-        self, settings: PlatformSettings, targets: Mapping[str, Target], known_targets: Mapping[str, Target]
+        self,
+        settings: PlatformSettings,
+        targets: Mapping[str, Target],
+        known_targets: Mapping[str, Descriptor],
     ) -> None:
         self.settings = settings
         self.targets = dict(targets)

@@ -1,4 +1,12 @@
-"""What a run target is: a named, ported unit the CLI, the gateway and the operator all read."""
+"""What a run target is: its description (data) and its wiring (code), kept apart.
+
+A `Descriptor` is what the CLI's listings, the operator, the CRD and the charts read: names, ports,
+dependencies, permissions, events. Each target's `descriptor.py` builds one from this module alone,
+so reading every descriptor imports no web or database framework and no service code. A `Target`
+is the wiring a process runs (router, tables, consumers, background tasks); it is imported only for
+the targets a process serves. This module imports nothing heavy itself: the wiring's types are
+annotations only.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +14,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from fastapi import APIRouter, FastAPI
-from sqlalchemy import MetaData
-
-from coder.shared.events.outbox import EventTables, Handler
-from coder.shared.settings import TargetSettings
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+    from sqlalchemy import MetaData
+
+    from coder.shared.events.outbox import EventTables, Handler
     from coder.shared.runtime import Runtime
+    from coder.shared.settings import TargetSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,13 +34,37 @@ class Dependency(StrEnum):
 
 
 @dataclass(frozen=True)
-class Target:
+class Descriptor:
+    """A target's static description: pure data, the same in every process."""
+
     name: str
     port: int
     title: str
     package: str  # the module path of the target's package, e.g. "coder.services.secrets"
-    router: APIRouter
     needs: frozenset[Dependency] = frozenset({Dependency.POSTGRES})
+    # Action -> one line saying what it allows; a token carries `<name>:<action>`.
+    permissions: Mapping[str, str] = field(default_factory=dict)
+    # CloudEvents types this target publishes, and those it consumes (routing keys).
+    emits: tuple[str, ...] = ()
+    consumes: tuple[str, ...] = ()
+    # Event type -> JSON Schema of its `data`; empty until payloads are described.
+    event_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Settings (environment variables) whose values the operator generates once and keeps in a
+    # Secret of the target's own, with a line saying what each is.
+    generated_secrets: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def migrations_dir(self) -> Path:
+        relative = self.package.removeprefix("coder.").replace(".", "/")
+        return ROOT / relative / "migrations"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target's wiring: what a process that serves it imports and starts."""
+
+    descriptor: Descriptor
+    router: APIRouter
     metadata: MetaData | None = None
     events: EventTables | None = None
     # Routing-key pattern -> handler; the target gets one durable queue bound to all of them.
@@ -44,7 +75,34 @@ class Target:
     # Extra wiring that needs the live runtime (the gateway mounts its proxy here).
     setup: Callable[[FastAPI, Runtime], None] | None = None
 
+    def __post_init__(self) -> None:
+        # The descriptor is what the platform is told; the wiring may not consume anything else.
+        if set(self.consumes) != set(self.descriptor.consumes):
+            raise ValueError(
+                f"{self.name}: handlers for {sorted(self.consumes)}, "
+                f"descriptor consumes {sorted(self.descriptor.consumes)}"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+    @property
+    def port(self) -> int:
+        return self.descriptor.port
+
+    @property
+    def title(self) -> str:
+        return self.descriptor.title
+
+    @property
+    def package(self) -> str:
+        return self.descriptor.package
+
+    @property
+    def needs(self) -> frozenset[Dependency]:
+        return self.descriptor.needs
+
     @property
     def migrations_dir(self) -> Path:
-        relative = self.package.removeprefix("coder.").replace(".", "/")
-        return ROOT / relative / "migrations"
+        return self.descriptor.migrations_dir

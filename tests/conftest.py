@@ -21,8 +21,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from coder.shared import db, migrations, registry
-from coder.shared.app import build_process_app
+from coder.runner import registry
+from coder.runner.process import build_process_app
+from coder.shared import db, migrations
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.embedded import embedded_database_url
 from coder.shared.runtime import Runtime
@@ -61,7 +62,7 @@ def database_url() -> Iterator[str]:
         async with engine.connect() as conn:
             await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
             await conn.commit()
-        await migrations.upgrade(engine, list(registry.all_targets().values()))
+        await migrations.upgrade(engine, list(registry.resolve("all").values()))
         await engine.dispose()
 
     asyncio.run(migrate())
@@ -112,7 +113,7 @@ def make_settings(database_url: str, signer: TestSigner, **overrides: object) ->
 @asynccontextmanager
 async def running(settings: PlatformSettings, backend: str, targets: str = "all") -> AsyncIterator[Platform]:
     """The platform app with its lifespan entered, and a client speaking to it in-process."""
-    app = build_process_app(settings, registry.resolve(targets), registry.all_targets())
+    app = build_process_app(settings, registry.resolve(targets))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -13,7 +13,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from coder.gateway.deps import GatewayDep
-from coder.shared import registry
+from coder.runner import registry
 
 router = APIRouter(tags=["docs"])
 
@@ -87,7 +87,7 @@ async def merged_openapi(request: Request, gateway: GatewayDep) -> dict[str, Any
     cached = gateway.docs_cache
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
-    names = [n for n in registry.all_targets() if n != "gateway"]
+    names = [n for n in registry.descriptors() if n != "gateway"]
     results = await asyncio.gather(*(_target_document(request, n) for n in names), return_exceptions=True)
     documents: dict[str, dict[str, Any]] = {}
     unavailable: dict[str, str] = {}

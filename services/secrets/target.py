@@ -1,15 +1,12 @@
 from coder.services.secrets.api import router
 from coder.services.secrets.config import SecretsSettings
+from coder.services.secrets.descriptor import descriptor
 from coder.services.secrets.models import Base, events
-from coder.shared.target import Dependency, Target
+from coder.shared.target import Target
 
 target = Target(
-    name="secrets",
-    port=3003,
-    title="Secrets",
-    package="coder.services.secrets",
+    descriptor=descriptor,
     router=router,
-    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
     metadata=Base.metadata,
     events=events,
     settings=SecretsSettings,

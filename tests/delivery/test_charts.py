@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from coder.operator import crd, names
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.delivery.conftest import (
     OPERATOR_CHART,
     PLATFORM_CHART,
@@ -142,10 +142,10 @@ def test_values_schema_refuses_mistakes(dry_run_cluster: Cluster, chart: Path, a
 def test_platform_schema_knows_every_registered_target():
     """The targets come from the registry through the CRD; no template spells one out."""
     schema = yaml.safe_load((PLATFORM_CHART / "values.schema.json").read_text())
-    assert set(schema["properties"]["targets"]["properties"]) == set(registry.all_targets())
+    assert set(schema["properties"]["targets"]["properties"]) == set(registry.descriptors())
     templates = " ".join(path.read_text() for path in (PLATFORM_CHART / "templates").rglob("*.*"))
     # The gateway is the one named on purpose: its Service is where users are sent.
-    for target in set(registry.all_targets()) - {"gateway"}:
+    for target in set(registry.descriptors()) - {"gateway"}:
         assert not re.search(rf"\b{target}\b", templates), target
 
 
@@ -209,7 +209,7 @@ def test_chart_tests_use_the_platform_image_and_gateway_port(dry_run_cluster: Cl
     pod = next(doc for doc in rendered if doc["kind"] == "Pod")
     version = yaml.safe_load((PLATFORM_CHART / "Chart.yaml").read_text())["appVersion"]
     assert pod["spec"]["containers"][0]["image"] == f"{crd.DEFAULT_IMAGE}:{version}"
-    gateway_port = registry.all_targets()["gateway"].port
+    gateway_port = registry.descriptors()["gateway"].port
     assert f"coder-gateway.coder.svc:{gateway_port}/healthz" in pod["spec"]["containers"][0]["command"][-1]
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from coder.operator import crd, deploy, names
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.delivery.conftest import (
     OPERATOR_CHART,
     PLATFORM_CHART,
@@ -116,7 +116,7 @@ def test_platform_chart_converges_under_the_operator(helm_cluster: Cluster):
         children = c.children(PLATFORM_NS, RELEASE)
         assert set(children) == expected_children(body)
         assert {name for kind, name in children if kind == "Deployment"} == {
-            f"{RELEASE}-{target}" for target in registry.all_targets()
+            f"{RELEASE}-{target}" for target in registry.descriptors()
         }
         assert body["status"]["url"] == f"http://{RELEASE}-gateway.{PLATFORM_NS}.svc:3000"
         c.kubectl("-n", PLATFORM_NS, "get", "coderplatforms")

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from coder.shared import registry
+from coder.runner import registry
 from coder.shared.embedded import embedded_database_url
 from coder.tests.delivery import dockerfile
 from coder.tests.delivery.conftest import REPO
@@ -226,7 +226,7 @@ def test_replayed_build_imports_coder_through_the_editable_link(image: Image):
 def test_targets_command(image: Image):
     proc = image.run("targets", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert [row["name"] for row in json.loads(proc.stdout)] == list(registry.all_targets())
+    assert [row["name"] for row in json.loads(proc.stdout)] == list(registry.descriptors())
 
 
 def test_operator_command_is_in_the_image(image: Image):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from coder.operator import crd, names
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.delivery import dockerfile
 from coder.tests.delivery.conftest import REPO, Cluster, cluster, documents
 
@@ -119,7 +119,7 @@ def test_dev_profile_syncs_the_operator_and_forwards_the_gateway(
     assert artifact["docker"]["buildArgs"] == {"APP_OWNER": "10001"}
     assert "ARG APP_OWNER=0" in (REPO / "Dockerfile").read_text()
     (forward,) = config["portForward"]
-    gateway = registry.all_targets()["gateway"]
+    gateway = registry.descriptors()["gateway"]
     platform_release = config["deploy"]["helm"]["releases"][1]
     assert forward["resourceName"] == names.child_name(platform_release["name"], "gateway")
     assert forward["namespace"] == platform_release["namespace"]

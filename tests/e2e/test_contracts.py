@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.conftest import Platform
 from coder.tests.support.tokens import TestSigner
 
-SERVICES = [name for name in registry.TARGET_MODULES if name != "gateway"]
+SERVICES = [name for name in registry.PACKAGES if name != "gateway"]
 PROBLEM = "application/problem+json"
 
 

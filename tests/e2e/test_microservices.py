@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coder.shared import registry
+from coder.runner import registry
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.tests.support.tokens import TestSigner
 
 
 def _free_offset() -> int:
-    ports = [t.port for t in registry.all_targets().values()]
+    ports = [t.port for t in registry.descriptors().values()]
     start = random.randrange(20000, 30000)  # runs side by side rarely pick the same range
     for offset in range(start, start + 10000, 137):
         try:
@@ -71,7 +71,7 @@ def microservices(
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-    for target in registry.all_targets().values():  # every process it started is gone
+    for target in registry.descriptors().values():  # every process it started is gone
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", target.port + offset)) != 0, target.name
 

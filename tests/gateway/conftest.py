@@ -15,8 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from coder.shared import db, migrations, registry
-from coder.shared.app import build_process_app
+from coder.runner import registry
+from coder.runner.process import build_process_app
+from coder.shared import db, migrations
 from coder.shared.settings import PlatformSettings
 from coder.tests.conftest import Platform, wait_until
 from coder.tests.gateway.factories import Session, signup
@@ -46,7 +47,7 @@ async def fresh_database(database_url: str) -> AsyncIterator[Callable[[], Awaita
         async with engine.connect() as conn:
             await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
             await conn.commit()
-        await migrations.upgrade(engine, list(registry.all_targets().values()))
+        await migrations.upgrade(engine, list(registry.resolve("all").values()))
         await engine.dispose()
         return url
 
@@ -99,7 +100,7 @@ async def gateway_platform(
         settings = PlatformSettings.model_validate(
             {"database_url": database_url, "environment": "test", "outbox_poll_seconds": 0.2, **overrides}
         )
-        app = build_process_app(settings, registry.resolve("all"), registry.all_targets())
+        app = build_process_app(settings, registry.resolve("all"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -29,7 +29,7 @@ from coder.operator.kube import Key, Kube
 from coder.operator.main import operate
 from coder.operator.options import Options
 from coder.operator.reconcile import Outcome, reconcile
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.operator import controllers
 from coder.tests.support.kube import ControlPlane, kube_control_plane
 
@@ -47,7 +47,7 @@ spec:
 
 def expected_children(enabled: list[str] | None = None) -> set[tuple[str, str]]:
     """Every child of the ten-line CR with these targets on, derived from the registry (not a copy)."""
-    targets = registry.all_targets()
+    targets = registry.descriptors()
     enabled = list(targets) if enabled is None else enabled
     stores = set().union(*(targets[name].needs for name in enabled))
     out = {("ConfigMap", "coder-config"), ("Secret", "coder-secrets-keys"), ("Secret", "coder-gateway-keys")}

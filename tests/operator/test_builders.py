@@ -12,7 +12,7 @@ import pytest
 from coder.operator import builders, diff, names, status
 from coder.operator.builders import Observed
 from coder.operator.spec import InvalidSpec, Owner, PlatformSpec, parse
-from coder.shared import registry
+from coder.runner import registry
 
 OWNER = Owner("coder", "prod", "uid-1", generation=3)
 READY = Observed(migration_succeeded=True, postgres_ready=True)
@@ -42,7 +42,7 @@ def env_of(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_registered_target_gets_a_deployment_service_and_policy_on_its_port():
     out = render(platform())
-    for name, target in registry.all_targets().items():
+    for name, target in registry.descriptors().items():
         deployment = out[("Deployment", f"coder-{name}")]
         container = pod(deployment)["containers"][0]
         assert container["args"] == ["run", "--target", name, "--host", "0.0.0.0", "--port", str(target.port)]  # noqa: S104
@@ -99,14 +99,14 @@ def test_monolithic_mode_is_one_deployment_behind_the_gateway_service():
     assert service["spec"]["selector"][names.COMPONENT_LABEL] == "all"
     assert json.loads(out[("ConfigMap", "coder-config")]["data"]["CODER_SERVICE_URLS"]) == {}
     # With a target off, the monolith runs just the others.
-    first = next(iter(registry.all_targets()))
+    first = next(iter(registry.descriptors()))
     some = render(platform(mode="monolithic", targets={first: {"enabled": False}}))
     args = pod(some[("Deployment", "coder-all")])["containers"][0]["args"]
-    assert args[2] == ",".join(n for n in registry.all_targets() if n != first)
+    assert args[2] == ",".join(n for n in registry.descriptors() if n != first)
 
 
 def test_disabled_targets_and_unused_data_stores_are_left_out():
-    targets = registry.all_targets()
+    targets = registry.descriptors()
     keep = "gateway"
     out = render(platform(targets={n: {"enabled": False} for n in targets if n != keep}))
     assert [k for k in out if k[0] == "Deployment"] == [("Deployment", f"coder-{keep}")]
@@ -120,7 +120,7 @@ def test_external_data_store_is_read_from_the_users_secret():
     out = render(platform(postgres={"external": {"urlSecretRef": {"name": "pg", "key": "dsn"}}}))
     assert ("StatefulSet", "coder-postgres") not in out
     assert ("Secret", "coder-postgres") not in out
-    for name, target in registry.all_targets().items():
+    for name, target in registry.descriptors().items():
         env = env_of(out[("Deployment", f"coder-{name}")])
         if "postgres" in target.needs:
             assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
@@ -151,6 +151,23 @@ def test_generated_secrets_are_made_once_and_then_kept():
         again[("Secret", "coder-gateway-keys")]["data"]["GATEWAY_KEY_ENCRYPTION_KEY"]
         == base64.b64encode(b"kept-kek").decode()
     )
+
+
+def test_each_target_gets_the_generated_settings_its_descriptor_names():
+    descriptors = registry.descriptors()
+    named = {setting for d in descriptors.values() for setting in d.generated_secrets}
+    assert named == set(builders.GENERATED)  # a recipe for each, and none the descriptors do not name
+    out = render(platform())
+    for name, descriptor in descriptors.items():
+        secret = out.get(("Secret", f"coder-{name}-keys"))
+        refs = pod(out[("Deployment", f"coder-{name}")])["containers"][0]["envFrom"]
+        if not descriptor.generated_secrets:
+            assert secret is None
+            assert {"secretRef": {"name": f"coder-{name}-keys"}} not in refs
+            continue
+        assert secret is not None
+        assert set(secret["data"]) == set(descriptor.generated_secrets)
+        assert {"secretRef": {"name": f"coder-{name}-keys"}} in refs
 
 
 def test_autoscaling_leaves_replicas_to_the_hpa_and_adds_a_budget():
@@ -208,7 +225,7 @@ def test_config_hash_covers_exactly_the_secrets_a_deployment_reads():
         for key, m in before.items()
         if key[0] == "Deployment" and m["spec"]["template"] != after[key]["spec"]["template"]
     }
-    assert changed == {f"coder-{n}" for n, t in registry.all_targets().items() if "redis" in t.needs}
+    assert changed == {f"coder-{n}" for n, t in registry.descriptors().items() if "redis" in t.needs}
 
 
 def test_the_migration_gate_holds_the_new_image_back():

@@ -13,7 +13,7 @@ import yaml
 from coder.operator import crd, deploy, names
 from coder.operator.main import render
 from coder.operator.spec import Owner, parse
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.operator.conftest import TEN_LINE_CR, Cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def test_crd_installs_and_kubectl_explain_is_useful(cluster_with_crd):
         assert f"  {field}\t" in spec, field
     assert "enum: microservices, monolithic" in spec
     targets = explain(cp, "cp.spec.targets")
-    for name, target in registry.all_targets().items():
+    for name, target in registry.descriptors().items():
         assert f"  {name}\t<Object>" in targets
         assert f"on port {target.port}" in targets
     autoscaling = explain(cp, "cp.spec.defaults.autoscaling")

@@ -14,7 +14,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.types import PatchType
 
 from coder.operator import names
-from coder.shared import registry
+from coder.runner import registry
 from coder.tests.operator.conftest import TEN_LINE_CR, Cluster, eventually, expected_children, kinds_and_names
 
 APPS, CORE, BATCH, NET = "apps/v1", "v1", "batch/v1", "networking.k8s.io/v1"
@@ -42,7 +42,7 @@ async def test_ten_line_cr_converges_to_every_child_with_owner_references(cluste
     assert [a.split("/")[0] for a in second.applied] == ["Job"]
     await cluster.jobs_finish()
     third = await cluster.reconcile()
-    assert sorted(a.split("/")[0] for a in third.applied) == ["Deployment"] * len(registry.all_targets())
+    assert sorted(a.split("/")[0] for a in third.applied) == ["Deployment"] * len(registry.descriptors())
 
     children = await cluster.children()
     assert kinds_and_names(children) == expected_children()
@@ -51,7 +51,7 @@ async def test_ten_line_cr_converges_to_every_child_with_owner_references(cluste
         refs = obj["metadata"]["ownerReferences"]
         assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [("CoderPlatform", uid, True)], key
     # Ports and commands come from the registry.
-    for name, target in registry.all_targets().items():
+    for name, target in registry.descriptors().items():
         container = children[(APPS, "Deployment", f"coder-{name}")]["spec"]["template"]["spec"]["containers"][
             0
         ]
@@ -114,7 +114,7 @@ async def test_disabling_a_target_prunes_it_and_its_data_stores(cluster: Cluster
     cluster.apply_cr()
     await cluster.bring_up()
     # Only the gateway: every other target goes, and so does each data store only they used.
-    others = [name for name in registry.all_targets() if name != "gateway"]
+    others = [name for name in registry.descriptors() if name != "gateway"]
     cluster.patch_cr({"spec": {"targets": {name: {"enabled": False} for name in others}}})
     outcome = await cluster.reconcile()
     assert {f"Deployment/coder-{name}" for name in others} <= set(outcome.deleted)
@@ -140,8 +140,8 @@ async def test_config_change_rolls_only_the_affected_deployments(cluster: Cluste
     )
     cluster.apply_cr(with_spec("  redis:\n    external:\n      urlSecretRef: {name: shared-redis}\n"))
     await cluster.bring_up()
-    redis_users = {n for n, t in registry.all_targets().items() if "redis" in t.needs}
-    assert redis_users and redis_users != set(registry.all_targets())
+    redis_users = {n for n, t in registry.descriptors().items() if "redis" in t.needs}
+    assert redis_users and redis_users != set(registry.descriptors())
 
     def templates(children) -> dict[str, str]:
         return {
@@ -255,7 +255,7 @@ async def test_new_version_rolls_out_only_after_its_migration_succeeded(cluster:
     await cluster.reconcile()
     await cluster.jobs_finish()
     outcome = await cluster.reconcile()
-    assert sorted(a.split("/")[0] for a in outcome.applied) == ["Deployment"] * len(registry.all_targets())
+    assert sorted(a.split("/")[0] for a in outcome.applied) == ["Deployment"] * len(registry.descriptors())
     await eventually("the Deployment controller to settle", cluster.deployments_settled)
     await cluster.reconcile()
     body = await cluster.cr()
@@ -280,7 +280,7 @@ async def test_conditions_and_observed_generation_progress(cluster: Cluster):
     assert condition(body, "DependenciesReady")["status"] == "True"
     assert condition(body, "MigrationsComplete")["status"] == "True"
     assert condition(body, "Ready")["reason"] == "TargetsNotReady"
-    assert body["status"]["readyTargets"] == f"0/{len(registry.all_targets())}"
+    assert body["status"]["readyTargets"] == f"0/{len(registry.descriptors())}"
 
     await eventually("pods to exist", cluster.pods_become_ready)
 

@@ -15,8 +15,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from coder.runner import registry
 from coder.services.secrets.models import Secret, SecretVersion
-from coder.shared import registry
 from coder.shared.errors import Problem
 from coder.shared.pagination import page_params, paginate
 from coder.shared.schemas import Input
@@ -37,7 +37,7 @@ def _models(annotation: Any) -> Iterator[type[BaseModel]]:
 def test_every_request_body_of_every_target_is_an_input() -> None:
     bodies = [
         (name, route.path, model)
-        for name, target in registry.all_targets().items()
+        for name, target in registry.resolve("all").items()
         # Included routers are resolved lazily; this walks them the way the app does.
         for route in (context.route for context in iter_route_contexts(target.router.routes))
         if isinstance(route, APIRoute)

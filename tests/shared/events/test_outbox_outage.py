@@ -20,7 +20,7 @@ from coder.shared.devservers import RabbitServer
 from coder.shared.events import CloudEvent, EventTables
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
-from coder.shared.target import Dependency, Target
+from coder.shared.target import Dependency, Descriptor, Target
 from coder.tests.conftest import wait_until
 
 metadata = db.target_metadata("probe")
@@ -40,12 +40,16 @@ async def on_happened(event: CloudEvent, session: AsyncSession) -> None:
 
 
 probe = Target(
-    name="probe",
-    port=39999,
-    title="Outbox probe",
-    package="coder.tests.shared.events",
+    descriptor=Descriptor(
+        name="probe",
+        port=39999,
+        title="Outbox probe",
+        package="coder.tests.shared.events",
+        needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+        emits=("probe.thing.happened",),
+        consumes=("probe.thing.happened",),
+    ),
     router=APIRouter(),
-    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
     metadata=metadata,
     events=events,
     consumes={"probe.thing.happened": on_happened},
@@ -86,7 +90,7 @@ async def test_broker_outage_delays_events_but_loses_and_duplicates_none(
             "jwks": '{"keys": []}',
         }
     )
-    runtime = Runtime(settings, {"probe": probe}, {"probe": probe})
+    runtime = Runtime(settings, {"probe": probe}, {"probe": probe.descriptor})
     await runtime.start()
     try:
         assert runtime.bus is not None

@@ -1,4 +1,9 @@
-"""`coder-platform`: run targets, migrate, list targets, or bring up the whole platform locally."""
+"""`coder-platform`: run targets, migrate, list targets, or bring up the whole platform locally.
+
+Each command imports what it needs when it runs: `--help`, `targets` and `operator` read
+descriptors only and load no web or database framework and no target's wiring (tests/runner/
+test_imports.py checks it); `run --target secrets` loads secrets' wiring and no other target's.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from coder.operator.main import cli as operator_cli
-from coder.shared import registry
-from coder.shared.settings import PlatformSettings
-from coder.shared.target import Target
+from coder.runner import registry
+
+if TYPE_CHECKING:
+    from coder.shared.settings import PlatformSettings
+    from coder.shared.target import Target
 
 app = typer.Typer(
     help="Coder Platform: the gateway and services of the Coder IDE.",
@@ -31,9 +38,10 @@ TargetOpt = Annotated[str, typer.Option("--target", "-t", help="`all`, or target
 
 def _select(selection: str) -> dict[str, Target]:
     try:
-        return registry.resolve(selection)
+        names = registry.select(selection)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--target") from None
+    return {name: registry.wiring(name) for name in names}
 
 
 def _database_url(settings: PlatformSettings) -> str:
@@ -53,13 +61,14 @@ def run(
     """Serve the selected targets in this process (`all`: the gateway and every service, on :3000)."""
     import uvicorn
 
-    from coder.shared.app import build_process_app
+    from coder.runner.process import build_process_app
+    from coder.shared.settings import PlatformSettings
 
     targets = _select(target)
     settings = PlatformSettings()
     if port is None:
         port = 3000 if "gateway" in targets or len(targets) > 1 else next(iter(targets.values())).port
-    asgi = build_process_app(settings, targets, registry.all_targets())
+    asgi = build_process_app(settings, targets)
     typer.echo(f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}", err=True)
     uvicorn.run(
         asgi,
@@ -76,6 +85,7 @@ def run(
 def migrate(target: TargetOpt = registry.ALL) -> None:
     """Bring the selected targets' tables to their newest revision (the operator runs this as a Job)."""
     from coder.shared import db, migrations
+    from coder.shared.settings import PlatformSettings
 
     targets = _select(target)
     settings = PlatformSettings()
@@ -98,6 +108,7 @@ def makemigrations(
 ) -> None:
     """Write the next migration of a target by comparing its models with the (migrated) database."""
     from coder.shared import db, migrations
+    from coder.shared.settings import PlatformSettings
 
     (selected,) = _select(target).values()
     settings = PlatformSettings()
@@ -116,7 +127,7 @@ def makemigrations(
 @app.command()
 def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the run targets with their ports and dependencies."""
-    everything = registry.all_targets().values()
+    everything = registry.descriptors().values()
     if as_json:
         rows = [
             {"name": t.name, "port": t.port, "needs": sorted(t.needs), "title": t.title} for t in everything
@@ -139,6 +150,7 @@ def up(
     local redis-server and rabbitmq-server processes. Ctrl-C stops everything it started.
     """
     from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
+    from coder.shared.settings import PlatformSettings
 
     settings = PlatformSettings()
     signal.signal(signal.SIGTERM, _interrupt)  # so a plain `kill` also stops everything started here
@@ -155,7 +167,7 @@ def up(
             typer.echo("coder-platform: starting rabbitmq-server...", err=True)
             owned.append(RabbitServer().start())
             env["AMQP_URL"] = owned[-1].url
-        everything = registry.all_targets()
+        everything = registry.descriptors()
         ports = {name: target.port + port_offset for name, target in everything.items()}
         env["CODER_SERVICE_URLS"] = json.dumps(
             {name: f"http://{host}:{port}" for name, port in ports.items()}

@@ -1,0 +1,25 @@
+"""The gateway as the platform sees it: data only (see coder.shared.target)."""
+
+from coder.shared.target import Dependency, Descriptor
+
+descriptor = Descriptor(
+    name="gateway",
+    port=3000,
+    title="API gateway",
+    package="coder.gateway",
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS}),
+    # The actions gateway/roles.py names and its routes check (`actor.require(...)`).
+    permissions={
+        "members.read": "List the organization's members and its roles",
+        "members.write": "Change members' roles and remove members",
+        "owners.write": "Grant, take away or invite with the owner role; remove an owner",
+        "invitations.write": "List, send and revoke invitations into the organization",
+        "teams.write": "Create, change and delete teams and change their members",
+        "roles.write": "Create, change and delete the organization's custom roles",
+        "org.write": "Change the organization's name and settings",
+        "audit.read": "Read the organization's audit log",
+    },
+    generated_secrets={
+        "GATEWAY_KEY_ENCRYPTION_KEY": "Encrypts the token-signing keys at rest (32 random bytes, base64)",
+    },
+)

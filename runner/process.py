@@ -1,0 +1,55 @@
+"""The process app: one ASGI app serving the targets a process runs (`run --target ...`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.routing import Mount
+
+from coder.runner import registry
+from coder.shared.app import VERSION, _add_health, create_target_app
+from coder.shared.errors import install_problem_handlers
+from coder.shared.runtime import Runtime
+from coder.shared.settings import PlatformSettings
+from coder.shared.target import Target
+from coder.shared.telemetry import configure_logging, configure_tracing
+
+
+def build_process_app(settings: PlatformSettings, targets: Mapping[str, Target]) -> FastAPI:
+    """The ASGI app of a process running `targets` (wiring from `registry.resolve`).
+
+    With the gateway among them, the gateway's app is the root and reaches the others in-process.
+    Without it, each target is mounted at `/api/<target>`, the path the gateway would give it.
+    Every other registered target is reached over HTTP at the port its descriptor names.
+    """
+    configure_logging(settings.log_level)
+    configure_tracing(
+        settings.otel_service_name or "coder-" + "-".join(targets), settings.otel_exporter_otlp_endpoint
+    )
+    runtime = Runtime(settings, targets, registry.descriptors())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    root_target = targets.get("gateway") or (next(iter(targets.values())) if len(targets) == 1 else None)
+    for name, target in targets.items():
+        if target is not root_target:
+            runtime.local_apps[name] = create_target_app(target, runtime)
+    if root_target is not None:
+        root = create_target_app(root_target, runtime, process_root=True, lifespan=lifespan)
+        runtime.local_apps[root_target.name] = root
+        return root
+    root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    root.state.runtime = runtime
+    install_problem_handlers(root)
+    _add_health(root, runtime, list(targets.values()))
+    for name, app in runtime.local_apps.items():
+        root.router.routes.append(Mount(f"/api/{name}", app=app))
+    return root

@@ -1,0 +1,25 @@
+"""secrets as the platform sees it: data only (see coder.shared.target)."""
+
+from coder.shared.target import Dependency, Descriptor
+
+descriptor = Descriptor(
+    name="secrets",
+    port=3003,
+    title="Secrets",
+    package="coder.services.secrets",
+    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+    permissions={
+        "read": "Read a secret's value (each read is audited)",
+        "list": "List secret paths and read their metadata",
+        "write": "Write a new version of a secret and change its metadata",
+        "delete": "Soft-delete and undelete versions of a secret",
+        "destroy": "Destroy versions or a whole secret for good",
+        "admin": "Rewrap stored values under the active master key",
+        "audit": "Read the audit trail of secret reads and writes",
+    },
+    emits=("secrets.secret.rotated",),
+    generated_secrets={
+        "SECRETS_MASTER_KEYS": "JSON key id -> 32 random bytes (base64): the keyring that wraps values",
+        "SECRETS_ACTIVE_KEY_ID": "The id in SECRETS_MASTER_KEYS new values are encrypted with",
+    },
+)

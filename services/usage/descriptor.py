@@ -1,0 +1,19 @@
+"""usage as the platform sees it: data only (see coder.shared.target)."""
+
+from coder.shared.target import Dependency, Descriptor
+
+descriptor = Descriptor(
+    name="usage",
+    port=3004,
+    title="Usage metering and budgets",
+    package="coder.services.usage",
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
+    permissions={
+        "ingest": "Record usage events",
+        "read": "Read usage events, meters, meter values and budgets",
+        "admin": "Create, change and delete meters and budgets",
+        "reserve": "Reserve budget before spending and settle or release the reservation",
+    },
+    emits=("usage.budget.exceeded",),
+    consumes=("ai.request.completed",),
+)

@@ -1,0 +1,33 @@
+"""A target's wiring may not disagree with its descriptor about what it consumes."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.shared.events import CloudEvent
+from coder.shared.target import Descriptor, Target
+
+DESCRIPTOR = Descriptor(
+    name="probe", port=39997, title="Probe", package="coder.tests.shared", consumes=("a.thing.happened",)
+)
+
+
+async def handle(event: CloudEvent, session: AsyncSession) -> None:
+    return None
+
+
+def test_wiring_reads_its_descriptor() -> None:
+    target = Target(DESCRIPTOR, APIRouter(), consumes={"a.thing.happened": handle})
+    assert (target.name, target.port, target.package) == ("probe", 39997, "coder.tests.shared")
+    assert target.migrations_dir == DESCRIPTOR.migrations_dir
+    assert target.migrations_dir.parts[-3:] == ("tests", "shared", "migrations")
+
+
+@pytest.mark.parametrize(
+    "handlers", [{}, {"a.thing.happened": handle, "b.thing.happened": handle}, {"b.thing.happened": handle}]
+)
+def test_handlers_must_match_what_the_descriptor_consumes(handlers: dict) -> None:
+    with pytest.raises(ValueError, match="descriptor consumes"):
+        Target(DESCRIPTOR, APIRouter(), consumes=handlers)
