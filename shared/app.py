@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Mount
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
+from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Target
@@ -77,6 +78,9 @@ def create_target_app(
     app.include_router(target.router)
     if target.setup is not None:
         target.setup(app, runtime)
+    # Outside the target's own middleware (the gateway's edge, CORS), inside telemetry: refusals here
+    # are logged and counted like any answer.
+    app.add_middleware(ProtocolMiddleware)
     app.add_middleware(TelemetryMiddleware, target=target.name)
     return app
 
@@ -114,6 +118,7 @@ def build_process_app(
     root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     root.state.runtime = runtime
     install_problem_handlers(root)
+    root.add_middleware(ProtocolMiddleware)
     _add_health(root, runtime, list(targets.values()))
     for name, app in runtime.local_apps.items():
         root.router.routes.append(Mount(f"/api/{name}", app=app))
