@@ -76,7 +76,6 @@ def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
         "GATEWAY_OIDC_CLIENT_SECRET": provider.client_secret,
         "GATEWAY_OIDC_REDIRECT_URI": "http://testserver/auth/oidc/callback",
         "GATEWAY_OPEN_SIGNUP": "true",
-        "GATEWAY_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
         "GATEWAY_BREAKER_FAILURE_THRESHOLD": "3",
         "GATEWAY_BREAKER_RESET_SECONDS": "0.5",
         "GATEWAY_RETRY_BACKOFF_SECONDS": "0.01",
