@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Mount
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from coder.shared.protocol import ProtocolMiddleware
@@ -114,7 +115,7 @@ def build_process_app(
     if root_target is not None:
         root = create_target_app(root_target, runtime, process_root=True, lifespan=lifespan)
         runtime.local_apps[root_target.name] = root
-        return root
+        return _behind_proxies(root, settings)
     root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     root.state.runtime = runtime
     install_problem_handlers(root)
@@ -122,6 +123,14 @@ def build_process_app(
     _add_health(root, runtime, list(targets.values()))
     for name, app in runtime.local_apps.items():
         root.router.routes.append(Mount(f"/api/{name}", app=app))
+    return _behind_proxies(root, settings)
+
+
+def _behind_proxies(root: FastAPI, settings: PlatformSettings) -> FastAPI:
+    """The client's own address from X-Forwarded-For, only when a configured proxy sent it (uvicorn's
+    middleware, applied here rather than by the server so every way of serving the app agrees)."""
+    if settings.trusted_proxies:
+        root.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return root
 
 

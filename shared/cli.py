@@ -54,6 +54,7 @@ def run(
     import uvicorn
 
     from coder.shared.app import build_process_app
+    from coder.shared.server import ProblemHttpToolsProtocol
 
     targets = _select(target)
     settings = PlatformSettings()
@@ -66,7 +67,10 @@ def run(
         host=host,
         port=port,
         log_config=None,
-        proxy_headers=True,
+        http=ProblemHttpToolsProtocol,
+        # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (see app.py).
+        proxy_headers=False,
+        server_header=False,
         ws="websockets-sansio",
         timeout_graceful_shutdown=20,
     )

@@ -69,6 +69,9 @@ def upstream() -> Iterator[Upstream]:
     server.stop()
 
 
+TRUSTED_PROXIES = "10.9.0.0/16"
+
+
 def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
     return {
         "GATEWAY_OIDC_ISSUER": provider.issuer,
@@ -81,6 +84,8 @@ def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
         "GATEWAY_RETRY_BACKOFF_SECONDS": "0.01",
         "GATEWAY_TARGET_TIMEOUTS": json.dumps({"slowpoke": 0.3}),
         "GATEWAY_MAX_BODY_BYTES": str(256 * 1024),
+        # The ingress in front of the gateway, whose X-Forwarded-For is believed.
+        "CODER_TRUSTED_PROXIES": f"{TRUSTED_PROXIES}, 192.0.2.1",
         # Just over the verifiers' JWKS refresh interval (10s), so a rotation test need not wait long.
         "GATEWAY_SIGNING_KEY_ACTIVATION_SECONDS": "10.5",
         **extra,
