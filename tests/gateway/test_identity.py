@@ -78,11 +78,13 @@ async def test_signup_and_login_tokens_work_at_a_target(gw: Gateway) -> None:
 
     login = await gw.client.post("/auth/login", json={"email": alice.email.upper(), "password": PASSWORD})
     assert login.status_code == 200, login.text
+    assert login.headers["cache-control"] == "no-store"  # tokens are never kept by a cache
     pair = login.json()
     assert pair["token_type"] == "Bearer" and pair["org_id"] == alice.org_id
     read = await gw.client.get(f"{SECRETS}/ci/token", headers=bearer(pair["access_token"]))
     assert read.status_code == 200, read.text
     assert read.json()["data"] == {"k": "t-1"}
+    assert read.headers.get_list("cache-control") == ["no-store"]
 
     header = jwt.get_unverified_header(pair["access_token"])
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
