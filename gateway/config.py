@@ -36,8 +36,12 @@ class GatewaySettings(TargetSettings):
     local_accounts: bool = True
     open_signup: bool = False
     password_min_length: int = Field(default=10, ge=8, le=128)
-    login_max_failures_per_account: int = Field(default=5, ge=1)
+    # Each failed sign-in on an account from one address doubles that address's wait on that account
+    # (1, 2, 4, ... s) up to this cap; the owner, from another address, is never locked out.
+    login_backoff_max_seconds: int = Field(default=900, ge=1)
+    # Failed sign-ins from one address across accounts (password spraying), per window.
     login_max_failures_per_ip: int = Field(default=50, ge=1)
+    # How long failures are remembered.
     login_failure_window_seconds: int = Field(default=900, ge=1)
 
     # OpenID Connect: Google by default; any issuer with a discovery document. Off without a client id.

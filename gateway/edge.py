@@ -161,9 +161,9 @@ class Gateway:
         s = self.settings
         return LoginThrottle(
             self.cache,
-            per_account=s.login_max_failures_per_account,
             per_ip=s.login_max_failures_per_ip,
             window_seconds=s.login_failure_window_seconds,
+            max_backoff_seconds=s.login_backoff_max_seconds,
         )
 
     @cached_property

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,34 +135,51 @@ class RateLimiter:
 
 
 class LoginThrottle:
-    """Failed sign-ins per account and per address: past the limit, sign-in waits for the window."""
+    """Failed sign-ins, per (account, address) and per address.
 
-    def __init__(self, cache: Redis, *, per_account: int, per_ip: int, window_seconds: int) -> None:
+    Each failure from one address on one account doubles the wait before that address may try that
+    account again (1, 2, 4, ... seconds, up to a cap): guessing is slow, yet nobody can lock the owner
+    out, who signs in from another address. Failures from one address across accounts (password
+    spraying) are limited per window. `clock` is injectable: the waits are kept as timestamps.
+    """
+
+    def __init__(
+        self,
+        cache: Redis,
+        *,
+        per_ip: int,
+        window_seconds: int,
+        max_backoff_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._cache = cache
-        self.per_account = per_account
         self.per_ip = per_ip
         self.window = window_seconds
+        self.max_backoff = max_backoff_seconds
+        self.clock = clock
 
     @staticmethod
     def _keys(email: str, ip: str) -> tuple[str, str]:
-        account = hashlib.sha256(email.lower().encode()).hexdigest()[:32]
-        return f"gateway:login:acct:{account}", f"gateway:login:ip:{ip}"
+        pair = hashlib.sha256(f"{email.lower()}\n{ip}".encode()).hexdigest()[:32]
+        return f"gateway:login:pair:{pair}", f"gateway:login:ip:{ip}"
+
+    def backoff(self, failures: int) -> int:
+        return min(self.max_backoff, 2 ** min(failures - 1, 30))
 
     async def check(self, email: str, ip: str) -> None:
-        account_key, ip_key = self._keys(email, ip)
+        pair_key, ip_key = self._keys(email, ip)
         async with self._cache.pipeline(transaction=False) as pipe:
-            pipe.get(account_key)
-            pipe.ttl(account_key)
+            pipe.hget(pair_key, "until")
             pipe.get(ip_key)
             pipe.ttl(ip_key)
-            account, account_ttl, by_ip, ip_ttl = await pipe.execute()
+            until, by_ip, ip_ttl = await pipe.execute()
         waits = []
-        if int(account or 0) >= self.per_account:
-            waits.append(account_ttl)
+        if until is not None and float(until) > (now := self.clock()):
+            waits.append(float(until) - now)
         if int(by_ip or 0) >= self.per_ip:
-            waits.append(ip_ttl)
+            waits.append(ip_ttl if ip_ttl and ip_ttl > 0 else self.window)
         if waits:
-            wait = max(1, *(w for w in waits if w and w > 0))
+            wait = max(1, math.ceil(max(waits)))
             raise RateLimited(
                 "too many failed sign-ins; try again later",
                 slug="login-throttled",
@@ -169,10 +188,17 @@ class LoginThrottle:
             )
 
     async def failed(self, email: str, ip: str) -> None:
+        pair_key, ip_key = self._keys(email, ip)
         async with self._cache.pipeline(transaction=True) as pipe:
-            for key in self._keys(email, ip):
-                pipe.incr(key)
-                pipe.expire(key, self.window, nx=True)
+            pipe.hincrby(pair_key, "failures", 1)
+            pipe.incr(ip_key)
+            pipe.expire(ip_key, self.window, nx=True)
+            failures, *_ = await pipe.execute()
+        delay = self.backoff(int(failures))
+        async with self._cache.pipeline(transaction=True) as pipe:
+            pipe.hset(pair_key, "until", str(self.clock() + delay))
+            # Failures are forgotten after a quiet window (and never before the wait is over).
+            pipe.expire(pair_key, max(self.window, delay))
             await pipe.execute()
 
     async def succeeded(self, email: str, ip: str) -> None:

@@ -101,7 +101,10 @@ class EdgeMiddleware:
             admission = await self.gateway.admit(
                 client[0] if client else "unknown",
                 token,
-                authenticate=target is not None and target[1] not in PUBLIC_PATHS,
+                # OPTIONS only lists a route's methods (the target answers it without a handler).
+                authenticate=target is not None
+                and target[1] not in PUBLIC_PATHS
+                and scope.get("method") != "OPTIONS",
             )
             verdict = admission.verdict
             if verdict is not None and not verdict.allowed:

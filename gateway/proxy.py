@@ -129,8 +129,9 @@ class TargetProxy:
             await self._forward(name, path, headers, scope, receive, send)
 
     async def _admit(self, name: str, path: str, scope: Scope) -> str | None:
-        """The coarse check: the token to forward, or None for a target's public paths."""
-        if path in PUBLIC_PATHS:
+        """The coarse check: the token to forward, or None for a target's public paths (and OPTIONS,
+        which only lists a route's methods)."""
+        if path in PUBLIC_PATHS or scope.get("method") == "OPTIONS":
             return None
         caller = scope.get(CALLER)  # usually already checked at the edge
         if not isinstance(caller, Caller):

@@ -5,14 +5,19 @@ tokens, personal access tokens. Functions only flush; the request's transaction 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import exists, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coder.gateway import roles, service
 from coder.gateway.config import GatewaySettings
@@ -23,6 +28,7 @@ from coder.gateway.service import Actor
 from coder.gateway.tokens import PERSONAL_PREFIX, REFRESH_PREFIX, KeyStore, digest, new_secret
 from coder.shared.errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 
+_T = TypeVar("_T")
 _BOOTSTRAP_LOCK = 0x626F6F74  # pg advisory lock: one first user, one first organization
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the account does not exist, so both answers take as long.
@@ -57,15 +63,27 @@ class RefreshReused(Unauthorized):
     slug, title = "refresh-token-reused", "Refresh token reused"
 
 
+@functools.cache
+def _hashing_pool() -> ThreadPoolExecutor:
+    # argon2 is CPU-bound and takes 64 MiB a hash: at most one per core, in threads of its own, so a
+    # burst of sign-ins queues here instead of filling the default pool the rest of the process uses.
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="argon2")
+
+
+async def _hashing(work: Callable[[], _T]) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(_hashing_pool(), work)
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await _hashing(lambda: _hasher.hash(password))
 
 
 async def _verify_password(stored: str | None, password: str) -> bool:
     try:
-        return await asyncio.to_thread(_hasher.verify, stored or _DUMMY_HASH, password) and stored is not None
+        verified = await _hashing(lambda: _hasher.verify(stored or _DUMMY_HASH, password))
     except (VerificationError, InvalidHashError):
         return False
+    return verified and stored is not None
 
 
 def check_password_policy(password: str, settings: GatewaySettings, field: str = "password") -> None:
@@ -77,6 +95,15 @@ def check_password_policy(password: str, settings: GatewaySettings, field: str =
 
 async def _user_by_email(session: AsyncSession, email: str) -> User | None:
     return await session.scalar(select(User).where(User.email == email.lower()))
+
+
+async def _no_user_yet(session: AsyncSession) -> bool:
+    """Whether no user exists, read on a connection of its own: the request's transaction has not
+    begun, and does not begin before the password is hashed."""
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    async with engine.connect() as conn:
+        return not await conn.scalar(select(exists().select_from(User)))
 
 
 async def _first_user(session: AsyncSession) -> bool:
@@ -104,7 +131,11 @@ async def _place_new_user(
         name = organization or (f"{user.name}'s organization" if not first else "Default organization")
         await service.create_org(session, user.id, name, ip=ip)
     else:
-        raise Forbidden("sign-up is by invitation only", slug="signup-closed")
+        raise _signup_closed()
+
+
+def _signup_closed() -> Forbidden:
+    return Forbidden("sign-up is by invitation only", slug="signup-closed")
 
 
 async def signup(session: AsyncSession, body: SignupRequest, settings: GatewaySettings, ip: str) -> User:
@@ -113,12 +144,15 @@ async def signup(session: AsyncSession, body: SignupRequest, settings: GatewaySe
             "local accounts are disabled; sign in through the identity provider", slug="local-disabled"
         )
     check_password_policy(body.password, settings)
+    # Refused before any costly work, and with one answer whether or not the address has an account.
+    if not (body.invitation or settings.open_signup or await _no_user_yet(session)):
+        raise _signup_closed()
+    # Hashed before the transaction begins, so never under the bootstrap lock.
+    password_hash = await hash_password(body.password)
     first = await _first_user(session)
     if await _user_by_email(session, body.email) is not None:
         raise Conflict("an account with this address exists", errors=[{"field": "email", "message": "taken"}])
-    user = User(
-        id=uuid.uuid4(), email=body.email, name=body.name, password_hash=await hash_password(body.password)
-    )
+    user = User(id=uuid.uuid4(), email=body.email, name=body.name, password_hash=password_hash)
     session.add(user)
     await session.flush()
     await _place_new_user(

@@ -62,6 +62,7 @@ def run(
     import uvicorn
 
     from coder.runner.process import build_process_app
+    from coder.shared.server import ProblemHttpToolsProtocol
     from coder.shared.settings import PlatformSettings
 
     targets = _select(target)
@@ -75,7 +76,10 @@ def run(
         host=host,
         port=port,
         log_config=None,
-        proxy_headers=True,
+        http=ProblemHttpToolsProtocol,
+        # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (see runner/process.py).
+        proxy_headers=False,
+        server_header=False,
         ws="websockets-sansio",
         timeout_graceful_shutdown=20,
     )

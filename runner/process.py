@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.routing import Mount
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from coder.runner import registry
 from coder.shared.app import VERSION, _add_health, create_target_app
 from coder.shared.errors import install_problem_handlers
+from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Target
@@ -45,11 +47,20 @@ def build_process_app(settings: PlatformSettings, targets: Mapping[str, Target])
     if root_target is not None:
         root = create_target_app(root_target, runtime, process_root=True, lifespan=lifespan)
         runtime.local_apps[root_target.name] = root
-        return root
+        return _behind_proxies(root, settings)
     root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     root.state.runtime = runtime
     install_problem_handlers(root)
+    root.add_middleware(ProtocolMiddleware)
     _add_health(root, runtime, list(targets.values()))
     for name, app in runtime.local_apps.items():
         root.router.routes.append(Mount(f"/api/{name}", app=app))
+    return _behind_proxies(root, settings)
+
+
+def _behind_proxies(root: FastAPI, settings: PlatformSettings) -> FastAPI:
+    """The client's own address from X-Forwarded-For, only when a configured proxy sent it (uvicorn's
+    middleware, applied here rather than by the server so every way of serving the app agrees)."""
+    if settings.trusted_proxies:
+        root.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return root

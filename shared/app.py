@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
+from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
 from coder.shared.schemas import storable_parameters
 from coder.shared.target import Target
@@ -77,6 +78,9 @@ def create_target_app(
     app.include_router(target.router)
     if target.setup is not None:
         target.setup(app, runtime)
+    # Outside the target's own middleware (the gateway's edge, CORS), inside telemetry: refusals here
+    # are logged and counted like any answer.
+    app.add_middleware(ProtocolMiddleware)
     app.add_middleware(TelemetryMiddleware, target=target.name)
     return app
 

@@ -50,6 +50,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Errors and logs name the statement but never its values: they hold password hashes, token
+        # digests and secret data.
+        hide_parameters=True,
     )
 
 

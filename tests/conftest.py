@@ -8,6 +8,7 @@ The `platform` fixture is parametrized over the two backends every contract test
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -28,7 +29,39 @@ from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.embedded import embedded_database_url
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
+from coder.tests.support.logscan import LogCapture
 from coder.tests.support.tokens import TestSigner
+
+LOG_CAPTURE = pytest.StashKey[LogCapture]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Everything the run logs is kept and scanned at the end for values no log line may hold.
+    capture = LogCapture()
+    logging.getLogger().addHandler(capture)
+    config.stash[LOG_CAPTURE] = capture
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    capture = session.config.stash.get(LOG_CAPTURE, None)
+    if capture is None:
+        return
+    logging.getLogger().removeHandler(capture)
+    findings = capture.findings()
+    if findings:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        report = "\n".join(f"  {finding}" for finding in findings[:20])
+        message = f"{len(findings)} log line(s) hold values no log may contain:\n{report}"
+        if reporter is not None:
+            reporter.write_sep("=", "log scan failed", red=True)
+            reporter.write_line(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def log_capture(pytestconfig: pytest.Config) -> LogCapture:
+    """The run's log capture; tests add the output of the servers they start as subprocesses."""
+    return pytestconfig.stash[LOG_CAPTURE]
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,9 @@ def upstream() -> Iterator[Upstream]:
     server.stop()
 
 
+TRUSTED_PROXIES = "10.9.0.0/16"
+
+
 def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
     return {
         "GATEWAY_OIDC_ISSUER": provider.issuer,
@@ -77,12 +80,13 @@ def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
         "GATEWAY_OIDC_CLIENT_SECRET": provider.client_secret,
         "GATEWAY_OIDC_REDIRECT_URI": "http://testserver/auth/oidc/callback",
         "GATEWAY_OPEN_SIGNUP": "true",
-        "GATEWAY_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
         "GATEWAY_BREAKER_FAILURE_THRESHOLD": "3",
         "GATEWAY_BREAKER_RESET_SECONDS": "0.5",
         "GATEWAY_RETRY_BACKOFF_SECONDS": "0.01",
         "GATEWAY_TARGET_TIMEOUTS": json.dumps({"slowpoke": 0.3}),
         "GATEWAY_MAX_BODY_BYTES": str(256 * 1024),
+        # The ingress in front of the gateway, whose X-Forwarded-For is believed.
+        "CODER_TRUSTED_PROXIES": f"{TRUSTED_PROXIES}, 192.0.2.1",
         # Just over the verifiers' JWKS refresh interval (10s), so a rotation test need not wait long.
         "GATEWAY_SIGNING_KEY_ACTIVATION_SECONDS": "10.5",
         **extra,

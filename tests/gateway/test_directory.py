@@ -314,3 +314,20 @@ async def test_audit_log_records_and_filters_admin_actions(gw: Gateway) -> None:
     assert [e["action"] for e in page["items"] + after["items"]] == actions[:2]
     bad = await gw.client.get(audit, params={"since": "yesterday"}, headers=boss.headers)
     assert "query.since" in [e["field"] for e in assert_problem(bad, 422)["errors"]]
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(gw: Gateway) -> None:
+    """Audit entries name the client: behind a configured proxy its forwarded address, otherwise the
+    peer itself, whatever X-Forwarded-For it sends."""
+    spoofed = {"X-Forwarded-For": "198.51.100.77"}
+    seen = {}
+    for peer in ("10.9.3.4", "203.0.113.50"):  # inside CODER_TRUSTED_PROXIES, then outside
+        async with gw.client_from(peer) as client:
+            body = {"email": f"fwd-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD, "name": "F"}
+            created = await client.post("/auth/signup", json=body, headers=spoofed)
+            assert created.status_code == 201, created.text
+            pair = created.json()
+        audit = await gw.client.get(f"/api/orgs/{pair['org_id']}/audit", headers=bearer(pair["access_token"]))
+        assert audit.status_code == 200, audit.text
+        seen[peer] = {entry["ip"] for entry in audit.json()["items"]}
+    assert seen == {"10.9.3.4": {"198.51.100.77"}, "203.0.113.50": {"203.0.113.50"}}

@@ -78,11 +78,13 @@ async def test_signup_and_login_tokens_work_at_a_target(gw: Gateway) -> None:
 
     login = await gw.client.post("/auth/login", json={"email": alice.email.upper(), "password": PASSWORD})
     assert login.status_code == 200, login.text
+    assert login.headers["cache-control"] == "no-store"  # tokens are never kept by a cache
     pair = login.json()
     assert pair["token_type"] == "Bearer" and pair["org_id"] == alice.org_id
     read = await gw.client.get(f"{SECRETS}/ci/token", headers=bearer(pair["access_token"]))
     assert read.status_code == 200, read.text
     assert read.json()["data"] == {"k": "t-1"}
+    assert read.headers.get_list("cache-control") == ["no-store"]
 
     header = jwt.get_unverified_header(pair["access_token"])
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
@@ -91,19 +93,50 @@ async def test_signup_and_login_tokens_work_at_a_target(gw: Gateway) -> None:
     assert claims["sub"] == alice.user_id and claims["org"] == alice.org_id and claims["perms"] == ["*"]
 
 
-async def test_wrong_password_is_refused_then_throttled(gw: Gateway) -> None:
+async def test_wrong_passwords_back_off_per_account_and_address(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = await owner(gw.client)
-    async with gw.client_from("203.0.113.7") as client:
-        for _ in range(3):
-            wrong = await client.post(
-                "/auth/login", json={"email": alice.email, "password": "not the password"}
-            )
-            assert_problem(wrong, 401, "invalid-credentials")
-        throttled = await client.post("/auth/login", json={"email": alice.email, "password": PASSWORD})
-        body = assert_problem(throttled, 429, "login-throttled")
-        assert int(throttled.headers["retry-after"]) > 0 and body["retry_after"] > 0
+    now = [time.time()]
+    monkeypatch.setattr(parts(gw).throttle, "clock", lambda: now[0])
+    wrong = {"email": alice.email, "password": "not the password"}
+    right = {"email": alice.email, "password": PASSWORD}
+    waits = []
+    async with gw.client_from("203.0.113.7") as guesser, gw.client_from("198.51.100.20") as elsewhere:
+        for _ in range(4):
+            assert_problem(await guesser.post("/auth/login", json=wrong), 401, "invalid-credentials")
+            throttled = await guesser.post("/auth/login", json=right)
+            body = assert_problem(throttled, 429, "login-throttled")
+            waits.append(int(throttled.headers["retry-after"]))
+            assert body["retry_after"] == waits[-1]
+            # The owner, from another address, is not locked out.
+            assert (await elsewhere.post("/auth/login", json=right)).status_code == 200
+            now[0] += waits[-1]
+        assert waits == [1, 2, 4, 8]
+        # Once the wait is over, the right password works from that address too, and starts afresh.
+        assert (await guesser.post("/auth/login", json=right)).status_code == 200
+        assert_problem(await guesser.post("/auth/login", json=wrong), 401, "invalid-credentials")
+        again = await guesser.post("/auth/login", json=right)
+        assert assert_problem(again, 429, "login-throttled")["retry_after"] == 1
     unknown = await gw.client.post("/auth/login", json={"email": unique_email(), "password": PASSWORD})
     assert_problem(unknown, 401, "invalid-credentials")
+
+
+async def test_one_address_failing_on_many_accounts_is_throttled(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 4
+    monkeypatch.setattr(parts(gw).throttle, "per_ip", limit)
+    async with gw.client_from("203.0.113.99") as sprayer:
+        for _ in range(limit):
+            attempt = {"email": unique_email(), "password": "Winter2026!"}
+            assert_problem(await sprayer.post("/auth/login", json=attempt), 401, "invalid-credentials")
+        fresh = {"email": unique_email(), "password": "Winter2026!"}
+        throttled = await sprayer.post("/auth/login", json=fresh)
+        assert int(assert_problem(throttled, 429, "login-throttled")["retry_after"]) > 0
+    # Other addresses are not concerned.
+    elsewhere = await gw.client.post("/auth/login", json={"email": unique_email(), "password": "x"})
+    assert_problem(elsewhere, 401, "invalid-credentials")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from coder.services.secrets.config import SecretsSettings
+from coder.shared.settings import PlatformSettings
 
 
 def test_development_defaults_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,3 +21,13 @@ def test_malformed_keyring_names_the_setting(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SECRETS_MASTER_KEYS", '{"k": "too-short"}')
     with pytest.raises(ValidationError, match="master_keys"):
         SecretsSettings()
+
+
+def test_trusted_proxies_are_comma_separated_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1,")
+    assert PlatformSettings().trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
+    monkeypatch.setenv("CODER_TRUSTED_PROXIES", "10.0.0.0/8,ingress")
+    with pytest.raises(ValidationError, match="'ingress' is not an IP address or CIDR"):
+        PlatformSettings()
+    monkeypatch.delenv("CODER_TRUSTED_PROXIES")
+    assert PlatformSettings().trusted_proxies == []

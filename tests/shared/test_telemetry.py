@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from coder.shared.devservers import free_port
 from coder.tests.conftest import Platform
+from coder.tests.support.logscan import LogCapture
 from coder.tests.support.tokens import TestSigner
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -59,7 +60,7 @@ def collector() -> Iterator[str]:
 
 
 def test_spans_exported_over_otlp_and_logs_carry_ids(
-    collector: str, database_url: str, signer: TestSigner, tmp_path: Path
+    collector: str, database_url: str, signer: TestSigner, tmp_path: Path, log_capture: LogCapture
 ) -> None:
     port = free_port()
     log = tmp_path / "process.log"
@@ -105,6 +106,7 @@ def test_spans_exported_over_otlp_and_logs_carry_ids(
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log_capture.add_text(log.read_text())
     ours = [(service, attrs) for service, trace, attrs in Collector.spans if trace == TRACE_ID]
     # In `all` mode the gateway hands the request to the target in-process: one server span, named by
     # the target's route, plus FastAPI's operation spans beneath it.

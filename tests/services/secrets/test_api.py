@@ -16,6 +16,7 @@ from coder.services.secrets.config import SecretsSettings
 from coder.services.secrets.models import SecretVersion
 from coder.shared.events import CloudEvent
 from coder.tests.conftest import Platform, wait_until
+from coder.tests.support.logscan import CANARY
 from coder.tests.support.tokens import TestSigner
 
 API = "/api/secrets/v1"
@@ -153,7 +154,7 @@ async def test_values_encrypted_at_rest_and_never_logged(
 ) -> None:
     h = signer.headers(org)
     path = path_unique()
-    marker = f"sk-live-{uuid.uuid4().hex}"
+    marker = f"{CANARY}-{uuid.uuid4().hex}"  # the run's log scan fails if this reaches any log line
     with caplog.at_level(logging.DEBUG):
         await put(platform, h, path, {"api_key": marker})
         await platform.client.get(f"{API}/secrets/{path}", headers=h)
