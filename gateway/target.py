@@ -54,4 +54,6 @@ target = Target(
     metadata=Base.metadata,
     settings=GatewaySettings,
     setup=_setup,
+    # The edge (middleware.py) in front of every route: rate limits, and fail-closed Redis checks.
+    problems=frozenset({429, 503}),
 )

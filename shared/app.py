@@ -10,7 +10,12 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Mount
 
-from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
+from coder.shared.errors import (
+    PROBLEM_BASE,
+    PROBLEM_MEDIA_TYPE,
+    install_problem_handlers,
+    install_problem_openapi,
+)
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Target
@@ -73,6 +78,7 @@ def create_target_app(
     app.state.runtime = runtime
     app.state.target = target
     install_problem_handlers(app)
+    install_problem_openapi(app, target.problems)
     _add_health(app, runtime, list(runtime.targets.values()) if process_root else [target])
     app.include_router(target.router)
     if target.setup is not None:

@@ -43,6 +43,9 @@ class Target:
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
     # Extra wiring that needs the live runtime (the gateway mounts its proxy here).
     setup: Callable[[FastAPI, Runtime], None] | None = None
+    # Problem statuses any operation can answer, whatever it depends on (the gateway's edge: 429...);
+    # documented on every operation of the target's OpenAPI.
+    problems: frozenset[int] = frozenset()
 
     @property
     def migrations_dir(self) -> Path:

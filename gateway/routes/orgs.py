@@ -32,7 +32,7 @@ from coder.gateway.schemas import (
     RoleUpdate,
 )
 from coder.shared.db import SessionDep
-from coder.shared.errors import Unauthorized
+from coder.shared.errors import Unauthorized, problem_responses
 from coder.shared.pagination import Page, PageDep, keyset, page
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
@@ -47,7 +47,9 @@ async def list_orgs(session: SessionDep, actor: ActorDep) -> list[MembershipSumm
     ]
 
 
-@router.post("", response_model=OrgRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=OrgRead, status_code=status.HTTP_201_CREATED, responses=problem_responses({409})
+)
 async def create_org(body: OrgCreate, session: SessionDep, actor: ActorDep) -> OrgRead:
     """Found an organization; you become its owner."""
     if await session.get(User, actor.user_id) is None:
@@ -57,7 +59,13 @@ async def create_org(body: OrgCreate, session: SessionDep, actor: ActorDep) -> O
     )
 
 
-@router.post("/join", response_model=MemberRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/join",
+    response_model=MemberRead,
+    status_code=status.HTTP_201_CREATED,
+    # Unknown invitation; addressed to someone else; already used or already a member.
+    responses=problem_responses({403, 404, 409}),
+)
 async def join_org(body: JoinRequest, session: SessionDep, actor: ActorDep) -> MemberRead:
     """Accept an invitation addressed to your email address."""
     user = await session.get(User, actor.user_id)
@@ -98,7 +106,7 @@ async def list_members(
     )
 
 
-@router.patch("/{org_id}/members/{user_id}", response_model=MemberRead)
+@router.patch("/{org_id}/members/{user_id}", response_model=MemberRead, responses=problem_responses({409}))
 async def change_member_role(
     org_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -114,7 +122,11 @@ async def change_member_role(
     return member
 
 
-@router.delete("/{org_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{org_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses({409}),
+)
 async def remove_member(
     org_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> Response:
@@ -139,7 +151,12 @@ async def list_invitations(
     return page(rows, params, key=lambda i: (i.created_at, str(i.id)), convert=InvitationRead.model_validate)
 
 
-@router.post("/{org_id}/invitations", response_model=InvitationCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{org_id}/invitations",
+    response_model=InvitationCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses({409}),
+)
 async def invite(
     org_id: uuid.UUID, body: InvitationCreate, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> InvitationCreated:
@@ -168,7 +185,12 @@ async def list_roles(org_id: uuid.UUID, session: SessionDep, actor: ActorDep) ->
     return await service.list_roles(session, org_id)
 
 
-@router.post("/{org_id}/roles", response_model=RoleRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{org_id}/roles",
+    response_model=RoleRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses({409}),
+)
 async def create_role(org_id: uuid.UUID, body: RoleCreate, session: SessionDep, actor: ActorDep) -> RoleRead:
     """A custom role: a name for `<target>:<action>` patterns (`<target>:*` for every action)."""
     actor.in_org(org_id)
@@ -189,7 +211,9 @@ async def update_role(
     return role
 
 
-@router.delete("/{org_id}/roles/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{org_id}/roles/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses({409})
+)
 async def delete_role(org_id: uuid.UUID, name: str, session: SessionDep, actor: ActorDep) -> Response:
     """Delete a custom role nobody holds any more."""
     actor.in_org(org_id)
