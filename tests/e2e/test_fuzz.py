@@ -59,10 +59,12 @@ EXCLUDED: dict[tuple[str, str, str], str] = {
     ("gateway", "GET", "/auth/oidc/callback"): "needs the state of a login started at the identity provider",
 }
 
-# Server errors (5xx answers only) with a known cause that another branch fixes, by operation.
+# Server errors with a known cause that another branch fixes, by operation: a 5xx answer is tolerated
+# only on these operations and only for a request carrying a NUL character (seen in the runs so far).
 # The integrator removes these entries once branch `input` is merged; nothing else is tolerated.
 NUL = "input: a NUL character in a text field reaches PostgreSQL (invalid byte sequence 0x00)"
 KNOWN: dict[tuple[str, str, str], str] = {
+    ("gateway", "POST", "/api/orgs"): NUL + " (name)",
     ("gateway", "POST", "/auth/login"): NUL + " (email)",
     ("gateway", "PATCH", "/api/orgs/{org_id}"): NUL + " (name)",
     ("gateway", "PATCH", "/api/users/me"): NUL + " (name)",
@@ -70,7 +72,12 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("secrets", "GET", "/v1/audit"): NUL + " (query actor)",
     ("secrets", "GET", "/v1/metadata"): NUL + " (query prefix)",
     ("usage", "POST", "/v1/events"): NUL + " (event fields)",
+    ("usage", "POST", "/v1/meters"): NUL + " (event_type, name)",
 }
+
+
+def _carries_nul(request: httpx.Request) -> bool:
+    return "%00" in str(request.url) or b"\\u0000" in request.content or b"\x00" in request.content
 
 
 class LoopThread:
@@ -179,7 +186,7 @@ def _sender(fuzzed: Fuzzed, totals: Totals, key: tuple[str, str, str], base_url:
                 if title in {"Undocumented status code", "Server error"}:
                     title = f"{title} {response.status_code}"
                 name = f"{key[1]} {key[2]}: {title}"
-                if response.status_code >= 500 and key in KNOWN:
+                if response.status_code >= 500 and key in KNOWN and _carries_nul(response.request):
                     totals.known[name] += 1
                     continue
                 totals.failures[name] += 1
