@@ -73,6 +73,7 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("secrets", "GET", "/v1/metadata"): NUL + " (query prefix)",
     ("usage", "POST", "/v1/events"): NUL + " (event fields)",
     ("usage", "POST", "/v1/meters"): NUL + " (event_type, name)",
+    ("usage", "POST", "/v1/reservations"): NUL + " (user_id)",
 }
 
 
