@@ -6,6 +6,7 @@ mapped here, in one place, so every 4xx/5xx is `application/problem+json` with a
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -268,8 +269,6 @@ def problem_responses(statuses: Iterable[int]) -> dict[int | str, dict[str, Any]
 
 
 def _drop_unreferenced(document: dict[str, Any], names: Iterable[str]) -> None:
-    import json
-
     schemas = document.get("components", {}).get("schemas", {})
     for name in names:
         if name in schemas and f'"{_REF}{name}"' not in json.dumps(document):
