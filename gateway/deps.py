@@ -11,7 +11,7 @@ from coder.gateway.edge import Caller, Gateway
 from coder.gateway.service import Actor
 from coder.gateway.sessions import Client
 from coder.shared import context
-from coder.shared.errors import Unauthorized
+from coder.shared.errors import Unauthorized, answers
 
 
 def _gateway(request: Request) -> Gateway:
@@ -30,6 +30,7 @@ def _client(request: Request) -> Client:
 ClientDep = Annotated[Client, Depends(_client)]
 
 
+@answers(401)
 async def _caller(gateway: GatewayDep) -> Caller:
     token = context.bearer_token.get()
     if not token:
@@ -40,6 +41,7 @@ async def _caller(gateway: GatewayDep) -> Caller:
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
+@answers(401, 403)
 def _actor(caller: CallerDep, client: ClientDep) -> Actor:
     principal = caller.principal
     try:

@@ -18,7 +18,14 @@ descriptor = Descriptor(
         "roles.write": "Create, change and delete the organization's custom roles",
         "org.write": "Change the organization's name and settings",
         "audit.read": "Read the organization's audit log",
+        "account.write": "Change your profile and password; create, join or leave an organization",
+        "tokens.read": "List your personal access tokens",
+        "tokens.write": "Create (never broader than the creating credential) and revoke your personal tokens",
+        "sessions.write": "End all your sessions at once (logout everywhere)",
     },
+    # The edge (middleware.py) in front of every route: rate limits, and fail-closed Redis checks;
+    # documented on every operation.
+    problems=frozenset({429, 503}),
     generated_secrets={
         "GATEWAY_KEY_ENCRYPTION_KEY": "Encrypts the token-signing keys at rest (32 random bytes, base64)",
     },

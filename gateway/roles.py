@@ -30,12 +30,8 @@ ACCOUNT_WRITE = "gateway:account.write"
 TOKENS_READ = "gateway:tokens.read"
 TOKENS_WRITE = "gateway:tokens.write"
 SESSIONS_WRITE = "gateway:sessions.write"
-SELF_SERVICE = {
-    ACCOUNT_WRITE: "change your profile and password; create, join or leave an organization",
-    TOKENS_READ: "list your personal access tokens",
-    TOKENS_WRITE: "create (no broader than the creating credential) and revoke your personal access tokens",
-    SESSIONS_WRITE: "end all your sessions at once (logout everywhere)",
-}
+# Described, like every permission, in gateway/descriptor.py.
+SELF_SERVICE = (ACCOUNT_WRITE, TOKENS_READ, TOKENS_WRITE, SESSIONS_WRITE)
 
 ADMIN_GATEWAY = (
     MEMBERS_READ,

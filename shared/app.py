@@ -7,7 +7,12 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
+from coder.shared.errors import (
+    PROBLEM_BASE,
+    PROBLEM_MEDIA_TYPE,
+    install_problem_handlers,
+    install_problem_openapi,
+)
 from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
 from coder.shared.schemas import storable_parameters
@@ -74,6 +79,7 @@ def create_target_app(
     app.state.runtime = runtime
     app.state.target = target
     install_problem_handlers(app)
+    install_problem_openapi(app, target.problems)
     _add_health(app, runtime, list(runtime.targets.values()) if process_root else [target])
     app.include_router(target.router)
     if target.setup is not None:

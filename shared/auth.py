@@ -19,7 +19,7 @@ import jwt
 from fastapi import Depends, Request
 
 from coder.shared import context
-from coder.shared.errors import Forbidden, Unauthorized
+from coder.shared.errors import Forbidden, Unauthorized, answers
 
 ALGORITHMS = ["EdDSA", "ES256", "RS256"]
 JWKS_TTL_SECONDS = 300.0
@@ -126,6 +126,7 @@ class TokenVerifier:
         )
 
 
+@answers(401, 503)
 async def _principal(request: Request) -> Principal:
     token = context.bearer_token.get()
     if not token:
@@ -140,6 +141,7 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 def require(permission: str) -> Any:
     """A dependency that admits callers holding `permission` (`<target>:<action>`)."""
 
+    @answers(403)
     async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.can(permission):
             raise Forbidden(f"requires permission {permission}", required=permission)

@@ -6,19 +6,26 @@ mapped here, in one place, so every 4xx/5xx is `application/problem+json` with a
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 PROBLEM_BASE = "https://coderide.io/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Problem(Exception):
@@ -176,3 +183,138 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)
+
+
+# --- the OpenAPI side: every operation documents the problems it can answer ---
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending input, e.g. `body.name` or `query.limit`")
+    message: str
+    code: str | None = Field(default=None, description="Machine-readable reason, e.g. `string_too_long`")
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details, as every 4xx and 5xx answer of the platform is shaped."""
+
+    model_config = ConfigDict(title="Problem", extra="allow")
+
+    type: str = Field(description="A URI naming the kind of problem", examples=[PROBLEM_BASE + "not-found"])
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str | None = None
+    instance: str | None = Field(default=None, description="The request path")
+    errors: list[FieldError] | None = Field(default=None, description="One entry per offending field")
+
+
+_REF = "#/components/schemas/"
+_PROBLEMS_ATTRIBUTE = "__problems__"
+_DESCRIPTIONS = {
+    400: "The body is not well-formed",
+    401: "No valid bearer token",
+    403: "The token lacks a permission this operation needs",
+    404: "Nothing with this id, or not visible to the caller",
+    409: "Conflicts with the current state",
+    413: "The request body is too large",
+    422: "Invalid input; `errors` names each field",
+    429: "Too many requests; `Retry-After` says when to come back",
+    503: "A data store this operation needs is unavailable",
+}
+
+
+def answers(*statuses: int) -> Callable[[F], F]:
+    """Declares the problem statuses a dependency can answer, so every route that depends on it
+    documents them (a token check answers 401, a permission check 403...)."""
+
+    def mark(call: F) -> F:
+        setattr(call, _PROBLEMS_ATTRIBUTE, frozenset(statuses))
+        return call
+
+    return mark
+
+
+def _calls(dependant: Dependant) -> Iterator[Dependant]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _calls(sub)
+
+
+def route_problems(route: APIRoute | RouteContext, always: Iterable[int] = ()) -> set[int]:
+    """The problem statuses `route` can answer, derived from what it depends on and takes."""
+    statuses = set(always)
+    dependants = list(_calls(route.dependant))
+    for dependant in dependants:
+        statuses |= getattr(dependant.call, _PROBLEMS_ATTRIBUTE, frozenset())
+    params = [p for d in dependants for p in (*d.path_params, *d.query_params, *d.header_params)]
+    body = any(d.body_params for d in dependants)
+    if params or body:
+        statuses.add(422)
+    if any(d.path_params for d in dependants):
+        statuses.add(404)
+    if body:
+        statuses |= {400, 413}
+    return statuses
+
+
+def _problem_content() -> dict[str, Any]:
+    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _REF + "Problem"}}}
+
+
+def problem_responses(statuses: Iterable[int]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for `statuses`, each a problem (for a route's `responses=`)."""
+    return {
+        str(status): {"description": _DESCRIPTIONS.get(status, "Problem"), "content": _problem_content()}
+        for status in sorted(statuses)
+    }
+
+
+def _drop_unreferenced(document: dict[str, Any], names: Iterable[str]) -> None:
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in names:
+        if name in schemas and f'"{_REF}{name}"' not in json.dumps(document):
+            del schemas[name]
+
+
+def document_problems(document: dict[str, Any], routes: Iterable[BaseRoute], always: Iterable[int]) -> None:
+    """Adds each route's problem answers to its operation in `document`, all `application/problem+json`
+    with the shared `Problem` schema; replaces FastAPI's 422 (`HTTPValidationError` as
+    `application/json`), which is not what the platform answers."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = ProblemDocument.model_json_schema(ref_template=_REF + "{model}")
+    schemas.update(schemas["Problem"].pop("$defs", {}))
+    paths = document.get("paths", {})
+    for route in iter_route_contexts(list(routes)):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        item = paths.get(route.path_format, {})
+        for method in route.methods or ():
+            operation = item.get(method.lower())
+            if operation is None:
+                continue
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            for code, response in problem_responses(route_problems(route, always)).items():
+                responses.setdefault(str(code), response)
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = _problem_content()
+                    if not response.get("description") or response["description"] == "Validation Error":
+                        response["description"] = _DESCRIPTIONS.get(int(code), "Problem")
+    _drop_unreferenced(document, ["HTTPValidationError", "ValidationError"])
+
+
+def install_problem_openapi(app: FastAPI, always: Iterable[int] = ()) -> None:
+    """`app.openapi()` documents the problems of every operation (see `document_problems`); `always`
+    are statuses any operation can answer (the gateway's rate limits)."""
+    generate = app.openapi
+    always = frozenset(always)
+    documented: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI caches its document, and makes a new one when routes were added since.
+        document = generate()
+        if not documented or documented[0] is not document:
+            document_problems(document, app.routes, always)
+            documented[:] = [document]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -52,6 +52,9 @@ class Descriptor:
     # Settings (environment variables) whose values the operator generates once and keeps in a
     # Secret of the target's own, with a line saying what each is.
     generated_secrets: Mapping[str, str] = field(default_factory=dict)
+    # Problem statuses any operation can answer, whatever it depends on (the gateway's edge: 429...);
+    # documented on every operation of the target's OpenAPI.
+    problems: frozenset[int] = frozenset()
 
     @property
     def migrations_dir(self) -> Path:
@@ -102,6 +105,10 @@ class Target:
     @property
     def needs(self) -> frozenset[Dependency]:
         return self.descriptor.needs
+
+    @property
+    def problems(self) -> frozenset[int]:
+        return self.descriptor.problems
 
     @property
     def migrations_dir(self) -> Path:

@@ -39,7 +39,7 @@ from coder.gateway.sessions import Issued, RefreshReused
 from coder.gateway.tokens import PERSONAL_PREFIX, REFRESH_PREFIX, digest
 from coder.shared import context
 from coder.shared.db import SessionDep
-from coder.shared.errors import InvalidField, Problem, Unauthorized, problem_response
+from coder.shared.errors import InvalidField, Problem, Unauthorized, problem_response, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -73,7 +73,13 @@ async def providers(gateway: GatewayDep) -> ProvidersRead:
     return ProvidersRead(local_accounts=s.local_accounts, open_signup=s.open_signup, oidc=oidc)
 
 
-@router.post("/signup", response_model=TokenPair, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/signup",
+    response_model=TokenPair,
+    status_code=status.HTTP_201_CREATED,
+    # Sign-up closed or the invitation for another address; unknown invitation; address taken.
+    responses=problem_responses({403, 404, 409}),
+)
 async def signup(
     body: SignupRequest, session: SessionDep, gateway: GatewayDep, client: ClientDep
 ) -> TokenPair:
@@ -86,7 +92,7 @@ async def signup(
     return _pair(issued)
 
 
-@router.post("/login", response_model=TokenPair)
+@router.post("/login", response_model=TokenPair, responses=problem_responses({401}))
 async def login(body: LoginRequest, session: SessionDep, gateway: GatewayDep, client: ClientDep) -> TokenPair:
     """Sign in with email and password. Repeated failures for one account or one address are throttled
     (429 with Retry-After)."""
@@ -119,7 +125,7 @@ async def refresh(
     return problem_response(RefreshReused("refresh token reused: the session was ended"), request)
 
 
-@router.post("/exchange", response_model=TokenPair)
+@router.post("/exchange", response_model=TokenPair, responses=problem_responses({401}))
 async def exchange(body: ExchangeRequest, gateway: GatewayDep) -> TokenPair:
     """Trade the one-time code a finished OIDC sign-in sent to `return_to` for the session's tokens."""
     stored = await gateway.cache.getdel(f"gateway:login-code:{digest(body.code)}")

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from coder.gateway.deps import GatewayDep
 from coder.runner import registry
+from coder.shared.errors import problem_responses
 
 router = APIRouter(tags=["docs"])
 
@@ -40,7 +41,11 @@ def _renamed(node: Any, prefix: str) -> Any:
 def merge(
     gateway: dict[str, Any], targets: dict[str, dict[str, Any]], unavailable: dict[str, str]
 ) -> dict[str, Any]:
-    """The gateway's document plus each target's, paths prefixed `/api/<target>` and schemas `<target>.`."""
+    """The gateway's document plus each target's, paths prefixed `/api/<target>` and schemas `<target>.`.
+
+    The gateway's edge stands in front of every target, so each target operation also documents
+    what the edge answers (429...), as the gateway's own operations do."""
+    edge = problem_responses(registry.descriptors()["gateway"].problems)
     merged = copy.deepcopy(gateway)
     merged["info"] = {**merged.get("info", {}), "title": "Coder Platform API"}
     merged.pop("servers", None)
@@ -55,6 +60,8 @@ def merge(
             for operation in item.values():
                 if isinstance(operation, dict) and "responses" in operation:
                     operation["tags"] = [name]
+                    for code, response in edge.items():
+                        operation["responses"].setdefault(str(code), response)
                     if "operationId" in operation:
                         operation["operationId"] = f"{name}_{operation['operationId']}"
             paths[f"/api/{name}{path}"] = item

@@ -32,7 +32,7 @@ from coder.gateway.schemas import (
     RoleUpdate,
 )
 from coder.shared.db import SessionDep
-from coder.shared.errors import Unauthorized
+from coder.shared.errors import Unauthorized, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.schemas import StorableTime
 
@@ -48,7 +48,9 @@ async def list_orgs(session: SessionDep, actor: ActorDep) -> list[MembershipSumm
     ]
 
 
-@router.post("", response_model=OrgRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=OrgRead, status_code=status.HTTP_201_CREATED, responses=problem_responses({409})
+)
 async def create_org(body: OrgCreate, session: SessionDep, actor: ActorDep) -> OrgRead:
     """Found an organization; you become its owner. Needs `gateway:account.write`."""
     actor.require(roles.ACCOUNT_WRITE)
@@ -59,7 +61,13 @@ async def create_org(body: OrgCreate, session: SessionDep, actor: ActorDep) -> O
     )
 
 
-@router.post("/join", response_model=MemberRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/join",
+    response_model=MemberRead,
+    status_code=status.HTTP_201_CREATED,
+    # Unknown invitation; addressed to someone else; already used or already a member.
+    responses=problem_responses({403, 404, 409}),
+)
 async def join_org(body: JoinRequest, session: SessionDep, actor: ActorDep) -> MemberRead:
     """Accept an invitation addressed to your email address. Needs `gateway:account.write`."""
     actor.require(roles.ACCOUNT_WRITE)
@@ -96,7 +104,7 @@ async def list_members(
     return rows.page(lambda r: service.member_read(*r))
 
 
-@router.patch("/{org_id}/members/{user_id}", response_model=MemberRead)
+@router.patch("/{org_id}/members/{user_id}", response_model=MemberRead, responses=problem_responses({409}))
 async def change_member_role(
     org_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -112,7 +120,11 @@ async def change_member_role(
     return member
 
 
-@router.delete("/{org_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{org_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses({409}),
+)
 async def remove_member(
     org_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> Response:
@@ -136,7 +148,12 @@ async def list_invitations(
     return rows.page(InvitationRead.model_validate)
 
 
-@router.post("/{org_id}/invitations", response_model=InvitationCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{org_id}/invitations",
+    response_model=InvitationCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses({409}),
+)
 async def invite(
     org_id: uuid.UUID, body: InvitationCreate, session: SessionDep, gateway: GatewayDep, actor: ActorDep
 ) -> InvitationCreated:
@@ -165,7 +182,12 @@ async def list_roles(org_id: uuid.UUID, session: SessionDep, actor: ActorDep) ->
     return await service.list_roles(session, org_id)
 
 
-@router.post("/{org_id}/roles", response_model=RoleRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{org_id}/roles",
+    response_model=RoleRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses({409}),
+)
 async def create_role(org_id: uuid.UUID, body: RoleCreate, session: SessionDep, actor: ActorDep) -> RoleRead:
     """A custom role: a name for `<target>:<action>` patterns (`<target>:*` for every action)."""
     actor.in_org(org_id)
@@ -186,7 +208,9 @@ async def update_role(
     return role
 
 
-@router.delete("/{org_id}/roles/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{org_id}/roles/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses({409})
+)
 async def delete_role(org_id: uuid.UUID, name: str, session: SessionDep, actor: ActorDep) -> Response:
     """Delete a custom role nobody holds any more."""
     actor.in_org(org_id)

@@ -12,6 +12,7 @@ from coder.gateway.deps import ActorDep
 from coder.gateway.models import Team, TeamMember
 from coder.gateway.schemas import TeamCreate, TeamMemberRead, TeamRead, TeamUpdate
 from coder.shared.db import SessionDep
+from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
@@ -25,7 +26,9 @@ async def list_teams(session: SessionDep, actor: ActorDep, params: PageDep) -> P
     return rows.page(TeamRead.model_validate)
 
 
-@router.post("", response_model=TeamRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=TeamRead, status_code=status.HTTP_201_CREATED, responses=problem_responses({409})
+)
 async def create_team(body: TeamCreate, session: SessionDep, actor: ActorDep) -> TeamRead:
     """Create a team (admins)."""
     return TeamRead.model_validate(await service.create_team(session, actor, body))
@@ -37,7 +40,7 @@ async def read_team(team_id: uuid.UUID, session: SessionDep, actor: ActorDep) ->
     return TeamRead.model_validate(await service.get_team(session, actor, team_id))
 
 
-@router.patch("/{team_id}", response_model=TeamRead)
+@router.patch("/{team_id}", response_model=TeamRead, responses=problem_responses({409}))
 async def update_team(team_id: uuid.UUID, body: TeamUpdate, session: SessionDep, actor: ActorDep) -> TeamRead:
     """Rename a team or change its description (admins)."""
     return TeamRead.model_validate(await service.update_team(session, actor, team_id, body))

@@ -28,6 +28,7 @@ from coder.services.secrets.schemas import (
 from coder.services.secrets.service import Location
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
+from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/v1", tags=["secrets"])
@@ -64,7 +65,8 @@ def _keyring(request: Request) -> tuple[Keyring, SecretsSettings]:
     return Keyring(settings.keyring(), settings.active_key_id), settings
 
 
-@router.put("/secrets/{path:path}", response_model=VersionRead)
+# 409: `options.cas` does not match the current version.
+@router.put("/secrets/{path:path}", response_model=VersionRead, responses=problem_responses({409}))
 async def write_secret(
     body: SecretWrite,
     request: Request,

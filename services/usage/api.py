@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime, Field
@@ -32,7 +32,7 @@ from coder.services.usage.schemas import (
 )
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
-from coder.shared.errors import PROBLEM_MEDIA_TYPE, Unavailable, problem_response
+from coder.shared.errors import Unavailable, answers, problem_response, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.schemas import StorableTime
 
@@ -41,9 +41,9 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 MAX_BATCH = 1000
 
 DimensionValues = Annotated[list[Annotated[str, Field(max_length=200)]] | None, Query(max_length=100)]
-PROBLEM: dict[str, Any] = {"content": {PROBLEM_MEDIA_TYPE: {}}}
 
 
+@answers(503)
 def _cache(request: Request) -> Redis:
     cache: Redis | None = request.app.state.runtime.cache
     if cache is None:
@@ -72,7 +72,10 @@ async def ingest_events(
 
 
 @router.post(
-    "/meters", response_model=MeterRead, status_code=status.HTTP_201_CREATED, responses={409: PROBLEM}
+    "/meters",
+    response_model=MeterRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses({409}),
 )
 async def create_meter(
     body: MeterCreate,
@@ -247,7 +250,6 @@ async def delete_budget(
         402: {
             "description": "A budget would be exceeded; the problem names it "
             "(`budget`: id, name, scope, scope_id, limit, spent, reserved, requested)",
-            **PROBLEM,
         }
     },
 )
@@ -278,7 +280,9 @@ async def read_reservation(
 
 
 @router.post(
-    "/reservations/{reservation_id}/settle", response_model=ReservationRead, responses={409: PROBLEM}
+    "/reservations/{reservation_id}/settle",
+    response_model=ReservationRead,
+    responses=problem_responses({409}),
 )
 async def settle_reservation(
     reservation_id: uuid.UUID,
@@ -293,7 +297,9 @@ async def settle_reservation(
 
 
 @router.delete(
-    "/reservations/{reservation_id}", status_code=status.HTTP_204_NO_CONTENT, responses={409: PROBLEM}
+    "/reservations/{reservation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses({409}),
 )
 async def release_reservation(
     reservation_id: uuid.UUID,

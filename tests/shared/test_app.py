@@ -1,4 +1,9 @@
+import pytest
+
+from coder.runner import registry
 from coder.tests.conftest import Platform
+
+PROBLEM = "application/problem+json"
 
 
 async def test_health_ready_metrics(platform: Platform) -> None:
@@ -29,3 +34,37 @@ async def test_problem_instance_is_the_gateway_path(platform: Platform) -> None:
     assert response.json()["instance"] == "/api/secrets/v1/secrets/some/path"
     servers = (await platform.client.get("/api/secrets/openapi.json")).json()["servers"]
     assert servers == [{"url": "/api/secrets"}]
+
+
+@pytest.mark.parametrize("target", list(registry.PACKAGES))
+async def test_every_operation_documents_its_problems(platform: Platform, target: str) -> None:
+    """Each error answer is documented as what it is: problem+json with the shared `Problem` schema,
+    with the statuses the operation's inputs and dependencies can really answer."""
+    prefix = "" if target == "gateway" else f"/api/{target}"
+    document = (await platform.client.get(f"{prefix}/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert set(schemas["Problem"]["required"]) == {"type", "title", "status"}
+    assert {"field", "message", "code"} <= set(schemas["FieldError"]["properties"])
+    checked = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            codes = {code for code in operation["responses"] if code >= "400"}
+            for code in codes:
+                content = operation["responses"][code]["content"]
+                assert content == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}, (
+                    path,
+                    code,
+                )
+            if operation.get("parameters") or "requestBody" in operation:
+                assert "422" in codes, (method, path)
+            if "{" in path:
+                assert "404" in codes, (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413"} <= codes, (method, path)
+            if target == "gateway":
+                assert "429" in codes, (method, path)
+            else:  # every operation of a service needs a token and a permission
+                assert {"401", "403"} <= codes, (method, path)
+            checked += 1
+    assert checked > 0
