@@ -210,7 +210,7 @@ class ProblemDocument(BaseModel):
 _REF = "#/components/schemas/"
 _PROBLEMS_ATTRIBUTE = "__problems__"
 _DESCRIPTIONS = {
-    400: "The body is not well-formed",
+    400: "Malformed input: a body that is not well-formed, or a cursor this API did not return",
     401: "No valid bearer token",
     403: "The token lacks a permission this operation needs",
     404: "Nothing with this id, or not visible to the caller",

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import BigInteger, Select, SmallInteger, literal, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coder.shared.errors import InvalidField
+from coder.shared.errors import InvalidField, answers
 from coder.shared.schemas import text_problem
 
 T = TypeVar("T")
@@ -45,6 +45,7 @@ class BadCursor(InvalidField):
         super().__init__("query.cursor", f"not a cursor this API returned ({why})", status=400)
 
 
+@answers(400)
 def page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
     cursor: Annotated[
