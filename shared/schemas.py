@@ -110,11 +110,11 @@ class Input(BaseModel):
     @model_validator(mode="after")
     def _storable(self) -> Self:
         fields = {name: getattr(self, name) for name in type(self).model_fields}
+        # Extra fields are free-form JSON members: their names are keys, checked like any other key.
         fields.update(self.__pydantic_extra__ or {})
         errors = [
             InitErrorDetails(type=PydanticCustomError("text_or_number", message), loc=loc, input=value)
-            for name, field in fields.items()
-            for loc, message, value in _problems(field, (name,))
+            for loc, message, value in _problems(fields, ())
         ]
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)

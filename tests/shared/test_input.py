@@ -108,6 +108,13 @@ async def test_typed_fields_and_extension_attributes_keep_the_rules(
             '[{"id": "1", "source": "s", "type": "t", "data": {"n": 1e400}}]',
             "body.0.data.n",
         ),
+        # The names of extra fields are keys too (found by the fuzz suite: a 500 from PostgreSQL's jsonb).
+        ("/api/usage/v1/events", '[{"id": "1", "source": "s", "type": "t", "x\\u0000": 1}]', "body.0.x\x00"),
+        (
+            "/api/usage/v1/events",
+            '[{"id": "1", "source": "s", "type": "t", "data": {"k\\u0000": 1}}]',
+            "body.0.data.k\x00",
+        ),
     ]
     for path, body, field in cases:
         problem = _problem(await platform.client.post(path, content=body, headers=h), 422)
