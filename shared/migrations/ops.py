@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations.ops import DowngradeOps, MigrateOperation, MigrationScript, OpContainer, UpgradeOps
 from sqlalchemy.dialects import postgresql
 
 
@@ -42,3 +45,49 @@ def drop_event_tables(target: str) -> None:
     op.drop_index(op.f(f"{target}_ix_{target}_inbox_handled_at"), table_name=f"{target}_inbox")
     op.drop_table(f"{target}_inbox")
     op.drop_table(f"{target}_outbox")
+
+
+# Autogenerate writes the two calls above instead of copying the event tables' DDL into a revision.
+
+
+class CreateEventTablesOp(MigrateOperation):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def reverse(self) -> DropEventTablesOp:
+        return DropEventTablesOp(self.target)
+
+
+class DropEventTablesOp(MigrateOperation):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def reverse(self) -> CreateEventTablesOp:
+        return CreateEventTablesOp(self.target)
+
+
+@renderers.dispatch_for(CreateEventTablesOp)
+def _render_create(autogen_context: AutogenContext, operation: CreateEventTablesOp) -> str:
+    autogen_context.imports.add("from coder.shared.migrations.ops import create_event_tables")
+    return f"create_event_tables({operation.target!r})"
+
+
+@renderers.dispatch_for(DropEventTablesOp)
+def _render_drop(autogen_context: AutogenContext, operation: DropEventTablesOp) -> str:
+    autogen_context.imports.add("from coder.shared.migrations.ops import drop_event_tables")
+    return f"drop_event_tables({operation.target!r})"
+
+
+def use_event_table_operations(target: str, directives: list[MigrationScript]) -> None:
+    """Replace autogenerate's DDL for `<target>_outbox` / `<target>_inbox` by the shared operations."""
+    tables = {f"{target}_outbox", f"{target}_inbox"}
+
+    def others(container: OpContainer) -> list[MigrateOperation]:
+        return [each for each in container.ops if getattr(each, "table_name", None) not in tables]
+
+    for script in directives:
+        upgrade, downgrade = script.upgrade_ops, script.downgrade_ops
+        if isinstance(upgrade, UpgradeOps) and len(others(upgrade)) < len(upgrade.ops):
+            upgrade.ops = [*others(upgrade), CreateEventTablesOp(target)]
+        if isinstance(downgrade, DowngradeOps) and len(others(downgrade)) < len(downgrade.ops):
+            downgrade.ops = [DropEventTablesOp(target), *others(downgrade)]
