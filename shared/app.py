@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coder.shared.errors import (
@@ -89,8 +89,3 @@ def create_target_app(
     app.add_middleware(ProtocolMiddleware)
     app.add_middleware(TelemetryMiddleware, target=target.name)
     return app
-
-
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime

@@ -16,6 +16,8 @@ from sqlalchemy import DateTime, MetaData, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from coder.shared.errors import Problem
+
 # Every timestamp is stored with its time zone (`timestamptz`).
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: DateTime(timezone=True)}
 
@@ -56,10 +58,6 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
 @asynccontextmanager
 async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session whose work commits when the block ends and rolls back if it raises."""
@@ -76,9 +74,16 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     # One transaction per request: services only flush; the commit happens here, right after the
     # handler returns and before the response is sent (scope="function"), so a failed commit is an
     # error the client sees. Outbox rows added during the request commit with the data they describe.
+    # A `Problem` rolls the work back, unless it says `commit=True`: a refusal that must leave a
+    # trace (its event, the session it ended) commits that trace, then answers the problem.
     runtime = request.app.state.runtime
-    async with transaction(runtime.sessions) as session:
-        yield session
+    async with runtime.sessions() as session, session.begin() as work:
+        try:
+            yield session
+        except Problem as problem:
+            if problem.commit:
+                await work.commit()
+            raise
 
 
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

@@ -29,11 +29,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Problem(Exception):
-    """An error a client can act on. Subclass per domain error, or raise with arguments."""
+    """An error a client can act on. Subclass per domain error, or raise with arguments.
+
+    Raised during a request, it rolls the request's transaction back, unless `commit` is true: then
+    the work done so far (an audit row, an outbox event telling of the refusal) commits first, and the
+    answer is the problem all the same (shared.db's session dependency does this)."""
 
     status: int = 400
     slug: str = "bad-request"
     title: str = "Bad request"
+    commit: bool = False
 
     def __init__(
         self,
@@ -44,9 +49,12 @@ class Problem(Exception):
         title: str | None = None,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        commit: bool | None = None,
         **extensions: Any,
     ) -> None:
         super().__init__(detail or self.title)
+        if commit is not None:
+            self.commit = commit
         self.detail = detail
         self.status = status or self.status
         self.slug = slug or self.slug

@@ -39,7 +39,7 @@ from coder.gateway.sessions import Issued, RefreshReused
 from coder.gateway.tokens import PERSONAL_PREFIX, REFRESH_PREFIX, digest
 from coder.shared import context
 from coder.shared.db import SessionDep
-from coder.shared.errors import InvalidField, Problem, Unauthorized, problem_response, problem_responses
+from coder.shared.errors import InvalidField, Problem, Unauthorized, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -111,18 +111,16 @@ async def login(body: LoginRequest, session: SessionDep, gateway: GatewayDep, cl
 
 
 @router.post("/refresh", response_model=TokenPair, responses={401: {"description": "Refused or reused"}})
-async def refresh(
-    body: RefreshRequest, request: Request, session: SessionDep, gateway: GatewayDep
-) -> Response:
+async def refresh(body: RefreshRequest, session: SessionDep, gateway: GatewayDep) -> TokenPair:
     """Trade a refresh token for new tokens; the old refresh token stops working. Presenting a refresh
     token a second time ends the whole session (its copy may be in the wrong hands). With `org_id`, the
     new access token acts in that organization."""
     outcome = await accounts.refresh(session, gateway.keys, gateway.settings, body.refresh_token, body.org_id)
     if isinstance(outcome, Issued):
-        return JSONResponse(_pair(outcome).model_dump(mode="json"))
+        return _pair(outcome)
     await gateway.revocations.revoke([str(outcome.id)])
-    # Returned, not raised: the session's revocation must commit with this answer.
-    return problem_response(RefreshReused("refresh token reused: the session was ended"), request)
+    # The ended session commits with this answer.
+    raise RefreshReused("refresh token reused: the session was ended", commit=True)
 
 
 @router.post("/exchange", response_model=TokenPair, responses=problem_responses({401}))

@@ -14,7 +14,9 @@ from fastapi.responses import HTMLResponse
 
 from coder.gateway.deps import GatewayDep
 from coder.runner import registry
+from coder.shared.deps import ClientsDep
 from coder.shared.errors import problem_responses
+from coder.shared.http import ServiceClients
 
 router = APIRouter(tags=["docs"])
 
@@ -81,8 +83,7 @@ def merge(
     return merged
 
 
-async def _target_document(request: Request, name: str) -> dict[str, Any]:
-    clients = request.app.state.runtime.clients
+async def _target_document(clients: ServiceClients, name: str) -> dict[str, Any]:
     response = await clients.client(name).get("/openapi.json", timeout=FETCH_TIMEOUT)
     response.raise_for_status()
     document: dict[str, Any] = response.json()
@@ -90,12 +91,12 @@ async def _target_document(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.get("/docs/openapi.json", include_in_schema=False)
-async def merged_openapi(request: Request, gateway: GatewayDep) -> dict[str, Any]:
+async def merged_openapi(request: Request, gateway: GatewayDep, clients: ClientsDep) -> dict[str, Any]:
     cached = gateway.docs_cache
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
     names = [n for n in registry.descriptors() if n != "gateway"]
-    results = await asyncio.gather(*(_target_document(request, n) for n in names), return_exceptions=True)
+    results = await asyncio.gather(*(_target_document(clients, n) for n in names), return_exceptions=True)
     documents: dict[str, dict[str, Any]] = {}
     unavailable: dict[str, str] = {}
     for name, result in zip(names, results, strict=True):

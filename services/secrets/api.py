@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import select
 
 from coder.services.secrets import service
@@ -28,6 +28,7 @@ from coder.services.secrets.schemas import (
 from coder.services.secrets.service import Location
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
+from coder.shared.deps import settings_of
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 
@@ -60,34 +61,38 @@ def addressed(permission: str) -> Any:
     return Depends(dependency)
 
 
-def _keyring(request: Request) -> tuple[Keyring, SecretsSettings]:
-    settings = request.app.state.runtime.config(SecretsSettings)
-    return Keyring(settings.keyring(), settings.active_key_id), settings
+SettingsDep = Annotated[SecretsSettings, Depends(settings_of(SecretsSettings))]
+
+
+def _keyring(settings: SettingsDep) -> Keyring:
+    return Keyring(settings.keyring(), settings.active_key_id)
+
+
+KeyringDep = Annotated[Keyring, Depends(_keyring)]
 
 
 # 409: `options.cas` does not match the current version.
 @router.put("/secrets/{path:path}", response_model=VersionRead, responses=problem_responses({409}))
 async def write_secret(
     body: SecretWrite,
-    request: Request,
     session: SessionDep,
+    keyring: KeyringDep,
+    settings: SettingsDep,
     target: Annotated[Addressed, addressed("secrets:write")],
 ) -> VersionRead:
     """Write a new version of the secret at `path` (created on first write). With `options.cas`, only if
     the current version matches."""
-    keyring, settings = _keyring(request)
     return await service.write(session, keyring, target.at, target.actor, body, settings.default_max_versions)
 
 
 @router.get("/secrets/{path:path}", response_model=SecretRead)
 async def read_secret(
-    request: Request,
     session: SessionDep,
+    keyring: KeyringDep,
     target: Annotated[Addressed, addressed("secrets:read")],
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> SecretRead:
     """Read the value of a version (default: current). Every read is audited."""
-    keyring, _ = _keyring(request)
     return await service.read(session, keyring, target.at, target.actor, version)
 
 
@@ -177,12 +182,11 @@ async def delete_metadata(
 
 @router.post("/keys/rewrap", response_model=RewrapRead)
 async def rewrap_keys(
-    request: Request,
     session: SessionDep,
+    keyring: KeyringDep,
     principal: Annotated[Principal, require("secrets:admin")],
 ) -> RewrapRead:
     """After a master-key rotation: rewrap this organization's data keys under the active key."""
-    keyring, _ = _keyring(request)
     count = await service.rewrap(session, keyring, principal.org_id, principal.subject)
     return RewrapRead(rewrapped=count, active_key_id=keyring.active)
 

@@ -1,5 +1,7 @@
 """secrets as the platform sees it: data only (see coder.shared.target)."""
 
+from coder.shared.contracts import event_schemas
+from coder.shared.contracts.secrets import SecretRotated
 from coder.shared.target import Dependency, Descriptor
 
 descriptor = Descriptor(
@@ -17,7 +19,8 @@ descriptor = Descriptor(
         "admin": "Rewrap stored values under the active master key",
         "audit": "Read the audit trail of secret reads and writes",
     },
-    emits=("secrets.secret.rotated",),
+    emits=(SecretRotated.event_type,),
+    event_schemas=event_schemas(SecretRotated),
     generated_secrets={
         "SECRETS_MASTER_KEYS": "JSON key id -> 32 random bytes (base64): the keyring that wraps values",
         "SECRETS_ACTIVE_KEY_ID": "The id in SECRETS_MASTER_KEYS new values are encrypted with",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import AwareDatetime, Field
-from redis.asyncio import Redis
 from sqlalchemy import select
 
 from coder.services.usage import service
@@ -32,7 +31,8 @@ from coder.services.usage.schemas import (
 )
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
-from coder.shared.errors import Unavailable, answers, problem_response, problem_responses
+from coder.shared.deps import CacheDep
+from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.schemas import StorableTime
 
@@ -41,17 +41,6 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 MAX_BATCH = 1000
 
 DimensionValues = Annotated[list[Annotated[str, Field(max_length=200)]] | None, Query(max_length=100)]
-
-
-@answers(503)
-def _cache(request: Request) -> Redis:
-    cache: Redis | None = request.app.state.runtime.cache
-    if cache is None:
-        raise Unavailable("the budget cache is not open in this process")
-    return cache
-
-
-CacheDep = Annotated[Redis, Depends(_cache)]
 
 
 @router.post("/events", response_model=IngestRead)
@@ -255,18 +244,14 @@ async def delete_budget(
 )
 async def create_reservation(
     body: ReservationCreate,
-    request: Request,
     session: SessionDep,
     cache: CacheDep,
     principal: Annotated[Principal, require("usage:reserve")],
-) -> ReservationRead | Response:
+) -> ReservationRead:
     """Hold `amount` against every budget that covers this spend (the org's, the team's, the user's,
     the API key's), atomically across replicas: either all have room, or nothing is held and the answer
     is 402 naming the budget that would be exceeded. Settle or release it; it lapses after `ttl_seconds`."""
-    outcome = await service.reserve(session, cache, principal.org_id, body)
-    if isinstance(outcome, service.BudgetExceeded):
-        return problem_response(outcome, request)
-    return outcome
+    return await service.reserve(session, cache, principal.org_id, body)
 
 
 @router.get("/reservations/{reservation_id}", response_model=ReservationRead)

@@ -1,5 +1,8 @@
 """usage as the platform sees it: data only (see coder.shared.target)."""
 
+from coder.shared.contracts import event_schemas
+from coder.shared.contracts.ai import AiRequestCompleted
+from coder.shared.contracts.usage import BudgetExceeded
 from coder.shared.target import Dependency, Descriptor
 
 descriptor = Descriptor(
@@ -14,6 +17,7 @@ descriptor = Descriptor(
         "admin": "Create, change and delete meters and budgets",
         "reserve": "Reserve budget before spending and settle or release the reservation",
     },
-    emits=("usage.budget.exceeded",),
-    consumes=("ai.request.completed",),
+    emits=(BudgetExceeded.event_type,),
+    event_schemas=event_schemas(BudgetExceeded),
+    consumes=(AiRequestCompleted.event_type,),
 )

@@ -106,22 +106,6 @@ class EventIn(Input):
     data: EventData = Field(default_factory=EventData)
 
 
-class AiRequestCompleted(BaseModel):
-    """The data of an `ai.request.completed` event, as far as budgets need it."""
-
-    model_config = ConfigDict(extra="allow")
-
-    user_id: str = Field(min_length=1, max_length=128)
-    team_id: str | None = Field(default=None, max_length=128)
-    api_key_id: str | None = Field(default=None, max_length=128)
-    model: str | None = Field(default=None, max_length=200)
-    feature: str | None = Field(default=None, max_length=128)
-    prompt_tokens: int = Field(default=0, ge=0, le=10**12)
-    completion_tokens: int = Field(default=0, ge=0, le=10**12)
-    cost_usd: Decimal = Field(default=Decimal(0), ge=0, le=Decimal("1e9"))
-    reservation_id: uuid.UUID | None = None
-
-
 class IngestRead(BaseModel):
     accepted: int = Field(description="Events stored by this call")
     duplicates: int = Field(description="Events already stored (or repeated in this batch): ignored")

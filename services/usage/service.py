@@ -41,7 +41,6 @@ from coder.services.usage.budgets import BudgetKeys, Charge, Check, Held, from_u
 from coder.services.usage.models import Budget, BudgetSpend, Event, Meter, Reservation, events
 from coder.services.usage.schemas import (
     Aggregation,
-    AiRequestCompleted,
     BudgetCreate,
     BudgetRead,
     BudgetUpdate,
@@ -60,6 +59,7 @@ from coder.services.usage.schemas import (
     Scope,
     WindowSize,
 )
+from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.errors import Conflict, InvalidField, NotFound, Problem
 from coder.shared.events import CloudEvent
 from coder.shared.runtime import session_runtime
@@ -87,6 +87,7 @@ class UsageProblem(Problem):
 
 class BudgetExceeded(UsageProblem):
     status, slug, title = 402, "budget-exceeded", "Budget exceeded"
+    commit = True  # the refusal's `usage.budget.exceeded` event commits with the answer
 
 
 class ReservationClosed(UsageProblem):
@@ -537,9 +538,9 @@ def reservation_read(reservation: Reservation, now: datetime | None = None) -> R
 
 async def reserve(
     session: AsyncSession, cache: Redis, org_id: str, body: ReservationCreate
-) -> ReservationRead | BudgetExceeded:
-    """Hold `amount` against every budget that covers the caller, or refuse naming the budget it would
-    overrun. A refusal is returned, not raised: the `usage.budget.exceeded` event must commit."""
+) -> ReservationRead:
+    """Hold `amount` against every budget that covers the caller, or refuse (BudgetExceeded) naming the
+    budget it would overrun."""
     metric = body.metric
     amount = _units(metric, body.amount, "amount")
     now = _now()
@@ -558,7 +559,7 @@ async def reserve(
 
         outcome = await holds.reserve(cache, reservation_id, checks, amount, body.ttl_seconds, load_spent)
         if not isinstance(outcome, Held):
-            return await _refuse(
+            raise await _refuse(
                 session,
                 org_id,
                 body,

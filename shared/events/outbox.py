@@ -17,6 +17,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coder.shared import contracts
 from coder.shared.events.envelope import CloudEvent
 
 Handler = Callable[[CloudEvent, AsyncSession], Awaitable[None]]
@@ -60,6 +61,12 @@ class EventTables:
         """Stage an event; it leaves only if (and when) the surrounding transaction commits."""
         if not type.startswith(f"{self.target}."):
             raise ValueError(f"{self.target} may only publish {self.target}.* events, not {type}")
+        contract = contracts.contract_of(type)
+        if contract is None:
+            raise ValueError(f"{type} has no contract: declare it in coder.shared.contracts.{self.target}")
+        # Checked, not rewritten: a payload its own contract refuses is a producer bug, and must not
+        # reach the consumers who rely on that contract.
+        contract.model_validate(data)
         cloud_event = CloudEvent.new(type, data, org_id=org_id, subject=subject)
         await session.execute(
             sa_insert(self.outbox).values(

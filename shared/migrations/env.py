@@ -6,6 +6,7 @@ from typing import Any
 
 from alembic import context
 
+from coder.shared.migrations.ops import use_event_table_operations
 from coder.shared.target import Target
 
 config = context.config
@@ -27,6 +28,9 @@ context.configure(
     include_name=include_name,
     compare_type=True,
     transaction_per_migration=True,
+    process_revision_directives=lambda _context, _revision, directives: use_event_table_operations(
+        target.name, directives
+    ),
 )
 with context.begin_transaction():
     context.run_migrations()

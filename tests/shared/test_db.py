@@ -6,12 +6,18 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from coder.shared import db
+from coder.shared.errors import Problem, install_problem_handlers
 from coder.shared.telemetry import json_formatter
 
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$bm90LWEtcmVhbC1oYXNo"
@@ -37,3 +43,41 @@ async def test_a_refused_insert_logs_no_stored_values(database_url: str) -> None
     logged = json_formatter().format(record)
     assert "gateway_user" in logged and "not-null constraint" in logged
     assert "$argon2" not in logged and email not in logged
+
+
+@pytest.fixture
+async def probe_app(database_url: str) -> AsyncIterator[tuple[FastAPI, AsyncEngine]]:
+    """A bare app whose routes write a row and then refuse, with the real session dependency."""
+    engine = db.create_engine(database_url, pool_size=2)
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE probe_refusal (note text PRIMARY KEY)"))
+    app = FastAPI()
+    app.state.runtime = SimpleNamespace(sessions=async_sessionmaker(engine, expire_on_commit=False))
+    install_problem_handlers(app)
+
+    @app.post("/refuse")
+    async def refuse(session: db.SessionDep, note: str, commit: bool) -> None:
+        await session.execute(text("INSERT INTO probe_refusal VALUES (:note)"), {"note": note})
+        raise Problem("refused", status=402, slug="refused", commit=commit)
+
+    try:
+        yield app, engine
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TABLE probe_refusal"))
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("commit", [True, False])
+async def test_a_problem_commits_the_request_only_when_it_says_so(
+    probe_app: tuple[FastAPI, AsyncEngine], commit: bool
+) -> None:
+    app, engine = probe_app
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://probe") as client:
+        response = await client.post("/refuse", params={"note": "kept", "commit": commit})
+    assert response.status_code == 402
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/refused")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT note FROM probe_refusal"))).scalars().all()
+    assert rows == (["kept"] if commit else [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import pytest
 from fastapi import APIRouter
@@ -16,12 +17,21 @@ from sqlalchemy import Column, Integer, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.shared import db
+from coder.shared.contracts import Contract
 from coder.shared.devservers import RabbitServer
 from coder.shared.events import CloudEvent, EventTables
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Dependency, Descriptor, Target
 from coder.tests.conftest import wait_until
+
+
+class ProbeThingHappened(Contract):
+    event_type: ClassVar[str] = "probe.thing.happened"
+    schema_version: ClassVar[int] = 1
+
+    seq: int
+
 
 metadata = db.target_metadata("probe")
 events = EventTables(metadata)
