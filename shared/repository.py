@@ -10,6 +10,7 @@ written anywhere else under services/.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, inspect, select
@@ -18,15 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coder.shared.errors import NotFound
 
 Row = TypeVar("Row")
+# The gateway keys orgs by UUID; a service knows the org as its token's `org` claim, a string.
+OrgId = str | uuid.UUID
 
 
-def owned_by(model: type[Any], org_id: str) -> ColumnElement[bool]:
+def owned_by(model: type[Any], org_id: OrgId) -> ColumnElement[bool]:
     """The condition keeping `model`'s rows of one org (a mapped class with an `org_id` column)."""
-    column: ColumnElement[str] = inspect(model).columns["org_id"]
+    column: ColumnElement[OrgId] = inspect(model).columns["org_id"]
     return column == org_id
 
 
-def scoped(model: type[Row], org_id: str) -> Select[Row]:
+def scoped(model: type[Row], org_id: OrgId) -> Select[Row]:
     """`SELECT model WHERE org_id = :org_id`; add conditions, order, paginate as usual."""
     return select(model).where(owned_by(model, org_id))
 
@@ -34,7 +37,7 @@ def scoped(model: type[Row], org_id: str) -> Select[Row]:
 class OrgScoped(Generic[Row]):
     """One org's rows of one table. `what` names a row in NotFound's detail (`no budget <id>`)."""
 
-    def __init__(self, model: type[Row], session: AsyncSession, org_id: str, what: str) -> None:
+    def __init__(self, model: type[Row], session: AsyncSession, org_id: OrgId, what: str) -> None:
         self.model, self.session, self.org_id, self.what = model, session, org_id, what
 
     def select(self, *where: ColumnElement[bool]) -> Select[Row]:

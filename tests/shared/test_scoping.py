@@ -1,7 +1,7 @@
 """Org scoping lives in one place (shared/repository.py): a hand-written org filter anywhere under
-services/ fails here. The gateway stands outside the rule: it is the org administration itself (orgs,
-memberships across orgs, invitations addressed by token), and the cross-org suite in
-tests/e2e/test_cross_org.py checks what every service answers another org."""
+services/ or gateway/ fails here. A filter is SQL: a mapped class's `org_id` column compared with a
+value. A join condition (`Membership.org_id == Org.id`) and a check on a loaded object
+(`actor.org_id`) are not."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SQL_FILTER = re.compile(r"\borg_id\s*(=|<>|!=|\bin\b|\bis\b)", re.IGNORECASE)
 
 
+def _is_column(node: ast.expr) -> bool:
+    """`Model.attribute`: a mapped class is spelled with a capital, an object is not."""
+    return (
+        isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id[:1].isupper()
+    )
+
+
 def _is_org_column(node: ast.expr) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "org_id"
+    return _is_column(node) and isinstance(node, ast.Attribute) and node.attr == "org_id"
 
 
 def _filters_by_org(node: ast.expr) -> bool:
     if isinstance(node, ast.Compare):
-        return any(map(_is_org_column, [node.left, *node.comparators]))
+        operands = [node.left, *node.comparators]
+        return any(map(_is_org_column, operands)) and sum(map(_is_column, operands)) == 1
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         by_keyword = node.func.attr == "filter_by" and any(k.arg == "org_id" for k in node.keywords)
         return by_keyword or _is_org_column(node.func.value)
@@ -38,10 +46,11 @@ def org_filters(source: str) -> list[int]:
     return sorted({n.lineno for n in nodes if isinstance(n, ast.expr) and _filters_by_org(n)})
 
 
-def test_services_filter_by_org_only_through_the_repository() -> None:
+@pytest.mark.parametrize("package", ["services", "gateway"])
+def test_filters_by_org_go_through_the_repository(package: str) -> None:
     found = [
         f"{path.relative_to(ROOT)}:{line}"
-        for path in sorted((ROOT / "services").rglob("*.py"))
+        for path in sorted((ROOT / package).rglob("*.py"))
         for line in org_filters(path.read_text())
     ]
     assert not found, (
@@ -72,6 +81,8 @@ def test_the_scan_sees_a_hand_written_org_filter(code: str) -> None:
         "insert(Meter).values(org_id=org_id).on_conflict_do_nothing(index_elements=['org_id', 'slug'])",
         "scoped(Budget, org_id).where(Budget.id == budget_id)",
         "BudgetKeys(budget.org_id, budget.id)",
+        "select(Org).join(Membership, Membership.org_id == Org.id)",
+        "if self.org_id is None or org_id != self.org_id: raise Forbidden()",
         "events.publish(session, 'x', {}, org_id=org_id)",
     ],
 )
