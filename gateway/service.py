@@ -43,6 +43,7 @@ from coder.gateway.tokens import INVITATION_PREFIX, digest, new_secret
 from coder.runner import registry
 from coder.shared import context
 from coder.shared.errors import Conflict, Forbidden, InvalidField, NotFound
+from coder.shared.repository import owned_by, scoped
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ async def permissions_of(session: AsyncSession, org_id: uuid.UUID, role: str) ->
     """The permissions a member with `role` gets in `org_id`, resolved now (tokens carry the result)."""
     if role in roles.BUILTIN_ROLES:
         return roles.builtin_permissions(role, service_names())
-    row = await session.scalar(select(Role).where(Role.org_id == org_id, Role.name == role))
+    row = await session.scalar(scoped(Role, org_id).where(Role.name == role))
     return list(row.permissions) if row is not None else []
 
 
@@ -130,7 +131,7 @@ def _check_permissions(field: str, permissions: Sequence[str], *, custom_role: b
 async def _role_exists(session: AsyncSession, org_id: uuid.UUID, role: str) -> bool:
     if role in roles.BUILTIN_ROLES:
         return True
-    found = await session.scalar(select(Role.id).where(Role.org_id == org_id, Role.name == role))
+    found = await session.scalar(select(Role.id).where(owned_by(Role, org_id), Role.name == role))
     return found is not None
 
 
@@ -144,7 +145,7 @@ async def list_roles(session: AsyncSession, org_id: uuid.UUID) -> list[RoleRead]
         )
         for name in roles.BUILTIN_ROLES
     ]
-    custom = (await session.scalars(select(Role).where(Role.org_id == org_id).order_by(Role.name))).all()
+    custom = (await session.scalars(scoped(Role, org_id).order_by(Role.name))).all()
     return builtin + [
         RoleRead(name=r.name, description=r.description, permissions=r.permissions, builtin=False)
         for r in custom
@@ -165,7 +166,7 @@ async def create_role(session: AsyncSession, actor: Actor, body: RoleCreate) -> 
 async def _custom_role(session: AsyncSession, org_id: uuid.UUID, name: str, *, lock: bool = False) -> Role:
     if name in roles.BUILTIN_ROLES:
         raise Forbidden("built-in roles cannot be changed", slug="builtin-role")
-    query = select(Role).where(Role.org_id == org_id, Role.name == name)
+    query = scoped(Role, org_id).where(Role.name == name)
     row = await session.scalar(query.with_for_update() if lock else query)
     if row is None:
         raise NotFound(f"no role named {name!r}")
@@ -185,7 +186,7 @@ async def update_role(
     await session.flush()
     holders = (
         await session.scalars(
-            select(Membership.user_id).where(Membership.org_id == actor.org, Membership.role == name)
+            select(Membership.user_id).where(owned_by(Membership, actor.org), Membership.role == name)
         )
     ).all()
     return RoleRead(
@@ -198,7 +199,7 @@ async def delete_role(session: AsyncSession, actor: Actor, name: str) -> None:
     in_use = await session.scalar(
         select(func.count())
         .select_from(Membership)
-        .where(Membership.org_id == actor.org, Membership.role == name)
+        .where(owned_by(Membership, actor.org), Membership.role == name)
     )
     if in_use:
         raise Conflict(f"{in_use} member(s) still hold role {name!r}", slug="role-in-use")
@@ -267,7 +268,7 @@ async def update_org(session: AsyncSession, actor: Actor, org_id: uuid.UUID, nam
 
 def members_query(org_id: uuid.UUID) -> Any:
     return (
-        select(Membership, User).join(User, User.id == Membership.user_id).where(Membership.org_id == org_id)
+        select(Membership, User).join(User, User.id == Membership.user_id).where(owned_by(Membership, org_id))
     )
 
 
@@ -284,7 +285,7 @@ def member_read(membership: Membership, user: User) -> MemberRead:
 async def _member(
     session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
 ) -> Membership:
-    query = select(Membership).where(Membership.org_id == org_id, Membership.user_id == user_id)
+    query = scoped(Membership, org_id).where(Membership.user_id == user_id)
     found = await session.scalar(query.with_for_update() if lock else query)
     if found is None:
         raise NotFound("no such member")
@@ -295,7 +296,7 @@ async def _owners(session: AsyncSession, org_id: uuid.UUID) -> int:
     # Lock the owners' rows: two admins demoting the last two owners at once must not both succeed.
     rows = await session.scalars(
         select(Membership.user_id)
-        .where(Membership.org_id == org_id, Membership.role == roles.OWNER)
+        .where(owned_by(Membership, org_id), Membership.role == roles.OWNER)
         .with_for_update()
     )
     return len(rows.all())
@@ -331,14 +332,14 @@ async def remove_member(session: AsyncSession, actor: Actor, org_id: uuid.UUID, 
         if await _owners(session, org_id) <= 1:
             raise Conflict("an organization keeps at least one owner", slug="last-owner")
     await session.delete(member)
-    teams = select(Team.id).where(Team.org_id == org_id).scalar_subquery()
+    teams = select(Team.id).where(owned_by(Team, org_id)).scalar_subquery()
     await session.execute(
         delete(TeamMember).where(TeamMember.user_id == user_id, TeamMember.team_id.in_(teams))
     )
     revoked = await session.scalars(
         select(PersonalToken).where(
             PersonalToken.user_id == user_id,
-            PersonalToken.org_id == org_id,
+            owned_by(PersonalToken, org_id),
             PersonalToken.revoked_at.is_(None),
         )
     )
@@ -364,7 +365,7 @@ async def invite(
     already = await session.scalar(
         select(Membership.user_id)
         .join(User, User.id == Membership.user_id)
-        .where(Membership.org_id == org_id, User.email == body.email)
+        .where(owned_by(Membership, org_id), User.email == body.email)
     )
     if already is not None:
         raise Conflict(
@@ -402,7 +403,7 @@ async def revoke_invitation(
     actor.require(roles.INVITATIONS_WRITE)
     invitation = await session.scalar(
         select(Invitation)
-        .where(Invitation.id == invitation_id, Invitation.org_id == org_id)
+        .where(Invitation.id == invitation_id, owned_by(Invitation, org_id))
         .with_for_update()
     )
     if invitation is None:
@@ -467,7 +468,7 @@ async def join(session: AsyncSession, user: User, invitation: Invitation) -> Mem
 
 
 async def _team(session: AsyncSession, actor: Actor, team_id: uuid.UUID, *, lock: bool = False) -> Team:
-    query = select(Team).where(Team.id == team_id, Team.org_id == actor.org)
+    query = select(Team).where(Team.id == team_id, owned_by(Team, actor.org))
     team = await session.scalar(query.with_for_update() if lock else query)
     if team is None:
         raise NotFound("no such team")
@@ -483,7 +484,7 @@ async def get_team(session: AsyncSession, actor: Actor, team_id: uuid.UUID) -> T
 async def _unique_team_name(
     session: AsyncSession, org_id: uuid.UUID, name: str, other_than: uuid.UUID | None
 ) -> None:
-    found = await session.scalar(select(Team.id).where(Team.org_id == org_id, Team.name == name))
+    found = await session.scalar(select(Team.id).where(owned_by(Team, org_id), Team.name == name))
     if found is not None and found != other_than:
         raise Conflict(f"a team named {name!r} exists", errors=[{"field": "name", "message": "taken"}])
 
@@ -576,7 +577,7 @@ def audit_query(
     since: datetime | None,
     until: datetime | None,
 ) -> Any:
-    query = select(AuditEntry).where(AuditEntry.org_id == org_id)
+    query = scoped(AuditEntry, org_id)
     if actor_id is not None:
         query = query.where(AuditEntry.actor_id == actor_id)
     if action is not None:

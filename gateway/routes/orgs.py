@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import select
 
 from coder.gateway import roles, service
 from coder.gateway.deps import ActorDep, GatewayDep
@@ -34,6 +33,7 @@ from coder.gateway.schemas import (
 from coder.shared.db import SessionDep
 from coder.shared.errors import Unauthorized, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.repository import scoped
 from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
@@ -143,7 +143,7 @@ async def list_invitations(
     """Invitations of the organization, newest first (admins)."""
     actor.in_org(org_id)
     actor.require(roles.INVITATIONS_WRITE)
-    query = select(Invitation).where(Invitation.org_id == org_id)
+    query = scoped(Invitation, org_id)
     rows = await paginate(session, query, (Invitation.created_at, Invitation.id), params, descending=True)
     return rows.page(InvitationRead.model_validate)
 

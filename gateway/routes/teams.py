@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response, status
-from sqlalchemy import select
 
 from coder.gateway import roles, service
 from coder.gateway.deps import ActorDep
@@ -14,6 +13,7 @@ from coder.gateway.schemas import TeamCreate, TeamMemberRead, TeamRead, TeamUpda
 from coder.shared.db import SessionDep
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.repository import scoped
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/teams", tags=["teams"])
 async def list_teams(session: SessionDep, actor: ActorDep, params: PageDep) -> Page[TeamRead]:
     """The organization's teams by name (like every team read, needs `gateway:members.read`)."""
     actor.require(roles.MEMBERS_READ)
-    rows = await paginate(session, select(Team).where(Team.org_id == actor.org), (Team.name, Team.id), params)
+    rows = await paginate(session, scoped(Team, actor.org), (Team.name, Team.id), params)
     return rows.page(TeamRead.model_validate)
 
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from sqlalchemy import select
 
 from coder.services.secrets import service
 from coder.services.secrets.config import SecretsSettings
@@ -31,6 +30,7 @@ from coder.shared.db import SessionDep
 from coder.shared.deps import settings_of
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.repository import scoped
 
 router = APIRouter(prefix="/v1", tags=["secrets"])
 
@@ -201,7 +201,7 @@ async def read_audit(
     action: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Page[AuditEntryRead]:
     """The audit trail of this organization's secrets, newest first."""
-    query = select(AuditEntry).where(AuditEntry.org_id == principal.org_id)
+    query = scoped(AuditEntry, principal.org_id)
     for column, value in ((AuditEntry.path, path), (AuditEntry.actor, actor), (AuditEntry.action, action)):
         if value is not None:
             query = query.where(column == value)

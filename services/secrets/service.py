@@ -24,6 +24,7 @@ from coder.services.secrets.schemas import (
 )
 from coder.shared import context
 from coder.shared.errors import Conflict, InvalidField, NotFound, Problem
+from coder.shared.repository import owned_by, scoped
 
 
 class SecretsProblem(Problem):
@@ -75,9 +76,8 @@ async def _audit(
 
 async def _find(session: AsyncSession, where: Location, *, lock: bool = False) -> Secret | None:
     query = (
-        select(Secret)
+        scoped(Secret, where.org_id)
         .where(
-            Secret.org_id == where.org_id,
             Secret.project == where.project,
             Secret.environment == where.environment,
             Secret.path == where.path,
@@ -298,7 +298,7 @@ async def rewrap(session: AsyncSession, keyring: Keyring, org_id: str, actor: st
                     select(SecretVersion)
                     .join(Secret)
                     .where(
-                        Secret.org_id == org_id,
+                        owned_by(Secret, org_id),
                         SecretVersion.key_id.is_not(None),
                         SecretVersion.key_id != keyring.active,
                     )
@@ -340,7 +340,7 @@ async def rewrap(session: AsyncSession, keyring: Keyring, org_id: str, actor: st
 
 
 def paths_query(org_id: str, project: str | None, environment: str | None, prefix: str) -> Any:
-    query = select(Secret).where(Secret.org_id == org_id)
+    query = scoped(Secret, org_id)
     if project is not None:
         query = query.where(Secret.project == project)
     if environment is not None:

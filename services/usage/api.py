@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import AwareDatetime, Field
-from sqlalchemy import select
 
-from coder.services.usage import service
+from coder.services.usage import budgets, meters, reservations
 from coder.services.usage.models import Budget, Meter
 from coder.services.usage.schemas import (
     BudgetCreate,
@@ -34,6 +33,7 @@ from coder.shared.db import SessionDep
 from coder.shared.deps import CacheDep
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.repository import scoped
 from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/v1", tags=["usage"])
@@ -54,7 +54,7 @@ async def ingest_events(
     """Ingest up to 1000 usage events (CloudEvents, any `type`) for the caller's organization. An event
     already stored under the same `source` and `id` (or repeated in the batch) counts as a duplicate and
     is not stored again, so retrying a batch is safe."""
-    return await service.ingest(session, principal.org_id, events)
+    return await meters.ingest(session, principal.org_id, events)
 
 
 # --- meters ---
@@ -73,7 +73,7 @@ async def create_meter(
 ) -> MeterRead:
     """Define a meter: an aggregation (`sum`, `count`, `max`, `unique_count`) of `value_property` over
     the events of one type, with the dimensions queries may group by."""
-    return MeterRead.model_validate(await service.create_meter(session, principal.org_id, body))
+    return MeterRead.model_validate(await meters.create_meter(session, principal.org_id, body))
 
 
 @router.get("/meters", response_model=Page[MeterRead])
@@ -83,9 +83,7 @@ async def list_meters(
     params: PageDep,
 ) -> Page[MeterRead]:
     """The organization's meters, by slug."""
-    rows = await paginate(
-        session, select(Meter).where(Meter.org_id == principal.org_id), (Meter.slug,), params
-    )
+    rows = await paginate(session, scoped(Meter, principal.org_id), (Meter.slug,), params)
     return rows.page(MeterRead.model_validate)
 
 
@@ -96,7 +94,7 @@ async def read_meter(
     principal: Annotated[Principal, require("usage:read")],
 ) -> MeterRead:
     """One meter's definition."""
-    return MeterRead.model_validate(await service.get_meter(session, principal.org_id, slug))
+    return MeterRead.model_validate(await meters.get_meter(session, principal.org_id, slug))
 
 
 @router.delete("/meters/{slug}", status_code=status.HTTP_204_NO_CONTENT)
@@ -106,7 +104,7 @@ async def delete_meter(
     principal: Annotated[Principal, require("usage:admin")],
 ) -> Response:
     """Remove a meter. The events it aggregated stay."""
-    await service.delete_meter(session, principal.org_id, slug)
+    await meters.delete_meter(session, principal.org_id, slug)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -142,7 +140,7 @@ async def query_meter(
         Dimension.MODEL: model,
         Dimension.FEATURE: feature,
     }
-    return await service.query_meter(
+    return await meters.query_meter(
         session,
         principal.org_id,
         slug,
@@ -167,8 +165,8 @@ async def create_budget(
 ) -> BudgetRead:
     """Limit the spend (`cost_usd` or `tokens`) of the organization, a team, a user or an API key per
     day, per month (UTC) or in total. Reservations must fit in every budget that covers them."""
-    budget = await service.create_budget(session, principal.org_id, body)
-    return (await service.budget_reads(session, cache, [budget]))[0]
+    budget = await budgets.create_budget(session, principal.org_id, body)
+    return (await budgets.budget_reads(session, cache, [budget]))[0]
 
 
 @router.get("/budgets", response_model=Page[BudgetRead])
@@ -182,13 +180,13 @@ async def list_budgets(
     metric: Metric | None = None,
 ) -> Page[BudgetRead]:
     """The organization's budgets with their current spend and holds, oldest first."""
-    query = select(Budget).where(Budget.org_id == principal.org_id)
+    query = scoped(Budget, principal.org_id)
     for column, value in ((Budget.scope, scope), (Budget.scope_id, scope_id), (Budget.metric, metric)):
         if value is not None:
             query = query.where(column == value)
     rows = await paginate(session, query, (Budget.created_at, Budget.id), params)
     return Page[BudgetRead](
-        items=await service.budget_reads(session, cache, rows.items), next_cursor=rows.next_cursor
+        items=await budgets.budget_reads(session, cache, rows.items), next_cursor=rows.next_cursor
     )
 
 
@@ -200,8 +198,8 @@ async def read_budget(
     principal: Annotated[Principal, require("usage:read")],
 ) -> BudgetRead:
     """A budget with the current period's settled spend and the amount held by active reservations."""
-    budget = await service.get_budget(session, principal.org_id, budget_id)
-    return (await service.budget_reads(session, cache, [budget]))[0]
+    budget = await budgets.get_budget(session, principal.org_id, budget_id)
+    return (await budgets.budget_reads(session, cache, [budget]))[0]
 
 
 @router.patch("/budgets/{budget_id}", response_model=BudgetRead)
@@ -213,8 +211,8 @@ async def update_budget(
     principal: Annotated[Principal, require("usage:admin")],
 ) -> BudgetRead:
     """Rename a budget or change its limit; the next reservation is checked against the new limit."""
-    budget = await service.update_budget(session, principal.org_id, budget_id, body)
-    return (await service.budget_reads(session, cache, [budget]))[0]
+    budget = await budgets.update_budget(session, principal.org_id, budget_id, body)
+    return (await budgets.budget_reads(session, cache, [budget]))[0]
 
 
 @router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -224,7 +222,7 @@ async def delete_budget(
     principal: Annotated[Principal, require("usage:admin")],
 ) -> Response:
     """Remove a budget and its spend history."""
-    await service.delete_budget(session, principal.org_id, budget_id)
+    await budgets.delete_budget(session, principal.org_id, budget_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -251,7 +249,7 @@ async def create_reservation(
     """Hold `amount` against every budget that covers this spend (the org's, the team's, the user's,
     the API key's), atomically across replicas: either all have room, or nothing is held and the answer
     is 402 naming the budget that would be exceeded. Settle or release it; it lapses after `ttl_seconds`."""
-    return await service.reserve(session, cache, principal.org_id, body)
+    return await reservations.reserve(session, cache, principal.org_id, body)
 
 
 @router.get("/reservations/{reservation_id}", response_model=ReservationRead)
@@ -261,7 +259,9 @@ async def read_reservation(
     principal: Annotated[Principal, require("usage:reserve")],
 ) -> ReservationRead:
     """A reservation and its state (`expired` once its hold has lapsed without settle or release)."""
-    return service.reservation_read(await service.get_reservation(session, principal.org_id, reservation_id))
+    return reservations.reservation_read(
+        await reservations.get_reservation(session, principal.org_id, reservation_id)
+    )
 
 
 @router.post(
@@ -278,7 +278,7 @@ async def settle_reservation(
 ) -> ReservationRead:
     """Release the hold and record `actual` as spend against the budgets that cover it. Settling a
     settled reservation returns the first result and adds nothing; an expired one is still recorded."""
-    return await service.settle(session, cache, principal.org_id, reservation_id, body.actual)
+    return await reservations.settle(session, cache, principal.org_id, reservation_id, body.actual)
 
 
 @router.delete(
@@ -293,5 +293,5 @@ async def release_reservation(
     principal: Annotated[Principal, require("usage:reserve")],
 ) -> Response:
     """Give the held amount back without spending it (the request was not made)."""
-    await service.release(session, cache, principal.org_id, reservation_id)
+    await reservations.release(session, cache, principal.org_id, reservation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,288 +1,231 @@
-"""Budget holds and spend counters in Redis, changed only by Lua scripts: checking every budget that
-applies and holding the amount against all of them is one atomic step, however many replicas run.
-
-Keys, all under the org's hash tag (one cluster slot, so one script may touch all of an org's budgets):
-  usage:{<org>}:budget:<id>:spent:<period start>  units spent in the period; a cache of the Postgres ledger
-  usage:{<org>}:budget:<id>:holds                 hash: reservation id -> units held, `_total` -> their sum
-  usage:{<org>}:budget:<id>:expiry                sorted set: reservation id -> expiry (ms, Redis's clock)
-Every key has a TTL. Amounts are integer units (micro-dollars, tokens) because Lua numbers are doubles.
+"""Budgets and their spend. Postgres (`usage_budget_spend`) is the ledger; Redis holds the active
+reservations and a cache of the ledger's totals (holds.py), so a check never waits on Postgres locks.
+Every function only flushes; the caller commits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
-
-from coder.services.usage.schemas import Metric
-
-if TYPE_CHECKING:
-    pass
-
-UNITS = {Metric.COST_USD: Decimal(1_000_000), Metric.TOKENS: Decimal(1)}
-MAX_UNITS = 2**53  # the largest integer a Lua number holds exactly
-# A counter that ran ahead of the ledger (a settle whose commit then failed) is corrected this soon.
-SPENT_TTL_SECONDS = 3600
-HOLD_TTL_MARGIN_SECONDS = 60
-
-
-def to_units(metric: Metric, amount: Decimal) -> int:
-    return int((amount * UNITS[metric]).to_integral_value(ROUND_HALF_UP))
-
-
-def from_units(metric: Metric, units: int) -> Decimal:
-    return Decimal(units) / UNITS[metric]
-
-
-@dataclass(frozen=True)
-class BudgetKeys:
-    org_id: str
-    budget_id: uuid.UUID
-
-    @property
-    def _base(self) -> str:
-        return f"usage:{{{self.org_id}}}:budget:{self.budget_id}"
-
-    def spent(self, period_start: datetime) -> str:
-        return f"{self._base}:spent:{int(period_start.timestamp())}"
-
-    @property
-    def holds(self) -> str:
-        return f"{self._base}:holds"
-
-    @property
-    def expiry(self) -> str:
-        return f"{self._base}:expiry"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One budget a reservation must fit in."""
-
-    keys: BudgetKeys
-    period_start: datetime
-    limit: int
-
-
-@dataclass(frozen=True)
-class Charge:
-    """Spend added to one budget: `total` is the ledger's value for the period including it."""
-
-    keys: BudgetKeys
-    period_start: datetime
-    units: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Held:
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Refused:
-    index: int  # which of the budgets passed in
-    spent: int
-    reserved: int
-
-
-# Drops the holds whose expiry has passed; `now` is Redis's own clock, the same for every replica.
-_PURGE = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
-end
-local function purge(holds, expiry, now)
-  now = string.format('%d', now)
-  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
-  for _, id in ipairs(gone) do
-    local held = redis.call('HGET', holds, id)
-    if held then
-      redis.call('HDEL', holds, id)
-      redis.call('HINCRBY', holds, '_total', string.format('%d', -tonumber(held)))
-    end
-  end
-  if #gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', expiry, '-inf', now)
-  end
-end
-"""
-
-# KEYS: spent, holds, expiry per budget.
-# ARGV: reservation id, amount, ttl ms, hold ttl s, spent ttl s, then per budget: limit, seed ('' = unknown).
-# Returns {'seed', i...} when spent counters are missing and unseeded (nothing changed),
-# {'refused', i, spent, reserved} for the first budget the amount would overrun (nothing changed),
-# or {'ok', expires ms} once the amount is held against every budget.
-_RESERVE = (
-    _PURGE
-    + """
-local rid, amount, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local hold_ttl, spent_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = #KEYS / 3
-local missing = {'seed'}
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[3 * i - 2]) == 0 then
-    local seed = ARGV[5 + 2 * i]
-    if seed == '' then
-      missing[#missing + 1] = i
-    else
-      redis.call('SET', KEYS[3 * i - 2], seed, 'EX', spent_ttl)
-    end
-  end
-end
-if #missing > 1 then
-  return missing
-end
-local now = now_ms()
-for i = 1, n do
-  local holds = KEYS[3 * i - 1]
-  purge(holds, KEYS[3 * i], now)
-  local spent = tonumber(redis.call('GET', KEYS[3 * i - 2]))
-  local reserved = tonumber(redis.call('HGET', holds, '_total') or '0')
-  if spent + reserved + amount > tonumber(ARGV[4 + 2 * i]) then
-    return {'refused', i, string.format('%d', spent), string.format('%d', reserved)}
-  end
-end
-local expires = now + ttl_ms
-for i = 1, n do
-  local holds, expiry = KEYS[3 * i - 1], KEYS[3 * i]
-  redis.call('HSET', holds, rid, ARGV[2])
-  redis.call('HINCRBY', holds, '_total', ARGV[2])
-  redis.call('ZADD', expiry, string.format('%d', expires), rid)
-  -- Both keys share one TTL, never shorter than a hold they carry.
-  local ttl = math.max(redis.call('TTL', holds), hold_ttl)
-  redis.call('EXPIRE', holds, ttl)
-  redis.call('EXPIRE', expiry, ttl)
-end
-return {'ok', string.format('%d', expires)}
-"""
+from sqlalchemy import (
+    and_,
+    func,
+    or_,
+    select,
 )
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-# KEYS: holds, expiry per budget to release, then spent per budget to charge.
-# ARGV: reservation id, number of budgets to release, spent ttl s, then per charge: units, seed.
-# A missing counter is set to the seed: the ledger's value including this charge, read in the
-# charging transaction, so a counter is never rebuilt without it.
-_SETTLE = """
-local rid, released, spent_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 1, released do
-  local holds = KEYS[2 * i - 1]
-  local held = redis.call('HGET', holds, rid)
-  if held then
-    redis.call('HDEL', holds, rid)
-    redis.call('HINCRBY', holds, '_total', string.format('%d', -tonumber(held)))
-  end
-  redis.call('ZREM', KEYS[2 * i], rid)
-end
-for j = 1, #KEYS - 2 * released do
-  local spent = KEYS[2 * released + j]
-  if redis.call('EXISTS', spent) == 1 then
-    redis.call('INCRBY', spent, ARGV[2 + 2 * j])
-  else
-    redis.call('SET', spent, ARGV[3 + 2 * j], 'EX', spent_ttl)
-  end
-end
-return 'ok'
-"""
-
-# KEYS: holds, expiry per budget. Returns the units still held against each.
-_RESERVED = (
-    _PURGE
-    + """
-local now = now_ms()
-local totals = {}
-for i = 1, #KEYS / 2 do
-  purge(KEYS[2 * i - 1], KEYS[2 * i], now)
-  totals[i] = redis.call('HGET', KEYS[2 * i - 1], '_total') or '0'
-end
-return totals
-"""
+from coder.services.usage import holds
+from coder.services.usage.holds import BudgetKeys, Charge, from_units, to_units
+from coder.services.usage.models import Budget, BudgetSpend
+from coder.services.usage.schemas import (
+    BudgetCreate,
+    BudgetRead,
+    BudgetUpdate,
+    Metric,
+    Period,
+    Scope,
 )
+from coder.shared.errors import InvalidField
+from coder.shared.repository import OrgScoped, scoped
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICRO = Decimal("0.000001")
 
 
-class _Script:
-    """A Lua script run by its SHA1, loaded on first use (and again after a server restart)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(self, cache: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            return await cache.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await cache.eval(self.source, len(keys), *keys, *args)
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
-_reserve = _Script(_RESERVE)
-_settle = _Script(_SETTLE)
-_reserved = _Script(_RESERVED)
-
-SeedLoader = Callable[[Sequence[int]], Awaitable[Sequence[int]]]
+# --- budgets ---
 
 
-async def reserve(
-    cache: Redis,
-    reservation_id: uuid.UUID,
-    checks: Sequence[Check],
-    amount: int,
-    ttl_seconds: int,
-    load_spent: SeedLoader,
-) -> Held | Refused:
-    """Hold `amount` against every budget, or against none if any would overrun its limit.
-
-    `load_spent(indexes)` reads the ledger for budgets whose counter Redis does not have."""
-    seeds = [""] * len(checks)
-    keys = [key for c in checks for key in (c.keys.spent(c.period_start), c.keys.holds, c.keys.expiry)]
-    # A counter can vanish between two calls (TTL, flush): each round seeds whatever is missing.
-    for _ in range(3):
-        tail = [str(v) for c, seed in zip(checks, seeds, strict=True) for v in (c.limit, seed)]
-        reply = await _reserve(
-            cache,
-            keys,
-            [
-                str(reservation_id),
-                amount,
-                ttl_seconds * 1000,
-                ttl_seconds + HOLD_TTL_MARGIN_SECONDS,
-                SPENT_TTL_SECONDS,
-                *tail,
-            ],
-        )
-        match reply[0]:
-            case "ok":
-                return Held(datetime.fromtimestamp(int(reply[1]) / 1000, UTC))
-            case "refused":
-                return Refused(int(reply[1]) - 1, int(reply[2]), int(reply[3]))
-            case _:
-                missing = [int(i) - 1 for i in reply[1:]]
-                for index, spent in zip(missing, await load_spent(missing), strict=True):
-                    seeds[index] = str(spent)
-    raise RuntimeError("budget counters kept disappearing from Redis")
+def period_bounds(period: Period, now: datetime) -> tuple[datetime, datetime | None]:
+    """The current period in UTC: [start, end); a total budget has one period that never ends."""
+    if period is Period.TOTAL:
+        return EPOCH, None
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period is Period.DAY:
+        return day, day + timedelta(days=1)
+    month = day.replace(day=1)
+    return month, (month + timedelta(days=32)).replace(day=1)
 
 
-async def settle(
-    cache: Redis, reservation_id: uuid.UUID | None, release: Sequence[BudgetKeys], charges: Sequence[Charge]
-) -> None:
-    """Drop the reservation's holds on `release` and add the charges to the spent counters, in one
-    atomic step: no check ever sees the amount both held and spent, or neither."""
-    if not release and not charges:
-        return
-    keys = [key for b in release for key in (b.holds, b.expiry)]
-    keys += [c.keys.spent(c.period_start) for c in charges]
-    tail = [str(v) for c in charges for v in (c.units, c.total)]
-    await _settle(cache, keys, [str(reservation_id or ""), len(release), SPENT_TTL_SECONDS, *tail])
+def checked_units(metric: Metric, amount: Decimal, field: str) -> int:
+    if metric is Metric.TOKENS and amount != amount.to_integral_value():
+        raise InvalidField(field, "tokens are counted in whole numbers")
+    units = to_units(metric, amount)
+    if units > holds.MAX_UNITS:
+        raise InvalidField(field, f"at most {from_units(metric, holds.MAX_UNITS)} for {metric.value}")
+    return units
 
 
-async def reserved(cache: Redis, budgets: Sequence[BudgetKeys]) -> list[int]:
-    """Units currently held against each budget (expired holds dropped first)."""
-    if not budgets:
+def keys_of(budget: Budget) -> BudgetKeys:
+    return BudgetKeys(budget.org_id, budget.id)
+
+
+async def ledger(session: AsyncSession, wanted: Sequence[tuple[uuid.UUID, datetime]]) -> list[Decimal]:
+    """The ledger's spend of each (budget, period start); 0 where nothing was spent yet."""
+    if not wanted:
         return []
-    keys = [key for b in budgets for key in (b.holds, b.expiry)]
-    return [int(v) for v in await _reserved(cache, keys, [])]
+    rows = (
+        await session.execute(
+            select(BudgetSpend.budget_id, BudgetSpend.period_start, BudgetSpend.spent).where(
+                BudgetSpend.budget_id.in_({b for b, _ in wanted}),
+                BudgetSpend.period_start.in_({p for _, p in wanted}),
+            )
+        )
+    ).all()
+    spent = {(row.budget_id, row.period_start): row.spent for row in rows}
+    return [spent.get(key, Decimal(0)) for key in wanted]
+
+
+async def budget_reads(session: AsyncSession, cache: Redis, budgets: Sequence[Budget]) -> list[BudgetRead]:
+    """Budgets with the current period's settled spend (ledger) and active holds (Redis)."""
+    now = _now()
+    periods = [period_bounds(Period(b.period), now) for b in budgets]
+    spent = await ledger(session, [(b.id, start) for b, (start, _) in zip(budgets, periods, strict=True)])
+    held = await holds.reserved(cache, [keys_of(b) for b in budgets])
+    reads = []
+    for budget, (start, end), spent_now, held_units in zip(budgets, periods, spent, held, strict=True):
+        reserved = from_units(Metric(budget.metric), held_units)
+        reads.append(
+            BudgetRead(
+                id=budget.id,
+                name=budget.name,
+                scope=Scope(budget.scope),
+                scope_id=budget.scope_id,
+                metric=Metric(budget.metric),
+                limit=budget.limit,
+                period=Period(budget.period),
+                period_start=start,
+                period_end=end,
+                spent=spent_now,
+                reserved=reserved,
+                remaining=max(Decimal(0), budget.limit - spent_now - reserved),
+                created_at=budget.created_at,
+                updated_at=budget.updated_at,
+            )
+        )
+    return reads
+
+
+async def create_budget(session: AsyncSession, org_id: str, body: BudgetCreate) -> Budget:
+    if body.scope is Scope.ORG and body.scope_id is not None:
+        raise InvalidField("scope_id", "an org budget applies to the whole organization: leave it null")
+    if body.scope is not Scope.ORG and body.scope_id is None:
+        raise InvalidField("scope_id", f"required for scope {body.scope.value}")
+    checked_units(body.metric, body.limit, "limit")
+    budget = Budget(
+        org_id=org_id,
+        name=body.name,
+        scope=body.scope.value,
+        scope_id=body.scope_id,
+        metric=body.metric.value,
+        limit=body.limit,
+        period=body.period.value,
+    )
+    session.add(budget)
+    await session.flush()
+    await session.refresh(budget)
+    return budget
+
+
+def _budgets(session: AsyncSession, org_id: str) -> OrgScoped[Budget]:
+    return OrgScoped(Budget, session, org_id, "budget")
+
+
+async def get_budget(
+    session: AsyncSession, org_id: str, budget_id: uuid.UUID, *, lock: bool = False
+) -> Budget:
+    return await _budgets(session, org_id).get(budget_id, Budget.id == budget_id, lock=lock)
+
+
+async def update_budget(
+    session: AsyncSession, org_id: str, budget_id: uuid.UUID, body: BudgetUpdate
+) -> Budget:
+    budget = await get_budget(session, org_id, budget_id, lock=True)
+    if body.name is not None:
+        budget.name = body.name
+    if body.limit is not None:
+        checked_units(Metric(budget.metric), body.limit, "limit")
+        budget.limit = body.limit
+    await session.flush()
+    await session.refresh(budget)
+    return budget
+
+
+async def delete_budget(session: AsyncSession, org_id: str, budget_id: uuid.UUID) -> None:
+    # Its Redis keys are left to their TTLs; nothing reads them once the budget is gone.
+    await _budgets(session, org_id).delete(budget_id, Budget.id == budget_id)
+
+
+async def applicable(
+    session: AsyncSession,
+    org_id: str,
+    metric: Metric,
+    user_id: str | None,
+    team_id: str | None,
+    api_key_id: str | None,
+) -> list[Budget]:
+    """The org's budgets of `metric` covering this spend: the org's own, the team's, the user's, the key's."""
+    covers = [Budget.scope == Scope.ORG.value]
+    for scope, scope_id in ((Scope.TEAM, team_id), (Scope.USER, user_id), (Scope.API_KEY, api_key_id)):
+        if scope_id is not None:
+            covers.append(and_(Budget.scope == scope.value, Budget.scope_id == scope_id))
+    # Sorted by id: every transaction upserts spend rows in one order, so two never deadlock.
+    return list(
+        (
+            await session.execute(
+                scoped(Budget, org_id).where(Budget.metric == metric.value, or_(*covers)).order_by(Budget.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def charge_ledger(
+    session: AsyncSession, metric: Metric, budgets: Sequence[Budget], amount: Decimal, now: datetime
+) -> list[Charge]:
+    """Add `amount` to each budget's spend for the current period; returns the charges for Redis."""
+    if amount == 0 or not budgets:
+        return []
+    values = [
+        {"budget_id": b.id, "period_start": period_bounds(Period(b.period), now)[0], "spent": amount}
+        for b in budgets
+    ]
+    upsert = insert(BudgetSpend).values(values)
+    statement = upsert.on_conflict_do_update(
+        index_elements=["budget_id", "period_start"],
+        set_={"spent": BudgetSpend.spent + upsert.excluded.spent, "updated_at": func.now()},
+    ).returning(BudgetSpend.budget_id, BudgetSpend.period_start, BudgetSpend.spent)
+    totals = {row.budget_id: (row.period_start, row.spent) for row in await session.execute(statement)}
+    units = to_units(metric, amount)
+    return [Charge(keys_of(b), totals[b.id][0], units, to_units(metric, totals[b.id][1])) for b in budgets]
+
+
+def exact(metric: Metric, amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal(1) if metric is Metric.TOKENS else MICRO, ROUND_HALF_UP)
+
+
+async def charge(
+    session: AsyncSession,
+    cache: Redis,
+    org_id: str,
+    metric: Metric,
+    amount: Decimal,
+    *,
+    user_id: str | None,
+    team_id: str | None,
+    api_key_id: str | None,
+) -> None:
+    """Spend that was never reserved: it counts against every budget that covers it."""
+    budgets = await applicable(session, org_id, metric, user_id, team_id, api_key_id)
+    charges = await charge_ledger(session, metric, budgets, exact(metric, amount), _now())
+    await holds.settle(cache, None, [], charges)

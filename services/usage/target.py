@@ -1,7 +1,7 @@
 from coder.services.usage.api import router
 from coder.services.usage.descriptor import descriptor
+from coder.services.usage.handlers import on_ai_request_completed
 from coder.services.usage.models import Base, events
-from coder.services.usage.service import on_ai_request_completed
 from coder.shared.target import Target
 
 target = Target(

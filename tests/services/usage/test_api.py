@@ -436,12 +436,12 @@ async def test_bad_input_is_a_problem_naming_the_field(
 async def test_a_zone_only_python_knows_is_named_not_a_500(
     platform: Platform, signer: TestSigner, org: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coder.services.usage import service
+    from coder.services.usage import meters
 
     h = signer.headers(org)
     await ingest(platform, h, sample())
     meter = await create_meter(platform, h)
-    monkeypatch.setattr(service, "_time_zone", lambda name: SimpleNamespace(key="Nowhere/Atlantis"))
+    monkeypatch.setattr(meters, "_time_zone", lambda name: SimpleNamespace(key="Nowhere/Atlantis"))
     response = await query(
         platform, h, meter["slug"], **{"from": DAY1}, window_size="DAY", window_time_zone="Nowhere/Atlantis"
     )

@@ -1,0 +1,288 @@
+"""Budget holds and spend counters in Redis, changed only by Lua scripts: checking every budget that
+applies and holding the amount against all of them is one atomic step, however many replicas run.
+
+Keys, all under the org's hash tag (one cluster slot, so one script may touch all of an org's budgets):
+  usage:{<org>}:budget:<id>:spent:<period start>  units spent in the period; a cache of the Postgres ledger
+  usage:{<org>}:budget:<id>:holds                 hash: reservation id -> units held, `_total` -> their sum
+  usage:{<org>}:budget:<id>:expiry                sorted set: reservation id -> expiry (ms, Redis's clock)
+Every key has a TTL. Amounts are integer units (micro-dollars, tokens) because Lua numbers are doubles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from coder.services.usage.schemas import Metric
+
+if TYPE_CHECKING:
+    pass
+
+UNITS = {Metric.COST_USD: Decimal(1_000_000), Metric.TOKENS: Decimal(1)}
+MAX_UNITS = 2**53  # the largest integer a Lua number holds exactly
+# A counter that ran ahead of the ledger (a settle whose commit then failed) is corrected this soon.
+SPENT_TTL_SECONDS = 3600
+HOLD_TTL_MARGIN_SECONDS = 60
+
+
+def to_units(metric: Metric, amount: Decimal) -> int:
+    return int((amount * UNITS[metric]).to_integral_value(ROUND_HALF_UP))
+
+
+def from_units(metric: Metric, units: int) -> Decimal:
+    return Decimal(units) / UNITS[metric]
+
+
+@dataclass(frozen=True)
+class BudgetKeys:
+    org_id: str
+    budget_id: uuid.UUID
+
+    @property
+    def _base(self) -> str:
+        return f"usage:{{{self.org_id}}}:budget:{self.budget_id}"
+
+    def spent(self, period_start: datetime) -> str:
+        return f"{self._base}:spent:{int(period_start.timestamp())}"
+
+    @property
+    def holds(self) -> str:
+        return f"{self._base}:holds"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self._base}:expiry"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One budget a reservation must fit in."""
+
+    keys: BudgetKeys
+    period_start: datetime
+    limit: int
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Spend added to one budget: `total` is the ledger's value for the period including it."""
+
+    keys: BudgetKeys
+    period_start: datetime
+    units: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Held:
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Refused:
+    index: int  # which of the budgets passed in
+    spent: int
+    reserved: int
+
+
+# Drops the holds whose expiry has passed; `now` is Redis's own clock, the same for every replica.
+_PURGE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+local function purge(holds, expiry, now)
+  now = string.format('%d', now)
+  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
+  for _, id in ipairs(gone) do
+    local held = redis.call('HGET', holds, id)
+    if held then
+      redis.call('HDEL', holds, id)
+      redis.call('HINCRBY', holds, '_total', string.format('%d', -tonumber(held)))
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', expiry, '-inf', now)
+  end
+end
+"""
+
+# KEYS: spent, holds, expiry per budget.
+# ARGV: reservation id, amount, ttl ms, hold ttl s, spent ttl s, then per budget: limit, seed ('' = unknown).
+# Returns {'seed', i...} when spent counters are missing and unseeded (nothing changed),
+# {'refused', i, spent, reserved} for the first budget the amount would overrun (nothing changed),
+# or {'ok', expires ms} once the amount is held against every budget.
+_RESERVE = (
+    _PURGE
+    + """
+local rid, amount, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold_ttl, spent_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local n = #KEYS / 3
+local missing = {'seed'}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[3 * i - 2]) == 0 then
+    local seed = ARGV[5 + 2 * i]
+    if seed == '' then
+      missing[#missing + 1] = i
+    else
+      redis.call('SET', KEYS[3 * i - 2], seed, 'EX', spent_ttl)
+    end
+  end
+end
+if #missing > 1 then
+  return missing
+end
+local now = now_ms()
+for i = 1, n do
+  local holds = KEYS[3 * i - 1]
+  purge(holds, KEYS[3 * i], now)
+  local spent = tonumber(redis.call('GET', KEYS[3 * i - 2]))
+  local reserved = tonumber(redis.call('HGET', holds, '_total') or '0')
+  if spent + reserved + amount > tonumber(ARGV[4 + 2 * i]) then
+    return {'refused', i, string.format('%d', spent), string.format('%d', reserved)}
+  end
+end
+local expires = now + ttl_ms
+for i = 1, n do
+  local holds, expiry = KEYS[3 * i - 1], KEYS[3 * i]
+  redis.call('HSET', holds, rid, ARGV[2])
+  redis.call('HINCRBY', holds, '_total', ARGV[2])
+  redis.call('ZADD', expiry, string.format('%d', expires), rid)
+  -- Both keys share one TTL, never shorter than a hold they carry.
+  local ttl = math.max(redis.call('TTL', holds), hold_ttl)
+  redis.call('EXPIRE', holds, ttl)
+  redis.call('EXPIRE', expiry, ttl)
+end
+return {'ok', string.format('%d', expires)}
+"""
+)
+
+# KEYS: holds, expiry per budget to release, then spent per budget to charge.
+# ARGV: reservation id, number of budgets to release, spent ttl s, then per charge: units, seed.
+# A missing counter is set to the seed: the ledger's value including this charge, read in the
+# charging transaction, so a counter is never rebuilt without it.
+_SETTLE = """
+local rid, released, spent_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, released do
+  local holds = KEYS[2 * i - 1]
+  local held = redis.call('HGET', holds, rid)
+  if held then
+    redis.call('HDEL', holds, rid)
+    redis.call('HINCRBY', holds, '_total', string.format('%d', -tonumber(held)))
+  end
+  redis.call('ZREM', KEYS[2 * i], rid)
+end
+for j = 1, #KEYS - 2 * released do
+  local spent = KEYS[2 * released + j]
+  if redis.call('EXISTS', spent) == 1 then
+    redis.call('INCRBY', spent, ARGV[2 + 2 * j])
+  else
+    redis.call('SET', spent, ARGV[3 + 2 * j], 'EX', spent_ttl)
+  end
+end
+return 'ok'
+"""
+
+# KEYS: holds, expiry per budget. Returns the units still held against each.
+_RESERVED = (
+    _PURGE
+    + """
+local now = now_ms()
+local totals = {}
+for i = 1, #KEYS / 2 do
+  purge(KEYS[2 * i - 1], KEYS[2 * i], now)
+  totals[i] = redis.call('HGET', KEYS[2 * i - 1], '_total') or '0'
+end
+return totals
+"""
+)
+
+
+class _Script:
+    """A Lua script run by its SHA1, loaded on first use (and again after a server restart)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, cache: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await cache.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await cache.eval(self.source, len(keys), *keys, *args)
+
+
+_reserve = _Script(_RESERVE)
+_settle = _Script(_SETTLE)
+_reserved = _Script(_RESERVED)
+
+SeedLoader = Callable[[Sequence[int]], Awaitable[Sequence[int]]]
+
+
+async def reserve(
+    cache: Redis,
+    reservation_id: uuid.UUID,
+    checks: Sequence[Check],
+    amount: int,
+    ttl_seconds: int,
+    load_spent: SeedLoader,
+) -> Held | Refused:
+    """Hold `amount` against every budget, or against none if any would overrun its limit.
+
+    `load_spent(indexes)` reads the ledger for budgets whose counter Redis does not have."""
+    seeds = [""] * len(checks)
+    keys = [key for c in checks for key in (c.keys.spent(c.period_start), c.keys.holds, c.keys.expiry)]
+    # A counter can vanish between two calls (TTL, flush): each round seeds whatever is missing.
+    for _ in range(3):
+        tail = [str(v) for c, seed in zip(checks, seeds, strict=True) for v in (c.limit, seed)]
+        reply = await _reserve(
+            cache,
+            keys,
+            [
+                str(reservation_id),
+                amount,
+                ttl_seconds * 1000,
+                ttl_seconds + HOLD_TTL_MARGIN_SECONDS,
+                SPENT_TTL_SECONDS,
+                *tail,
+            ],
+        )
+        match reply[0]:
+            case "ok":
+                return Held(datetime.fromtimestamp(int(reply[1]) / 1000, UTC))
+            case "refused":
+                return Refused(int(reply[1]) - 1, int(reply[2]), int(reply[3]))
+            case _:
+                missing = [int(i) - 1 for i in reply[1:]]
+                for index, spent in zip(missing, await load_spent(missing), strict=True):
+                    seeds[index] = str(spent)
+    raise RuntimeError("budget counters kept disappearing from Redis")
+
+
+async def settle(
+    cache: Redis, reservation_id: uuid.UUID | None, release: Sequence[BudgetKeys], charges: Sequence[Charge]
+) -> None:
+    """Drop the reservation's holds on `release` and add the charges to the spent counters, in one
+    atomic step: no check ever sees the amount both held and spent, or neither."""
+    if not release and not charges:
+        return
+    keys = [key for b in release for key in (b.holds, b.expiry)]
+    keys += [c.keys.spent(c.period_start) for c in charges]
+    tail = [str(v) for c in charges for v in (c.units, c.total)]
+    await _settle(cache, keys, [str(reservation_id or ""), len(release), SPENT_TTL_SECONDS, *tail])
+
+
+async def reserved(cache: Redis, budgets: Sequence[BudgetKeys]) -> list[int]:
+    """Units currently held against each budget (expired holds dropped first)."""
+    if not budgets:
+        return []
+    keys = [key for b in budgets for key in (b.holds, b.expiry)]
+    return [int(v) for v in await _reserved(cache, keys, [])]

@@ -1,0 +1,276 @@
+"""Usage events and meters: ingestion (idempotent per source and id) and aggregation queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    DateTime,
+    Numeric,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    distinct,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.services.usage.models import Event, Meter
+from coder.services.usage.schemas import (
+    Aggregation,
+    Dimension,
+    EventIn,
+    IngestRead,
+    MeterCreate,
+    MeterQueryRead,
+    MeterRow,
+    WindowSize,
+)
+from coder.shared.errors import Conflict, InvalidField
+from coder.shared.repository import OrgScoped, owned_by
+
+WINDOWS = {
+    WindowSize.MINUTE: timedelta(minutes=1),
+    WindowSize.HOUR: timedelta(hours=1),
+    WindowSize.DAY: timedelta(days=1),
+}
+# 7 days of minutes; the same number of hours or days is just as cheap to compute and to return.
+MAX_WINDOWS = 7 * 24 * 60
+MAX_QUERY_ROWS = 100_000
+NUMERIC_TEXT = r"^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$"
+INVALID_PARAMETER_VALUE = "22023"
+DIMENSIONS = tuple(d.value for d in Dimension)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- ingestion ---
+
+
+def _event_columns(events_in: Sequence[EventIn], now: datetime) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {
+        "source": [e.source for e in events_in],
+        "event_id": [e.id for e in events_in],
+        "type": [e.type for e in events_in],
+        "subject": [e.subject for e in events_in],
+        "time": [e.time or now for e in events_in],
+        "data": [e.data.model_dump_json(exclude_unset=True) for e in events_in],
+    }
+    for name in DIMENSIONS:
+        columns[name] = [getattr(e.data, name) for e in events_in]
+    return columns
+
+
+async def store_events(session: AsyncSession, org_id: str, events_in: Sequence[EventIn]) -> int:
+    """Store the events not stored yet; returns how many were new.
+
+    One INSERT ... SELECT FROM unnest(arrays): its text is the same for any batch size (prepared once)
+    and it sends one array per column instead of one parameter per value."""
+    if not events_in:
+        return 0
+    columns = _event_columns(events_in, _now())
+    types: dict[str, ARRAY[Any]] = {"time": ARRAY(DateTime(timezone=True)), "data": ARRAY(Text)}
+    arrays = [literal(values, types.get(name, ARRAY(String))) for name, values in columns.items()]
+    rows = func.unnest(*arrays).table_valued(*columns).render_derived(name="incoming")
+    source = select(
+        literal(org_id, String),
+        *(cast(rows.c[name], JSONB) if name == "data" else rows.c[name] for name in columns),
+    )
+    statement = (
+        insert(Event)
+        .from_select(["org_id", *columns], source)
+        .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
+        .returning(Event.event_id)
+    )
+    return len((await session.execute(statement)).all())
+
+
+async def ingest(session: AsyncSession, org_id: str, events_in: Sequence[EventIn]) -> IngestRead:
+    accepted = await store_events(session, org_id, events_in)
+    return IngestRead(accepted=accepted, duplicates=len(events_in) - accepted)
+
+
+# --- meters ---
+
+
+async def create_meter(session: AsyncSession, org_id: str, body: MeterCreate) -> Meter:
+    if body.aggregation is Aggregation.COUNT and body.value_property is not None:
+        raise InvalidField("value_property", "a count meter counts events; it takes no value property")
+    if body.aggregation is not Aggregation.COUNT and body.value_property is None:
+        raise InvalidField("value_property", f"required for aggregation {body.aggregation.value}")
+    meter = (
+        await session.execute(
+            insert(Meter)
+            .values(
+                org_id=org_id,
+                slug=body.slug,
+                name=body.name,
+                description=body.description,
+                event_type=body.event_type,
+                aggregation=body.aggregation.value,
+                value_property=body.value_property,
+                group_by=list(dict.fromkeys(d.value for d in body.group_by)),
+            )
+            .on_conflict_do_nothing(index_elements=["org_id", "slug"])
+            .returning(Meter)
+        )
+    ).scalar_one_or_none()
+    if meter is None:
+        raise Conflict(
+            f"a meter {body.slug!r} already exists",
+            slug="meter-exists",
+            errors=[{"field": "slug", "message": "already used by another meter"}],
+        )
+    return meter
+
+
+def _meters(session: AsyncSession, org_id: str) -> OrgScoped[Meter]:
+    return OrgScoped(Meter, session, org_id, "meter")
+
+
+async def get_meter(session: AsyncSession, org_id: str, slug: str) -> Meter:
+    return await _meters(session, org_id).get(repr(slug), Meter.slug == slug)
+
+
+async def delete_meter(session: AsyncSession, org_id: str, slug: str) -> None:
+    await _meters(session, org_id).delete(repr(slug), Meter.slug == slug)
+
+
+def _value_of(meter: Meter) -> ColumnElement[Any]:
+    """The meter's aggregate over its value property. Values that are neither JSON numbers nor numeric
+    strings count as absent rather than failing the query."""
+    aggregation = Aggregation(meter.aggregation)
+    if aggregation is Aggregation.COUNT:
+        return func.count()
+    assert meter.value_property is not None
+    path = meter.value_property.split(".")
+    raw = Event.data[path[0]] if len(path) == 1 else Event.data[tuple(path)]
+    text = raw.astext
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        return func.count(distinct(text))
+    kind = func.jsonb_typeof(raw)
+    number = case(
+        (kind == "number", cast(text, Numeric)),
+        (and_(kind == "string", text.regexp_match(NUMERIC_TEXT)), cast(text, Numeric)),
+        else_=None,
+    )
+    return func.sum(number) if aggregation is Aggregation.SUM else func.max(number)
+
+
+def _time_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidField("query.window_time_zone", f"unknown time zone {name!r}") from None
+
+
+def _window_end(start: datetime, size: WindowSize, zone: ZoneInfo) -> datetime:
+    if size is WindowSize.DAY:
+        # A day in the requested zone: 23 or 25 hours across a DST change.
+        local = start.astimezone(zone)
+        return datetime.combine(local.date() + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+    return start + WINDOWS[size]
+
+
+async def query_meter(
+    session: AsyncSession,
+    org_id: str,
+    slug: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    window_size: WindowSize | None,
+    time_zone: str,
+    group_by: Sequence[Dimension],
+    filters: dict[Dimension, list[str]],
+) -> MeterQueryRead:
+    meter = await get_meter(session, org_id, slug)
+    end = end or _now()
+    if start is not None and start >= end:
+        raise InvalidField("query.from", "must be before `to`")
+    if window_size is not None:
+        if start is None:
+            raise InvalidField("query.from", "required with window_size")
+        if (end - start) / WINDOWS[window_size] > MAX_WINDOWS:
+            raise InvalidField(
+                "query.window_size",
+                f"more than {MAX_WINDOWS} {window_size.value} windows "
+                "between from and to: use a larger window or a shorter range",
+            )
+    allowed = set(meter.group_by)
+    for dimension in group_by:
+        if dimension.value not in allowed:
+            raise InvalidField(
+                "query.group_by",
+                f"meter {slug!r} cannot be grouped by {dimension.value}; "
+                f"allowed: {', '.join(meter.group_by) or 'none'}",
+            )
+    zone = _time_zone(time_zone)
+    dimensions = list(dict.fromkeys(group_by))
+
+    conditions = [owned_by(Event, org_id), Event.type == meter.event_type, Event.time < end]
+    if start is not None:
+        conditions.append(Event.time >= start)
+    for dimension, values in filters.items():
+        conditions.append(getattr(Event, dimension.value).in_(values))
+    keys: list[ColumnElement[Any]] = []
+    if window_size is not None:
+        # The same expression object in SELECT and GROUP BY binds its parameters once.
+        keys.append(func.date_trunc(window_size.value.lower(), Event.time, zone.key).label("window_start"))
+    keys += [getattr(Event, d.value).label(d.value) for d in dimensions]
+    query = (
+        select(*keys, _value_of(meter).label("value"))
+        .where(*conditions)
+        .group_by(*keys)
+        .order_by(*keys)
+        .limit(MAX_QUERY_ROWS + 1)
+    )
+    try:
+        rows = (await session.execute(query)).all()
+    except DBAPIError as exc:
+        # Python and PostgreSQL each carry a time zone database; a name only Python knows ends here.
+        if getattr(exc.orig, "sqlstate", None) == INVALID_PARAMETER_VALUE:
+            raise InvalidField("query.window_time_zone", f"unknown time zone {time_zone!r}") from None
+        raise
+    if len(rows) > MAX_QUERY_ROWS:
+        raise InvalidField(
+            "query.window_size",
+            f"the result has more than {MAX_QUERY_ROWS} rows: use a "
+            "larger window, fewer group_by dimensions or a shorter range",
+        )
+    data = []
+    for row in rows:
+        if window_size is not None:
+            window_start, window_end = row.window_start, _window_end(row.window_start, window_size, zone)
+        else:
+            window_start, window_end = start, end
+        data.append(
+            MeterRow(
+                window_start=window_start,
+                window_end=window_end,
+                value=float(row.value or 0),
+                group={d.value: getattr(row, d.value) for d in dimensions},
+            )
+        )
+    return MeterQueryRead(
+        meter=meter.slug,
+        aggregation=Aggregation(meter.aggregation),
+        from_=start,
+        to=end,
+        window_size=window_size,
+        window_time_zone=zone.key,
+        data=data,
+    )
