@@ -7,7 +7,8 @@ descriptor = Descriptor(
     port=3003,
     title="Secrets",
     package="coder.services.secrets",
-    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+    # Redis: the gateway's revocation list, read on every call (coder.shared.auth.RevocationList).
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
     permissions={
         "read": "Read a secret's value (each read is audited)",
         "list": "List secret paths and read their metadata",
