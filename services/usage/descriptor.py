@@ -1,6 +1,6 @@
 """usage as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.target import Dependency, Descriptor
+from coder.shared.target import Access, Dependency, Descriptor, Permission, admin, read
 
 descriptor = Descriptor(
     name="usage",
@@ -9,10 +9,13 @@ descriptor = Descriptor(
     package="coder.services.usage",
     needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
     permissions={
-        "ingest": "Record usage events",
-        "read": "Read usage events, meters, meter values and budgets",
-        "admin": "Create, change and delete meters and budgets",
-        "reserve": "Reserve budget before spending and settle or release the reservation",
+        "ingest": admin("Record usage events"),
+        "read": read("Read usage events, meters, meter values and budgets"),
+        "admin": admin("Create, change and delete meters and budgets"),
+        # No role grants it: a target spending for a user (ai) reserves with its workload identity.
+        "reserve": Permission(
+            Access.SERVICE, "Reserve budget before spending and settle or release the reservation"
+        ),
     },
     emits=("usage.budget.exceeded",),
     consumes=("ai.request.completed",),
