@@ -1,6 +1,6 @@
 """The gateway as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.target import Dependency, Descriptor
+from coder.shared.target import Access, Dependency, Descriptor, Permission, admin, read
 
 descriptor = Descriptor(
     name="gateway",
@@ -10,18 +10,24 @@ descriptor = Descriptor(
     needs=frozenset({Dependency.POSTGRES, Dependency.REDIS}),
     # The actions gateway/roles.py names and its routes check (`actor.require(...)`).
     permissions={
-        "members.read": "List the organization's members and its roles",
-        "members.write": "Change members' roles and remove members",
-        "owners.write": "Grant, take away or invite with the owner role; remove an owner",
-        "invitations.write": "List, send and revoke invitations into the organization",
-        "teams.write": "Create, change and delete teams and change their members",
-        "roles.write": "Create, change and delete the organization's custom roles",
-        "org.write": "Change the organization's name and settings",
-        "audit.read": "Read the organization's audit log",
-        "account.write": "Change your profile and password; create, join or leave an organization",
-        "tokens.read": "List your personal access tokens",
-        "tokens.write": "Create (never broader than the creating credential) and revoke your personal tokens",
-        "sessions.write": "End all your sessions at once (logout everywhere)",
+        "members.read": read("List the organization's members and its roles"),
+        "members.write": admin("Change members' roles and remove members"),
+        "owners.write": Permission(
+            Access.OWNER, "Grant, take away or invite with the owner role; remove an owner"
+        ),
+        "invitations.write": admin("List, send and revoke invitations into the organization"),
+        "teams.write": admin("Create, change and delete teams and change their members"),
+        "roles.write": admin("Create, change and delete the organization's custom roles"),
+        "org.write": admin("Change the organization's name and settings"),
+        "audit.read": admin("Read the organization's audit log"),
+        "account.write": Permission(
+            Access.SELF, "Change your profile and password; create, join or leave an organization"
+        ),
+        "tokens.read": Permission(Access.SELF, "List your personal access tokens"),
+        "tokens.write": Permission(
+            Access.SELF, "Create (never broader than the creating credential) and revoke your personal tokens"
+        ),
+        "sessions.write": Permission(Access.SELF, "End all your sessions at once (logout everywhere)"),
     },
     # The edge (middleware.py) in front of every route: rate limits, and fail-closed Redis checks;
     # documented on every operation.

@@ -22,16 +22,15 @@ from typing import Any
 import httpx
 import jwt
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from coder.gateway import sessions as accounts
 from coder.gateway.config import GatewaySettings
 from coder.gateway.limits import LoginThrottle, RateLimiter, Verdict
 from coder.gateway.oidc import OidcClient
 from coder.gateway.tokens import PERSONAL_PREFIX, KeyStore, digest
-from coder.shared.auth import Principal
+from coder.shared.auth import Principal, RevocationList
 from coder.shared.db import transaction
-from coder.shared.errors import Problem, Unauthorized, Unavailable
+from coder.shared.errors import Problem, Unauthorized
 from coder.shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,13 @@ class Caller:
     token: str
 
 
-class Revocations:
+class Revocations(RevocationList):
+    """The revocation list as the gateway keeps it: written here, read here and by every target."""
+
     def __init__(self, cache: Redis, *, ttl_seconds: int, fail_open: bool) -> None:
-        self._cache = cache
+        # The gateway reads on every request (no cache): it is where a revocation must show at once.
+        super().__init__(cache, fail_open=fail_open)
         self._ttl = ttl_seconds
-        self._fail_open = fail_open
 
     async def revoke(self, sids: Iterable[str]) -> None:
         sids = list(sids)
@@ -74,34 +75,6 @@ class Revocations:
             for user_id in user_ids:
                 pipe.set(f"gateway:stale:{org_id}:{user_id}", now, ex=self._ttl)
             await pipe.execute()
-
-    @staticmethod
-    def keys_for(principal: Principal) -> list[str]:
-        keys = [f"gateway:stale:{principal.org_id}:{principal.subject}"]
-        sid = (principal.claims or {}).get("sid")
-        if isinstance(sid, str):
-            keys.append(f"gateway:revoked:{sid}")
-        return keys
-
-    @staticmethod
-    def judge(principal: Principal, values: list[Any]) -> None:
-        """Refuse the token if the revocation list (values read for `keys_for`) names it."""
-        claims = principal.claims or {}
-        stale, revoked = values[0], values[1] if len(values) > 1 else None
-        if revoked is not None:
-            raise Unauthorized("this token was revoked", slug="token-revoked")
-        if stale is not None and float(claims.get("iat", 0)) < float(stale):
-            raise Unauthorized("this token predates a change of role; refresh it", slug="token-outdated")
-
-    async def check(self, principal: Principal) -> None:
-        try:
-            values = await self._cache.mget(self.keys_for(principal))
-        except (RedisError, OSError) as exc:
-            if self._fail_open:
-                log.warning("revocation list unavailable; accepting the token", extra={"error": repr(exc)})
-                return
-            raise Unavailable("the revocation list is unavailable", slug="revocations-unavailable") from None
-        self.judge(principal, values)
 
 
 @dataclass(frozen=True)

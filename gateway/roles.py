@@ -1,14 +1,17 @@
 """Roles and permissions: pure functions from a role to the `<target>:<action>` list a token carries.
 
 A permission is `<target>:<action>`, `<target>:*` (every action of a target) or `*` (everything).
-Built-in roles are computed from the registry, so a new service gets sensible defaults without an
-edit here; custom roles are lists of patterns an org admin writes.
+Built-in roles are computed from the kind (`Access`) each target's descriptor gives its actions, the
+gateway's own included, so a new service gets sensible defaults without an edit here; custom roles
+and token scopes are patterns an org admin or a user writes, naming declared actions only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+from coder.shared.target import Access, Descriptor
 
 OWNER, ADMIN, MEMBER, VIEWER = "owner", "admin", "member", "viewer"
 BUILTIN_ROLES = (OWNER, ADMIN, MEMBER, VIEWER)
@@ -33,34 +36,38 @@ SESSIONS_WRITE = "gateway:sessions.write"
 # Described, like every permission, in gateway/descriptor.py.
 SELF_SERVICE = (ACCOUNT_WRITE, TOKENS_READ, TOKENS_WRITE, SESSIONS_WRITE)
 
-ADMIN_GATEWAY = (
-    MEMBERS_READ,
-    MEMBERS_WRITE,
-    INVITATIONS_WRITE,
-    TEAMS_WRITE,
-    ROLES_WRITE,
-    ORG_WRITE,
-    AUDIT_READ,
-)
-MEMBER_ACTIONS = ("read", "list", "write", "delete")
-VIEWER_ACTIONS = ("read", "list")
+# The kinds of action each built-in role holds, over every target (owner holds `*`).
+ROLE_ACCESS = {
+    ADMIN: frozenset({Access.READ, Access.WRITE, Access.ADMIN}),
+    MEMBER: frozenset({Access.READ, Access.WRITE}),
+    VIEWER: frozenset({Access.READ}),
+}
 
 PERMISSION = re.compile(r"^(\*|[a-z][a-z0-9-]{0,62}:(\*|[a-z][a-z0-9._-]{0,62}))$")
 ROLE_NAME = r"^[a-z][a-z0-9-]{1,63}$"
 
 
-def builtin_permissions(role: str, services: Iterable[str]) -> list[str]:
-    """The permissions of a built-in role, for the services in the registry (gateway excluded)."""
-    names = sorted(s for s in services if s != "gateway")
+def builtin_permissions(role: str, descriptors: Iterable[Descriptor]) -> list[str]:
+    """The permissions of a built-in role: every declared action of the kinds the role holds.
+
+    A target whose every action the role holds is written `<target>:*`, so the holder can also
+    grant the pattern (a personal token's scope, a custom role) and tokens stay short."""
     if role == OWNER:
         return ["*"]
-    if role == ADMIN:
-        return [*ADMIN_GATEWAY, *(f"{s}:*" for s in names)]
-    if role == MEMBER:
-        return [MEMBERS_READ, *(f"{s}:{a}" for s in names for a in MEMBER_ACTIONS)]
-    if role == VIEWER:
-        return [MEMBERS_READ, *(f"{s}:{a}" for s in names for a in VIEWER_ACTIONS)]
-    raise KeyError(role)
+    access = ROLE_ACCESS[role]
+    result: list[str] = []
+    for d in sorted(descriptors, key=lambda d: d.name):
+        held = sorted(a for a, p in d.permissions.items() if p.access in access)
+        if held and len(held) == len(d.permissions):
+            result.append(f"{d.name}:*")
+        else:
+            result.extend(f"{d.name}:{a}" for a in held)
+    return result
+
+
+def declared(descriptors: Iterable[Descriptor]) -> dict[str, frozenset[str]]:
+    """Target -> the actions its descriptor declares: what a custom role or a scope may name."""
+    return {d.name: frozenset(d.permissions) for d in descriptors}
 
 
 def with_self_service(permissions: Sequence[str]) -> list[str]:
@@ -95,13 +102,20 @@ def reaches(permissions: Iterable[str], target: str) -> bool:
     return any(p == "*" or p.startswith(f"{target}:") for p in permissions)
 
 
-def invalid_permission(permission: str, known_targets: Iterable[str]) -> str | None:
-    """Why a pattern cannot be part of a custom role or a token scope, or None when it can."""
+def invalid_permission(permission: str, known: Mapping[str, Collection[str]]) -> str | None:
+    """Why a pattern cannot be part of a custom role or a token scope, or None when it can.
+
+    `known` is target -> declared actions (`declared(...)`): an undeclared action is refused, so a
+    typo never becomes a grant that silently matches nothing (or something declared later)."""
     if not PERMISSION.match(permission):
         return "a permission is `<target>:<action>`, `<target>:*` or `*`"
-    target = permission.split(":", 1)[0]
-    if permission != "*" and target not in set(known_targets):
+    if permission == "*":
+        return None
+    target, action = permission.split(":", 1)
+    if target not in known:
         return f"unknown target {target!r}"
+    if action != "*" and action not in known[target]:
+        return f"unknown permission {permission!r}: {target} declares {', '.join(sorted(known[target]))}"
     return None
 
 

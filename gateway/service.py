@@ -79,8 +79,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def service_names() -> list[str]:
-    return list(registry.descriptors())
+def declared_permissions() -> dict[str, frozenset[str]]:
+    """Target -> the actions it declares, over every target in the registry."""
+    return roles.declared(registry.descriptors().values())
 
 
 async def audit(
@@ -112,13 +113,13 @@ async def audit(
 async def permissions_of(session: AsyncSession, org_id: uuid.UUID, role: str) -> list[str]:
     """The permissions a member with `role` gets in `org_id`, resolved now (tokens carry the result)."""
     if role in roles.BUILTIN_ROLES:
-        return roles.builtin_permissions(role, service_names())
+        return roles.builtin_permissions(role, registry.descriptors().values())
     row = await session.scalar(scoped(Role, org_id).where(Role.name == role))
     return list(row.permissions) if row is not None else []
 
 
 def _check_permissions(field: str, permissions: Sequence[str], *, custom_role: bool) -> list[str]:
-    known = service_names()
+    known = declared_permissions()
     for index, permission in enumerate(permissions):
         reason = roles.invalid_permission(permission, known)
         if reason is None and custom_role and roles.grants_ownership([permission]):
@@ -140,7 +141,7 @@ async def list_roles(session: AsyncSession, org_id: uuid.UUID) -> list[RoleRead]
         RoleRead(
             name=name,
             description=f"Built-in {name} role",
-            permissions=roles.builtin_permissions(name, service_names()),
+            permissions=roles.builtin_permissions(name, registry.descriptors().values()),
             builtin=True,
         )
         for name in roles.BUILTIN_ROLES

@@ -369,7 +369,7 @@ async def create_personal_token(
     actor.require(roles.TOKENS_WRITE)
     if body.expires_in_days > settings.personal_token_max_days:
         raise InvalidField("expires_in_days", f"at most {settings.personal_token_max_days}")
-    known = service.service_names()
+    known = service.declared_permissions()
     for index, scope in enumerate(body.scopes):
         if reason := roles.invalid_permission(scope, known):
             raise InvalidField(f"scopes.{index}", reason)

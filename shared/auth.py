@@ -3,12 +3,18 @@
 Access tokens are JWTs signed by the gateway with an asymmetric key named by `kid`; targets check
 them against the gateway's JWKS (fetched and cached, refetched when an unknown `kid` shows up, so
 a key rotation needs no restart). Claims used: `sub`, `org` (tenant), `perms` (`<target>:<action>`).
+
+A valid signature is not enough: the gateway keeps a revocation list in Redis (ended sessions and
+revoked personal tokens by `sid`, members whose role changed by org and user), and every target reads
+the same keys (`RevocationList`), so a target called directly, not through the gateway, refuses a
+logged-out token within `REVOCATION_CACHE_SECONDS` rather than at its expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,13 +23,20 @@ from typing import Annotated, Any
 import httpx
 import jwt
 from fastapi import Depends, Request
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from coder.shared import context
-from coder.shared.errors import Forbidden, Unauthorized, answers
+from coder.shared.errors import Forbidden, Unauthorized, Unavailable, answers
+
+log = logging.getLogger(__name__)
 
 ALGORITHMS = ["EdDSA", "ES256", "RS256"]
 JWKS_TTL_SECONDS = 300.0
 JWKS_REFRESH_MIN_INTERVAL = 10.0
+# How long a target trusts its last reading of the revocation list for a token: the bound on how late
+# a logout or a role change reaches a target called directly (the gateway itself reads on every call).
+REVOCATION_CACHE_SECONDS = 2.0
+REVOCATION_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -126,13 +139,77 @@ class TokenVerifier:
         )
 
 
+class RevocationList:
+    """Reads the revocation list the gateway writes (gateway/edge.py `Revocations`)."""
+
+    def __init__(self, cache: Redis, *, fail_open: bool = False, cache_seconds: float = 0.0) -> None:
+        self._cache = cache
+        self._fail_open = fail_open
+        self._cache_seconds = cache_seconds
+        self._seen: dict[tuple[str, ...], tuple[float, list[Any]]] = {}
+
+    @staticmethod
+    def keys_for(principal: Principal) -> list[str]:
+        keys = [f"gateway:stale:{principal.org_id}:{principal.subject}"]
+        sid = (principal.claims or {}).get("sid")
+        if isinstance(sid, str):
+            keys.append(f"gateway:revoked:{sid}")
+        return keys
+
+    @staticmethod
+    def judge(principal: Principal, values: list[Any]) -> None:
+        """Refuse the token if the revocation list (values read for `keys_for`) names it."""
+        claims = principal.claims or {}
+        stale, revoked = values[0], values[1] if len(values) > 1 else None
+        if revoked is not None:
+            raise Unauthorized("this token was revoked", slug="token-revoked")
+        if stale is not None and float(claims.get("iat", 0)) < float(stale):
+            raise Unauthorized("this token predates a change of role; refresh it", slug="token-outdated")
+
+    async def _values(self, keys: list[str]) -> list[Any]:
+        if self._cache_seconds <= 0:
+            return list(await self._cache.mget(keys))
+        now = time.monotonic()
+        seen = self._seen.get(tuple(keys))
+        if seen is not None and now - seen[0] < self._cache_seconds:
+            return seen[1]
+        values = list(await self._cache.mget(keys))
+        if len(self._seen) >= REVOCATION_CACHE_SIZE:
+            self._seen.clear()
+        self._seen[tuple(keys)] = (now, values)
+        return values
+
+    async def check(self, principal: Principal) -> None:
+        try:
+            values = await self._values(self.keys_for(principal))
+        except (RedisError, OSError) as exc:
+            if self._fail_open:
+                log.warning("revocation list unavailable; accepting the token", extra={"error": repr(exc)})
+                return
+            raise Unavailable("the revocation list is unavailable", slug="revocations-unavailable") from None
+        self.judge(principal, values)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The request's bearer token, read from its own Authorization header (the protocol middleware
+    has already refused a request carrying more than one)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 @answers(401, 503)
 async def _principal(request: Request) -> Principal:
-    token = context.bearer_token.get()
+    token = bearer_token(request)
     if not token:
         raise Unauthorized("a bearer token is required")
-    verifier: TokenVerifier = request.app.state.runtime.verifier
-    return await verifier.verify(token)
+    runtime = request.app.state.runtime
+    verifier: TokenVerifier = runtime.verifier
+    principal = await verifier.verify(token)
+    revocations: RevocationList | None = runtime.revocations
+    if revocations is not None:
+        await revocations.check(principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

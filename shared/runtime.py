@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp
 
 from coder.shared import db
-from coder.shared.auth import TokenVerifier
+from coder.shared.auth import REVOCATION_CACHE_SECONDS, RevocationList, TokenVerifier
 from coder.shared.embedded import embedded_database_url
 from coder.shared.events.bus import Bus, InProcessBus, RabbitBus
 from coder.shared.events.outbox import WAKE_RELAY
@@ -64,6 +64,8 @@ class Runtime:
         self.relay: Relay | None = None
         self.clients = ServiceClients(self.service_urls, self.local_apps)
         self.verifier: TokenVerifier | None = None
+        # The gateway's revocation list, read by every target where Redis is at hand.
+        self.revocations: RevocationList | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         # Closers registered by targets' setup, run first on stop.
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -99,6 +101,11 @@ class Runtime:
             )
         if Dependency.REDIS in needs:
             self.cache = await self._open_cache()
+            # Fail open like the gateway's default: a Redis outage must not refuse every call the
+            # gateway already admitted; the gateway's own check is where that choice is a setting.
+            self.revocations = RevocationList(
+                self.cache, fail_open=True, cache_seconds=REVOCATION_CACHE_SECONDS
+            )
         if Dependency.RABBITMQ in needs:
             self.bus = self._open_bus()
             await self.bus.start()

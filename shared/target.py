@@ -33,6 +33,43 @@ class Dependency(StrEnum):
     RABBITMQ = "rabbitmq"
 
 
+class Access(StrEnum):
+    """What kind of action a permission allows: the built-in roles are computed from it.
+
+    viewer holds every READ action of every target, member READ and WRITE, admin READ, WRITE and
+    ADMIN; OWNER actions only the owner role (`*`) holds. SELF actions concern the person, not the
+    org: every session carries them whatever its role. SERVICE actions no role grants: a target
+    calls them for a user with a workload identity, e.g. ai reserving budget in usage.
+    """
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    OWNER = "owner"
+    SELF = "self"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One `<target>:<action>`: what it allows, in a line, and its kind."""
+
+    access: Access
+    description: str
+
+
+def read(description: str) -> Permission:
+    return Permission(Access.READ, description)
+
+
+def write(description: str) -> Permission:
+    return Permission(Access.WRITE, description)
+
+
+def admin(description: str) -> Permission:
+    return Permission(Access.ADMIN, description)
+
+
 @dataclass(frozen=True)
 class Descriptor:
     """A target's static description: pure data, the same in every process."""
@@ -42,8 +79,8 @@ class Descriptor:
     title: str
     package: str  # the module path of the target's package, e.g. "coder.services.secrets"
     needs: frozenset[Dependency] = frozenset({Dependency.POSTGRES})
-    # Action -> one line saying what it allows; a token carries `<name>:<action>`.
-    permissions: Mapping[str, str] = field(default_factory=dict)
+    # Action -> its kind and one line saying what it allows; a token carries `<name>:<action>`.
+    permissions: Mapping[str, Permission] = field(default_factory=dict)
     # CloudEvents types this target publishes, and those it consumes (routing keys).
     emits: tuple[str, ...] = ()
     consumes: tuple[str, ...] = ()

@@ -2,22 +2,23 @@
 
 from coder.shared.contracts import event_schemas
 from coder.shared.contracts.secrets import SecretRotated
-from coder.shared.target import Dependency, Descriptor
+from coder.shared.target import Dependency, Descriptor, admin, read, write
 
 descriptor = Descriptor(
     name="secrets",
     port=3003,
     title="Secrets",
     package="coder.services.secrets",
-    needs=frozenset({Dependency.POSTGRES, Dependency.RABBITMQ}),
+    # Redis: the gateway's revocation list, read on every call (coder.shared.auth.RevocationList).
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
     permissions={
-        "read": "Read a secret's value (each read is audited)",
-        "list": "List secret paths and read their metadata",
-        "write": "Write a new version of a secret and change its metadata",
-        "delete": "Soft-delete and undelete versions of a secret",
-        "destroy": "Destroy versions or a whole secret for good",
-        "admin": "Rewrap stored values under the active master key",
-        "audit": "Read the audit trail of secret reads and writes",
+        "read": read("Read a secret's value (each read is audited)"),
+        "list": read("List secret paths and read their metadata"),
+        "write": write("Write a new version of a secret and change its metadata"),
+        "delete": write("Soft-delete and undelete versions of a secret"),
+        "destroy": admin("Destroy versions or a whole secret for good"),
+        "admin": admin("Rewrap stored values under the active master key"),
+        "audit": admin("Read the audit trail of secret reads and writes"),
     },
     emits=(SecretRotated.event_type,),
     event_schemas=event_schemas(SecretRotated),

@@ -3,7 +3,7 @@
 from coder.shared.contracts import event_schemas
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.contracts.usage import BudgetExceeded
-from coder.shared.target import Dependency, Descriptor
+from coder.shared.target import Access, Dependency, Descriptor, Permission, admin, read
 
 descriptor = Descriptor(
     name="usage",
@@ -12,10 +12,13 @@ descriptor = Descriptor(
     package="coder.services.usage",
     needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
     permissions={
-        "ingest": "Record usage events",
-        "read": "Read usage events, meters, meter values and budgets",
-        "admin": "Create, change and delete meters and budgets",
-        "reserve": "Reserve budget before spending and settle or release the reservation",
+        "ingest": admin("Record usage events"),
+        "read": read("Read usage events, meters, meter values and budgets"),
+        "admin": admin("Create, change and delete meters and budgets"),
+        # No role grants it: a target spending for a user (ai) reserves with its workload identity.
+        "reserve": Permission(
+            Access.SERVICE, "Reserve budget before spending and settle or release the reservation"
+        ),
     },
     emits=(BudgetExceeded.event_type,),
     event_schemas=event_schemas(BudgetExceeded),

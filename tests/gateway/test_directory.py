@@ -100,6 +100,20 @@ async def test_custom_roles(gw: Gateway) -> None:
         roles_url, json={"name": "reader", "permissions": ["secrets:read", "bogus"]}, headers=boss.headers
     )
     assert assert_problem(bad, 422)["errors"][0]["field"] == "permissions.1"
+    # Only declared actions: a typo is refused, naming the entry, not stored as a grant of nothing.
+    undeclared = await gw.client.post(
+        roles_url,
+        json={"name": "typo", "permissions": ["secrets:read", "secrets:reed"]},
+        headers=boss.headers,
+    )
+    error = assert_problem(undeclared, 422)["errors"][0]
+    assert error["field"] == "permissions.1" and "secrets:reed" in error["message"]
+    scoped = await gw.client.post(
+        "/auth/tokens",
+        json={"name": "ci", "scopes": ["usage:reed"], "expires_in_days": 1},
+        headers=boss.headers,
+    )
+    assert assert_problem(scoped, 422)["errors"][0]["field"] == "scopes.0"
     owning = await gw.client.post(
         roles_url, json={"name": "sneaky", "permissions": ["*"]}, headers=boss.headers
     )

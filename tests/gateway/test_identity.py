@@ -7,6 +7,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Awaitable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from coder.gateway.edge import Gateway as GatewayParts
 from coder.gateway.models import PersonalToken, SigningKey
 from coder.tests.conftest import wait_until
 from coder.tests.gateway.conftest import Gateway
-from coder.tests.gateway.factories import PASSWORD, bearer, owner, session_of, signup, unique_email
+from coder.tests.gateway.factories import PASSWORD, bearer, member, owner, session_of, signup, unique_email
 
 PROBLEM = "application/problem+json"
 SECRETS = "/api/secrets/v1/secrets"
@@ -449,3 +450,38 @@ async def test_a_gateway_query_filter_or_cursor_that_cannot_be_read_is_named(gw:
         response = await gw.client.get(audit + query, headers=gw.founder.headers)
         problem = assert_problem(response, status)
         assert [e["field"] for e in problem["errors"]] == [field], problem
+
+
+async def test_revocation_reaches_a_target_called_directly(gw: Gateway) -> None:
+    """Logout and a role change refuse the old access token at a target the gateway is not in front of."""
+    secrets = gw.platform.runtime.clients.client("secrets")  # the secrets app itself, not /api/secrets
+
+    async def direct(headers: dict[str, str], path: str) -> int:
+        answer = await secrets.put(f"/v1/secrets/{path}", json={"data": {"k": "v"}}, headers=headers)
+        return answer.status_code
+
+    alice = await owner(gw.client)
+    assert await direct(alice.headers, "direct/a") == 200
+    assert (await gw.client.post("/auth/logout", json={}, headers=alice.headers)).status_code == 204
+    await wait_until(
+        lambda: _refused(direct(alice.headers, "direct/b")), timeout=5, what="the target to refuse"
+    )
+    refused = await secrets.put("/v1/secrets/direct/b", json={"data": {"k": "v"}}, headers=alice.headers)
+    assert_problem(refused, 401, "token-revoked")
+
+    boss = await owner(gw.client)
+    regular = await member(gw.client, boss, "member")
+    assert await direct(regular.headers, "direct/c") == 200
+    demoted = await gw.client.patch(
+        f"/api/orgs/{boss.org_id}/members/{regular.user_id}", json={"role": "viewer"}, headers=boss.headers
+    )
+    assert demoted.status_code == 200
+    await wait_until(
+        lambda: _refused(direct(regular.headers, "direct/d")), timeout=5, what="the target to refuse"
+    )
+    outdated = await secrets.put("/v1/secrets/direct/d", json={"data": {"k": "v"}}, headers=regular.headers)
+    assert_problem(outdated, 401, "token-outdated")
+
+
+async def _refused(status: Awaitable[int]) -> bool:
+    return await status == 401

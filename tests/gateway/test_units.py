@@ -4,15 +4,45 @@ from __future__ import annotations
 
 from coder.gateway import roles
 from coder.gateway.breaker import CircuitBreaker, State
+from coder.runner import registry
+from coder.shared.target import Access, Descriptor, Permission, admin, read, write
 
 
-def test_builtin_roles_follow_the_registry() -> None:
-    services = ["gateway", "secrets", "usage"]
-    assert roles.builtin_permissions("owner", services) == ["*"]
-    admin = roles.builtin_permissions("admin", services)
-    assert "secrets:*" in admin and "usage:*" in admin and roles.OWNERS_WRITE not in admin
-    viewer = roles.builtin_permissions("viewer", services)
-    assert "secrets:read" in viewer and "secrets:write" not in viewer and "gateway:*" not in viewer
+def test_builtin_roles_follow_the_declared_kinds_of_action() -> None:
+    # A target no list in roles.py names: its actions reach the built-in roles by their kind alone.
+    reports = Descriptor(
+        name="reports",
+        port=3999,
+        title="Reports",
+        package="coder.services.reports",
+        permissions={
+            "read": read("Read reports"),
+            "write": write("Write reports"),
+            "publish": admin("Publish reports"),
+            "render": Permission(Access.SERVICE, "Render a report for a user"),
+        },
+    )
+    descriptors = [*registry.descriptors().values(), reports]
+    assert roles.builtin_permissions("owner", descriptors) == ["*"]
+    admin_ = roles.builtin_permissions("admin", descriptors)
+    member = roles.builtin_permissions("member", descriptors)
+    viewer = roles.builtin_permissions("viewer", descriptors)
+    assert {"reports:read", "reports:write", "reports:publish"} <= set(admin_)
+    assert {"reports:read", "reports:write"} <= set(member) and "reports:publish" not in member
+    assert "reports:read" in viewer and "reports:write" not in viewer
+    # No role holds a service action, nor the owner's, nor (as a role) the self-service ones.
+    for granted in (admin_, member, viewer):
+        assert "reports:render" not in granted and "usage:reserve" not in granted
+        assert roles.OWNERS_WRITE not in granted and roles.TOKENS_WRITE not in granted
+    assert {"secrets:read", "secrets:list", roles.MEMBERS_READ} <= set(viewer)
+    assert "secrets:write" not in viewer and "secrets:destroy" not in member
+    # Every action of secrets is the admin's: written as the pattern; usage keeps reserve back.
+    assert "secrets:*" in admin_ and "usage:*" not in admin_
+    assert {"usage:admin", "usage:ingest", roles.AUDIT_READ, roles.ROLES_WRITE} <= set(admin_)
+    # The self-service permissions are the gateway's SELF actions.
+    gateway = registry.descriptors()["gateway"]
+    own = {f"gateway:{a}" for a, p in gateway.permissions.items() if p.access is Access.SELF}
+    assert own == set(roles.SELF_SERVICE)
 
 
 def test_patterns_cover_and_intersect() -> None:
@@ -39,8 +69,11 @@ def test_self_service_joins_every_role_but_not_a_narrow_scope() -> None:
     assert roles.intersect(viewer, ["secrets:read"]) == ["secrets:read"]
     assert roles.intersect(viewer, [roles.TOKENS_WRITE]) == [roles.TOKENS_WRITE]
     assert roles.reaches(["usage:read"], "usage") and not roles.reaches(["usage:read"], "secrets")
-    assert roles.invalid_permission("nope:read", ["secrets"]) == "unknown target 'nope'"
-    assert roles.invalid_permission("Secrets:READ", ["secrets"]) is not None
+    known = roles.declared(registry.descriptors().values())
+    assert roles.invalid_permission("nope:read", known) == "unknown target 'nope'"
+    assert roles.invalid_permission("Secrets:READ", known) is not None
+    assert "unknown permission 'secrets:nope'" in (roles.invalid_permission("secrets:nope", known) or "")
+    assert all(roles.invalid_permission(p, known) is None for p in ("*", "secrets:*", "usage:reserve"))
     assert roles.grants_ownership(["gateway:*"]) and not roles.grants_ownership(["secrets:*"])
 
 

@@ -97,7 +97,8 @@ def test_descriptors_name_every_permission_their_code_checks() -> None:
         code = _sources(descriptor.package)
         checked = {action for target, action in PERMISSION_LITERAL.findall(code) if target == name}
         assert set(descriptor.permissions) == checked, name
-        for action, line in descriptor.permissions.items():
+        for action, permission in descriptor.permissions.items():
+            line = permission.description
             assert line.strip() and "\n" not in line, f"{name}:{action} needs a one-line description"
 
 
