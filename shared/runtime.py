@@ -65,6 +65,7 @@ class Runtime:
         self.clients = ServiceClients(self.service_urls, self.local_apps)
         self.verifier: TokenVerifier | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._opened = contextlib.AsyncExitStack()
         # Closers registered by targets' setup, run first on stop.
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
@@ -84,12 +85,21 @@ class Runtime:
         return self._sessions
 
     async def start(self) -> None:
+        """Open what the targets need; if any step fails, close what was opened before raising."""
+        async with contextlib.AsyncExitStack() as opened:
+            await self._open(opened)
+            # Everything opened; stop() closes it, in the reverse order.
+            self._opened = opened.pop_all()
+
+    async def _open(self, opened: contextlib.AsyncExitStack) -> None:
+        opened.push_async_callback(self.clients.close)
         needs = self.needs
         if Dependency.POSTGRES in needs:
             url = self.settings.database_url
             if url is None:
                 url = await asyncio.to_thread(embedded_database_url, Path(self.settings.data_dir))
-            self.engine = db.create_engine(url)
+            self.engine = engine = db.create_engine(url)
+            opened.push_async_callback(engine.dispose)
             self._sessions = async_sessionmaker(
                 # Sessions know their runtime, so event handlers (given only a session) reach the
                 # cache and service clients of the process that runs them.
@@ -98,11 +108,14 @@ class Runtime:
                 info={WAKE_RELAY: self._wake_relay, RUNTIME: self},
             )
         if Dependency.REDIS in needs:
-            self.cache = await self._open_cache()
+            self.cache = cache = await self._open_cache()
+            opened.push_async_callback(cache.aclose)
         if Dependency.RABBITMQ in needs:
-            self.bus = self._open_bus()
-            await self.bus.start()
+            self.bus = bus = self._open_bus()
+            opened.push_async_callback(bus.close)
+            await bus.start()
         self.verifier = self._open_verifier()
+        opened.push_async_callback(self._cancel_tasks)
         if self.bus is not None and self._sessions is not None:
             await self._start_events(self.bus, self._sessions)
         for target in self.targets.values():
@@ -176,17 +189,13 @@ class Runtime:
     async def stop(self) -> None:
         for close in reversed(self.on_stop):
             await close()
+        await self._opened.aclose()
+
+    async def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.clients.close()
-        if self.bus is not None:
-            await self.bus.close()
-        if self.cache is not None:
-            await self.cache.aclose()
-        if self.engine is not None:
-            await self.engine.dispose()
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency this process needs -> "ok" or why it failed."""
