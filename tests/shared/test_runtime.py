@@ -11,7 +11,7 @@ from coder.runner import registry
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.runtime import Runtime
 from coder.shared.target import Dependency
-from coder.tests.conftest import make_settings
+from coder.tests.support.platform import make_settings
 from coder.tests.support.tokens import TestSigner
 
 

@@ -21,7 +21,7 @@ from coder.shared.events import CloudEvent, EventTables
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Dependency, Descriptor, Target
-from coder.tests.conftest import wait_until
+from coder.tests.support.platform import wait_until
 
 metadata = db.target_metadata("probe")
 events = EventTables(metadata)
