@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,13 +45,22 @@ class Runtime:
         settings: PlatformSettings,
         targets: Mapping[str, Target],
         known_targets: Mapping[str, Descriptor],
+        target_settings: Iterable[TargetSettings] = (),
     ) -> None:
         self.settings = settings
         self.targets = dict(targets)
-        # Settings are read now, so a misconfigured target fails before anything is opened.
+        # Given, not read here: the entry point reads the environment (runner/process.py), tests
+        # pass values. A target left without its settings fails before anything is opened.
         self.target_settings: dict[type[TargetSettings], TargetSettings] = {
-            t.settings: t.settings() for t in targets.values() if t.settings is not None
+            type(s): s for s in target_settings
         }
+        missing = [
+            t.name
+            for t in targets.values()
+            if t.settings is not None and t.settings not in self.target_settings
+        ]
+        if missing:
+            raise ValueError(f"no settings given for {', '.join(missing)}")
         self.local_apps: dict[str, ASGIApp] = {}
         self.service_urls = {
             name: settings.service_urls.get(name, f"http://{name}:{t.port}")

@@ -20,7 +20,7 @@ from coder.tests.gateway.factories import Session, signup
 from coder.tests.gateway.upstream import Upstream
 from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.oidc_provider import OidcProvider
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.support.platform import Platform, target_settings, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +85,8 @@ async def gateway_platform(
         settings = PlatformSettings.model_validate(
             {"database_url": database_url, "environment": "test", "outbox_poll_seconds": 0.2, **overrides}
         )
-        app = build_process_app(settings, registry.resolve("all"))
+        targets = registry.resolve("all")
+        app = build_process_app(settings, targets, target_settings(targets))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

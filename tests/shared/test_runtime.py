@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from coder.runner import registry
+from coder.services.secrets.config import SecretsSettings
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.runtime import Runtime
 from coder.shared.target import Dependency
@@ -33,7 +34,7 @@ async def test_a_start_that_fails_partway_leaves_nothing_running(
         background=[_cannot_start],  # type: ignore[list-item]
     )
     settings = make_settings(database_url, signer, redis_url=redis_server.url, amqp_url=rabbit_server.url)
-    runtime = Runtime(settings, {"secrets": broken}, registry.descriptors())
+    runtime = Runtime(settings, {"secrets": broken}, registry.descriptors(), [SecretsSettings()])
     before = asyncio.all_tasks()
     with pytest.raises(RuntimeError, match="cannot start"):
         await runtime.start()

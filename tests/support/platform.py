@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.shared.runtime import Runtime
-from coder.shared.settings import PlatformSettings
+from coder.shared.settings import PlatformSettings, TargetSettings
+from coder.shared.target import Target
 from coder.tests.support.tokens import TestSigner
 
 
@@ -41,11 +42,17 @@ def make_settings(database_url: str, signer: TestSigner, **overrides: object) ->
 @asynccontextmanager
 async def running(settings: PlatformSettings, backend: str, targets: str = "all") -> AsyncIterator[Platform]:
     """The platform app with its lifespan entered, and a client speaking to it in-process."""
-    app = build_process_app(settings, registry.resolve(targets))
+    app = build_process_app(settings, registry.resolve(targets), target_settings(registry.resolve(targets)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Platform(app=app, client=client, backend=backend, runtime=app.state.runtime)
+
+
+def target_settings(targets: Mapping[str, Target]) -> list[TargetSettings]:
+    """The targets' settings from the environment as it is, development defaults allowed (tests run
+    with CODER_ENVIRONMENT=test and the development keys)."""
+    return [t.settings() for t in targets.values() if t.settings is not None]
 
 
 async def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
