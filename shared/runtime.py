@@ -30,13 +30,6 @@ from coder.shared.target import Dependency, Descriptor, Target
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=TargetSettings)
-RUNTIME = "runtime"  # session.info key
-
-
-def session_runtime(session: AsyncSession) -> Runtime:
-    """The runtime whose engine opened `session` (for event handlers and other session-only code)."""
-    runtime: Runtime = session.info[RUNTIME]
-    return runtime
 
 
 class Runtime:
@@ -110,11 +103,7 @@ class Runtime:
             self.engine = engine = db.create_engine(url)
             opened.push_async_callback(engine.dispose)
             self._sessions = async_sessionmaker(
-                # Sessions know their runtime, so event handlers (given only a session) reach the
-                # cache and service clients of the process that runs them.
-                self.engine,
-                expire_on_commit=False,
-                info={WAKE_RELAY: self._wake_relay, RUNTIME: self},
+                self.engine, expire_on_commit=False, info={WAKE_RELAY: self._wake_relay}
             )
         if Dependency.REDIS in needs:
             self.cache = cache = await self._open_cache()
@@ -183,7 +172,9 @@ class Runtime:
                 await bus.consume(
                     target.name,
                     list(target.consumes),
-                    deliverer(sessions, target.events, dict(target.consumes)),
+                    deliverer(
+                        sessions, target.events, dict(target.consumes), cache=self.cache, clients=self.clients
+                    ),
                 )
 
     def _wake_relay(self) -> None:
