@@ -10,12 +10,11 @@ import uuid
 import aio_pika
 from fastapi import APIRouter
 from sqlalchemy import Column, Integer, String, Table, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.bench.support import Stopwatch, report, scratch_database
 from coder.shared import db
 from coder.shared.devservers import RabbitServer
-from coder.shared.events import CloudEvent, EventTables
+from coder.shared.events import CloudEvent, EventContext, EventTables
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Dependency, Descriptor, Target
@@ -33,7 +32,8 @@ effects = Table(
 )
 
 
-async def on_event(event: CloudEvent, session: AsyncSession) -> None:
+async def on_event(event: CloudEvent, context: EventContext) -> None:
+    session = context.session
     await session.execute(effects.insert().values(event_id=event.id, seq=event.data["seq"]))
 
 

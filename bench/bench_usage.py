@@ -49,7 +49,9 @@ async def through_api(database_url: str) -> float:
     settings = PlatformSettings.model_validate(
         {"database_url": database_url, "jwks": signer.jwks(), "environment": "test"}
     )
-    app = build_process_app(settings, registry.resolve("all"))
+    targets = registry.resolve("all")
+    # The development keys, as in the tests: the bench measures, it keeps nothing.
+    app = build_process_app(settings, targets, [t.settings() for t in targets.values() if t.settings])
     headers = signer.headers("bench-org", perms=["usage:ingest"])
     bodies = [batch(n) for n in range(BATCHES)]
     async with app.router.lifespan_context(app):

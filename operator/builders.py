@@ -36,6 +36,66 @@ GENERATED: dict[str, Callable[[Callable[[], str], Mapping[str, str]], str]] = {
 }
 
 
+@dataclass(frozen=True)
+class StoreKind:
+    """How the operator runs a managed data store: a new data store is one more row of STORE_KINDS.
+
+    `env`: (variable, value, key) - a literal value, or (key not None) that key of the store's Secret.
+    `extra_secrets`: random values kept in the Secret beside `password`; `url` is formatted with
+    password, host and port. `mounts` (volume, path): "data" is the claim, the others in
+    `scratch_volumes` are emptyDirs.
+    """
+
+    url: str
+    env: tuple[tuple[str, str | None, str | None], ...]
+    mounts: tuple[tuple[str, str], ...]
+    scratch_volumes: tuple[str, ...]
+    probe: Callable[[int], dict[str, Any]]
+    args: tuple[str, ...] = ()
+    extra_secrets: tuple[str, ...] = ()
+    migrations: bool = False  # the migration Job connects to it
+
+
+STORE_KINDS: dict[str, StoreKind] = {
+    "postgres": StoreKind(
+        url="postgresql://coder:{password}@{host}:{port}/coder",
+        env=(
+            ("POSTGRES_USER", "coder", None),
+            ("POSTGRES_DB", "coder", None),
+            ("POSTGRES_PASSWORD", None, "password"),
+            ("PGDATA", "/data/pgdata", None),
+        ),
+        mounts=(("data", "/data"), ("tmp", "/tmp"), ("run", "/var/run/postgresql")),  # noqa: S108
+        scratch_volumes=("tmp", "run"),
+        probe=lambda port: {
+            "exec": {"command": ["pg_isready", "-U", "coder", "-d", "coder", "-h", "127.0.0.1"]}
+        },
+        migrations=True,
+    ),
+    "redis": StoreKind(
+        url="redis://:{password}@{host}:{port}/0",
+        env=(("REDIS_PASSWORD", None, "password"),),
+        mounts=(("data", "/data"), ("tmp", "/tmp")),  # noqa: S108
+        scratch_volumes=("tmp",),
+        probe=lambda port: {"tcpSocket": {"port": port}},
+        args=("redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"),
+    ),
+    "rabbitmq": StoreKind(
+        url="amqp://coder:{password}@{host}:{port}/",
+        env=(
+            ("RABBITMQ_DEFAULT_USER", "coder", None),
+            ("RABBITMQ_DEFAULT_PASS", None, "password"),
+            ("RABBITMQ_ERLANG_COOKIE", None, "erlang-cookie"),
+            ("RABBITMQ_MNESIA_BASE", "/data/mnesia", None),
+        ),
+        mounts=(("data", "/var/lib/rabbitmq"), ("tmp", "/tmp"), ("etc", "/etc/rabbitmq/conf.d")),  # noqa: S108
+        scratch_volumes=("tmp", "etc"),
+        probe=lambda port: {"exec": {"command": ["rabbitmq-diagnostics", "-q", "check_port_connectivity"]}},
+        extra_secrets=("erlang-cookie",),
+    ),
+}
+
+
 def key_secret(target: str) -> str:
     """The name (before `child`) of the Secret holding a target's generated settings."""
     return f"{target}-keys"
@@ -152,15 +212,12 @@ def generated_secrets(
             continue
         name = child(spec, store.name)
         host = f"{name}.{ns}.svc"
+        kind = STORE_KINDS[store.name]
         pw = kept(name, "password", password)
         data = {"password": pw}
-        if store.name == "postgres":
-            data["url"] = f"postgresql://coder:{pw}@{host}:{store.port}/coder"
-        elif store.name == "redis":
-            data["url"] = f"redis://:{pw}@{host}:{store.port}/0"
-        else:
-            data["erlang-cookie"] = kept(name, "erlang-cookie", password)
-            data["url"] = f"amqp://coder:{pw}@{host}:{store.port}/"
+        for key in kind.extra_secrets:
+            data[key] = kept(name, key, password)
+        data["url"] = kind.url.format(password=pw, host=host, port=store.port)
         out.append(_secret(spec, name, store.name, data))
     for target in spec.targets.values():  # every registered target, enabled or not: keys outlive a pause
         if not target.generated_secrets:
@@ -230,40 +287,15 @@ def data_store_workload(spec: PlatformSpec, store: DataStore) -> list[Manifest]:
     name = child(spec, store.name)
     labels = names.selector_labels(spec.owner.name, store.name)
     port = store.port
-    env: list[dict[str, Any]]
-    probe: dict[str, Any]
-    mounts = [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    if store.name == "postgres":
-        env = [
-            {"name": "POSTGRES_USER", "value": "coder"},
-            {"name": "POSTGRES_DB", "value": "coder"},
-            secret_env("POSTGRES_PASSWORD", name, "password"),
-            {"name": "PGDATA", "value": "/data/pgdata"},
-        ]
-        args: list[str] = []
-        mounts.append({"name": "run", "mountPath": "/var/run/postgresql"})
-        volumes.append({"name": "run", "emptyDir": {}})
-        probe = {"exec": {"command": ["pg_isready", "-U", "coder", "-d", "coder", "-h", "127.0.0.1"]}}
-    elif store.name == "redis":
-        env = [secret_env("REDIS_PASSWORD", name, "password")]
-        args = ["redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"]
-        probe = {"tcpSocket": {"port": port}}
-    else:
-        env = [
-            {"name": "RABBITMQ_DEFAULT_USER", "value": "coder"},
-            secret_env("RABBITMQ_DEFAULT_PASS", name, "password"),
-            secret_env("RABBITMQ_ERLANG_COOKIE", name, "erlang-cookie"),
-            {"name": "RABBITMQ_MNESIA_BASE", "value": "/data/mnesia"},
-        ]
-        args = []
-        mounts = [
-            {"name": "data", "mountPath": "/var/lib/rabbitmq"},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-            {"name": "etc", "mountPath": "/etc/rabbitmq/conf.d"},
-        ]
-        volumes.append({"name": "etc", "emptyDir": {}})
-        probe = {"exec": {"command": ["rabbitmq-diagnostics", "-q", "check_port_connectivity"]}}
+    kind = STORE_KINDS[store.name]
+    env = [
+        secret_env(var, name, key) if key is not None else {"name": var, "value": value}
+        for var, value, key in kind.env
+    ]
+    args = list(kind.args)
+    mounts = [{"name": volume, "mountPath": path} for volume, path in kind.mounts]
+    volumes: list[dict[str, Any]] = [{"name": volume, "emptyDir": {}} for volume in kind.scratch_volumes]
+    probe = kind.probe(port)
     container: dict[str, Any] = {
         "name": store.name,
         "image": store.managed["image"],
@@ -633,7 +665,7 @@ def network_policies(spec: PlatformSpec) -> list[Manifest]:
     for store in spec.data_stores.values():
         if store.managed is not None and store.name in spec.needs:
             users = [name for name, w in workloads.items() if store.name in w.needs]
-            if store.name == "postgres":
+            if STORE_KINDS[store.name].migrations:
                 users.append(names.MIGRATION)
             out.append(network_policy(spec, store.name, store.port, users, extra=False))
     return out

@@ -181,18 +181,24 @@ def up(
         for name, port in ports.items():
             children.append(
                 subprocess.Popen(  # noqa: S603
-                    [*exe, "run", "--target", name, "--host", host, "--port", str(port)], env=env
+                    [*exe, "run", "--target", name, "--host", host, "--port", str(port)],
+                    env=env,
+                    # Our stdout carries only the "up" line below, which scripts and tests wait on.
+                    stdout=sys.stderr,
                 )
             )
-        typer.echo(
-            f"coder-platform: {len(children)} targets up; gateway on http://{host}:{ports['gateway']}",
-            err=True,
-        )
         with contextlib.suppress(KeyboardInterrupt):
-            while all(child.poll() is None for child in children):
+            processes = dict(zip(ports, children, strict=True))
+            urls = {name: f"http://{host}:{port}" for name, port in ports.items()}
+            ready = _wait_ready(urls, processes)
+            if ready:
+                # Only now: before, the gateway could answer while a target it proxies to still
+                # started, and the first request through it was a 502 "<target> is unreachable".
+                typer.echo(f"coder-platform: {len(children)} targets up; gateway on {urls['gateway']}")
+            while ready and all(child.poll() is None for child in children):
                 time.sleep(0.5)
-            dead = [name for name, child in zip(ports, children, strict=True) if child.poll() is not None]
-            typer.echo(f"coder-platform: {', '.join(dead)} exited; stopping everything", err=True)
+            dead = [name for name, child in processes.items() if child.poll() is not None]
+            typer.echo(f"coder-platform: {', '.join(dead) or 'not ready'}; stopping everything", err=True)
             failed = True
     finally:
         for child in children:
@@ -211,6 +217,30 @@ def up(
 
 # `coder-platform operator [--namespace ...]` runs the Kubernetes operator; `operator crd` prints the CRD.
 app.add_typer(operator_cli, name="operator")
+
+
+def _wait_ready(
+    urls: dict[str, str], processes: dict[str, subprocess.Popen[bytes]], timeout: float = 120.0
+) -> bool:
+    """Whether every target answered 200 on /readyz before one of them exited or `timeout` passed."""
+    import httpx
+
+    waiting = dict(urls)
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while waiting:
+            if any(processes[name].poll() is not None for name in processes):
+                return False
+            if time.monotonic() > deadline:
+                typer.echo(f"coder-platform: not ready after {timeout:.0f}s: {', '.join(waiting)}", err=True)
+                return False
+            for name, url in list(waiting.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{url}/readyz").status_code == 200:
+                        del waiting[name]
+            if waiting:
+                time.sleep(0.2)
+    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:

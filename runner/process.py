@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,13 +14,20 @@ from coder.shared.app import VERSION, _add_health, create_target_app
 from coder.shared.errors import install_problem_handlers
 from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
-from coder.shared.settings import PlatformSettings
+from coder.shared.settings import PlatformSettings, TargetSettings, load_target_settings
 from coder.shared.target import Target
 from coder.shared.telemetry import configure_logging, configure_tracing
 
 
-def build_process_app(settings: PlatformSettings, targets: Mapping[str, Target]) -> FastAPI:
+def build_process_app(
+    settings: PlatformSettings,
+    targets: Mapping[str, Target],
+    target_settings: Iterable[TargetSettings] | None = None,
+) -> FastAPI:
     """The ASGI app of a process running `targets` (wiring from `registry.resolve`).
+
+    `target_settings`: each target's settings; by default read from the environment here, once,
+    before anything is opened, so a misconfigured target stops the process at once.
 
     With the gateway among them, the gateway's app is the root and reaches the others in-process.
     Without it, each target is mounted at `/api/<target>`, the path the gateway would give it.
@@ -30,7 +37,13 @@ def build_process_app(settings: PlatformSettings, targets: Mapping[str, Target])
     configure_tracing(
         settings.otel_service_name or "coder-" + "-".join(targets), settings.otel_exporter_otlp_endpoint
     )
-    runtime = Runtime(settings, targets, registry.descriptors())
+    if target_settings is None:
+        target_settings = [
+            load_target_settings(t.settings, settings.environment)
+            for t in targets.values()
+            if t.settings is not None
+        ]
+    runtime = Runtime(settings, targets, registry.descriptors(), target_settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,13 +30,6 @@ from coder.shared.target import Dependency, Descriptor, Target
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=TargetSettings)
-RUNTIME = "runtime"  # session.info key
-
-
-def session_runtime(session: AsyncSession) -> Runtime:
-    """The runtime whose engine opened `session` (for event handlers and other session-only code)."""
-    runtime: Runtime = session.info[RUNTIME]
-    return runtime
 
 
 class Runtime:
@@ -45,13 +38,22 @@ class Runtime:
         settings: PlatformSettings,
         targets: Mapping[str, Target],
         known_targets: Mapping[str, Descriptor],
+        target_settings: Iterable[TargetSettings] = (),
     ) -> None:
         self.settings = settings
         self.targets = dict(targets)
-        # Settings are read now, so a misconfigured target fails before anything is opened.
+        # Given, not read here: the entry point reads the environment (runner/process.py), tests
+        # pass values. A target left without its settings fails before anything is opened.
         self.target_settings: dict[type[TargetSettings], TargetSettings] = {
-            t.settings: t.settings() for t in targets.values() if t.settings is not None
+            type(s): s for s in target_settings
         }
+        missing = [
+            t.name
+            for t in targets.values()
+            if t.settings is not None and t.settings not in self.target_settings
+        ]
+        if missing:
+            raise ValueError(f"no settings given for {', '.join(missing)}")
         self.local_apps: dict[str, ASGIApp] = {}
         self.service_urls = {
             name: settings.service_urls.get(name, f"http://{name}:{t.port}")
@@ -67,6 +69,7 @@ class Runtime:
         # The gateway's revocation list, read by every target where Redis is at hand.
         self.revocations: RevocationList | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._opened = contextlib.AsyncExitStack()
         # Closers registered by targets' setup, run first on stop.
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
@@ -86,30 +89,36 @@ class Runtime:
         return self._sessions
 
     async def start(self) -> None:
+        """Open what the targets need; if any step fails, close what was opened before raising."""
+        async with contextlib.AsyncExitStack() as opened:
+            await self._open(opened)
+            # Everything opened; stop() closes it, in the reverse order.
+            self._opened = opened.pop_all()
+
+    async def _open(self, opened: contextlib.AsyncExitStack) -> None:
+        opened.push_async_callback(self.clients.close)
         needs = self.needs
         if Dependency.POSTGRES in needs:
             url = self.settings.database_url
             if url is None:
                 url = await asyncio.to_thread(embedded_database_url, Path(self.settings.data_dir))
-            self.engine = db.create_engine(url)
+            self.engine = engine = db.create_engine(url)
+            opened.push_async_callback(engine.dispose)
             self._sessions = async_sessionmaker(
-                # Sessions know their runtime, so event handlers (given only a session) reach the
-                # cache and service clients of the process that runs them.
-                self.engine,
-                expire_on_commit=False,
-                info={WAKE_RELAY: self._wake_relay, RUNTIME: self},
+                self.engine, expire_on_commit=False, info={WAKE_RELAY: self._wake_relay}
             )
         if Dependency.REDIS in needs:
-            self.cache = await self._open_cache()
+            self.cache = cache = await self._open_cache()
+            opened.push_async_callback(cache.aclose)
             # Fail open like the gateway's default: a Redis outage must not refuse every call the
             # gateway already admitted; the gateway's own check is where that choice is a setting.
-            self.revocations = RevocationList(
-                self.cache, fail_open=True, cache_seconds=REVOCATION_CACHE_SECONDS
-            )
+            self.revocations = RevocationList(cache, fail_open=True, cache_seconds=REVOCATION_CACHE_SECONDS)
         if Dependency.RABBITMQ in needs:
-            self.bus = self._open_bus()
-            await self.bus.start()
+            self.bus = bus = self._open_bus()
+            opened.push_async_callback(bus.close)
+            await bus.start()
         self.verifier = self._open_verifier()
+        opened.push_async_callback(self._cancel_tasks)
         if self.bus is not None and self._sessions is not None:
             await self._start_events(self.bus, self._sessions)
         for target in self.targets.values():
@@ -168,7 +177,9 @@ class Runtime:
                 await bus.consume(
                     target.name,
                     list(target.consumes),
-                    deliverer(sessions, target.events, dict(target.consumes)),
+                    deliverer(
+                        sessions, target.events, dict(target.consumes), cache=self.cache, clients=self.clients
+                    ),
                 )
 
     def _wake_relay(self) -> None:
@@ -183,17 +194,13 @@ class Runtime:
     async def stop(self) -> None:
         for close in reversed(self.on_stop):
             await close()
+        await self._opened.aclose()
+
+    async def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.clients.close()
-        if self.bus is not None:
-            await self.bus.close()
-        if self.cache is not None:
-            await self.cache.aclose()
-        if self.engine is not None:
-            await self.engine.dispose()
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency this process needs -> "ok" or why it failed."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -74,23 +74,27 @@ class TargetSettings(BaseSettings):
     """Base for a target's own settings; subclasses set `env_prefix` to `<TARGET>_`.
 
     Fields listed in `development_defaults` hold values that are only safe on a laptop: outside
-    development they must be set explicitly, or the process refuses to start.
+    development they must be set explicitly, or the process refuses to start (`load_target_settings`).
     """
 
     model_config = SettingsConfigDict(extra="ignore")
     development_defaults: ClassVar[dict[str, Any]] = {}
 
-    environment: Environment = Field(default=Environment.DEVELOPMENT, validation_alias="CODER_ENVIRONMENT")
 
-    @model_validator(mode="after")
-    def _refuse_development_defaults(self) -> Self:
-        if self.environment is Environment.DEVELOPMENT:
-            return self
-        prefix = self.model_config.get("env_prefix", "")
-        for name, unsafe in self.development_defaults.items():
-            if getattr(self, name) == unsafe:
-                raise ValueError(
-                    f"{prefix}{name.upper()} still has its development default; "
-                    f"set it explicitly when CODER_ENVIRONMENT={self.environment.value}"
-                )
-        return self
+T = TypeVar("T", bound=TargetSettings)
+
+
+def load_target_settings(kind: type[T], environment: Environment) -> T:
+    """A target's settings from its environment variables, read by the process's entry point and
+    handed to the runtime. `environment` is the platform's (CODER_ENVIRONMENT, read once)."""
+    settings = kind()
+    if environment is Environment.DEVELOPMENT:
+        return settings
+    prefix = kind.model_config.get("env_prefix", "")
+    for name, unsafe in kind.development_defaults.items():
+        if getattr(settings, name) == unsafe:
+            raise ValueError(
+                f"{prefix}{name.upper()} still has its development default; "
+                f"set it explicitly when CODER_ENVIRONMENT={environment.value}"
+            )
+    return settings

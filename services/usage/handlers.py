@@ -7,7 +7,6 @@ from datetime import UTC
 from decimal import Decimal
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.usage.budgets import charge
 from coder.services.usage.meters import store_events
@@ -19,8 +18,7 @@ from coder.services.usage.schemas import (
     ReservationStatus,
 )
 from coder.shared.contracts.ai import AiRequestCompleted
-from coder.shared.events import CloudEvent
-from coder.shared.runtime import session_runtime
+from coder.shared.events import CloudEvent, EventContext
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +26,11 @@ log = logging.getLogger(__name__)
 # --- events from the bus ---
 
 
-async def on_ai_request_completed(event: CloudEvent, session: AsyncSession) -> None:
+async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> None:
     """Store the request as a usage event and charge its cost and tokens to the budgets: through its
     reservation when it names one that is still open, directly otherwise. The inbox makes this run
     once per event id; a malformed event raises and ends in the dead-letter queue."""
+    session, cache = context.session, context.cache
     org_id = event.orgid
     if not org_id:
         raise ValueError(f"event {event.id} has no orgid: it cannot be attributed to an organization")
@@ -48,7 +47,6 @@ async def on_ai_request_completed(event: CloudEvent, session: AsyncSession) -> N
     except ValidationError as exc:
         raise ValueError(f"event {event.id} has malformed data: {exc}") from None
     await store_events(session, org_id, [stored])
-    cache = session_runtime(session).cache
     assert cache is not None, "usage needs redis"
     reservation = None
     if usage.reservation_id is not None:

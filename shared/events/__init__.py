@@ -1,6 +1,6 @@
 """Events: CloudEvents envelope, transactional outbox and relay, idempotent consumers, two buses."""
 
 from coder.shared.events.envelope import CloudEvent
-from coder.shared.events.outbox import EventTables, Handler
+from coder.shared.events.outbox import EventContext, EventTables, Handler
 
-__all__ = ["CloudEvent", "EventTables", "Handler"]
+__all__ = ["CloudEvent", "EventContext", "EventTables", "Handler"]

@@ -9,8 +9,9 @@ is skipped: at-least-once delivery becomes exactly-once in effect.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, delete, event, func
 from sqlalchemy import insert as sa_insert
@@ -20,7 +21,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coder.shared import contracts
 from coder.shared.events.envelope import CloudEvent
 
-Handler = Callable[[CloudEvent, AsyncSession], Awaitable[None]]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from coder.shared.http import ServiceClients
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What an event handler is given: the delivery's transaction (its writes commit with the inbox
+    entry), and the cache and service clients of the process that runs it."""
+
+    session: AsyncSession
+    cache: Redis | None = None
+    clients: ServiceClients | None = None
+
+
+Handler = Callable[[CloudEvent, EventContext], Awaitable[None]]
 
 WAKE_RELAY = "wake_relay"  # session.info key: a callable the runtime puts there to wake its relay
 

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,7 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coder.shared.db import transaction
 from coder.shared.events.bus import Bus, Deliver, topic_matches
 from coder.shared.events.envelope import CloudEvent
-from coder.shared.events.outbox import EventTables, Handler
+from coder.shared.events.outbox import EventContext, EventTables, Handler
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from coder.shared.http import ServiceClients
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,12 @@ class Relay:
 
 
 def deliverer(
-    sessions: async_sessionmaker[AsyncSession], tables: EventTables, handlers: dict[str, Handler]
+    sessions: async_sessionmaker[AsyncSession],
+    tables: EventTables,
+    handlers: dict[str, Handler],
+    *,
+    cache: Redis | None = None,
+    clients: ServiceClients | None = None,
 ) -> Deliver:
     """One delivery = one transaction: claim the id in the inbox, run the matching handlers."""
 
@@ -102,8 +113,9 @@ def deliverer(
         async with transaction(sessions) as session:
             if not await tables.claim(session, event):
                 return
+            context = EventContext(session=session, cache=cache, clients=clients)
             for binding, handler in handlers.items():
                 if topic_matches(binding, event.type):
-                    await handler(event, session)
+                    await handler(event, context)
 
     return deliver

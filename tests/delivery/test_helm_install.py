@@ -9,7 +9,6 @@ step, and a failed step fails the ones after it.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,9 +186,15 @@ def test_version_upgrade_migrates_first_then_rolls_every_target(helm_cluster: Cl
         migrate = c.get("-n", PLATFORM_NS, f"job/{name}")["spec"]["template"]["spec"]["containers"][0]
         assert migrate["image"] == f"{crd.DEFAULT_IMAGE}:0.2.0"
         assert migrate["args"][0] == "migrate"
-        # Three resyncs (1 s apart) later, with the Job not yet succeeded, every target still runs
-        # the old version: the rollout waits for the migration.
-        time.sleep(3)
+        # With the Job not yet succeeded, the operator has decided (and reported) that the rollout
+        # waits for the migration; every target still runs the old version.
+
+        def waiting_for_migration() -> bool:
+            status = c.get("-n", PLATFORM_NS, f"coderplatform/{RELEASE}").get("status", {})
+            progressing = [x for x in status.get("conditions", []) if x["type"] == "Progressing"]
+            return any(x["reason"] == "WaitingForMigration" and "0.2.0" in x["message"] for x in progressing)
+
+        wait_for("the rollout to wait for the migration", waiting_for_migration)
         assert images(c) == {f"{crd.DEFAULT_IMAGE}:0.1.0"}
         c.bring_up(PLATFORM_NS, RELEASE)
     assert images(c) == {f"{crd.DEFAULT_IMAGE}:0.2.0"}

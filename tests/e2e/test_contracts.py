@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from coder.runner import registry
-from coder.tests.conftest import Platform
+from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
 SERVICES = [name for name in registry.PACKAGES if name != "gateway"]

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from coder.tests.conftest import Platform
 from coder.tests.e2e.test_contracts import PROBLEM, SERVICES, _operations
 from coder.tests.support.crossorg import CrossOrg, Operation, TargetClient
+from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
 PARAMETER = re.compile(r"\{([^}]+)\}")

@@ -7,11 +7,11 @@ import base64
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,19 +54,19 @@ def microservices(
         "GATEWAY_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
     cli = str(Path(sys.executable).with_name("coder-platform"))
-    process = subprocess.Popen([cli, "up", "--port-offset", str(offset)], env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [cli, "up", "--port-offset", str(offset)], env=env, start_new_session=True, stdout=subprocess.PIPE
+    )
     gateway = f"http://127.0.0.1:{3000 + offset}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, "coder-platform up exited early"
-            try:
-                if httpx.get(f"{gateway}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the gateway never became ready"
-            time.sleep(0.3)
+        # `up` prints one line on stdout once every target answers /readyz; nothing else goes there.
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        line = process.stdout.readline().decode() if ready else ""
+        assert f"gateway on {gateway}" in line, f"coder-platform up never reported ready: {line!r}"
+        for target in registry.descriptors().values():  # what `up` promises: every target is ready
+            response = httpx.get(f"http://127.0.0.1:{target.port + offset}/readyz", timeout=5)
+            assert response.status_code == 200, (target.name, response.text)
         yield gateway
     finally:
         process.send_signal(signal.SIGTERM)

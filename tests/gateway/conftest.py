@@ -5,7 +5,6 @@ real upstream servers on loopback for the proxy."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,47 +12,29 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from coder.runner import registry
 from coder.runner.process import build_process_app
-from coder.shared import db, migrations
 from coder.shared.settings import PlatformSettings
-from coder.tests.conftest import Platform, wait_until
 from coder.tests.gateway.factories import Session, signup
 from coder.tests.gateway.upstream import Upstream
+from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.oidc_provider import OidcProvider
+from coder.tests.support.platform import Platform, target_settings, wait_until
 
 
 @pytest.fixture(scope="session")
 async def fresh_database(database_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
     """Makes databases of their own for gateway runs, migrated to head; drops them afterwards."""
-    admin_url = db.make_url_for_database(database_url, "postgres")
     created: list[str] = []
 
-    async def admin(sql: str) -> None:
-        engine = db.create_engine(admin_url, pool_size=1)
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(sql))
-        await engine.dispose()
-
     async def make() -> str:
-        name = f"coder_gw_{uuid.uuid4().hex[:8]}"
-        await admin(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        url = db.make_url_for_database(database_url, name)
-        engine = db.create_engine(url, pool_size=1)
-        async with engine.connect() as conn:
-            await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-            await conn.commit()
-        await migrations.upgrade(engine, list(registry.resolve("all").values()))
-        await engine.dispose()
-        return url
+        created.append(await create_database(database_url, "coder_gw"))
+        return created[-1]
 
     yield make
-    for name in created:
-        await admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+    for url in created:
+        await drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +85,8 @@ async def gateway_platform(
         settings = PlatformSettings.model_validate(
             {"database_url": database_url, "environment": "test", "outbox_poll_seconds": 0.2, **overrides}
         )
-        app = build_process_app(settings, registry.resolve("all"))
+        targets = registry.resolve("all")
+        app = build_process_app(settings, targets, target_settings(targets))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

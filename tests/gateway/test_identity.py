@@ -19,9 +19,9 @@ from sqlalchemy import select, update
 
 from coder.gateway.edge import Gateway as GatewayParts
 from coder.gateway.models import PersonalToken, SigningKey
-from coder.tests.conftest import wait_until
 from coder.tests.gateway.conftest import Gateway
 from coder.tests.gateway.factories import PASSWORD, bearer, member, owner, session_of, signup, unique_email
+from coder.tests.support.platform import wait_until
 
 PROBLEM = "application/problem+json"
 SECRETS = "/api/secrets/v1/secrets"

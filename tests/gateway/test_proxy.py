@@ -20,12 +20,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from coder.shared.devservers import RedisServer, free_port
-from coder.tests.conftest import Platform, wait_until
 from coder.tests.gateway.conftest import Gateway, gateway_env, gateway_platform
 from coder.tests.gateway.factories import bearer, owner
 from coder.tests.gateway.test_identity import assert_problem
 from coder.tests.gateway.upstream import FlakyServer
 from coder.tests.support.oidc_provider import OidcProvider
+from coder.tests.support.platform import Platform, wait_until
 
 
 @contextlib.asynccontextmanager

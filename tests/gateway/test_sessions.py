@@ -12,10 +12,10 @@ from argon2 import PasswordHasher
 from sqlalchemy import text
 
 from coder.gateway import sessions
-from coder.tests.conftest import wait_until
 from coder.tests.gateway.conftest import Gateway
 from coder.tests.gateway.factories import PASSWORD, unique_email
 from coder.tests.gateway.test_identity import tweaked
+from coder.tests.support.platform import wait_until
 
 BOOTSTRAP_LOCKS = text(
     "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
+from lightkube.core.decoders import decode_list
 from lightkube.resources.apps_v1 import Deployment
 
 from coder.operator import crd, names
-from coder.operator.kube import Key, Kube
+from coder.operator.kube import CHILD_KINDS, Key, Kube, ServiceMonitor
 from coder.operator.main import operate
 from coder.operator.options import Options
 from coder.operator.reconcile import Outcome, reconcile
@@ -201,6 +202,16 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def _compile_list_decoders() -> None:
+    """Decode an empty list of every kind the operator lists, here, before its thread starts.
+
+    msgspec builds a type's decoder on first use; two threads building the same one at once (the
+    operator listing children while the test does) crashed the interpreter with a segfault.
+    """
+    for kind in (*CHILD_KINDS, ServiceMonitor):
+        decode_list(b'{"metadata": {}, "items": []}', kind)
+
+
 @contextlib.contextmanager
 def running_operator(
     kubeconfig: str, namespace: str, *, resync: float = 1.0, kube_factory: Callable[[], Kube] | None = None
@@ -218,6 +229,7 @@ def running_operator(
         except BaseException as exc:  # surfaced in the test's thread below
             errors.append(exc)
 
+    _compile_list_decoders()
     thread = threading.Thread(target=main, name="operator", daemon=True)
     thread.start()
     try:

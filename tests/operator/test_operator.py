@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import threading
 from typing import Any
 
 import yaml
@@ -41,9 +42,12 @@ class StallingKube(Kube):
         base = Kube.from_kubeconfig(kubeconfig)
         super().__init__(base.client)
         self.left = writes
+        # Set once a write hangs (the operator may run on a loop of its own: a thread-safe flag).
+        self.stalled = threading.Event()
 
     async def apply(self, manifest: Any, **kwargs: Any) -> dict[str, Any]:
         if self.left <= 0:
+            self.stalled.set()
             await asyncio.Event().wait()  # never returns; the operator is stopped meanwhile
         self.left -= 1
         return await super().apply(manifest, **kwargs)
@@ -94,9 +98,9 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
         cr_version = (await cluster.cr())["metadata"]["resourceVersion"]
         event_count = len(events(cluster))
         recorder.kube.requests.reset()
-        await asyncio.sleep(10 * RESYNC + 0.2)
-        lists = recorder.kube.requests.methods["GET"]
-        assert lists >= 9 * 10, lists  # ten resyncs (each lists every kind) did run
+        kube = recorder.kube
+        # Ten resyncs (each lists every kind) ran: only then does "no write" say anything.
+        await eventually("ten resyncs", lambda: kube.requests.methods["GET"] >= 9 * 10, timeout=60)
         assert recorder.kube.requests.writes == 0, recorder.kube.requests.write_paths()
         assert await cluster.versions() == versions
         assert (await cluster.cr())["metadata"]["resourceVersion"] == cr_version
@@ -138,16 +142,18 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
 
 async def test_operator_restarted_mid_reconcile_converges(cluster: Cluster):
     kubeconfig = str(cluster.cp.kubeconfig)
-    with running_operator(
-        kubeconfig, cluster.namespace, resync=RESYNC, kube_factory=lambda: StallingKube(kubeconfig, writes=4)
-    ):
+    stalling: list[StallingKube] = []
+
+    def stalling_kube() -> StallingKube:
+        stalling.append(StallingKube(kubeconfig, writes=4))
+        return stalling[-1]
+
+    with running_operator(kubeconfig, cluster.namespace, resync=RESYNC, kube_factory=stalling_kube):
         cluster.apply_cr()
-
-        async def four_children() -> bool:
-            return len(await cluster.children()) == 4
-
-        await eventually("the first writes", four_children)
-        await asyncio.sleep(2 * RESYNC)
+        # The fifth write hangs: the reconcile can go no further, so what is there now is final.
+        await eventually(
+            "the operator to stall mid-reconcile", lambda: any(k.stalled.is_set() for k in stalling)
+        )
     # The operator is gone in the middle of its first reconcile: a partial set of children.
     assert len(await cluster.children()) == 4
     assert "status" not in await cluster.cr()

@@ -1,7 +1,7 @@
 import pytest
 
 from coder.runner import registry
-from coder.tests.conftest import Platform
+from coder.tests.support.platform import Platform
 
 PROBLEM = "application/problem+json"
 

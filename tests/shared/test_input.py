@@ -20,7 +20,7 @@ from coder.services.secrets.models import Secret, SecretVersion
 from coder.shared.errors import Problem
 from coder.shared.pagination import page_params, paginate
 from coder.shared.schemas import Input
-from coder.tests.conftest import Platform
+from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
 PROBLEM = "application/problem+json"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from coder.runner import registry
-from coder.tests.conftest import Platform
+from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
 PROBLEM = "application/problem+json"

@@ -2,19 +2,27 @@ import pytest
 from pydantic import ValidationError
 
 from coder.services.secrets.config import SecretsSettings
-from coder.shared.settings import PlatformSettings
+from coder.shared.settings import Environment, PlatformSettings, load_target_settings
 
 
 def test_development_defaults_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CODER_ENVIRONMENT", "production")
     monkeypatch.delenv("SECRETS_MASTER_KEYS", raising=False)
-    with pytest.raises(ValidationError, match="SECRETS_MASTER_KEYS still has its development default"):
-        SecretsSettings()
+    with pytest.raises(ValueError, match="SECRETS_MASTER_KEYS still has its development default"):
+        load_target_settings(SecretsSettings, Environment.PRODUCTION)
 
 
 def test_development_defaults_are_fine_in_development(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CODER_ENVIRONMENT", "development")
-    assert SecretsSettings().active_key_id == "dev"
+    monkeypatch.delenv("SECRETS_MASTER_KEYS", raising=False)
+    assert load_target_settings(SecretsSettings, Environment.DEVELOPMENT).active_key_id == "dev"
+
+
+def test_the_environment_is_the_platforms_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CODER_ENVIRONMENT is read by PlatformSettings only: a target's settings do not read it again."""
+    monkeypatch.setenv("CODER_ENVIRONMENT", "production")
+    monkeypatch.delenv("SECRETS_MASTER_KEYS", raising=False)
+    assert PlatformSettings().environment is Environment.PRODUCTION
+    assert SecretsSettings().active_key_id == "dev"  # refusing is load_target_settings' job
+    assert "environment" not in SecretsSettings.model_fields
 
 
 def test_malformed_keyring_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

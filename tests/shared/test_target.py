@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from fastapi import APIRouter
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coder.shared.events import CloudEvent
+from coder.shared.events import CloudEvent, EventContext
 from coder.shared.target import Descriptor, Target
 
 DESCRIPTOR = Descriptor(
@@ -14,7 +13,7 @@ DESCRIPTOR = Descriptor(
 )
 
 
-async def handle(event: CloudEvent, session: AsyncSession) -> None:
+async def handle(event: CloudEvent, context: EventContext) -> None:
     return None
 
 

@@ -18,8 +18,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from coder.shared.devservers import free_port
-from coder.tests.conftest import Platform
 from coder.tests.support.logscan import LogCapture
+from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

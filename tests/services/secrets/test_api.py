@@ -15,8 +15,8 @@ from sqlalchemy import select, text
 from coder.services.secrets.config import SecretsSettings
 from coder.services.secrets.models import SecretVersion
 from coder.shared.events import CloudEvent
-from coder.tests.conftest import Platform, wait_until
 from coder.tests.support.logscan import CANARY
+from coder.tests.support.platform import Platform, wait_until
 from coder.tests.support.tokens import TestSigner
 
 API = "/api/secrets/v1"

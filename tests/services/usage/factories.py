@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from coder.shared.events import CloudEvent
-from coder.tests.conftest import Platform
+from coder.tests.support.platform import Platform
 
 API = "/api/usage/v1"
 

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import func, select
 
 from coder.services.usage.models import Event
-from coder.tests.conftest import Platform
 from coder.tests.services.usage.factories import (
     API,
     create_budget,
@@ -22,6 +21,7 @@ from coder.tests.services.usage.factories import (
     query,
     reserve,
 )
+from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
 DAY1, DAY2, DAY3 = "2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"

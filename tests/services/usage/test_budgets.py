@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from coder.tests.conftest import Platform, wait_until
 from coder.tests.services.usage.factories import (
     API,
     create_budget,
@@ -14,6 +13,7 @@ from coder.tests.services.usage.factories import (
     reserve,
     settle,
 )
+from coder.tests.support.platform import Platform, wait_until
 from coder.tests.support.tokens import TestSigner
 
 

@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 
 from coder.services.usage.models import Event
 from coder.shared.events import CloudEvent
-from coder.tests.conftest import Platform, wait_until
 from coder.tests.services.usage.factories import (
     API,
     completed,
@@ -19,6 +18,7 @@ from coder.tests.services.usage.factories import (
     reserve,
     settle,
 )
+from coder.tests.support.platform import Platform, wait_until
 from coder.tests.support.tokens import TestSigner
 
 

@@ -9,7 +9,7 @@ import aio_pika
 
 from coder.shared.events import CloudEvent
 from coder.shared.events.bus import InProcessBus, queue_name
-from coder.tests.conftest import Platform, wait_until
+from coder.tests.support.platform import Platform, wait_until
 
 
 async def test_failing_handler_is_retried_then_dead_lettered(platform: Platform) -> None:

@@ -14,16 +14,15 @@ from typing import ClassVar
 import pytest
 from fastapi import APIRouter
 from sqlalchemy import Column, Integer, String, Table, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.shared import db
 from coder.shared.contracts import Contract
 from coder.shared.devservers import RabbitServer
-from coder.shared.events import CloudEvent, EventTables
+from coder.shared.events import CloudEvent, EventContext, EventTables
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Dependency, Descriptor, Target
-from coder.tests.conftest import wait_until
+from coder.tests.support.platform import wait_until
 
 
 class ProbeThingHappened(Contract):
@@ -44,7 +43,8 @@ effects = Table(
 applied: list[str] = []
 
 
-async def on_happened(event: CloudEvent, session: AsyncSession) -> None:
+async def on_happened(event: CloudEvent, context: EventContext) -> None:
+    session = context.session
     applied.append(event.id)
     await session.execute(effects.insert().values(event_id=event.id, seq=event.data["seq"]))
 

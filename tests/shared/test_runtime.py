@@ -1,0 +1,42 @@
+"""The runtime opens what its targets need and, when a step of start() fails, closes what it opened."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from coder.runner import registry
+from coder.services.secrets.config import SecretsSettings
+from coder.shared.devservers import RabbitServer, RedisServer
+from coder.shared.runtime import Runtime
+from coder.shared.target import Dependency
+from coder.tests.support.platform import make_settings
+from coder.tests.support.tokens import TestSigner
+
+
+def _cannot_start(runtime: Runtime) -> None:
+    raise RuntimeError("this worker cannot start")
+
+
+async def test_a_start_that_fails_partway_leaves_nothing_running(
+    database_url: str, redis_server: RedisServer, rabbit_server: RabbitServer, signer: TestSigner
+) -> None:
+    secrets = registry.wiring("secrets")
+    # The last step of start() fails: after the engine, the cache, the broker connection and the
+    # outbox relay were opened.
+    broken = dataclasses.replace(
+        secrets,
+        descriptor=dataclasses.replace(
+            secrets.descriptor, needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ})
+        ),
+        background=[_cannot_start],  # type: ignore[list-item]
+    )
+    settings = make_settings(database_url, signer, redis_url=redis_server.url, amqp_url=rabbit_server.url)
+    runtime = Runtime(settings, {"secrets": broken}, registry.descriptors(), [SecretsSettings()])
+    before = asyncio.all_tasks()
+    with pytest.raises(RuntimeError, match="cannot start"):
+        await runtime.start()
+    left = {task.get_name() for task in asyncio.all_tasks() - before if not task.done()}
+    assert left == set()  # no relay polling PostgreSQL, no AMQP connection being kept up

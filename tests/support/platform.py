@@ -1,0 +1,69 @@
+"""The platform app as tests run it: settings, the app with its lifespan entered, polling helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+
+from coder.runner import registry
+from coder.runner.process import build_process_app
+from coder.shared.runtime import Runtime
+from coder.shared.settings import PlatformSettings, TargetSettings
+from coder.shared.target import Target
+from coder.tests.support.tokens import TestSigner
+
+
+@dataclass
+class Platform:
+    """The running platform as a test sees it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    backend: str
+    runtime: Runtime
+
+
+def make_settings(database_url: str, signer: TestSigner, **overrides: object) -> PlatformSettings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "jwks": signer.jwks(),
+        "environment": "test",
+        "outbox_poll_seconds": 0.2,
+        **overrides,
+    }
+    return PlatformSettings.model_validate(values)
+
+
+@asynccontextmanager
+async def running(settings: PlatformSettings, backend: str, targets: str = "all") -> AsyncIterator[Platform]:
+    """The platform app with its lifespan entered, and a client speaking to it in-process."""
+    app = build_process_app(settings, registry.resolve(targets), target_settings(registry.resolve(targets)))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Platform(app=app, client=client, backend=backend, runtime=app.state.runtime)
+
+
+def target_settings(targets: Mapping[str, Target]) -> list[TargetSettings]:
+    """The targets' settings from the environment as it is, development defaults allowed (tests run
+    with CODER_ENVIRONMENT=test and the development keys)."""
+    return [t.settings() for t in targets.values() if t.settings is not None]
+
+
+async def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
+    """Poll `condition` (sync or async) until it is truthy; returns its value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
