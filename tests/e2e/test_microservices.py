@@ -89,5 +89,9 @@ def test_each_target_in_its_own_process(microservices: str, signer: TestSigner, 
         secrets_port = int(microservices.rsplit(":", 1)[1]) - 3000 + 3003
         direct = httpx.get(f"http://127.0.0.1:{secrets_port}/v1/secrets/ci/token", headers=headers)
         assert direct.json()["data"] == {"token": "t-1"}
-        assert client.get("/api/secrets/readyz").json()["checks"] == {"postgres": "ok", "rabbitmq": "ok"}
+        assert client.get("/api/secrets/readyz").json()["checks"] == {
+            "postgres": "ok",
+            "redis": "ok",  # the revocation list
+            "rabbitmq": "ok",
+        }
         assert client.get("/api/unknown/anything").status_code == 404

@@ -135,13 +135,14 @@ async def test_disabling_a_target_prunes_it_and_its_data_stores(cluster: Cluster
 
 
 async def test_config_change_rolls_only_the_affected_deployments(cluster: Cluster):
+    # RabbitMQ: a data store some targets use and others (the gateway) do not.
     cluster.kubectl(
-        "create", "secret", "generic", "shared-redis", "--from-literal=url=redis://old.example:6379/0"
+        "create", "secret", "generic", "shared-amqp", "--from-literal=url=amqp://old.example:5672/"
     )
-    cluster.apply_cr(with_spec("  redis:\n    external:\n      urlSecretRef: {name: shared-redis}\n"))
+    cluster.apply_cr(with_spec("  rabbitmq:\n    external:\n      urlSecretRef: {name: shared-amqp}\n"))
     await cluster.bring_up()
-    redis_users = {n for n, t in registry.descriptors().items() if "redis" in t.needs}
-    assert redis_users and redis_users != set(registry.descriptors())
+    amqp_users = {n for n, t in registry.descriptors().items() if "rabbitmq" in t.needs}
+    assert amqp_users and amqp_users != set(registry.descriptors())
 
     def templates(children) -> dict[str, str]:
         return {
@@ -152,15 +153,15 @@ async def test_config_change_rolls_only_the_affected_deployments(cluster: Cluste
 
     before = templates(await cluster.children())
     # 1. A rotated external Secret rolls the targets that read it, and only those.
-    new_url = base64.b64encode(b"redis://new.example:6379/0").decode()
+    new_url = base64.b64encode(b"amqp://new.example:5672/").decode()
     cluster.kubectl(
-        "patch", "secret", "shared-redis", "--type=merge", "-p", json.dumps({"data": {"url": new_url}})
+        "patch", "secret", "shared-amqp", "--type=merge", "-p", json.dumps({"data": {"url": new_url}})
     )
     outcome = await cluster.reconcile()
-    assert set(outcome.applied) == {f"Deployment/coder-{n}" for n in redis_users}
+    assert set(outcome.applied) == {f"Deployment/coder-{n}" for n in amqp_users}
     after = templates(await cluster.children())
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {f"coder-{n}" for n in redis_users}
+    assert changed == {f"coder-{n}" for n in amqp_users}
 
     # 2. A target's own env rolls that target alone.
     cluster.patch_cr(
