@@ -25,7 +25,12 @@ from coder.runner import registry
 from coder.tests.e2e import test_contracts
 from coder.tests.e2e.test_cross_org import check_another_orgs_resources_do_not_exist
 from coder.tests.gateway.test_docs import check_one_openapi_view
+from coder.tests.runner import test_registry
 from coder.tests.runner.notes.crossorg import registration
+from coder.tests.shared.migrations.test_ops import (
+    check_event_tables_come_from_the_shared_operation,
+    check_the_migrated_schema_is_the_models,
+)
 from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.platform import Platform, make_settings, running, wait_until
 from coder.tests.support.tokens import TestSigner
@@ -37,6 +42,14 @@ ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 # The platform-wide contract checks, each run for one target: every `test_*` of the suite.
 CONTRACT_CHECKS = [f for name, f in vars(test_contracts).items() if name.startswith("test_")]
 assert CONTRACT_CHECKS
+# Every target's invariants as tests/runner/test_registry.py checks them over the registry.
+REGISTRY_INVARIANTS = [
+    test_registry.test_every_table_and_constraint_is_prefixed_by_its_target,
+    test_registry.test_every_target_with_tables_has_migrations,
+    test_registry.test_wiring_carries_its_descriptor,
+    test_registry.test_descriptors_name_every_permission_their_code_checks,
+    test_registry.test_descriptors_name_every_event_their_code_emits,
+]
 
 
 @pytest.fixture
@@ -124,6 +137,13 @@ async def test_a_target_registered_by_one_line_passes_every_suite(
             return (await conn.execute(text("SELECT count(*) FROM notes_outbox"))).scalar_one() == 0
 
     await wait_until(outbox_empty, what="the relay to drain notes' outbox")
+
+    # The registry's and the migrations' invariants, on it (its port is its own: DESIGN.md's are taken).
+    for invariant in REGISTRY_INVARIANTS:
+        invariant()
+    check_event_tables_come_from_the_shared_operation(registry.wiring(NAME))
+    database = engine.url.render_as_string(hide_password=False)
+    await check_the_migrated_schema_is_the_models(database, registry.wiring(NAME))
 
     # The platform-wide suites, on it.
     arguments: dict[str, Any] = {"platform": platform, "signer": signer, "org": org, "service": NAME}

@@ -35,7 +35,7 @@ async def create_note(body: NoteCreate, session: SessionDep, principal: Writer) 
     await session.refresh(note)
     await events.publish(
         session,
-        NoteCreated.event_type,
+        "notes.note.created",
         NoteCreated(title=note.title).model_dump(mode="json"),
         org_id=principal.org_id,
         subject=str(note.id),
