@@ -65,12 +65,20 @@ def registered() -> Iterator[None]:
     registry.descriptors.cache_clear()
 
 
-@pytest.fixture
-async def notes_platform(registered: None, database_url: str, signer: TestSigner) -> AsyncIterator[Platform]:
+@pytest.fixture(params=["inprocess", "real"])
+async def notes_platform(
+    request: pytest.FixtureRequest, registered: None, database_url: str, signer: TestSigner
+) -> AsyncIterator[Platform]:
     """The platform with notes among its targets, on a database of its own migrated to head."""
+    overrides: dict[str, object] = {}
+    if request.param == "real":
+        overrides["redis_url"] = request.getfixturevalue("redis_server").url
+        overrides["amqp_url"] = request.getfixturevalue("rabbit_server").url
     url = await create_database(database_url, "coder_recipe")
     try:
-        async with running(make_settings(url, signer), "inprocess") as platform:
+        async with running(make_settings(url, signer, **overrides), request.param) as platform:
+            if platform.runtime.bus is not None:
+                await wait_until(platform.runtime.bus.is_ready, what="the event bus to connect")
             yield platform
     finally:
         await drop_database(url)
