@@ -63,7 +63,13 @@ def _answer(response: Any, values: dict[str, str]) -> tuple[int, str, str]:
 async def test_another_orgs_resources_do_not_exist(
     platform: Platform, signer: TestSigner, service: str
 ) -> None:
-    registration = _registration(service)
+    await check_another_orgs_resources_do_not_exist(platform, signer, service, _registration(service))
+
+
+async def check_another_orgs_resources_do_not_exist(
+    platform: Platform, signer: TestSigner, service: str, registration: CrossOrg
+) -> None:
+    """The suite's check of one target, given its registration (tests/runner/test_recipe.py reuses it)."""
     api = TargetClient(platform.client, f"/api/{service}")
     document = (await api.request("GET", "/openapi.json")).json()
     org_a, org_b = f"org-{uuid.uuid4().hex[:12]}", f"org-{uuid.uuid4().hex[:12]}"

@@ -4,8 +4,12 @@ contracts every endpoint keeps (401 problem without a token, named 4xx problems 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
+import httpx
+
+from coder.runner import registry
 from coder.tests.gateway.conftest import Gateway
 from coder.tests.gateway.test_identity import assert_problem
 
@@ -23,10 +27,27 @@ def refs(node: Any) -> list[str]:
     return []
 
 
-async def test_one_openapi_view_over_every_target(gw: Gateway) -> None:
-    html = await gw.client.get("/docs")
+async def check_one_openapi_view(client: httpx.AsyncClient, targets: Iterable[str]) -> dict[str, Any]:
+    """`/docs` shows every operation of each of `targets` under `/api/<target>`, its schemas under
+    `<target>.`, and every reference resolves; returns the merged document."""
+    html = await client.get("/docs")
     assert html.status_code == 200 and "/docs/openapi.json" in html.text
-    document = (await gw.client.get("/docs/openapi.json")).json()
+    document: dict[str, Any] = (await client.get("/docs/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    for name in targets:
+        own = (await client.get(f"/api/{name}/openapi.json")).json()
+        for method, path, _ in operations(own):
+            assert method.lower() in document["paths"].get(f"/api/{name}{path}", {}), (name, method, path)
+        assert {f"{name}.{schema}" for schema in own["components"]["schemas"]} <= set(schemas), name
+    for ref in refs(document):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "x-unavailable-targets" not in document
+    return document
+
+
+async def test_one_openapi_view_over_every_target(gw: Gateway) -> None:
+    document = await check_one_openapi_view(gw.client, [n for n in registry.PACKAGES if n != "gateway"])
     paths = document["paths"]
     assert "/auth/login" in paths and "/api/orgs/{org_id}/members" in paths
     assert "/api/secrets/v1/secrets/{path}" in paths and any(p.startswith("/api/usage/") for p in paths)
@@ -36,10 +57,6 @@ async def test_one_openapi_view_over_every_target(gw: Gateway) -> None:
     schemas = document["components"]["schemas"]
     assert "secrets.SecretWrite" in schemas and "TokenPair" in schemas
     assert "Problem" in schemas and "secrets.Problem" in schemas
-    for ref in refs(document):
-        assert ref.removeprefix("#/components/schemas/") in schemas, ref
-    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert "x-unavailable-targets" not in document
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -1,0 +1,6 @@
+from coder.shared.target import Target
+from coder.tests.runner.notes.api import router
+from coder.tests.runner.notes.descriptor import descriptor
+from coder.tests.runner.notes.models import Base, events
+
+target = Target(descriptor=descriptor, router=router, metadata=Base.metadata, events=events)
