@@ -18,7 +18,8 @@ import pytest
 from fastapi import APIRouter, Request, Response
 
 from coder.gateway.edge import Gateway as GatewayApp
-from coder.shared.http import WORKLOAD_TOKEN_PATH
+from coder.shared import context
+from coder.shared.http import WORKLOAD_RENEW_SECONDS, WORKLOAD_TOKEN_PATH
 from coder.shared.target import Descriptor, Target, workload_secret
 from coder.tests.gateway.conftest import gateway_env, gateway_platform
 from coder.tests.gateway.factories import Session, bearer, member, owner
@@ -206,3 +207,24 @@ async def test_the_exchange_authenticates_the_target_and_the_user(world: World) 
     )
     assert no_user.status_code == 401
     assert WORKLOAD_TOKEN_PATH not in (await world.client.get("/openapi.json")).json()["paths"]
+
+
+async def test_the_calling_side_keeps_its_workload_token_until_shortly_before_expiry(world: World) -> None:
+    clients = world.platform.runtime.clients
+    reset = context.bearer_token.set(world.member.access_token)
+    try:
+        first = await clients.workload_token("probe", "usage")
+        assert await clients.workload_token("probe", "usage") == first  # each exchange mints a new jti
+        claims = jwt.decode(first, options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] > WORKLOAD_RENEW_SECONDS
+    finally:
+        context.bearer_token.reset(reset)
+    other = await owner(world.client)
+    reset = context.bearer_token.set(other.access_token)
+    try:  # another user: another token, acting for them
+        theirs = jwt.decode(
+            await clients.workload_token("probe", "usage"), options={"verify_signature": False}
+        )
+        assert theirs["sub"] == other.user_id
+    finally:
+        context.bearer_token.reset(reset)
