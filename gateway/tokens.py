@@ -46,6 +46,9 @@ PUBLISH_GRACE = timedelta(seconds=120)
 _KEY_LOCK = 0x6B65797374  # pg advisory lock id: one process at a time creates or rotates keys
 NONCE_BYTES = 12
 
+# A workload token's lifetime (at most an access token's): short, its holder trades for a new one.
+WORKLOAD_TTL_SECONDS = 300
+
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -247,4 +250,27 @@ class KeyStore:
             "sid": session,
             **extra,
         }
+        return await self.sign(claims), lifetime
+
+    async def workload_token(
+        self, *, subject: str, org: str, actor: str, audience: str, session: str | None
+    ) -> tuple[str, int]:
+        """A workload token (RFC 8693 `act`): `actor` acting for `subject` in `org`, good only at
+        `audience`. No `perms`: the callee admits what `actor`'s descriptor grants. `sid`, when the
+        user's token had one, lets a logout revoke it with the user's token."""
+        lifetime = min(WORKLOAD_TTL_SECONDS, self.access_ttl)
+        now = time.time()
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": audience,
+            "sub": subject,
+            "org": org,
+            "act": {"sub": actor},
+            "iat": round(now, 3),
+            "nbf": int(now),
+            "exp": int(now) + lifetime,
+            "jti": uuid.uuid4().hex,
+        }
+        if session is not None:
+            claims["sid"] = session
         return await self.sign(claims), lifetime

@@ -15,6 +15,7 @@ from typing import Any
 
 from coder.operator import crd, names
 from coder.operator.spec import DataStore, PlatformSpec, TargetConfig
+from coder.shared.target import workload_secret
 
 Manifest = dict[str, Any]
 # Returns n random bytes; the reconciler passes `secrets.token_bytes`, tests a deterministic one.
@@ -34,6 +35,14 @@ GENERATED: dict[str, Callable[[Callable[[], str], Mapping[str, str]], str]] = {
     "SECRETS_MASTER_KEYS": lambda key32, made: json.dumps({"k1": key32()}),
     "SECRETS_ACTIVE_KEY_ID": lambda key32, made: next(iter(json.loads(made["SECRETS_MASTER_KEYS"]))),
 }
+
+
+def _generate(target: str, setting: str, key32: Callable[[], str], made: Mapping[str, str]) -> str:
+    """A generated setting's first value: a target's workload secret (`<TARGET>_WORKLOAD_SECRET`, which
+    every target calling another for a user has) is random bytes; the others have a GENERATED recipe."""
+    if setting == workload_secret(target):
+        return key32()
+    return GENERATED[setting](key32, made)
 
 
 @dataclass(frozen=True)
@@ -225,7 +234,9 @@ def generated_secrets(
         name = child(spec, key_secret(target.name))
         made: dict[str, str] = {}
         for setting in target.generated_secrets:
-            made[setting] = existing.get(name, {}).get(setting) or GENERATED[setting](key32, made)
+            made[setting] = existing.get(name, {}).get(setting) or _generate(
+                target.name, setting, key32, made
+            )
         out.append(_secret(spec, name, target.name, made))
     return out
 
@@ -383,6 +394,7 @@ def target_env(spec: PlatformSpec, workload: TargetConfig, version: str) -> list
             ours.append(secret_env(crd.DATA_STORE_URL_ENV[store.name], secret, key))
     if "gateway" in served:
         ours.extend(_gateway_env(spec))
+        ours.extend(_workload_secrets_env(spec, served))
     obs = spec.observability
     service = "coder-platform" if workload.name == names.MONOLITH else f"coder-{workload.name}"
     attributes = ",".join(
@@ -435,6 +447,17 @@ def _gateway_env(spec: PlatformSpec) -> list[dict[str, Any]]:
             env.append(
                 {"name": "GATEWAY_OIDC_REDIRECT_URI", "value": f"{gateway_url(spec)}/auth/oidc/callback"}
             )
+    return env
+
+
+def _workload_secrets_env(spec: PlatformSpec, served: Iterable[str]) -> list[dict[str, Any]]:
+    """The gateway checks each calling target's workload secret: it reads that one key of the target's
+    Secret (never the rest of it), unless it serves the target and reads the whole Secret anyway."""
+    env = []
+    for target in spec.targets.values():
+        setting = workload_secret(target.name)
+        if setting in target.generated_secrets and target.name not in served:
+            env.append(secret_env(setting, child(spec, key_secret(target.name)), setting))
     return env
 
 

@@ -4,6 +4,11 @@ Access tokens are JWTs signed by the gateway with an asymmetric key named by `ki
 them against the gateway's JWKS (fetched and cached, refetched when an unknown `kid` shows up, so
 a key rotation needs no restart). Claims used: `sub`, `org` (tenant), `perms` (`<target>:<action>`).
 
+A workload token is how one target calls another for a user (docs/architecture.md, "Service-to-service
+identity"): signed by the gateway like an access token, `aud` the callee, `sub`/`org` the user's and
+`act: {"sub": "<calling target>"}` (RFC 8693), no `perms`. It is good only at the target it names, and
+only for the actions the calling target's descriptor `grants`; the gateway itself never accepts one.
+
 A valid signature is not enough: the gateway keeps a revocation list in Redis (ended sessions and
 revoked personal tokens by `sid`, members whose role changed by org and user), and every target reads
 the same keys (`RevocationList`), so a target called directly, not through the gateway, refuses a
@@ -16,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -27,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from coder.shared.errors import Forbidden, Unauthorized, Unavailable, answers
+from coder.shared.target import Descriptor
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ class Principal:
     permissions: frozenset[str]
     token_id: str | None = None
     claims: dict[str, Any] | None = None
+    # A workload token's: the calling target (`act.sub`) and the target it was issued for (`aud`).
+    actor: str | None = None
+    audience: str | None = None
 
     def can(self, permission: str) -> bool:
         target = permission.split(":", 1)[0]
@@ -103,7 +112,8 @@ class TokenVerifier:
         except KeyError:
             raise Unauthorized("token signed by an unknown key") from None
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, *, workload: bool = False) -> Principal:
+        """The token's principal. With `workload`, a workload token (aud a target) is accepted too."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -117,9 +127,10 @@ class TokenVerifier:
                 token,
                 key=key,
                 algorithms=ALGORITHMS,
+                # A workload token's audience is its callee, checked against the action (`require`).
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "iss", "aud"], "verify_aud": not workload},
                 leeway=5,
             )
         except jwt.ExpiredSignatureError:
@@ -127,6 +138,20 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         org = claims.get("org")
+        if workload and claims["aud"] != self.audience:
+            act = claims.get("act")
+            actor = act.get("sub") if isinstance(act, dict) else None
+            if not isinstance(actor, str) or not isinstance(claims["aud"], str) or not isinstance(org, str):
+                raise Unauthorized("invalid token: audience doesn't match")
+            return Principal(
+                subject=claims["sub"],
+                org_id=org,
+                permissions=frozenset(),
+                token_id=claims.get("jti"),
+                claims=claims,
+                actor=actor,
+                audience=claims["aud"],
+            )
         perms = claims.get("perms", [])
         if not isinstance(org, str) or not isinstance(perms, list):
             raise Unauthorized("token lacks an organization or permissions")
@@ -205,7 +230,7 @@ async def _principal(request: Request) -> Principal:
         raise Unauthorized("a bearer token is required")
     runtime = request.app.state.runtime
     verifier: TokenVerifier = runtime.verifier
-    principal = await verifier.verify(token)
+    principal = await verifier.verify(token, workload=True)
     revocations: RevocationList | None = runtime.revocations
     if revocations is not None:
         await revocations.check(principal)
@@ -216,10 +241,23 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
 def require(permission: str) -> Any:
-    """A dependency that admits callers holding `permission` (`<target>:<action>`)."""
+    """A dependency that admits callers holding `permission` (`<target>:<action>`).
 
-    @answers(403)
-    async def check(principal: CurrentPrincipal) -> Principal:
+    A workload token admits only what its calling target's descriptor `grants`, and only at the target
+    it names. SERVICE actions (coder.shared.target.Access) no role grants, so a member's own token is
+    refused them; a target calls them for the member with its workload identity."""
+    target = permission.partition(":")[0]
+
+    @answers(401, 403)
+    async def check(request: Request, principal: CurrentPrincipal) -> Principal:
+        descriptors: Mapping[str, Descriptor] = request.app.state.runtime.descriptors
+        if principal.actor is not None:
+            if principal.audience != target:
+                raise Unauthorized(f"this workload token is for {principal.audience}, not {target}")
+            caller = descriptors.get(principal.actor)
+            if caller is None or permission not in caller.grants:
+                raise Forbidden(f"{principal.actor} is not granted {permission}", required=permission)
+            return principal
         if not principal.can(permission):
             raise Forbidden(f"requires permission {permission}", required=permission)
         return principal

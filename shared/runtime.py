@@ -42,6 +42,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.targets = dict(targets)
+        # Every target's description, served here or not: what `require` reads a caller's grants from.
+        self.descriptors = {**known_targets, **{name: t.descriptor for name, t in targets.items()}}
         # Given, not read here: the entry point reads the environment (runner/process.py), tests
         # pass values. A target left without its settings fails before anything is opened.
         self.target_settings: dict[type[TargetSettings], TargetSettings] = {
@@ -64,7 +66,9 @@ class Runtime:
         self.cache: Redis | None = None
         self.bus: Bus | None = None
         self.relay: Relay | None = None
-        self.clients = ServiceClients(self.service_urls, self.local_apps)
+        self.clients = ServiceClients(
+            self.service_urls, self.local_apps, workload_secrets=settings.workload_secrets
+        )
         self.verifier: TokenVerifier | None = None
         # The gateway's revocation list, read by every target where Redis is at hand.
         self.revocations: RevocationList | None = None

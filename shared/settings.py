@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+WORKLOAD_SECRET_SUFFIX = "_WORKLOAD_SECRET"  # noqa: S105 - a name (coder.shared.target.workload_secret)
 
 
 class Environment(StrEnum):
@@ -46,6 +49,10 @@ class PlatformSettings(BaseSettings):
     # the ingress in front of the gateway, the gateway in front of a target. None by default: a
     # client naming its own address would pick the address its rate limits and audit entries count.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Target -> its workload secret, read from every `<TARGET>_WORKLOAD_SECRET` of the environment (a
+    # generated secret of a target whose descriptor has `grants`): a calling target presents its own
+    # to the gateway, the gateway compares with the one it was given.
+    workload_secrets: dict[str, str] = Field(default_factory=dict)
     outbox_poll_seconds: float = 1.0
     event_delivery_limit: int = 5
 
@@ -65,6 +72,18 @@ class PlatformSettings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workload_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "workload_secrets" not in data:
+            found = {
+                name.removesuffix(WORKLOAD_SECRET_SUFFIX).lower(): value
+                for name, value in os.environ.items()
+                if name.endswith(WORKLOAD_SECRET_SUFFIX) and value
+            }
+            data = {**data, "workload_secrets": found}
+        return data
 
     def jwks_document(self) -> dict[str, Any] | None:
         return json.loads(self.jwks) if self.jwks else None

@@ -70,6 +70,11 @@ def admin(description: str) -> Permission:
     return Permission(Access.ADMIN, description)
 
 
+def workload_secret(target: str) -> str:
+    """The setting holding a target's workload secret (see `Descriptor.grants`)."""
+    return f"{target.upper()}_WORKLOAD_SECRET"
+
+
 @dataclass(frozen=True)
 class Descriptor:
     """A target's static description: pure data, the same in every process."""
@@ -92,6 +97,10 @@ class Descriptor:
     # Problem statuses any operation can answer, whatever it depends on (the gateway's edge: 429...);
     # documented on every operation of the target's OpenAPI.
     problems: frozenset[int] = frozenset()
+    # SERVICE actions of other targets (`<target>:<action>`) this target may call for a user with its
+    # workload identity (e.g. ai: `usage:reserve`); it then lists `workload_secret(name)` among its
+    # generated secrets, the secret it proves itself with to the gateway.
+    grants: tuple[str, ...] = ()
 
     @property
     def migrations_dir(self) -> Path:

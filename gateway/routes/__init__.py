@@ -1,5 +1,6 @@
 """The gateway's own routes: sign-in under `/auth`, people under `/api/users|orgs|teams`, the well-known
-documents and `/docs`. They are matched before the `/api` proxy mount."""
+documents and `/docs`, the internal workload-token exchange. They are matched before the `/api` proxy
+mount."""
 
 from fastapi import APIRouter
 
@@ -9,7 +10,8 @@ from coder.gateway.routes.orgs import router as orgs
 from coder.gateway.routes.teams import router as teams
 from coder.gateway.routes.users import router as users
 from coder.gateway.routes.wellknown import router as wellknown
+from coder.gateway.routes.workload import router as workload
 
 router = APIRouter()
-for area in (auth, users, orgs, teams, wellknown, docs):
+for area in (auth, users, orgs, teams, wellknown, docs, workload):
     router.include_router(area)

@@ -5,7 +5,7 @@ real upstream servers on loopback for the proxy."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.shared.settings import PlatformSettings
+from coder.shared.target import Target
 from coder.tests.gateway.factories import Session, signup
 from coder.tests.gateway.upstream import Upstream
 from coder.tests.support.databases import create_database, drop_database
@@ -76,16 +77,21 @@ def gateway_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def gateway_platform(
-    database_url: str, env: dict[str, str], backend: str = "inprocess", **overrides: Any
+    database_url: str,
+    env: dict[str, str],
+    backend: str = "inprocess",
+    extra_targets: Mapping[str, Target] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Platform]:
-    """The platform with `env` applied to the targets' settings, its lifespan entered."""
+    """The platform with `env` applied to the targets' settings, its lifespan entered; `extra_targets`
+    are served beside the registered ones (targets a test defines)."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
         settings = PlatformSettings.model_validate(
             {"database_url": database_url, "environment": "test", "outbox_poll_seconds": 0.2, **overrides}
         )
-        targets = registry.resolve("all")
+        targets = {**registry.resolve("all"), **(extra_targets or {})}
         app = build_process_app(settings, targets, target_settings(targets))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from itertools import count
 from typing import Any
@@ -168,6 +169,33 @@ def test_each_target_gets_the_generated_settings_its_descriptor_names():
         assert secret is not None
         assert set(secret["data"]) == set(descriptor.generated_secrets)
         assert {"secretRef": {"name": f"coder-{name}-keys"}} in refs
+
+
+def _with_caller(spec: PlatformSpec) -> PlatformSpec:
+    """`spec` with one more target, `probe`, that calls others for users (a workload secret)."""
+    probe = dataclasses.replace(
+        spec.targets["secrets"], name="probe", generated_secrets=("PROBE_WORKLOAD_SECRET",)
+    )
+    return dataclasses.replace(spec, targets={**spec.targets, "probe": probe})
+
+
+def test_a_calling_targets_workload_secret_is_generated_and_only_that_key_given_to_the_gateway():
+    out = render(_with_caller(platform()))
+    secret = out[("Secret", "coder-probe-keys")]["data"]
+    assert len(base64.b64decode(base64.b64decode(secret["PROBE_WORKLOAD_SECRET"]))) == 32
+    gateway = env_of(out[("Deployment", "coder-gateway")])
+    assert gateway["PROBE_WORKLOAD_SECRET"] == {
+        "secretKeyRef": {"name": "coder-probe-keys", "key": "PROBE_WORKLOAD_SECRET"}
+    }
+    assert {"secretRef": {"name": "coder-probe-keys"}} not in pod(out[("Deployment", "coder-gateway")])[
+        "containers"
+    ][0]["envFrom"]
+    assert "PROBE_WORKLOAD_SECRET" not in env_of(out[("Deployment", "coder-secrets")])
+    # One process serving both reads the whole Secret already.
+    monolith = render(_with_caller(platform(mode="monolithic")))
+    assert "PROBE_WORKLOAD_SECRET" not in env_of(monolith[("Deployment", "coder-all")])
+    refs = pod(monolith[("Deployment", "coder-all")])["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": "coder-probe-keys"}} in refs
 
 
 def test_autoscaling_leaves_replicas_to_the_hpa_and_adds_a_budget():
