@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from coder.shared.devservers import free_port
 from coder.tests.support.logscan import LogCapture
+from coder.tests.support.process import platform_process
 from coder.tests.support.tokens import TestSigner
 
 
@@ -24,32 +20,10 @@ def served(
     database_url: str, signer: TestSigner, tmp_path_factory: pytest.TempPathFactory, log_capture: LogCapture
 ) -> Iterator[str]:
     """`coder-platform run --target all` on a free port; its base URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("cli") / "process.log"
     env = {**os.environ, "DATABASE_URL": database_url, "CODER_JWKS": signer.jwks()}
-    cli = str(Path(sys.executable).with_name("coder-platform"))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [cli, "run", "--target", "all", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-                time.sleep(0.2)
+    with platform_process(env, log, log_capture) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log_capture.add_text(log.read_text())
 
 
 def raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from coder.shared.devservers import free_port
 from coder.tests.support.logscan import LogCapture
 from coder.tests.support.platform import Platform
+from coder.tests.support.process import platform_process
 from coder.tests.support.tokens import TestSigner
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -62,7 +61,6 @@ def collector() -> Iterator[str]:
 def test_spans_exported_over_otlp_and_logs_carry_ids(
     collector: str, database_url: str, signer: TestSigner, tmp_path: Path, log_capture: LogCapture
 ) -> None:
-    port = free_port()
     log = tmp_path / "process.log"
     env = {
         **os.environ,
@@ -72,25 +70,9 @@ def test_spans_exported_over_otlp_and_logs_carry_ids(
         "OTEL_SERVICE_NAME": "coder-test",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    cli = str(Path(sys.executable).with_name("coder-platform"))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [cli, "run", "--target", "all", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-                time.sleep(0.2)
+    with platform_process(env, log, log_capture) as base:
         response = httpx.get(
-            f"http://127.0.0.1:{port}/api/secrets/v1/secrets/a/b",
+            f"{base}/api/secrets/v1/secrets/a/b",
             headers={
                 "traceparent": TRACEPARENT,
                 "x-request-id": "req-123",
@@ -103,10 +85,6 @@ def test_spans_exported_over_otlp_and_logs_carry_ids(
         while not any(trace == TRACE_ID for _, trace, _ in Collector.spans):
             assert time.monotonic() < deadline, f"no span of the trace arrived: {Collector.spans}"
             time.sleep(0.1)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log_capture.add_text(log.read_text())
     ours = [(service, attrs) for service, trace, attrs in Collector.spans if trace == TRACE_ID]
     # In `all` mode the gateway hands the request to the target in-process: one server span, named by
     # the target's route, plus FastAPI's operation spans beneath it.
