@@ -76,6 +76,22 @@ def workload_secret(target: str) -> str:
 
 
 @dataclass(frozen=True)
+class Tool:
+    """An MCP tool that is one of the target's own HTTP operations: the mcp target serves it.
+
+    Data only: mcp derives the input schema from the operation's OpenAPI, calls the operation for
+    the user (so the operation's own permission check is the tool's), and audits the call.
+    """
+
+    name: str  # unique on the platform: `<target>_<verb>`, e.g. "knowledge_search"
+    operation: str  # "<METHOD> <path>" as the target's router declares it, e.g. "POST /v1/search"
+    description: str  # what the model reads to choose the tool
+    read_only: bool = False  # MCP annotations (readOnlyHint, destructiveHint, idempotentHint)
+    destructive: bool = False
+    idempotent: bool = False
+
+
+@dataclass(frozen=True)
 class Descriptor:
     """A target's static description: pure data, the same in every process."""
 
@@ -101,6 +117,8 @@ class Descriptor:
     # workload identity (e.g. ai: `usage:reserve`); it then lists `workload_secret(name)` among its
     # generated secrets, the secret it proves itself with to the gateway.
     grants: tuple[str, ...] = ()
+    # Operations offered to agents as MCP tools (served by the mcp target).
+    tools: tuple[Tool, ...] = ()
 
     @property
     def migrations_dir(self) -> Path:
