@@ -22,7 +22,17 @@ from coder.shared.errors import Problem, problem_response
 # Probes, and the documents every verifier fetches (small, cached, and needed to check any token).
 CALLER = "coder.gateway.caller"
 # Every target's own documents and probes: reachable without a token.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        # RFC 9728 protected-resource metadata (mcp serves it): read before the client has a token.
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    }
+)
 EXEMPT = frozenset(
     {"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/.well-known/openid-configuration"}
 )

@@ -2,7 +2,7 @@
 
 from coder.shared.contracts import event_schemas
 from coder.shared.contracts.secrets import SecretRotated
-from coder.shared.target import Dependency, Descriptor, admin, read, write
+from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
     name="secrets",
@@ -26,4 +26,22 @@ descriptor = Descriptor(
         "SECRETS_MASTER_KEYS": "JSON key id -> 32 random bytes (base64): the keyring that wraps values",
         "SECRETS_ACTIVE_KEY_ID": "The id in SECRETS_MASTER_KEYS new values are encrypted with",
     },
+    # Metadata only: no operation that answers a secret's value is ever a tool.
+    tools=(
+        Tool(
+            name="secrets_list",
+            operation="GET /v1/metadata",
+            description="List secret paths with their project, environment and current version (never "
+            "values), optionally under a path prefix.",
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
+            name="secrets_metadata_read",
+            operation="GET /v1/metadata/{path}",
+            description="Read one secret's settings and the state of each kept version (never values).",
+            read_only=True,
+            idempotent=True,
+        ),
+    ),
 )

@@ -3,7 +3,7 @@
 from coder.shared.contracts import event_schemas
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.contracts.usage import BudgetExceeded
-from coder.shared.target import Access, Dependency, Descriptor, Permission, admin, read
+from coder.shared.target import Access, Dependency, Descriptor, Permission, Tool, admin, read
 
 descriptor = Descriptor(
     name="usage",
@@ -23,4 +23,29 @@ descriptor = Descriptor(
     emits=(BudgetExceeded.event_type,),
     event_schemas=event_schemas(BudgetExceeded),
     consumes=(AiRequestCompleted.event_type,),
+    tools=(
+        Tool(
+            name="usage_meters_list",
+            operation="GET /v1/meters",
+            description="List the organization's usage meters: what each aggregates, over which event type, "
+            "and the dimensions it can be grouped by.",
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
+            name="usage_meter_query",
+            operation="GET /v1/meters/{slug}/query",
+            description="Query one meter's value over a time range, optionally per window and grouped by "
+            "its dimensions.",
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
+            name="usage_budgets_list",
+            operation="GET /v1/budgets",
+            description="List the organization's budgets with their limits, current spend and amounts held.",
+            read_only=True,
+            idempotent=True,
+        ),
+    ),
 )
