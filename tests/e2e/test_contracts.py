@@ -59,7 +59,9 @@ async def test_malformed_bodies_are_named_4xx_problems(
             if response.status_code == 422:
                 assert problem["errors"] and all(e["field"] for e in problem["errors"]), problem
         checked += 1
-    assert checked > 0
+    if not checked:
+        # mcp: its one body-taking endpoint, /mcp, speaks JSON-RPC and is not in its OpenAPI.
+        pytest.skip(f"no operation of {service} takes a request body")
 
 
 @pytest.mark.parametrize("service", SERVICES)
