@@ -51,6 +51,8 @@ def offered(descriptors: Mapping[str, Descriptor]) -> dict[str, Offered]:
     tools: dict[str, Offered] = {}
     for name, descriptor in descriptors.items():
         for tool in descriptor.tools:
+            if not tool.name.startswith(f"{name}_"):
+                raise ValueError(f"{name}'s tool {tool.name!r} must be named {name}_<verb>")
             if tool.name in tools:
                 raise ValueError(f"tool {tool.name!r} is declared by {tools[tool.name].target} and {name}")
             tools[tool.name] = Offered(name, tool)

@@ -19,6 +19,8 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from coder.runner import registry
+from coder.services.mcp.catalog import offered
 from coder.tests.gateway.conftest import gateway_platform
 from coder.tests.gateway.factories import Session, bearer, signup
 from coder.tests.support.databases import create_database, drop_database
@@ -113,8 +115,9 @@ async def world(database_url: str) -> AsyncIterator[World]:
 async def test_lists_the_declared_tools_with_schemas_and_annotations(world: World) -> None:
     async with world.mcp(await world.pat("mcp:use", "usage:read", "secrets:list")) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    # Every tool any registered target declares resolves to an operation of that target's OpenAPI.
+    assert set(tools) == set(offered(registry.descriptors()))
     assert {"usage_meters_list", "usage_meter_query", "usage_budgets_list", "secrets_list"} <= set(tools)
-    assert "secrets_metadata_read" in tools
     listing = tools["secrets_list"]
     assert listing.annotations is not None
     assert listing.annotations.read_only_hint is True and listing.annotations.destructive_hint is False
