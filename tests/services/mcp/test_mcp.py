@@ -23,7 +23,6 @@ from coder.runner import registry
 from coder.services.mcp.catalog import offered
 from coder.tests.gateway.conftest import gateway_platform
 from coder.tests.gateway.factories import Session, bearer, signup
-from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.platform import Platform
 
 MCP_URL = "http://testserver/api/mcp/mcp"
@@ -81,35 +80,32 @@ class World:
 
 @pytest.fixture(scope="module")
 async def world(database_url: str) -> AsyncIterator[World]:
-    url = await create_database(database_url, "coder_mcp")
+    """The platform as deployed: tokens signed by the gateway itself (so personal access tokens work)."""
     env = {"GATEWAY_OPEN_SIGNUP": "true", "MCP_ALLOWED_HOSTS": json.dumps(["testserver"])}
-    try:
-        async with gateway_platform(url, env) as platform:
-            owner, _ = await signup(platform.client, organization="Agents Inc")
-            path = f"providers/openai-{uuid.uuid4().hex[:6]}"
-            written = await platform.client.put(
-                f"/api/secrets/v1/secrets/{path}",
-                json={"data": {"api_key": "sk-never-shown"}},
-                headers=owner.headers,
-            )
-            assert written.status_code == 200, written.text
-            slug = f"tokens-{uuid.uuid4().hex[:6]}"
-            meter = await platform.client.post(
-                "/api/usage/v1/meters",
-                json={
-                    "slug": slug,
-                    "name": "Tokens",
-                    "event_type": "ai.request.completed",
-                    "aggregation": "sum",
-                    "value_property": "tokens",
-                    "group_by": ["model"],
-                },
-                headers=owner.headers,
-            )
-            assert meter.status_code == 201, meter.text
-            yield World(platform, owner, path, slug)
-    finally:
-        await drop_database(url)
+    async with gateway_platform(database_url, env) as platform:
+        owner, _ = await signup(platform.client, organization="Agents Inc")
+        path = f"providers/openai-{uuid.uuid4().hex[:6]}"
+        written = await platform.client.put(
+            f"/api/secrets/v1/secrets/{path}",
+            json={"data": {"api_key": "sk-never-shown"}},
+            headers=owner.headers,
+        )
+        assert written.status_code == 200, written.text
+        slug = f"tokens-{uuid.uuid4().hex[:6]}"
+        meter = await platform.client.post(
+            "/api/usage/v1/meters",
+            json={
+                "slug": slug,
+                "name": "Tokens",
+                "event_type": "ai.request.completed",
+                "aggregation": "sum",
+                "value_property": "tokens",
+                "group_by": ["model"],
+            },
+            headers=owner.headers,
+        )
+        assert meter.status_code == 201, meter.text
+        yield World(platform, owner, path, slug)
 
 
 async def test_lists_the_declared_tools_with_schemas_and_annotations(world: World) -> None:
