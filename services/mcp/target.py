@@ -21,8 +21,10 @@ def setup(app: FastAPI, runtime: Runtime) -> None:
     # registry's descriptors, so mcp reads them without importing the registry itself.
     catalog = Catalog(runtime.descriptors, runtime.clients, settings.schema_cache_seconds)
     server = McpApp(runtime, settings, catalog)
-    # A plain ASGI route: the SDK speaks to the client itself, after the app's own checks.
-    app.router.routes.append(Route(MCP_PATH, endpoint=server, methods=["GET", "POST", "DELETE"]))
+    # A plain ASGI route: the SDK speaks to the client itself, after the app's own checks. POST only:
+    # stateless, there is no session to DELETE and no server-initiated message a GET stream would carry
+    # (the spec's 405 for GET).
+    app.router.routes.append(Route(MCP_PATH, endpoint=server, methods=["POST"]))
 
     async def protected_resource(request: Request) -> dict[str, Any]:
         """RFC 9728 protected-resource metadata of `/mcp`."""

@@ -227,6 +227,11 @@ async def test_refusals_before_the_protocol(world: World) -> None:
     )
     assert local.status_code == 200, local.text
     assert {t["name"] for t in local.json()["result"]["tools"]} >= {"secrets_list"}
+    # Stateless: no GET stream, no session to delete.
+    for method in ("GET", "DELETE"):
+        answer = await world.client.request(method, "/api/mcp/mcp", headers={**MCP_HEADERS, **user})
+        assert answer.status_code == 405 and answer.headers["content-type"] == "application/problem+json"
+        assert "POST" in answer.headers["allow"]
 
 
 async def test_host_check_and_the_challenge_at_mcp_itself(world: World) -> None:
