@@ -160,12 +160,12 @@ class Catalog:
             raise ToolArgumentError(missing[0], "required")
         path_names = set(_PARAMETER.findall(tool.path))
         for n in path_names:
-            if (
-                not isinstance(arguments[n], str | int)
-                or isinstance(arguments[n], bool)
-                or arguments[n] == ""
-            ):
+            value = arguments[n]
+            if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
                 raise ToolArgumentError(n, "must be a non-empty string or an integer")
+            # A dot segment would take the call to another operation than the tool's.
+            if isinstance(value, str) and {".", ".."} & set(value.split("/")):
+                raise ToolArgumentError(n, "must not contain `.` or `..` segments")
         # Path parameters fill their segment (`/` kept: secrets' paths are multi-segment); the rest of
         # the arguments but the body are the query string, as the operation declares them.
         url = _PARAMETER.sub(lambda m: quote(str(arguments[m.group(1)]), safe="/"), tool.path)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import mcp_types as types
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
@@ -44,6 +45,9 @@ MCP_PATH = "/mcp"
 CALLER = "coder.mcp.caller"
 TARGETS_URI = "coder://platform/targets"
 ME_URI = "coder://me"
+
+
+Context = ServerRequestContext[Any, Any]
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ async def authenticate(request: Request, runtime: Runtime, settings: McpSettings
     return Caller(principal, token)
 
 
-def _caller(ctx: Any) -> Caller:
+def _caller(ctx: Context) -> Caller:
     caller = ctx.request.scope.get(CALLER) if ctx.request is not None else None
     if not isinstance(caller, Caller):
         raise RuntimeError("an MCP request reached a handler without passing the endpoint's checks")
@@ -199,7 +203,7 @@ class McpApp:
     # --- tools ---
 
     async def list_tools(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
+        self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         _caller(ctx)
         tools = []
@@ -214,7 +218,6 @@ class McpApp:
             tools.append(
                 types.Tool(
                     name=name,
-                    title=tool.description.split(".")[0][:80],
                     description=tool.description,
                     input_schema=schema,
                     annotations=types.ToolAnnotations(
@@ -229,7 +232,7 @@ class McpApp:
             )
         return types.ListToolsResult(tools=tools)
 
-    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(self, ctx: Context, params: types.CallToolRequestParams) -> types.CallToolResult:
         caller = _caller(ctx)
         name, arguments = params.name, dict(params.arguments or {})
         offered = self.catalog.tools.get(name)
@@ -270,7 +273,7 @@ class McpApp:
     # --- resources ---
 
     async def list_resources(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
+        self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         _caller(ctx)
         return types.ListResourcesResult(
@@ -293,7 +296,7 @@ class McpApp:
         )
 
     async def read_resource(
-        self, ctx: Any, params: types.ReadResourceRequestParams
+        self, ctx: Context, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         caller = _caller(ctx)
         uri = str(params.uri)
@@ -331,7 +334,7 @@ class McpApp:
     # --- prompts ---
 
     async def list_prompts(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
+        self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         _caller(ctx)
         return types.ListPromptsResult(
@@ -341,7 +344,7 @@ class McpApp:
             ]
         )
 
-    async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def get_prompt(self, ctx: Context, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         _caller(ctx)
         prompt = PROMPTS.get(params.name)
         if prompt is None:

@@ -158,11 +158,14 @@ async def test_bad_arguments_are_a_tool_error_naming_the_argument(world: World) 
         missing = await session.call_tool("usage_meter_query", {})
         invalid = await session.call_tool("usage_meters_list", {"limit": 0})
         nowhere = await session.call_tool("no_such_tool", {})
+    async with world.mcp(await world.pat("mcp:use", "secrets:list")) as session:
+        elsewhere = await session.call_tool("secrets_metadata_read", {"path": "../../audit"})
     assert unknown.is_error and "colour" in text(unknown)
     assert missing.is_error and "slug: required" in text(missing)
     # The target's own validation answers, the field named in its problem.
     assert invalid.is_error and "422" in text(invalid) and "query.limit" in text(invalid)
     assert nowhere.is_error and "no_such_tool" in text(nowhere)
+    assert elsewhere.is_error and "path: must not contain" in text(elsewhere)
 
 
 async def test_resources_and_prompts(world: World) -> None:
