@@ -33,6 +33,7 @@ PUBLIC_PATHS = frozenset(
         "/.well-known/oauth-protected-resource/mcp",
     }
 )
+RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
 EXEMPT = frozenset(
     {"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/.well-known/openid-configuration"}
 )
@@ -72,6 +73,20 @@ def content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def challenge(problem: Problem, scope: Scope, target: str, gateway: Gateway) -> Problem:
+    """A 401 for a target that publishes RFC 9728 metadata (its descriptor's `resource_metadata`)
+    names that document, as the target itself would: how an MCP client finds who issues tokens."""
+    descriptor = gateway.runtime.descriptors.get(target)
+    if problem.status == 401 and descriptor is not None and descriptor.resource_metadata:
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        where = f"{scope.get('scheme', 'http')}://{host}/api/{target}{RESOURCE_METADATA}"
+        problem.headers = {
+            **(problem.headers or {}),
+            "WWW-Authenticate": f'Bearer resource_metadata="{where}"',
+        }
+    return problem
 
 
 # `/api/<first segment>` the gateway answers itself; every other `/api/...` goes to a target.
@@ -136,6 +151,8 @@ class EdgeMiddleware:
             if admission.refusal is not None:
                 raise admission.refusal
         except Problem as problem:
+            if target is not None:
+                problem = challenge(problem, scope, target[0], self.gateway)
             await self._refuse(scope, receive, send, problem)
             return
         extra = verdict.headers() if verdict is not None else []

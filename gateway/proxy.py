@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from coder.gateway import roles
 from coder.gateway.breaker import CircuitBreaker
 from coder.gateway.edge import Caller, Gateway
-from coder.gateway.middleware import CALLER, PUBLIC_PATHS, BodyTooLarge, timing_of
+from coder.gateway.middleware import CALLER, PUBLIC_PATHS, BodyTooLarge, challenge, timing_of
 from coder.shared import context
 from coder.shared.errors import Forbidden, NotFound, Problem, Unauthorized, problem_response
 from coder.shared.runtime import Runtime
@@ -118,7 +118,7 @@ class TargetProxy:
         try:
             token = await self._admit(name, path, scope)
         except Problem as problem:
-            await self._problem(scope, receive, send, problem)
+            await self._problem(scope, receive, send, challenge(problem, scope, name, self.gateway))
             return
         headers = self._headers(scope, token)
         if local is not None:

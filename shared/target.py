@@ -119,6 +119,10 @@ class Descriptor:
     grants: tuple[str, ...] = ()
     # Operations offered to agents as MCP tools (served by the mcp target).
     tools: tuple[Tool, ...] = ()
+    # Whether the target publishes RFC 9728 protected-resource metadata at
+    # `/.well-known/oauth-protected-resource`: the gateway's 401s for it then name that document
+    # (`WWW-Authenticate: Bearer resource_metadata=...`), which is how MCP clients find the issuer.
+    resource_metadata: bool = False
 
     @property
     def migrations_dir(self) -> Path:

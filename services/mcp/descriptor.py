@@ -13,4 +13,5 @@ descriptor = Descriptor(
         "use": read("Connect an MCP client: list tools, resources and prompts, and call tools"),
         "audit": admin("Read the audit trail of MCP tool calls"),
     },
+    resource_metadata=True,
 )

@@ -210,9 +210,16 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Ve
 
 
 async def test_refusals_before_the_protocol(world: World) -> None:
-    # No token: the gateway refuses before mcp is reached.
-    anonymous = await world.client.post("/api/mcp/mcp", json=_rpc(), headers=MCP_HEADERS)
-    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+    # No token, or a bad one: the gateway refuses before mcp is reached, naming mcp's metadata.
+    metadata = 'Bearer resource_metadata="http://testserver/api/mcp/.well-known/oauth-protected-resource"'
+    for credentials in ({}, bearer("not-a-jwt"), bearer("cdr_pat_unknown")):
+        anonymous = await world.client.post(
+            "/api/mcp/mcp", json=_rpc(), headers={**MCP_HEADERS, **credentials}
+        )
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.headers["www-authenticate"] == metadata
+    # Other targets' challenges stay plain.
+    assert (await world.client.get("/api/usage/v1/meters")).headers["www-authenticate"] == "Bearer"
     # A token that reaches mcp (mcp:audit) but may not use it.
     auditor = bearer(await world.pat("mcp:audit"))
     refused = await world.client.post("/api/mcp/mcp", json=_rpc(), headers={**MCP_HEADERS, **auditor})
