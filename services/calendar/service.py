@@ -298,6 +298,7 @@ async def upsert_event(session: AsyncSession, calendar: Calendar, body: EventCre
     existing.rdates = _dates(body.rdates, tz, "rdates")
     existing.reminders = sorted(set(body.reminders))
     existing.overrides = []
+    await session.flush()  # the old overrides go before new ones may take their recurrence ids
     existing.sequence += 1
     derive(existing, now())
     return existing, False
