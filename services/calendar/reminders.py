@@ -54,10 +54,12 @@ def next_trigger(series: Series, minutes: Sequence[int], after: datetime) -> dat
     """The first trigger strictly after `after`, or None when there is none left."""
     if not minutes:
         return None
-    lo = after + _TICK
+    # Nothing triggers before the series' first start less the longest reminder.
+    first = min([series.start, *series.rdates, *(o.start for o in series.overrides.values())])
+    lo = max(after + _TICK, first - timedelta(minutes=max(minutes)))
     for horizon in _HORIZONS:
         try:
-            found = triggers(series, minutes, lo, after + horizon)
+            found = triggers(series, minutes, lo, lo + horizon)
         except (ValueError, OverflowError):  # the rule ran past what datetime holds
             return None
         if found:
