@@ -171,7 +171,7 @@ async def cancel_occurrence(
 # --- occurrences, free/busy ---
 
 
-@router.get("/occurrences", response_model=OccurrenceList)
+@router.get("/occurrences", response_model=OccurrenceList, responses=problem_responses({404}))
 async def list_occurrences(
     session: SessionDep,
     principal: Reader,
