@@ -20,9 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule as rr
 
-# A series is never walked further than this many instants (a daily rule with an UNTIL in 9999):
-# past it, its end counts as open.
-MAX_WALK = 100_000
+# A series is never walked further than this many instants, for its end (a daily rule with an UNTIL
+# centuries away: past it, the end counts as open) nor within one range (an hourly rule with
+# BYMINUTE: the rest of the range is left out rather than expanded without bound).
+MAX_WALK = 20_000
 _UNTIL = re.compile(r"UNTIL=([0-9TZ]+)", re.IGNORECASE)
 
 
@@ -103,7 +104,9 @@ class Series:
             # An hour of slack each side: rrule compares wall times, which repeat when clocks go back.
             local_lo = (lo - timedelta(hours=1)).astimezone(self.tz)
             local_hi = (hi + timedelta(hours=1)).astimezone(self.tz)
-            for instant in self.rule.between(local_lo, local_hi, inc=True):
+            for walked, instant in enumerate(self.rule.xafter(local_lo, inc=True)):
+                if instant >= local_hi or walked >= MAX_WALK:
+                    break
                 utc = instant.astimezone(UTC)
                 if lo <= utc < hi:
                     yield utc
@@ -190,6 +193,8 @@ def parse_rule(text: str, local_start: datetime) -> rr.rrule:
         raise ValueError(f"not a valid RRULE ({exc})") from None
     if not isinstance(rule, rr.rrule):
         raise ValueError("one RRULE value, e.g. FREQ=WEEKLY;BYDAY=MO")
+    if getattr(rule, "_freq", rr.YEARLY) > rr.HOURLY:  # dateutil keeps FREQ private
+        raise ValueError("events recur at most hourly (FREQ=MINUTELY and SECONDLY are not supported)")
     return rule
 
 

@@ -370,10 +370,21 @@ async def update_event(
         start = body.start if body.start is not None else old.start
         if isinstance(start, datetime) and start.tzinfo is not None and body.start is None:
             start = start.replace(tzinfo=None)  # the old wall time, read in the (new) zone
-        end = body.end if "end" in given else (None if body.start is not None else old.end)
+        end = body.end if "end" in given else old.end
         if isinstance(end, datetime) and end.tzinfo is not None and body.end is None:
             end = end.replace(tzinfo=None)
+        if body.start is not None and "end" not in given:
+            end = None  # a moved start keeps the event's length
+        length = event.end_at - event.start_at
+        was_all_day = event.all_day
         event.start_at, event.end_at, event.all_day = times(start, end, tz)
+        if end is None and event.all_day == was_all_day:
+            days = timedelta(days=max(1, length.days))
+            event.end_at = (
+                (event.start_at.astimezone(tz) + days).astimezone(UTC)
+                if event.all_day
+                else event.start_at + length
+            )
         event.time_zone = name
     if body.exdates is not None:
         event.exdates = _dates(body.exdates, tz, "exdates")

@@ -183,6 +183,7 @@ async def test_bad_input_names_the_field(platform: Platform, signer: TestSigner,
     url = f"{API}/calendars/{calendar['id']}/events"
     cases = [
         ({"summary": "x", "start": "2026-01-01T10:00:00", "rrule": "FREQ=SOMETIMES"}, "rrule"),
+        ({"summary": "x", "start": "2026-01-01T10:00:00", "rrule": "FREQ=MINUTELY"}, "rrule"),
         ({"summary": "x", "start": "2026-01-01T10:00:00", "time_zone": "Mars/Olympus"}, "time_zone"),
         ({"summary": "x", "start": "2026-01-01T10:00:00", "end": "2026-01-01T09:00:00"}, "end"),
         ({"summary": "x", "start": "2026-01-01", "end": "2026-01-01T09:00:00"}, "end"),
@@ -210,3 +211,29 @@ async def test_bad_input_names_the_field(platform: Platform, signer: TestSigner,
         f"{API}/events/{event['id']}", json={"summary": "mine"}, headers=other
     )
     assert refused.status_code == 403, refused.text
+
+
+async def test_changing_a_series_keeps_its_wall_time_and_length(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    h = signer.headers(org, sub="frank")
+    calendar = await create_calendar(platform, h, time_zone="Europe/Berlin")
+    event = await create_event(
+        platform,
+        h,
+        calendar["id"],
+        start="2026-06-01T10:00:00",
+        end="2026-06-01T11:30:00",
+        rrule="FREQ=DAILY",
+    )
+    url = f"{API}/events/{event['id']}"
+    moved = ok(await platform.client.patch(url, json={"time_zone": "America/New_York"}, headers=h))
+    assert (moved["start"], moved["end"]) == ("2026-06-01T10:00:00-04:00", "2026-06-01T11:30:00-04:00")
+    later = ok(await platform.client.patch(url, json={"start": "2026-06-02T15:00:00"}, headers=h))
+    assert (later["start"], later["end"], later["sequence"]) == (
+        "2026-06-02T15:00:00-04:00",
+        "2026-06-02T16:30:00-04:00",
+        2,
+    )
+    items = await occurrences(platform, h, start="2026-06-01T00:00:00Z", end="2026-06-04T00:00:00Z")
+    assert starts(items) == ["2026-06-02T19:00:00Z", "2026-06-03T19:00:00Z"]
