@@ -113,13 +113,22 @@ async def create_event(
     return service.event_read(await service.create_event(session, principal, calendar_id, body))
 
 
-@router.get("/calendars/{calendar_id}/events", response_model=Page[EventRead])
+@router.get("/events", response_model=Page[EventRead], responses=problem_responses({404}))
 async def list_events(
-    calendar_id: uuid.UUID, session: SessionDep, principal: Reader, params: PageDep
+    session: SessionDep,
+    principal: Reader,
+    params: PageDep,
+    calendar_id: Annotated[uuid.UUID | None, Query(description="One calendar of the organization")] = None,
 ) -> Page[EventRead]:
-    """The calendar's events (series, not occurrences), by first start."""
-    await service.get_calendar(session, principal.org_id, calendar_id)
-    query = scoped(Event, principal.org_id).where(Event.calendar_id == calendar_id)
+    """Event series (not occurrences), by first start: one calendar's, or those of the caller's calendars."""
+    query = scoped(Event, principal.org_id)
+    if calendar_id is not None:
+        await service.get_calendar(session, principal.org_id, calendar_id)
+        query = query.where(Event.calendar_id == calendar_id)
+    else:
+        query = query.join(Calendar, Calendar.id == Event.calendar_id).where(
+            Calendar.owner_id == principal.subject
+        )
     rows = await paginate(session, query, (Event.start_at, Event.id), params)
     return rows.page(service.event_read)
 
@@ -248,7 +257,7 @@ async def export_ics(calendar_id: uuid.UUID, session: SessionDep, principal: Rea
             .order_by(Event.start_at, Event.id)
         )
     ).all()
-    body = ics.export(calendar, found, service.now())
+    body = ics.export(calendar, found)
     return Response(
         content=body,
         media_type="text/calendar",

@@ -34,10 +34,11 @@ def _local(instant: datetime, event: Event, tz: ZoneInfo) -> datetime | date:
     return local.date() if event.all_day else local
 
 
-def _vevent(event: Event, tz: ZoneInfo, stamp: datetime) -> icalendar.Event:
+def _vevent(event: Event, tz: ZoneInfo) -> icalendar.Event:
     component = icalendar.Event()
     component.add("uid", event.uid)
-    component.add("dtstamp", stamp)
+    # Without a METHOD, DTSTAMP is when the event was last revised in the store (RFC 5545 3.8.7.2).
+    component.add("dtstamp", event.updated_at.astimezone(UTC))
     component.add("sequence", event.sequence)
     component.add("summary", event.summary)
     if event.description:
@@ -51,7 +52,7 @@ def _vevent(event: Event, tz: ZoneInfo, stamp: datetime) -> icalendar.Event:
     return component
 
 
-def export(calendar: Calendar, found: Sequence[Event], stamp: datetime) -> bytes:
+def export(calendar: Calendar, found: Sequence[Event]) -> bytes:
     """The calendar's events as one VCALENDAR."""
     out = icalendar.Calendar()
     out.add("prodid", PRODID)
@@ -59,7 +60,7 @@ def export(calendar: Calendar, found: Sequence[Event], stamp: datetime) -> bytes
     out.add("x-wr-calname", calendar.name)
     for event in found:
         tz = recurrence.zone(event.time_zone)
-        master = _vevent(event, tz, stamp)
+        master = _vevent(event, tz)
         if event.rrule:
             master.add("rrule", vRecur.from_ical(event.rrule))
         for name, values in (("rdate", event.rdates), ("exdate", event.exdates)):
@@ -73,7 +74,7 @@ def export(calendar: Calendar, found: Sequence[Event], stamp: datetime) -> bytes
             master.add_component(alarm)
         out.add_component(master)
         for override in event.overrides:
-            component = _vevent(event, tz, stamp)
+            component = _vevent(event, tz)
             for key, value in (("dtstart", override.start_at), ("dtend", override.end_at)):
                 del component[key]
                 component.add(key, _local(value, event, tz))

@@ -204,6 +204,14 @@ async def test_import_reads_overrides_cancellations_and_alarms(
         ("2026-03-12T09:30:00-04:00", "Standup"),
         ("2026-03-13T09:30:00-04:00", "Standup"),
     ]
+    listed = ok(
+        await platform.client.get(
+            f"{API}/events", params={"calendar_id": calendar["id"], "limit": 1}, headers=h
+        )
+    )
+    assert [e["uid"] for e in listed["items"]] == ["standup-1@example.com"]
+    rest = ok(await platform.client.get(f"{API}/events", params={"cursor": listed["next_cursor"]}, headers=h))
+    assert [e["uid"] for e in rest["items"]] == ["holiday@example.com"]
     # Importing it again replaces the events of the same UIDs: nothing doubles.
     result = ok(await platform.client.post(url, json={"ics": OUTLOOK_STYLE}, headers=h))
     assert (result["created"], result["updated"]) == (0, 2)
