@@ -129,7 +129,7 @@ async def delete_calendar(session: AsyncSession, principal: Principal, calendar_
     for event in (
         await session.scalars(scoped(Event, principal.org_id).where(Event.calendar_id == calendar.id))
     ).all():
-        await publish(session, "calendar.event.deleted", event, calendar)
+        await events.publish(session, "calendar.event.deleted", changed(event, calendar), **about(event))
     await session.delete(calendar)
     await session.flush()
 
@@ -245,27 +245,26 @@ async def _writable_event(
 # --- events: writes ---
 
 
-async def publish(session: AsyncSession, kind: str, event: Event, calendar: Calendar) -> None:
+def changed(event: Event, calendar: Calendar) -> dict[str, Any]:
+    """The `data` of a `calendar.event.*` event about this series."""
     read = event_read(event)
-    await events.publish(
-        session,
-        kind,
-        {
-            "id": str(event.id),
-            "calendar_id": str(event.calendar_id),
-            "uid": event.uid,
-            "owner_id": calendar.owner_id,
-            "summary": event.summary,
-            "start": read.start.isoformat(),
-            "end": read.end.isoformat(),
-            "time_zone": event.time_zone,
-            "all_day": event.all_day,
-            "rrule": event.rrule,
-            "sequence": event.sequence,
-        },
-        org_id=event.org_id,
-        subject=str(event.id),
-    )
+    return {
+        "id": str(event.id),
+        "calendar_id": str(event.calendar_id),
+        "uid": event.uid,
+        "owner_id": calendar.owner_id,
+        "summary": event.summary,
+        "start": read.start.isoformat(),
+        "end": read.end.isoformat(),
+        "time_zone": event.time_zone,
+        "all_day": event.all_day,
+        "rrule": event.rrule,
+        "sequence": event.sequence,
+    }
+
+
+def about(event: Event) -> dict[str, Any]:
+    return {"org_id": event.org_id, "subject": str(event.id)}
 
 
 async def create_event(
@@ -275,7 +274,7 @@ async def create_event(
     event = await _new_event(session, calendar, body)
     await session.flush()
     await session.refresh(event)
-    await publish(session, "calendar.event.created", event, calendar)
+    await events.publish(session, "calendar.event.created", changed(event, calendar), **about(event))
     return event
 
 
@@ -394,13 +393,13 @@ async def update_event(
     derive(event, now())
     await session.flush()
     await session.refresh(event)
-    await publish(session, "calendar.event.updated", event, calendar)
+    await events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
     return event
 
 
 async def delete_event(session: AsyncSession, principal: Principal, event_id: uuid.UUID) -> None:
     event, calendar = await _writable_event(session, principal, event_id)
-    await publish(session, "calendar.event.deleted", event, calendar)
+    await events.publish(session, "calendar.event.deleted", changed(event, calendar), **about(event))
     await session.delete(event)
     await session.flush()
 
@@ -453,7 +452,7 @@ async def override_occurrence(
     derive(event, now())
     await session.flush()
     await session.refresh(event)
-    await publish(session, "calendar.event.updated", event, calendar)
+    await events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
     return event
 
 
@@ -469,7 +468,7 @@ async def cancel_occurrence(
     derive(event, now())
     await session.flush()
     await session.refresh(event)
-    await publish(session, "calendar.event.updated", event, calendar)
+    await events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
     return event
 
 
