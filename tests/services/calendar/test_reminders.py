@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coder.services.calendar.reminders import ReminderWorker, deliver_due
 from coder.shared import db
 from coder.shared.events import CloudEvent
-from coder.tests.services.calendar.factories import create_calendar, create_event, listen
+from coder.tests.services.calendar.factories import API, create_calendar, create_event, listen
 from coder.tests.support.platform import Platform, wait_until
 from coder.tests.support.tokens import TestSigner
 
@@ -32,11 +32,17 @@ def delivered(received: list[CloudEvent], event_id: str) -> list[tuple[str, int]
     return sorted((d["recurrence_id"], d["minutes_before"]) for d in data)
 
 
-async def weekly_with_reminders(p: Platform, h: dict[str, str]) -> dict[str, Any]:
-    calendar = await create_calendar(p, h, time_zone="Europe/Berlin")
+@pytest.fixture
+async def weekly_with_reminders(
+    platform: Platform, signer: TestSigner, org: str
+) -> AsyncIterator[tuple[dict[str, str], dict[str, Any]]]:
+    """A weekly meeting with reminders, deleted afterwards: the workers serve every org, and no
+    other test may find it due."""
+    h = signer.headers(org, sub="alice")
+    calendar = await create_calendar(platform, h, time_zone="Europe/Berlin")
     # Far in the future, so the platform's own worker (on the wall clock) never finds them due.
-    return await create_event(
-        p,
+    event = await create_event(
+        platform,
         h,
         calendar["id"],
         summary="Review",
@@ -44,14 +50,19 @@ async def weekly_with_reminders(p: Platform, h: dict[str, str]) -> dict[str, Any
         rrule="FREQ=WEEKLY",
         reminders=[10, 60],
     )
+    yield h, event
+    response = await platform.client.delete(f"{API}/calendars/{calendar['id']}", headers=h)
+    assert response.status_code == 204, response.text
 
 
 async def test_two_workers_deliver_each_reminder_once(
-    platform: Platform, signer: TestSigner, org: str, other_process: async_sessionmaker[AsyncSession]
+    platform: Platform,
+    org: str,
+    other_process: async_sessionmaker[AsyncSession],
+    weekly_with_reminders: tuple[dict[str, str], dict[str, Any]],
 ) -> None:
-    h = signer.headers(org, sub="alice")
     received = await listen(platform, "calendar.reminder.due")
-    event = await weekly_with_reminders(platform, h)
+    _, event = weekly_with_reminders
     # Three weeks on, just after the third meeting's 10-minute reminder (the first after DST: 08:50Z).
     now = datetime(2040, 4, 2, 8, 50, tzinfo=UTC)
     counts = await asyncio.gather(
@@ -59,7 +70,8 @@ async def test_two_workers_deliver_each_reminder_once(
         deliver_due(other_process, now),
         deliver_due(other_process, now),
     )
-    assert sum(counts) == 6  # each of the two workers took what the other had not
+    # Each worker took what the others had not (they serve every org: other tests' rows count too).
+    assert sum(counts) >= 6
     assert await deliver_due(platform.runtime.sessions, now) == 0
     expected = sorted(
         (f"{day}T{hour}:00:00+00:00", minutes)
@@ -68,7 +80,7 @@ async def test_two_workers_deliver_each_reminder_once(
     )
     await wait_until(lambda: len(delivered(received, event["id"])) >= 6, what="six reminders")
     # A later reminder, staged after them, arrives after them: no duplicate was on its way.
-    assert await deliver_due(other_process, now + timedelta(weeks=1)) == 2
+    assert await deliver_due(other_process, now + timedelta(weeks=1)) >= 2
     await wait_until(lambda: len(delivered(received, event["id"])) >= 8, what="the next week's reminders")
     assert delivered(received, event["id"])[:6] == expected
     assert len(delivered(received, event["id"])) == 8
@@ -79,11 +91,12 @@ async def test_two_workers_deliver_each_reminder_once(
 
 
 async def test_reminders_due_while_no_worker_ran_are_delivered_after_a_restart(
-    platform: Platform, signer: TestSigner, org: str, other_process: async_sessionmaker[AsyncSession]
+    platform: Platform,
+    other_process: async_sessionmaker[AsyncSession],
+    weekly_with_reminders: tuple[dict[str, str], dict[str, Any]],
 ) -> None:
-    h = signer.headers(org, sub="bob")
     received = await listen(platform, "calendar.reminder.due")
-    event = await weekly_with_reminders(platform, h)
+    _, event = weekly_with_reminders
     clock = [datetime(2040, 3, 19, 9, 0, tzinfo=UTC)]  # the 60-minute reminder of the first meeting
 
     first = asyncio.create_task(
