@@ -17,6 +17,7 @@ PACKAGES: dict[str, str] = {
     "secrets": "coder.services.secrets",
     "usage": "coder.services.usage",
     "mcp": "coder.services.mcp",
+    "calendar": "coder.services.calendar",
 }
 
 ALL = "all"
