@@ -285,6 +285,7 @@ async def add_tasks(
     plan.next_task_id = first + len(batch)
     session.add_all(rows)
     await session.flush()
+    await session.refresh(plan)  # its updated_at moved with next_task_id
     for row in rows:
         await session.refresh(row)
         await _publish(session, org_id, TaskCreated.event_type, row, actor)
