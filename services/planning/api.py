@@ -40,8 +40,8 @@ Reader = Annotated[Principal, require("planning:read")]
 Writer = Annotated[Principal, require("planning:write")]
 Generator = Annotated[Principal, require("planning:generate")]
 TaskPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="The task's id in its plan")]
-# What a call through `ai` can answer besides the route's own refusals.
-AI_PROBLEMS = {502, 503}
+# What a call through `ai` can answer besides the route's own refusals (assistant.refusal).
+AI_PROBLEMS = {403, 422, 429, 502, 503}
 
 
 def _plan_read(plan: Plan) -> PlanRead:

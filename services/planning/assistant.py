@@ -4,7 +4,7 @@
 The answer is untrusted input from another system: bad JSON, a shape the schema refuses, a cycle or
 a dependency on a task it did not give is the model's failure, answered 502 (`bad-model-answer`,
 naming what was wrong) before anything is stored. `ai` unreachable is 503; `ai` refusing the call
-(the user's budget, an unknown model...) is 502 carrying its status and detail.
+(no permission, the user's budget, an unknown model) keeps its kind (`refusal`), ai failing is 502.
 """
 
 from __future__ import annotations
@@ -28,7 +28,32 @@ class BadModelAnswer(Problem):
 
 
 class AiFailed(Problem):
-    status, slug, title = 502, "ai-failed", "The ai service refused or failed the call"
+    status, slug, title = 502, "ai-failed", "The ai service failed the call"
+
+
+class AiRefused(Problem):
+    """ai refused the call for a reason of the caller's: the same kind of status, ai's detail."""
+
+    slug, title = "ai-refused", "The ai service refused the call"
+
+
+def refusal(response: httpx.Response) -> Problem:
+    """ai's error answer as planning's: the user's own refusals stay theirs (403 no permission for
+    ai, 429 budget or rate limit, 422 naming `model` for a request ai could not serve), anything
+    else is ai failing (502). `upstream_status` keeps ai's own status."""
+    detail = f"ai answered {response.status_code}: {_detail(response)}"
+    upstream = response.status_code
+    if upstream in (401, 403):
+        return AiRefused(detail, status=403, upstream_status=upstream)
+    if upstream in (402, 429):
+        retry = response.headers.get("retry-after")
+        headers = {"Retry-After": retry} if retry and retry.isdigit() else None
+        return AiRefused(detail, status=429, headers=headers, upstream_status=upstream)
+    if 400 <= upstream < 500:
+        return AiRefused(
+            detail, status=422, errors=[{"field": "model", "message": detail}], upstream_status=upstream
+        )
+    return AiFailed(detail, upstream_status=upstream)
 
 
 class _Answer(BaseModel):
@@ -108,8 +133,7 @@ async def ask(
     except httpx.HTTPError as error:
         raise Unavailable(f"the ai service is unreachable ({type(error).__name__})") from None
     if response.status_code != 200:
-        detail = _detail(response)
-        raise AiFailed(f"ai answered {response.status_code}: {detail}", upstream_status=response.status_code)
+        raise refusal(response)
     try:
         completion = response.json()
         message = completion["choices"][0]["message"]

@@ -56,8 +56,8 @@ class Task(Base):
         ForeignKeyConstraint(
             ["plan_id", "parent_id"], ["planning_task.plan_id", "planning_task.id"], ondelete="CASCADE"
         ),
-        # "Next task": the plan's pending tasks, by priority then id.
-        Index(None, "plan_id", "status", "priority", "id"),
+        # "Next task": the plan's pending tasks nothing blocks, by priority then id.
+        Index(None, "plan_id", "status", "blockers", "priority", "id"),
         Index(None, "plan_id", "parent_id"),
     )
 
@@ -76,6 +76,9 @@ class Task(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, default=2)
     # Ids of tasks of the same plan that must be done first; never a cycle (checked on every write).
     dependencies: Mapped[list[int]] = mapped_column(ARRAY(Integer), default=list)
+    # How many of `dependencies` are not done: kept by every write (under the plan's lock) so that the
+    # next task is read from an index instead of checking every pending task's dependencies.
+    blockers: Mapped[int] = mapped_column(default=0)
     # [{"text": ..., "checked": bool}, ...]
     acceptance_checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     complexity: Mapped[int | None] = mapped_column(SmallInteger)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, any_, exists
+from sqlalchemy import and_, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -25,7 +25,7 @@ from coder.services.planning.schemas import (
 )
 from coder.shared.contracts.planning import TaskCreated, TaskDeleted, TaskStatusChanged, TaskUpdated
 from coder.shared.errors import Conflict, InvalidField
-from coder.shared.repository import OrgScoped, scoped
+from coder.shared.repository import OrgScoped, owned_by, scoped
 
 PRIORITY_RANK = {Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
 PRIORITY_OF = {rank: priority for priority, rank in PRIORITY_RANK.items()}
@@ -115,6 +115,16 @@ def find_cycle(graph: Mapping[int, Sequence[int]]) -> list[int] | None:
 
 def cycle_text(cycle: Sequence[int]) -> str:
     return " -> ".join(map(str, cycle))
+
+
+async def _undone(session: AsyncSession, org_id: str, plan_id: uuid.UUID, ids: Sequence[int]) -> int:
+    """How many of the plan's tasks `ids` are not done."""
+    query = (
+        scoped(Task, org_id)
+        .with_only_columns(func.count())
+        .where(Task.plan_id == plan_id, Task.id.in_(ids), Task.status != Status.DONE.value)
+    )
+    return int(await session.scalar(query) or 0)
 
 
 async def _graph(session: AsyncSession, org_id: str, plan_id: uuid.UUID) -> dict[int, list[int]]:
@@ -229,8 +239,17 @@ async def add_tasks(
     parents top-level tasks of it, no cycle) before any is written, and a refusal raises BadBatch
     naming the field (`<prefix><index>.dependencies.<n>`)."""
     graph = await _graph(session, org_id, plan.id)
-    shape = scoped(Task, org_id).with_only_columns(Task.id, Task.parent_id).where(Task.plan_id == plan.id)
-    parents: dict[int, int | None] = dict((await session.execute(shape)).all())
+    shape = (
+        scoped(Task, org_id)
+        .with_only_columns(Task.id, Task.parent_id, Task.status)
+        .where(Task.plan_id == plan.id)
+    )
+    parents: dict[int, int | None] = {}
+    done: set[int] = set()
+    for existing, parent_id, status in (await session.execute(shape)).all():
+        parents[existing] = parent_id
+        if status == Status.DONE.value:
+            done.add(existing)
     first = plan.next_task_id
     ids = {item.key: first + index for index, item in enumerate(batch) if item.key is not None}
     rows: list[Task] = []
@@ -271,6 +290,7 @@ async def add_tasks(
                 status=Status.PENDING.value,
                 priority=PRIORITY_RANK[body.priority],
                 dependencies=deps,
+                blockers=sum(1 for dep in deps if dep not in done),
                 acceptance_checks=[c.model_dump() for c in body.acceptance_checks],
                 complexity=body.complexity,
                 created_by=actor,
@@ -326,6 +346,7 @@ async def update_task(
             raise InvalidField("dependencies", f"would close the cycle {cycle_text(cycle)}", cycle=cycle)
         if graph[task_id] != list(task.dependencies):
             task.dependencies = graph[task_id]
+            task.blockers = await _undone(session, org_id, plan_id, task.dependencies)
             changed.append("dependencies")
     values: dict[str, Any] = {
         "title": body.title,
@@ -354,21 +375,30 @@ async def update_task(
 async def set_status(
     session: AsyncSession, org_id: str, plan_id: uuid.UUID, task_id: int, actor: str, wanted: Status
 ) -> Task:
+    # The plan's lock: the dependents' blocker counts below change with no other write in between.
+    await lock_plan(session, org_id, plan_id)
     task = await get_task(session, org_id, plan_id, task_id, lock=True)
     current = Status(task.status)
     if wanted == current:
         return task
     if wanted not in TRANSITIONS[current]:
         raise IllegalTransition(task_id, current, wanted)
-    if wanted in STARTED and task.dependencies:
+    if wanted in STARTED and task.blockers:
         undone = (
             scoped(Task, org_id)
             .with_only_columns(Task.id)
             .where(Task.plan_id == plan_id, Task.id.in_(task.dependencies), Task.status != Status.DONE.value)
         )
-        blocking = sorted((await session.scalars(undone.order_by(Task.id))).all())
-        if blocking:
-            raise Blocked(task_id, wanted, blocking)
+        raise Blocked(task_id, wanted, sorted((await session.scalars(undone)).all()))
+    if Status.DONE in (current, wanted):
+        # Done, or done no more: one blocker less, or more, for every task depending on this one.
+        dependents = (
+            update(Task)
+            .where(owned_by(Task, org_id), Task.plan_id == plan_id, Task.dependencies.contains([task_id]))
+            .values(blockers=Task.blockers + (-1 if wanted == Status.DONE else 1))
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(dependents)
     task.status = wanted.value
     await session.flush()
     await session.refresh(task)
@@ -412,13 +442,11 @@ async def next_task(session: AsyncSession, org_id: str, plan_id: uuid.UUID) -> T
     """Task Master's next task: a pending subtask of an in-progress task first, else a pending
     top-level task; in both, every dependency done, the highest priority, then the lowest id.
 
-    One query each, walking the (plan, status, priority, id) index in order and stopping at the first
-    task nothing blocks."""
-    dep = aliased(Task)
-    ready = ~exists().where(
-        and_(dep.plan_id == Task.plan_id, dep.id == any_(Task.dependencies), dep.status != Status.DONE.value)
+    A task's `blockers` counts its dependencies not done, kept by every write: the ready tasks are an
+    index range (plan, pending, 0 blockers) already in (priority, id) order, however many are blocked."""
+    pending = scoped(Task, org_id).where(
+        Task.plan_id == plan_id, Task.status == Status.PENDING.value, Task.blockers == 0
     )
-    pending = scoped(Task, org_id).where(Task.plan_id == plan_id, Task.status == Status.PENDING.value, ready)
     order = (Task.priority, Task.id)
     parent = aliased(Task)
     in_started = pending.join(

@@ -210,6 +210,28 @@ async def test_next_task_follows_dependencies_then_priority_then_id(
     await set_status(platform, h, pid, 6, "deferred")
     assert await next_id(platform, h, pid) == 3
 
+    # Reopening a dependency blocks its dependents again; changing dependencies re-evaluates them.
+    await platform.client.patch(f"{API}/plans/{pid}/tasks/3", json={"dependencies": [5]}, headers=h)
+    await platform.client.patch(f"{API}/plans/{pid}/tasks/4", json={"dependencies": [1, 5]}, headers=h)
+    assert await next_id(platform, h, pid) == 3
+    await set_status(platform, h, pid, 5, "in-progress")
+    assert await next_id(platform, h, pid) is None  # 3 and 4 wait for 5 again, 7's parent is not started
+    await platform.client.patch(f"{API}/plans/{pid}/tasks/4", json={"dependencies": [1]}, headers=h)
+    assert await next_id(platform, h, pid) == 4
+    await set_status(platform, h, pid, 5, "done")
+    assert await next_id(platform, h, pid) == 3
+    await assert_blockers_match_dependencies(platform, pid)
+
+
+async def assert_blockers_match_dependencies(p: Platform, plan_id: str) -> None:
+    """The kept count of undone dependencies equals the count from the dependencies themselves."""
+    async with p.runtime.sessions() as session:
+        rows = (await session.execute(select(Task).where(Task.plan_id == plan_id))).scalars().all()
+    status = {t.id: t.status for t in rows}
+    assert {t.id: t.blockers for t in rows} == {
+        t.id: sum(status[d] != "done" for d in t.dependencies) for t in rows
+    }
+
 
 async def test_deleting_keeps_the_graph_whole(platform: Platform, signer: TestSigner, org: str) -> None:
     h = signer.headers(org)

@@ -165,13 +165,21 @@ async def test_ai_failures_are_problems(
 ) -> None:
     h = signer.headers(org, sub=org)
     body = {"prompt": "p", "model": "planner"}
-    fake_ai.fail(
-        429, {"type": "https://coderide.io/problems/budget-exceeded", "status": 429, "detail": "budget B"}
-    )
-    limited = await ai_platform.client.post(f"{API}/plans/generate", json=body, headers=h)
-    assert limited.status_code == 502, limited.text
-    assert limited.json()["upstream_status"] == 429 and "budget B" in limited.json()["detail"]
-
+    budget = {"type": "https://coderide.io/problems/budget-exceeded", "status": 429, "detail": "budget B"}
+    cases: list[tuple[int, dict[str, Any], int]] = [
+        (429, budget, 429),
+        (402, {"error": {"message": "budget B spent", "type": "budget_exceeded"}}, 429),
+        (403, {"type": "https://coderide.io/problems/forbidden", "status": 403, "detail": "ai:chat"}, 403),
+        (404, {"error": {"message": "model planner not found", "type": "invalid_request_error"}}, 422),
+        (500, {"error": {"message": "boom", "type": "server_error"}}, 502),
+    ]
+    for upstream, answer, expected in cases:
+        fake_ai.fail(upstream, answer)
+        response = await ai_platform.client.post(f"{API}/plans/generate", json=body, headers=h)
+        assert response.status_code == expected, response.text
+        problem = response.json()
+        assert problem["upstream_status"] == upstream and f"ai answered {upstream}" in problem["detail"]
+    assert problem["type"].endswith("/ai-failed")
     assert await counts(ai_platform, org) == (0, 0)
 
 
