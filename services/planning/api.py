@@ -109,17 +109,11 @@ async def generate_plan(
         raise assistant.BadModelAnswer(
             f"the model gave {len(draft.tasks)} tasks, at most {body.max_tasks} asked"
         )
-    batch = assistant.batch(draft.tasks)
     create = PlanCreate(title=body.title or draft.title, description=body.prompt, team_id=body.team_id)
     plan = await service.create_plan(session, principal.org_id, principal.subject, create)
-    try:
-        tasks = await service.add_tasks(
-            session, principal.org_id, plan, principal.subject, batch, field_prefix="tasks."
-        )
-    except service.BadBatch as bad:
-        raise assistant.BadModelAnswer(
-            f"the model's answer is inconsistent at {bad.field}: {bad.message}"
-        ) from None
+    tasks = await assistant.add_drafts(
+        session, principal.org_id, plan, principal.subject, draft.tasks, field="tasks"
+    )
     return GeneratedPlanRead(plan=_plan_read(plan), tasks=[service.task_read(t) for t in tasks])
 
 
@@ -152,7 +146,6 @@ async def list_tasks(
     parent_id: Annotated[TaskId | None, Query(description="Only the subtasks of this task")] = None,
 ) -> Page[TaskRead]:
     """The plan's tasks by id."""
-    await service.plans(session, principal.org_id).get(plan_id, Plan.id == plan_id)
     query = scoped(Task, principal.org_id).where(Task.plan_id == plan_id)
     if status_ is not None:
         query = query.where(Task.status == status_.value)
@@ -161,6 +154,8 @@ async def list_tasks(
     if parent_id is not None:
         query = query.where(Task.parent_id == parent_id)
     rows = await paginate(session, query, (Task.id,), params)
+    if not rows.items:  # an empty page of a plan, or no plan (checked after the cursor: 400 first)
+        await service.plans(session, principal.org_id).get(plan_id, Plan.id == plan_id)
     return rows.page(service.task_read)
 
 
@@ -244,16 +239,16 @@ async def expand_task(
     draft = await assistant.ask(clients, body.model, system, user, assistant.DraftSubtasks, "subtasks")
     if len(draft.subtasks) > body.count:
         raise assistant.BadModelAnswer(f"the model gave {len(draft.subtasks)} subtasks, {body.count} asked")
-    batch = assistant.batch(draft.subtasks, parent_id=task_id)
     # The model took its time: the plan is locked only now, and the task must still be there.
     plan = await service.lock_plan(session, principal.org_id, plan_id)
     await service.get_task(session, principal.org_id, plan_id, task_id)
-    try:
-        subtasks = await service.add_tasks(
-            session, principal.org_id, plan, principal.subject, batch, field_prefix="subtasks."
-        )
-    except service.BadBatch as bad:
-        raise assistant.BadModelAnswer(
-            f"the model's answer is inconsistent at {bad.field}: {bad.message}"
-        ) from None
+    subtasks = await assistant.add_drafts(
+        session,
+        principal.org_id,
+        plan,
+        principal.subject,
+        draft.subtasks,
+        field="subtasks",
+        parent_id=task_id,
+    )
     return ExpandedRead(subtasks=[service.task_read(t) for t in subtasks])

@@ -14,9 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from coder.services.planning.models import Plan, Task
 from coder.services.planning.schemas import Check, Priority, TaskCreate
-from coder.services.planning.service import NewTask
+from coder.services.planning.service import BadBatch, NewTask, add_tasks
 from coder.shared.errors import Problem, Unavailable
 from coder.shared.http import ServiceClients
 
@@ -220,3 +222,23 @@ def batch(drafts: list[DraftTask], parent_id: int | None = None) -> list[NewTask
         )
         for d in drafts
     ]
+
+
+async def add_drafts(
+    session: AsyncSession,
+    org_id: str,
+    plan: Plan,
+    actor: str,
+    drafts: list[DraftTask],
+    *,
+    field: str,
+    parent_id: int | None = None,
+) -> list[Task]:
+    """The model's tasks added to the locked `plan` in one go; a plan rule they break (an unknown
+    dependency, a cycle) is the model's failure, and nothing is added."""
+    try:
+        return await add_tasks(
+            session, org_id, plan, actor, batch(drafts, parent_id), field_prefix=f"{field}."
+        )
+    except BadBatch as bad:
+        raise BadModelAnswer(f"the model's answer is inconsistent at {bad.field}: {bad.message}") from None

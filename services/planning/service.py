@@ -23,7 +23,6 @@ from coder.services.planning.schemas import (
     TaskRead,
     TaskUpdate,
 )
-from coder.shared.contracts.planning import TaskCreated, TaskDeleted, TaskStatusChanged, TaskUpdated
 from coder.shared.errors import Conflict, InvalidField
 from coder.shared.repository import OrgScoped, owned_by, scoped
 
@@ -200,12 +199,8 @@ def _event(task: Task, actor: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def _publish(
-    session: AsyncSession, org_id: str, kind: str, task: Task, actor: str, **extra: Any
-) -> None:
-    await events.publish(
-        session, kind, _event(task, actor, **extra), org_id=org_id, subject=f"{task.plan_id}/{task.id}"
-    )
+def _subject(task: Task) -> str:
+    return f"{task.plan_id}/{task.id}"
 
 
 @dataclass
@@ -308,7 +303,8 @@ async def add_tasks(
     await session.refresh(plan)  # its updated_at moved with next_task_id
     for row in rows:
         await session.refresh(row)
-        await _publish(session, org_id, TaskCreated.event_type, row, actor)
+        data = _event(row, actor)
+        await events.publish(session, "planning.task.created", data, org_id=org_id, subject=_subject(row))
     return rows
 
 
@@ -368,7 +364,8 @@ async def update_task(
     if changed:
         await session.flush()
         await session.refresh(task)
-        await _publish(session, org_id, TaskUpdated.event_type, task, actor, changed=changed)
+        data = _event(task, actor, changed=changed)
+        await events.publish(session, "planning.task.updated", data, org_id=org_id, subject=_subject(task))
     return task
 
 
@@ -402,7 +399,8 @@ async def set_status(
     task.status = wanted.value
     await session.flush()
     await session.refresh(task)
-    await _publish(session, org_id, TaskStatusChanged.event_type, task, actor, previous=current.value)
+    data = _event(task, actor, previous=current.value)
+    await events.publish(session, "planning.task.status_changed", data, org_id=org_id, subject=_subject(task))
     return task
 
 
@@ -430,7 +428,8 @@ async def delete_task(
     if found:
         raise DependedOn(task_id, found)
     for row in going:
-        await _publish(session, org_id, TaskDeleted.event_type, row, actor)
+        data = _event(row, actor)
+        await events.publish(session, "planning.task.deleted", data, org_id=org_id, subject=_subject(row))
     for row in subtasks:
         await session.delete(row)
     await session.flush()
