@@ -18,6 +18,7 @@ PACKAGES: dict[str, str] = {
     "usage": "coder.services.usage",
     "mcp": "coder.services.mcp",
     "calendar": "coder.services.calendar",
+    "planning": "coder.services.planning",
 }
 
 ALL = "all"

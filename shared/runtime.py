@@ -57,9 +57,11 @@ class Runtime:
         if missing:
             raise ValueError(f"no settings given for {', '.join(missing)}")
         self.local_apps: dict[str, ASGIApp] = {}
+        # A URL given explicitly counts even for a target this build does not know (yet): a target
+        # calls one that is built apart, or a test points a name at a local fake of its protocol.
         self.service_urls = {
-            name: settings.service_urls.get(name, f"http://{name}:{t.port}")
-            for name, t in known_targets.items()
+            **{name: f"http://{name}:{t.port}" for name, t in known_targets.items()},
+            **settings.service_urls,
         }
         self.engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None

@@ -25,8 +25,20 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
     ]
 
 
-def _fill(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", "does-not-exist", path)
+def _fill(path: str, op: dict[str, Any] | None = None) -> str:
+    """`path` with a value naming nothing for each parameter; with the operation, a well-formed one
+    for a UUID parameter (so the check reaches past path validation, e.g. to the cursor)."""
+    formats = {
+        p["name"]: p.get("schema", {}).get("format")
+        for p in (op or {}).get("parameters", [])
+        if p.get("in") == "path"
+    }
+    unknown_uuid = "00000000-0000-4000-8000-000000000000"
+    return re.sub(
+        r"\{([^}]+)\}",
+        lambda m: unknown_uuid if formats.get(m.group(1)) == "uuid" else "does-not-exist",
+        path,
+    )
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -127,7 +139,7 @@ async def test_forged_cursors_are_400_problems_naming_the_cursor(
             continue
         for cursor in forged:
             response = await platform.client.request(
-                method, f"/api/{service}{_fill(path)}", params={"cursor": cursor}, headers=headers
+                method, f"/api/{service}{_fill(path, op)}", params={"cursor": cursor}, headers=headers
             )
             assert response.status_code == 400, (method, path, cursor, response.text)
             assert response.headers["content-type"] == PROBLEM

@@ -33,6 +33,8 @@ def _registration(service: str) -> CrossOrg:
 
 def _unknown(value: str) -> str:
     """A value of the same kind naming nothing."""
+    if value.isdigit():  # a number in its parent's scope (planning's task ids): another number
+        return str(int(value) + 1_000_000)
     try:
         uuid.UUID(value)
     except ValueError:
