@@ -28,7 +28,7 @@ from coder.shared.settings import PlatformSettings
 from coder.tests.support.tokens import TestSigner
 
 CALLERS = 64
-PER_CALLER = 15
+PER_CALLER = 10
 REQUESTS = CALLERS * PER_CALLER
 CAPACITY = REQUESTS * 3 // 4  # reservations of 100m the org's quota has room for
 POOL = 20  # the platform engine's pool (10) plus its overflow (10)
@@ -49,10 +49,10 @@ async def connect(database_url: str) -> asyncpg.Pool:
     return pool
 
 
-async def seed(pool: asyncpg.Pool, org: str) -> None:
-    """The org's quota (the tight one), a roomy quota per team and per user."""
+async def seed(pool: asyncpg.Pool, org: str, *, shared: bool = True) -> None:
+    """The org's quota (the tight one, which every caller locks), a roomy quota per team and per user."""
     now = datetime.now(UTC)
-    rows = [(uuid.uuid4(), org, "org", org, CAPACITY * 100)]
+    rows = [(uuid.uuid4(), org, "org", org, CAPACITY * 100)] if shared else []
     rows += [(uuid.uuid4(), org, "team", f"t{i}", 10**9) for i in range(8)]
     rows += [(uuid.uuid4(), org, "user", f"u{i}", 10**9) for i in range(CALLERS)]
     await pool.executemany(
@@ -62,17 +62,17 @@ async def seed(pool: asyncpg.Pool, org: str) -> None:
     )
 
 
-async def over_commits(pool: asyncpg.Pool, org: str, granted: int) -> int:
+async def over_commits(pool: asyncpg.Pool, org: str, granted: int, capacity: int = CAPACITY) -> int:
     used = await pool.fetchval(
         "SELECT coalesce(sum(cpu), 0) FROM resources_reservation WHERE org_id = $1 AND status = 'active'", org
     )
     assert used == granted * 100, (used, granted)
-    return max(0, granted - CAPACITY)
+    return max(0, granted - capacity)
 
 
-async def through_api(database_url: str, pool: asyncpg.Pool) -> tuple[float, int]:
-    org = "bench-api"
-    await seed(pool, org)
+async def through_api(database_url: str, pool: asyncpg.Pool, *, shared: bool = True) -> tuple[float, int]:
+    org = f"bench-api-{shared}"
+    await seed(pool, org, shared=shared)
     signer = TestSigner()
     settings = PlatformSettings.model_validate(
         {"database_url": database_url, "jwks": signer.jwks(), "environment": "test"}
@@ -101,7 +101,7 @@ async def through_api(database_url: str, pool: asyncpg.Pool) -> tuple[float, int
             clock = Stopwatch()
             granted = sum(await asyncio.gather(*(caller(n) for n in range(CALLERS))))
             seconds = clock.seconds
-    return REQUESTS / seconds, await over_commits(pool, org, granted)
+    return REQUESTS / seconds, await over_commits(pool, org, granted, CAPACITY if shared else REQUESTS)
 
 
 async def bare_sql(pool: asyncpg.Pool) -> tuple[float, int]:
@@ -162,6 +162,8 @@ async def main() -> None:
         try:
             bare, bare_over = await bare_sql(pool)
             api, api_over = await through_api(database_url, pool)
+            # The same requests with no quota shared by all callers: what the request path costs alone.
+            alone, alone_over = await through_api(database_url, pool, shared=False)
         finally:
             await pool.close()
     report(
@@ -169,9 +171,11 @@ async def main() -> None:
         [
             ("bare SQL (row locks, asyncpg)", bare, "reserv./s"),
             ("POST /api/resources/v1/reservations", api, "reserv./s"),
+            ("the same, no quota shared by callers", alone, "reserv./s"),
         ],
         baseline="bare SQL (row locks, asyncpg)",
     )
-    print(f"  over-commits: bare SQL {bare_over}, API {api_over} (must be 0)")
-    if bare_over or api_over:
+    print(f"  API with the shared quota / without: {api / alone:.3f} (what taking turns on its lock costs)")
+    print(f"  over-commits: bare SQL {bare_over}, API {api_over}, API unshared {alone_over} (must be 0)")
+    if bare_over or api_over or alone_over:
         raise SystemExit("over-commits: a quota was exceeded")
