@@ -17,14 +17,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import httpx
 from sqlalchemy.engine import make_url
 
 from coder.bench.support import Stopwatch, report, scratch_database
 from coder.runner import registry
-from coder.runner.process import build_process_app
 from coder.shared import db, migrations
-from coder.shared.settings import PlatformSettings
+from coder.tests.support.platform import make_settings, running
 from coder.tests.support.tokens import TestSigner
 
 CALLERS = 64
@@ -74,33 +72,29 @@ async def through_api(database_url: str, pool: asyncpg.Pool, *, shared: bool = T
     org = f"bench-api-{shared}"
     await seed(pool, org, shared=shared)
     signer = TestSigner()
-    settings = PlatformSettings.model_validate(
-        {"database_url": database_url, "jwks": signer.jwks(), "environment": "test"}
-    )
-    targets = registry.resolve("all")
-    app = build_process_app(settings, targets, [t.settings() for t in targets.values() if t.settings])
     headers = signer.headers(org, perms=["resources:reserve"])
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
+    # The platform as the tests run it (tests/support/platform.py), every target in this process.
+    async with running(make_settings(database_url, signer), "bench") as platform:
 
-            async def caller(n: int) -> int:
-                granted = 0
-                for i in range(PER_CALLER):
-                    body = {
-                        "user_id": f"u{n}",
-                        "team_id": f"t{(n + i) % 8}",
-                        "resources": {"cpu": "100m"},
-                        "ttl_seconds": 3600,
-                    }
-                    response = await client.post("/api/resources/v1/reservations", json=body, headers=headers)
-                    assert response.status_code in (201, 409), response.text
-                    granted += response.status_code == 201
-                return granted
+        async def caller(n: int) -> int:
+            granted = 0
+            for i in range(PER_CALLER):
+                body = {
+                    "user_id": f"u{n}",
+                    "team_id": f"t{(n + i) % 8}",
+                    "resources": {"cpu": "100m"},
+                    "ttl_seconds": 3600,
+                }
+                response = await platform.client.post(
+                    "/api/resources/v1/reservations", json=body, headers=headers
+                )
+                assert response.status_code in (201, 409), response.text
+                granted += response.status_code == 201
+            return granted
 
-            clock = Stopwatch()
-            granted = sum(await asyncio.gather(*(caller(n) for n in range(CALLERS))))
-            seconds = clock.seconds
+        clock = Stopwatch()
+        granted = sum(await asyncio.gather(*(caller(n) for n in range(CALLERS))))
+        seconds = clock.seconds
     return REQUESTS / seconds, await over_commits(pool, org, granted, CAPACITY if shared else REQUESTS)
 
 

@@ -169,7 +169,9 @@ async def release(session: AsyncSession, org_id: str, reservation_id: uuid.UUID,
     )
     status = status_of(reservation, now)
     if reservation.status == ReservationStatus.ACTIVE.value:
-        reservation.status = status.value if status is ReservationStatus.EXPIRED else "released"
+        reservation.status = (
+            status if status is ReservationStatus.EXPIRED else ReservationStatus.RELEASED
+        ).value
         reservation.closed_at = reservation.expires_at if status is ReservationStatus.EXPIRED else now
         await session.flush()
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from coder.tests.support.crossorg import CrossOrg, TargetClient
 
-
-async def _created(client: TargetClient, path: str, body: object, headers: dict[str, str]) -> dict[str, str]:
-    response = await client.request("POST", path, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    created: dict[str, str] = response.json()
-    return created
+QUOTA = {"scope": "user", "scope_id": "u1", "hard": {"cpu": 4}}
+RESERVATION = {"user_id": "u1", "resources": {"cpu": "500m"}, "ttl_seconds": 3600}
 
 
 async def create(client: TargetClient, headers: dict[str, str]) -> dict[str, str]:
-    quota = await _created(
-        client, "/v1/quotas", {"scope": "user", "scope_id": "u1", "hard": {"cpu": 4}}, headers
-    )
-    reservation = {"user_id": "u1", "resources": {"cpu": "500m"}, "ttl_seconds": 3600}
-    reservation_id = (await _created(client, "/v1/reservations", reservation, headers))["id"]
-    return {"quota_id": quota["id"], "reservation_id": reservation_id}
+    ids = {}
+    for name, path, body in (
+        ("quota_id", "/v1/quotas", QUOTA),
+        ("reservation_id", "/v1/reservations", RESERVATION),
+    ):
+        answer = await client.request("POST", path, json=body, headers=headers)
+        assert answer.status_code == 201, answer.text
+        ids[name] = str(answer.json()["id"])
+    return ids
 
 
 registration = CrossOrg(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from coder.tests.services.resources.factories import API, create_quota, frozen_clock, release, reserve
 from coder.tests.services.usage.factories import create_budget, create_meter, event, ingest
 from coder.tests.services.usage.factories import reserve as reserve_budget
@@ -73,21 +71,16 @@ async def test_ledger_without_usage_access_says_so(platform: Platform, signer: T
     assert ai["available"] is False and ai["detail"].startswith("usage answered 403")
 
 
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
+async def test_ledger_input_names_the_field(platform: Platform, signer: TestSigner, org: str) -> None:
+    for params, field in [
         ({"scope": "user"}, "query.scope_id"),
         ({"scope_id": "another-org"}, "query.scope_id"),
         ({"from": "2030-01-01T00:00:00Z", "to": "2029-01-01T00:00:00Z"}, "query.from"),
         ({"meter": "Not A Slug"}, "query.meter"),
-    ],
-)
-async def test_ledger_input_names_the_field(
-    platform: Platform, signer: TestSigner, org: str, params: dict[str, str], field: str
-) -> None:
-    answer = await platform.client.get(f"{API}/ledger", params=params, headers=signer.headers(org))
-    assert answer.status_code == 422, answer.text
-    assert field in [e["field"] for e in answer.json()["errors"]]
+    ]:
+        answer = await platform.client.get(f"{API}/ledger", params=params, headers=signer.headers(org))
+        assert answer.status_code == 422, answer.text
+        assert field in [e["field"] for e in answer.json()["errors"]]
 
 
 async def test_my_quotas_and_what_remains(platform: Platform, signer: TestSigner, org: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from coder.tests.services.resources.factories import API, create_quota, read_quota, reserve
 from coder.tests.support.platform import Platform
@@ -71,49 +70,42 @@ async def test_quota_crud_with_kubernetes_quantities(
     assert again["hard"]["cpu"] == 1000
 
 
-@pytest.mark.parametrize(
-    ("hard", "field"),
-    [
-        ({"cpu": "two"}, "body.hard.cpu"),
-        ({"cpu": "-1"}, "body.hard.cpu"),
-        ({"memory": "1.5"}, "body.hard.memory"),  # half a byte
-        ({"memory": "2Gx"}, "body.hard.memory"),
-        ({"storage": "1e400"}, "body.hard.storage"),
-        ({"storage": "9Ei" * 30}, "body.hard.storage"),
-        ({"sandboxes": 1.5}, "body.hard.sandboxes"),
-        ({"sandboxes": True}, "body.hard.sandboxes"),
-        ({"ai_credits": "0.0000001"}, "body.hard.ai_credits"),
-        ({"ai_credits": -1}, "body.hard.ai_credits"),
-        ({"ai_credits": "Infinity"}, "body.hard.ai_credits"),
-        ({"gpus": 1}, "body.hard.gpus"),
-        ({"memory": 2**64}, "body.hard.memory"),
-    ],
-)
-async def test_bad_quantities_name_the_field(
-    platform: Platform, signer: TestSigner, org: str, hard: dict[str, object], field: str
-) -> None:
-    response = await platform.client.post(
-        f"{API}/quotas", json={"scope": "org", "hard": hard}, headers=signer.headers(org)
-    )
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert field in [e["field"] for e in response.json()["errors"]]
+BAD_QUANTITIES = [
+    ({"cpu": "two"}, "body.hard.cpu"),
+    ({"cpu": "-1"}, "body.hard.cpu"),
+    ({"memory": "1.5"}, "body.hard.memory"),  # half a byte
+    ({"memory": "2Gx"}, "body.hard.memory"),
+    ({"storage": "1e400"}, "body.hard.storage"),
+    ({"storage": "9Ei" * 30}, "body.hard.storage"),
+    ({"sandboxes": 1.5}, "body.hard.sandboxes"),
+    ({"sandboxes": True}, "body.hard.sandboxes"),
+    ({"ai_credits": "0.0000001"}, "body.hard.ai_credits"),
+    ({"ai_credits": -1}, "body.hard.ai_credits"),
+    ({"ai_credits": "Infinity"}, "body.hard.ai_credits"),
+    ({"gpus": 1}, "body.hard.gpus"),
+    ({"memory": 2**64}, "body.hard.memory"),
+]
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
+async def test_bad_quantities_name_the_field(platform: Platform, signer: TestSigner, org: str) -> None:
+    for hard, field in BAD_QUANTITIES:
+        response = await platform.client.post(
+            f"{API}/quotas", json={"scope": "org", "hard": hard}, headers=signer.headers(org)
+        )
+        assert response.status_code == 422, (hard, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert field in [e["field"] for e in response.json()["errors"]], (hard, response.text)
+
+
+async def test_quota_rules_name_the_field(platform: Platform, signer: TestSigner, org: str) -> None:
+    for body, field in [
         ({"scope": "org", "hard": {}}, "hard"),
         ({"scope": "team", "hard": {"cpu": 1}}, "scope_id"),
         ({"scope": "org", "scope_id": "another-org", "hard": {"cpu": 1}}, "scope_id"),
-    ],
-)
-async def test_quota_rules_name_the_field(
-    platform: Platform, signer: TestSigner, org: str, body: dict[str, object], field: str
-) -> None:
-    response = await platform.client.post(f"{API}/quotas", json=body, headers=signer.headers(org))
-    assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["field"] == field
+    ]:
+        response = await platform.client.post(f"{API}/quotas", json=body, headers=signer.headers(org))
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == field
 
 
 async def test_permissions(platform: Platform, signer: TestSigner, org: str) -> None:
