@@ -19,6 +19,7 @@ PACKAGES: dict[str, str] = {
     "mcp": "coder.services.mcp",
     "calendar": "coder.services.calendar",
     "planning": "coder.services.planning",
+    "resources": "coder.services.resources",
 }
 
 ALL = "all"

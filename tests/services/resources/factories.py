@@ -1,0 +1,64 @@
+"""Small builders for resources tests: quotas, reservations, and a clock the routes read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from coder.services.resources.reservations import clock
+from coder.tests.support.platform import Platform
+
+API = "/api/resources/v1"
+# The SERVICE action no role grants; a token naming it stands for a target's workload identity here.
+RESERVER = ("resources:reserve", "resources:read")
+
+
+async def create_quota(p: Platform, h: dict[str, str], **fields: Any) -> dict[str, Any]:
+    body = {"scope": "org", "hard": {"cpu": "2"}, **fields}
+    response = await p.client.post(f"{API}/quotas", json=body, headers=h)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def read_quota(p: Platform, h: dict[str, str], quota_id: str) -> dict[str, Any]:
+    response = await p.client.get(f"{API}/quotas/{quota_id}", headers=h)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def reserve(p: Platform, h: dict[str, str], user_id: str = "u1", **fields: Any) -> httpx.Response:
+    body = {"user_id": user_id, "resources": {"cpu": "500m"}, **fields}
+    return await p.client.post(f"{API}/reservations", json=body, headers=h)
+
+
+async def release(p: Platform, h: dict[str, str], reservation_id: str) -> httpx.Response:
+    return await p.client.delete(f"{API}/reservations/{reservation_id}", headers=h)
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@contextmanager
+def frozen_clock(p: Platform) -> Iterator[Clock]:
+    """The time every resources route reads, held still until the test moves it."""
+    app = p.runtime.local_apps["resources"]
+    assert isinstance(app, FastAPI)
+    moment = Clock(datetime.now(UTC).replace(microsecond=0))
+    app.dependency_overrides[clock] = lambda: moment.now
+    try:
+        yield moment
+    finally:
+        app.dependency_overrides.pop(clock, None)
