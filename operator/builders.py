@@ -15,7 +15,7 @@ from typing import Any
 
 from coder.operator import crd, names
 from coder.operator.spec import DataStore, PlatformSpec, TargetConfig
-from coder.shared.target import workload_secret
+from coder.shared.target import service_urls, workload_secret
 
 Manifest = dict[str, Any]
 # Returns n random bytes; the reconciler passes `secrets.token_bytes`, tests a deterministic one.
@@ -271,15 +271,9 @@ def referenced_secrets(spec: PlatformSpec) -> set[str]:
 
 def config_map(spec: PlatformSpec) -> Manifest:
     """Settings every process shares. Target-specific settings are inline in that target's pods."""
-    ns = spec.owner.namespace
-    if spec.mode == "monolithic":
-        urls: dict[str, str] = {}  # every enabled target is in-process
-    else:
-        urls = {
-            name: f"http://{service_name(spec, name)}.{ns}.svc:{t.port}"
-            for name, t in spec.enabled_targets.items()
-        }
-    gateway = f"http://{service_name(spec, 'gateway')}.{ns}.svc:{spec.monolith.port}"
+    ports = {name: t.port for name, t in spec.enabled_targets.items()}
+    urls = {} if spec.mode == "monolithic" else _service_urls(spec, ports)  # monolithic: all in-process
+    gateway = _service_urls(spec, {"gateway": spec.monolith.port})["gateway"]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -694,11 +688,16 @@ def network_policies(spec: PlatformSpec) -> list[Manifest]:
     return out
 
 
+def _service_urls(spec: PlatformSpec, ports: Mapping[str, int]) -> dict[str, str]:
+    """Where each target answers inside the cluster: its Service in the platform's namespace."""
+    return service_urls(ports, host=lambda name: f"{service_name(spec, name)}.{spec.owner.namespace}.svc")
+
+
 def gateway_url(spec: PlatformSpec) -> str:
     if spec.ingress.enabled and spec.ingress.host:
         scheme = "https" if spec.ingress.tls_secret else "http"
         return f"{scheme}://{spec.ingress.host}"
-    return f"http://{service_name(spec, 'gateway')}.{spec.owner.namespace}.svc:{spec.monolith.port}"
+    return _service_urls(spec, {"gateway": spec.monolith.port})["gateway"]
 
 
 def ingress(spec: PlatformSpec) -> Manifest:

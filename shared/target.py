@@ -177,3 +177,17 @@ class Target:
     @property
     def migrations_dir(self) -> Path:
         return self.descriptor.migrations_dir
+
+
+def service_urls(
+    ports: Mapping[str, int],
+    host: Callable[[str], str] | None = None,
+    given: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The one table of where each target answers: `given[name]` when set, else
+    `http://<host(name)>:<port>`, `host` defaulting to the target's own name (its Service's name in a
+    cluster). The runtime, `coder-platform up` and the operator all build their URLs here."""
+    given = given or {}
+    return {
+        name: given.get(name, f"http://{host(name) if host else name}:{port}") for name, port in ports.items()
+    }
