@@ -749,8 +749,15 @@ def service_monitor(spec: PlatformSpec) -> Manifest:
 # --------------------------------------------------------------------------- migrations
 
 
+def _migrated_stores(spec: PlatformSpec) -> list[DataStore]:
+    """The data stores some enabled target needs whose kind the migration Job connects to."""
+    return [s for s in spec.data_stores.values() if STORE_KINDS[s.name].migrations and s.name in spec.needs]
+
+
 def migrated_targets(spec: PlatformSpec) -> list[str]:
-    return [name for name, t in spec.enabled_targets.items() if "postgres" in t.needs]
+    """The enabled targets needing a data store that is migrated (StoreKind.migrations)."""
+    stores = {store.name for store in _migrated_stores(spec)}
+    return [name for name, t in spec.enabled_targets.items() if stores & t.needs]
 
 
 def migration_job(spec: PlatformSpec) -> Manifest | None:
@@ -762,8 +769,10 @@ def migration_job(spec: PlatformSpec) -> Manifest | None:
     targets = migrated_targets(spec)
     if not targets:
         return None
-    secret, key = url_secret(spec, spec.data_stores["postgres"])
-    env = [secret_env("DATABASE_URL", secret, key)]
+    env = [
+        secret_env(crd.DATA_STORE_URL_ENV[store.name], *url_secret(spec, store))
+        for store in _migrated_stores(spec)
+    ]
     args = ["migrate", "--target", ",".join(targets)]
     name = child(spec, f"{names.MIGRATION}-{digest([spec.image, args, env], 10)}")
     meta = metadata(spec, name, names.MIGRATION)
