@@ -201,7 +201,10 @@ async def test_the_exchange_authenticates_the_target_and_the_user(world: World) 
     assert (await _workload_token(world, audience="secrets")).status_code == 403
     unknown = await _workload_token(world, audience="nowhere")
     assert unknown.status_code == 422
-    assert unknown.json()["errors"][0]["field"] == "audience"
+    # Named as the schema names its own refusals of the same field.
+    assert unknown.json()["errors"][0]["field"] == "body.audience"
+    empty = await _workload_token(world, audience="")
+    assert (empty.status_code, empty.json()["errors"][0]["field"]) == (422, "body.audience")
     no_user = await world.client.post(
         WORKLOAD_TOKEN_PATH, json={"caller": "probe", "secret": SECRET, "audience": "usage"}
     )
