@@ -8,18 +8,18 @@ target (or a new route) joins by registering."""
 from __future__ import annotations
 
 import importlib
-import re
 import uuid
 from typing import Any
 
+import httpx
+import jwt
 import pytest
 
+from coder.shared.target import Descriptor
 from coder.tests.e2e.test_contracts import PROBLEM, SERVICES, _operations
-from coder.tests.support.crossorg import CrossOrg, Operation, TargetClient
+from coder.tests.support.crossorg import PARAMETER, CrossOrg, Operation, TargetClient
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
-
-PARAMETER = re.compile(r"\{([^}]+)\}")
 
 
 def _registration(service: str) -> CrossOrg:
@@ -70,7 +70,34 @@ async def check_another_orgs_resources_do_not_exist(
     platform: Platform, signer: TestSigner, service: str, registration: CrossOrg
 ) -> None:
     """The suite's check of one target, given its registration (tests/runner/test_recipe.py reuses it)."""
-    api = TargetClient(platform.client, f"/api/{service}")
+    # A target granted the registration's SERVICE actions, known to the platform for this check only.
+    caller = Descriptor(
+        name="crossorg-caller",
+        port=3997,
+        title="Calls SERVICE actions for the cross-org suite",
+        package="coder.tests.e2e.crossorg_caller",
+        needs=frozenset(),
+        grants=tuple(sorted(set(registration.service.values()))),
+    )
+
+    def workload(headers: dict[str, str]) -> dict[str, str]:
+        claims = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})
+        return signer.workload_headers(claims["org"], audience=service, caller=caller.name, sub=claims["sub"])
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=platform.runtime.local_apps[service]), base_url=f"http://{service}"
+    ) as direct:
+        api = TargetClient(
+            platform.client, f"/api/{service}", frozenset(registration.service), direct, workload
+        )
+        platform.runtime.descriptors[caller.name] = caller
+        try:
+            await _check(api, signer, registration)
+        finally:
+            del platform.runtime.descriptors[caller.name]
+
+
+async def _check(api: TargetClient, signer: TestSigner, registration: CrossOrg) -> None:
     document = (await api.request("GET", "/openapi.json")).json()
     org_a, org_b = f"org-{uuid.uuid4().hex[:12]}", f"org-{uuid.uuid4().hex[:12]}"
     a, b = signer.headers(org_a), signer.headers(org_b)
@@ -120,6 +147,9 @@ async def check_another_orgs_resources_do_not_exist(
     assert await snapshot() == before
 
     stale = (
-        set(registration.bodies) | set(registration.unaddressed) | set(registration.own_namespace)
+        set(registration.bodies)
+        | set(registration.unaddressed)
+        | set(registration.own_namespace)
+        | set(registration.service)
     ) - set(operations)
     assert not stale, f"registered operations the OpenAPI does not have: {sorted(stale)}"
