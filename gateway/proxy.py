@@ -29,6 +29,7 @@ from coder.gateway.breaker import CircuitBreaker
 from coder.gateway.edge import Caller, Gateway
 from coder.gateway.middleware import CALLER, PUBLIC_PATHS, BodyTooLarge, timing_of
 from coder.shared import context
+from coder.shared.auth import bearer_token
 from coder.shared.errors import Forbidden, NotFound, Problem, Unauthorized, problem_response
 from coder.shared.runtime import Runtime
 
@@ -135,7 +136,7 @@ class TargetProxy:
             return None
         caller = scope.get(CALLER)  # usually already checked at the edge
         if not isinstance(caller, Caller):
-            token = context.bearer_token.get()
+            token = bearer_token(Request(scope))
             if not token:
                 raise Unauthorized("a bearer token is required")
             caller = await self.gateway.authenticate(token)
