@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from opentelemetry import propagate
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -136,7 +136,7 @@ class TargetProxy:
             return None
         caller = scope.get(CALLER)  # usually already checked at the edge
         if not isinstance(caller, Caller):
-            token = bearer_token(Request(scope))
+            token = bearer_token(HTTPConnection(scope))
             if not token:
                 raise Unauthorized("a bearer token is required")
             caller = await self.gateway.authenticate(token)

@@ -30,6 +30,7 @@ import jwt
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
 
 from coder.shared.errors import Forbidden, Unauthorized, Unavailable, answers
 from coder.shared.target import Access, Descriptor
@@ -215,7 +216,7 @@ class RevocationList:
         self.judge(principal, values)
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:
     """The request's bearer token, read from its own Authorization header (the protocol middleware
     has already refused a request carrying more than one)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
