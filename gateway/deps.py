@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from coder.gateway.edge import Caller, Gateway
 from coder.gateway.service import Actor
 from coder.gateway.sessions import Client
-from coder.shared import context
+from coder.shared.auth import bearer_token
 from coder.shared.errors import Unauthorized, answers
 
 
@@ -31,8 +31,8 @@ ClientDep = Annotated[Client, Depends(_client)]
 
 
 @answers(401)
-async def _caller(gateway: GatewayDep) -> Caller:
-    token = context.bearer_token.get()
+async def _caller(request: Request, gateway: GatewayDep) -> Caller:
+    token = bearer_token(request)
     if not token:
         raise Unauthorized("a bearer token is required")
     return await gateway.authenticate(token)

@@ -10,12 +10,11 @@ from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint,
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
+from coder.shared.db import TargetBase
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("gateway")
-    type_annotation_map = TYPE_ANNOTATION_MAP
+class Base(TargetBase, DeclarativeBase, target="gateway", events=False):
+    """The gateway's tables (it publishes and consumes no events: no outbox or inbox)."""
 
 
 class User(Base):

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from opentelemetry import propagate
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -29,6 +29,7 @@ from coder.gateway.breaker import CircuitBreaker
 from coder.gateway.edge import Caller, Gateway
 from coder.gateway.middleware import CALLER, PUBLIC_PATHS, BodyTooLarge, challenge, timing_of
 from coder.shared import context
+from coder.shared.auth import bearer_token
 from coder.shared.errors import Forbidden, NotFound, Problem, Unauthorized, problem_response
 from coder.shared.runtime import Runtime
 
@@ -135,7 +136,7 @@ class TargetProxy:
             return None
         caller = scope.get(CALLER)  # usually already checked at the edge
         if not isinstance(caller, Caller):
-            token = context.bearer_token.get()
+            token = bearer_token(HTTPConnection(scope))
             if not token:
                 raise Unauthorized("a bearer token is required")
             caller = await self.gateway.authenticate(token)

@@ -469,6 +469,8 @@ async def join(session: AsyncSession, user: User, invitation: Invitation) -> Mem
 
 
 async def _team(session: AsyncSession, actor: Actor, team_id: uuid.UUID, *, lock: bool = False) -> Team:
+    """The team if it is in the actor's org, else 404, looked up before any permission is checked:
+    another org's team does not exist for anyone (a 403 is for the org's own teams only)."""
     query = select(Team).where(Team.id == team_id, owned_by(Team, actor.org))
     team = await session.scalar(query.with_for_update() if lock else query)
     if team is None:
@@ -477,9 +479,10 @@ async def _team(session: AsyncSession, actor: Actor, team_id: uuid.UUID, *, lock
 
 
 async def get_team(session: AsyncSession, actor: Actor, team_id: uuid.UUID) -> Team:
+    team = await _team(session, actor, team_id)
     # Teams name their members: reading them is reading the member list.
     actor.require(roles.MEMBERS_READ)
-    return await _team(session, actor, team_id)
+    return team
 
 
 async def _unique_team_name(
@@ -502,8 +505,8 @@ async def create_team(session: AsyncSession, actor: Actor, body: TeamCreate) -> 
 
 
 async def update_team(session: AsyncSession, actor: Actor, team_id: uuid.UUID, body: TeamUpdate) -> Team:
-    actor.require(roles.TEAMS_WRITE)
     team = await _team(session, actor, team_id, lock=True)
+    actor.require(roles.TEAMS_WRITE)
     changes = body.model_dump(exclude_none=True)
     if "name" in changes:
         await _unique_team_name(session, actor.org, changes["name"], team.id)
@@ -515,8 +518,8 @@ async def update_team(session: AsyncSession, actor: Actor, team_id: uuid.UUID, b
 
 
 async def delete_team(session: AsyncSession, actor: Actor, team_id: uuid.UUID) -> None:
-    actor.require(roles.TEAMS_WRITE)
     team = await _team(session, actor, team_id, lock=True)
+    actor.require(roles.TEAMS_WRITE)
     await session.delete(team)
     await audit(session, actor, actor.org, "team.deleted", "team", team.id, name=team.name)
     await session.flush()
@@ -537,8 +540,8 @@ def team_member_read(row: TeamMember, user: User) -> TeamMemberRead:
 async def add_team_member(
     session: AsyncSession, actor: Actor, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> TeamMemberRead:
-    actor.require(roles.TEAMS_WRITE)
     team = await _team(session, actor, team_id)
+    actor.require(roles.TEAMS_WRITE)
     if await membership(session, actor.org, user_id) is None:
         raise NotFound("no such member in this organization")
     row = await session.get(TeamMember, (team.id, user_id))
@@ -555,8 +558,8 @@ async def add_team_member(
 async def remove_team_member(
     session: AsyncSession, actor: Actor, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
-    actor.require(roles.TEAMS_WRITE)
     team = await _team(session, actor, team_id)
+    actor.require(roles.TEAMS_WRITE)
     row = await session.get(TeamMember, (team.id, user_id))
     if row is None:
         raise NotFound("not a member of this team")

@@ -15,7 +15,7 @@ from typing import Any
 
 from coder.operator import crd, names
 from coder.operator.spec import DataStore, PlatformSpec, TargetConfig
-from coder.shared.target import workload_secret
+from coder.shared.target import service_urls, workload_secret
 
 Manifest = dict[str, Any]
 # Returns n random bytes; the reconciler passes `secrets.token_bytes`, tests a deterministic one.
@@ -271,15 +271,9 @@ def referenced_secrets(spec: PlatformSpec) -> set[str]:
 
 def config_map(spec: PlatformSpec) -> Manifest:
     """Settings every process shares. Target-specific settings are inline in that target's pods."""
-    ns = spec.owner.namespace
-    if spec.mode == "monolithic":
-        urls: dict[str, str] = {}  # every enabled target is in-process
-    else:
-        urls = {
-            name: f"http://{service_name(spec, name)}.{ns}.svc:{t.port}"
-            for name, t in spec.enabled_targets.items()
-        }
-    gateway = f"http://{service_name(spec, 'gateway')}.{ns}.svc:{spec.monolith.port}"
+    ports = {name: t.port for name, t in spec.enabled_targets.items()}
+    urls = {} if spec.mode == "monolithic" else _service_urls(spec, ports)  # monolithic: all in-process
+    gateway = _service_urls(spec, {"gateway": spec.monolith.port})["gateway"]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -694,11 +688,16 @@ def network_policies(spec: PlatformSpec) -> list[Manifest]:
     return out
 
 
+def _service_urls(spec: PlatformSpec, ports: Mapping[str, int]) -> dict[str, str]:
+    """Where each target answers inside the cluster: its Service in the platform's namespace."""
+    return service_urls(ports, host=lambda name: f"{service_name(spec, name)}.{spec.owner.namespace}.svc")
+
+
 def gateway_url(spec: PlatformSpec) -> str:
     if spec.ingress.enabled and spec.ingress.host:
         scheme = "https" if spec.ingress.tls_secret else "http"
         return f"{scheme}://{spec.ingress.host}"
-    return f"http://{service_name(spec, 'gateway')}.{spec.owner.namespace}.svc:{spec.monolith.port}"
+    return _service_urls(spec, {"gateway": spec.monolith.port})["gateway"]
 
 
 def ingress(spec: PlatformSpec) -> Manifest:
@@ -750,8 +749,15 @@ def service_monitor(spec: PlatformSpec) -> Manifest:
 # --------------------------------------------------------------------------- migrations
 
 
+def _migrated_stores(spec: PlatformSpec) -> list[DataStore]:
+    """The data stores some enabled target needs whose kind the migration Job connects to."""
+    return [s for s in spec.data_stores.values() if STORE_KINDS[s.name].migrations and s.name in spec.needs]
+
+
 def migrated_targets(spec: PlatformSpec) -> list[str]:
-    return [name for name, t in spec.enabled_targets.items() if "postgres" in t.needs]
+    """The enabled targets needing a data store that is migrated (StoreKind.migrations)."""
+    stores = {store.name for store in _migrated_stores(spec)}
+    return [name for name, t in spec.enabled_targets.items() if stores & t.needs]
 
 
 def migration_job(spec: PlatformSpec) -> Manifest | None:
@@ -763,8 +769,10 @@ def migration_job(spec: PlatformSpec) -> Manifest | None:
     targets = migrated_targets(spec)
     if not targets:
         return None
-    secret, key = url_secret(spec, spec.data_stores["postgres"])
-    env = [secret_env("DATABASE_URL", secret, key)]
+    env = [
+        secret_env(crd.DATA_STORE_URL_ENV[store.name], *url_secret(spec, store))
+        for store in _migrated_stores(spec)
+    ]
     args = ["migrate", "--target", ",".join(targets)]
     name = child(spec, f"{names.MIGRATION}-{digest([spec.image, args, env], 10)}")
     meta = metadata(spec, name, names.MIGRATION)

@@ -155,6 +155,7 @@ def up(
     """
     from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
     from coder.shared.settings import PlatformSettings
+    from coder.shared.target import service_urls
 
     settings = PlatformSettings()
     signal.signal(signal.SIGTERM, _interrupt)  # so a plain `kill` also stops everything started here
@@ -173,9 +174,8 @@ def up(
             env["AMQP_URL"] = owned[-1].url
         everything = registry.descriptors()
         ports = {name: target.port + port_offset for name, target in everything.items()}
-        env["CODER_SERVICE_URLS"] = json.dumps(
-            {name: f"http://{host}:{port}" for name, port in ports.items()}
-        )
+        urls = service_urls(ports, host=lambda _name: host)
+        env["CODER_SERVICE_URLS"] = json.dumps(urls)
         exe = [str(Path(sys.executable).with_name("coder-platform"))]
         subprocess.run([*exe, "migrate"], env=env, check=True)  # noqa: S603
         for name, port in ports.items():
@@ -189,7 +189,6 @@ def up(
             )
         with contextlib.suppress(KeyboardInterrupt):
             processes = dict(zip(ports, children, strict=True))
-            urls = {name: f"http://{host}:{port}" for name, port in ports.items()}
             ready = _wait_ready(urls, processes)
             if ready:
                 # Only now: before, the gateway could answer while a target it proxies to still

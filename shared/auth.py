@@ -30,9 +30,10 @@ import jwt
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
 
 from coder.shared.errors import Forbidden, Unauthorized, Unavailable, answers
-from coder.shared.target import Descriptor
+from coder.shared.target import Access, Descriptor
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class RevocationList:
         self.judge(principal, values)
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:
     """The request's bearer token, read from its own Authorization header (the protocol middleware
     has already refused a request carrying more than one)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -244,9 +245,9 @@ def require(permission: str) -> Any:
     """A dependency that admits callers holding `permission` (`<target>:<action>`).
 
     A workload token admits only what its calling target's descriptor `grants`, and only at the target
-    it names. SERVICE actions (coder.shared.target.Access) no role grants, so a member's own token is
-    refused them; a target calls them for the member with its workload identity."""
-    target = permission.partition(":")[0]
+    it names. A SERVICE action (coder.shared.target.Access) admits nothing else: a target calls it for
+    a user with its workload identity, and no user token passes, the owner's `*` included."""
+    target, _, action = permission.partition(":")
 
     @answers(401, 403)
     async def check(request: Request, principal: CurrentPrincipal) -> Principal:
@@ -258,6 +259,12 @@ def require(permission: str) -> Any:
             if caller is None or permission not in caller.grants:
                 raise Forbidden(f"{principal.actor} is not granted {permission}", required=permission)
             return principal
+        described = descriptors.get(target)
+        kind = described.permissions.get(action) if described is not None else None
+        if kind is not None and kind.access is Access.SERVICE:
+            raise Forbidden(
+                f"{permission} is called by a target for a user, with a workload token", required=permission
+            )
         if not principal.can(permission):
             raise Forbidden(f"requires permission {permission}", required=permission)
         return principal

@@ -1,4 +1,9 @@
-"""What the current request carries onwards: its id and the caller's token (trace context is OTel's)."""
+"""What the current request carries onwards: its id and the caller's token (trace context is OTel's).
+
+Only what calls onwards reads them: the service clients (shared/http.py) forward both and trade the
+token for a workload token. Who the caller is, an app reads from the request's own Authorization
+header (shared/auth.py `bearer_token`), never from here.
+"""
 
 from __future__ import annotations
 

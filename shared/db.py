@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
 
 from coder.shared.errors import Problem
+from coder.shared.events.outbox import EventTables
 
 # Every timestamp is stored with its time zone (`timestamptz`).
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: DateTime(timezone=True)}
@@ -33,6 +35,36 @@ def target_metadata(target: str) -> MetaData:
         },
         info={"target": target},
     )
+
+
+class TargetBase:
+    """Mixed in ahead of DeclarativeBase, makes a target's declarative base in one statement:
+
+        class Base(TargetBase, DeclarativeBase, target="secrets"):
+            pass  # Base.events: secrets' outbox and inbox
+
+    The base gets `target_metadata(target)`, the shared `TYPE_ANNOTATION_MAP` and, unless
+    `events=False` (a target that neither publishes nor consumes), `events`: its EventTables on that
+    metadata. A mixin with a class keyword rather than a function returning a class, because mypy
+    accepts a class statement as a base of the mapped classes and refuses a variable.
+    """
+
+    metadata: ClassVar[MetaData]
+    type_annotation_map: ClassVar[dict[Any, Any]] = TYPE_ANNOTATION_MAP
+    events: ClassVar[EventTables]
+
+    def __init_subclass__(cls, *, target: str | None = None, events: bool = True, **kw: Any) -> None:
+        if target is not None:
+            # DeclarativeBase reads `metadata` when it sets the base up, in its own __init_subclass__,
+            # which must therefore run after this one.
+            if cls.__bases__[:2] != (TargetBase, DeclarativeBase):
+                raise TypeError(
+                    f"{cls.__name__}: write class {cls.__name__}(TargetBase, DeclarativeBase, target=...)"
+                )
+            cls.metadata = target_metadata(target)
+            if events:
+                cls.events = EventTables(cls.metadata)
+        super().__init_subclass__(**kw)
 
 
 def async_url(url: str) -> str:

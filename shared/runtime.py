@@ -25,7 +25,7 @@ from coder.shared.events.outbox import WAKE_RELAY
 from coder.shared.events.relay import Relay, deliverer
 from coder.shared.http import ServiceClients
 from coder.shared.settings import PlatformSettings, TargetSettings
-from coder.shared.target import Dependency, Descriptor, Target
+from coder.shared.target import Dependency, Descriptor, Target, service_urls
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,9 @@ class Runtime:
         if missing:
             raise ValueError(f"no settings given for {', '.join(missing)}")
         self.local_apps: dict[str, ASGIApp] = {}
-        # A URL given explicitly counts even for a target this build does not know (yet): a target
-        # calls one that is built apart, or a test points a name at a local fake of its protocol.
-        self.service_urls = {
-            **{name: f"http://{name}:{t.port}" for name, t in known_targets.items()},
-            **settings.service_urls,
-        }
+        self.service_urls = service_urls(
+            {name: t.port for name, t in known_targets.items()}, given=settings.service_urls
+        )
         self.engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self.cache: Redis | None = None

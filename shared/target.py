@@ -181,3 +181,19 @@ class Target:
     @property
     def migrations_dir(self) -> Path:
         return self.descriptor.migrations_dir
+
+
+def service_urls(
+    ports: Mapping[str, int],
+    host: Callable[[str], str] | None = None,
+    given: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The one table of where each target answers: `given[name]` when set, else
+    `http://<host(name)>:<port>`, `host` defaulting to the target's own name (its Service's name in a
+    cluster). The runtime, `coder-platform up` and the operator all build their URLs here. A URL
+    given for a name this build does not know counts too: a target built apart, or a test pointing
+    a name at a local fake of its protocol."""
+    return {
+        **{name: f"http://{host(name) if host else name}:{port}" for name, port in ports.items()},
+        **(given or {}),
+    }

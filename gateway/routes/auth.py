@@ -37,7 +37,7 @@ from coder.gateway.schemas import (
 from coder.gateway.service import Actor
 from coder.gateway.sessions import Issued, RefreshReused
 from coder.gateway.tokens import PERSONAL_PREFIX, REFRESH_PREFIX, digest
-from coder.shared import context
+from coder.shared.auth import bearer_token
 from coder.shared.db import SessionDep
 from coder.shared.errors import InvalidField, Problem, Unauthorized, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
@@ -132,9 +132,8 @@ async def exchange(body: ExchangeRequest, gateway: GatewayDep) -> TokenPair:
     return TokenPair.model_validate_json(stored)
 
 
-async def _optional_actor(gateway: Gateway) -> Actor | None:
+async def _optional_actor(gateway: Gateway, token: str | None) -> Actor | None:
     """Who the presented bearer token is, if any (logout also works with only a refresh token)."""
-    token = context.bearer_token.get()
     if not token:
         return None
     principal = (await gateway.authenticate(token)).principal
@@ -146,13 +145,14 @@ async def _optional_actor(gateway: Gateway) -> Actor | None:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: LogoutRequest, session: SessionDep, gateway: GatewayDep) -> Response:
+async def logout(request: Request, body: LogoutRequest, session: SessionDep, gateway: GatewayDep) -> Response:
     """End the session of the presented refresh token or access token. `everywhere` ends every session
     of the user: it needs the session's refresh token or a bearer token holding
     `gateway:sessions.write` (every session's access token does; a personal access token only if
     scoped so). A personal access token belongs to no session: alone it ends nothing (422; revoke it
     with `/auth/revoke`). Ended sessions' access tokens stop working at the gateway at once."""
-    actor = await _optional_actor(gateway)
+    token = bearer_token(request)
+    actor = await _optional_actor(gateway, token)
     user_id = actor.user_id if actor else None
     sids: list[str] = []
     if body.refresh_token:
@@ -171,7 +171,7 @@ async def logout(body: LogoutRequest, session: SessionDep, gateway: GatewayDep) 
             actor.require(roles.SESSIONS_WRITE)
         sids += await accounts.end_sessions(session, user_id, only=None, reason="logout-everywhere")
     elif not body.refresh_token:
-        sid = _sid_of_bearer()
+        sid = _sid_of(token)
         if sid is None:
             raise InvalidField(
                 "refresh_token",
@@ -183,8 +183,7 @@ async def logout(body: LogoutRequest, session: SessionDep, gateway: GatewayDep) 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _sid_of_bearer() -> str | None:
-    token = context.bearer_token.get()
+def _sid_of(token: str | None) -> str | None:
     if not token or token.startswith(PERSONAL_PREFIX):
         return None
     sid = jwt.decode(token, options={"verify_signature": False}).get("sid")

@@ -38,7 +38,7 @@ async def workload_token(body: WorkloadTokenRequest, caller: CallerDep, gateway:
     if not expected or not matches:
         raise Unauthorized("unknown target or wrong workload secret", slug="workload-secret")
     if body.audience not in runtime.descriptors:
-        raise InvalidField("audience", f"no target named {body.audience!r}")
+        raise InvalidField("body.audience", f"no target named {body.audience!r}")
     grants = runtime.descriptors[body.caller].grants if body.caller in runtime.descriptors else ()
     if not any(grant.startswith(f"{body.audience}:") for grant in grants):
         raise Forbidden(f"{body.caller} is granted nothing at {body.audience}")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from coder.services.secrets.crypto import Keyring, KeyringError, Sealed
-from coder.services.secrets.models import AuditEntry, Secret, SecretVersion, events
+from coder.services.secrets.models import AuditEntry, Base, Secret, SecretVersion
 from coder.services.secrets.schemas import (
     MAX_VALUE_BYTES,
     MetadataRead,
@@ -174,7 +174,7 @@ async def write(
     await session.flush()
     await _audit(session, where, actor, "write", version)
     if version > 1:
-        await events.publish(
+        await Base.events.publish(
             session,
             "secrets.secret.rotated",
             {

@@ -9,19 +9,14 @@ from sqlalchemy import ForeignKey, Index, Numeric, String, UniqueConstraint, fun
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 # Money to the micro-dollar, token counts far beyond any budget; Redis holds the same values as integers.
 AMOUNT = Numeric(20, 6)
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("usage")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="usage"):
+    """The usage target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Event(Base):

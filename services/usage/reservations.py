@@ -22,7 +22,7 @@ from coder.services.usage.budgets import (
     period_bounds,
 )
 from coder.services.usage.holds import BudgetKeys, Check, Held, from_units, to_units
-from coder.services.usage.models import Budget, Reservation, events
+from coder.services.usage.models import Base, Budget, Reservation
 from coder.services.usage.schemas import (
     Metric,
     Period,
@@ -150,7 +150,7 @@ async def _refuse(
         "reserved": float(reserved),
         "requested": float(body.amount),
     }
-    await events.publish(
+    await Base.events.publish(
         session,
         "usage.budget.exceeded",
         {

@@ -8,18 +8,22 @@ target (or a new route) joins by registering."""
 from __future__ import annotations
 
 import importlib
-import re
 import uuid
 from typing import Any
 
+import httpx
+import jwt
 import pytest
 
+from coder.shared.target import Descriptor
 from coder.tests.e2e.test_contracts import PROBLEM, SERVICES, _operations
-from coder.tests.support.crossorg import CrossOrg, Operation, TargetClient
+from coder.tests.gateway import crossorg as gateway_crossorg
+from coder.tests.gateway.conftest import gateway_env, gateway_platform
+from coder.tests.gateway.factories import member, owner
+from coder.tests.support.crossorg import PARAMETER, CrossOrg, Operation, TargetClient
+from coder.tests.support.oidc_provider import OidcProvider
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
-
-PARAMETER = re.compile(r"\{([^}]+)\}")
 
 
 def _registration(service: str) -> CrossOrg:
@@ -61,6 +65,22 @@ def _answer(response: Any, values: dict[str, str]) -> tuple[int, str, str]:
     return response.status_code, response.headers.get("content-type", ""), text
 
 
+async def test_another_orgs_gateway_resources_do_not_exist(database_url: str) -> None:
+    """The gateway's own org resources (`/api/orgs/{org_id}/...`, `/api/teams/...`, personal tokens),
+    with people signed up through its own flows. Org B is tried by its owner (no 403 can hide an
+    answer) and by a plain member: 404 too, not a 403 that tells an existing team from none."""
+    provider = OidcProvider().start()
+    try:
+        async with gateway_platform(database_url, gateway_env(provider)) as platform:
+            api = TargetClient(platform.client, "")
+            boss_b = await owner(platform.client)
+            for b in (boss_b, await member(platform.client, boss_b, "member")):
+                a = await owner(platform.client)
+                await check_registration(api, a.headers, b.headers, gateway_crossorg.registration)
+    finally:
+        provider.stop()
+
+
 @pytest.mark.parametrize("service", SERVICES)
 async def test_another_orgs_resources_do_not_exist(
     platform: Platform, signer: TestSigner, service: str
@@ -72,10 +92,40 @@ async def check_another_orgs_resources_do_not_exist(
     platform: Platform, signer: TestSigner, service: str, registration: CrossOrg
 ) -> None:
     """The suite's check of one target, given its registration (tests/runner/test_recipe.py reuses it)."""
-    api = TargetClient(platform.client, f"/api/{service}")
+    # A target granted the registration's SERVICE actions, known to the platform for this check only.
+    caller = Descriptor(
+        name="crossorg-caller",
+        port=3997,
+        title="Calls SERVICE actions for the cross-org suite",
+        package="coder.tests.e2e.crossorg_caller",
+        needs=frozenset(),
+        grants=tuple(sorted(set(registration.service.values()))),
+    )
+
+    def workload(headers: dict[str, str]) -> dict[str, str]:
+        claims = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})
+        return signer.workload_headers(claims["org"], audience=service, caller=caller.name, sub=claims["sub"])
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=platform.runtime.local_apps[service]), base_url=f"http://{service}"
+    ) as direct:
+        api = TargetClient(
+            platform.client, f"/api/{service}", frozenset(registration.service), direct, workload
+        )
+        platform.runtime.descriptors[caller.name] = caller
+        try:
+            org_a, org_b = f"org-{uuid.uuid4().hex[:12]}", f"org-{uuid.uuid4().hex[:12]}"
+            await check_registration(api, signer.headers(org_a), signer.headers(org_b), registration)
+        finally:
+            del platform.runtime.descriptors[caller.name]
+
+
+async def check_registration(
+    api: TargetClient, a: dict[str, str], b: dict[str, str], registration: CrossOrg
+) -> None:
+    """The check itself: `a` and `b` are the headers of two people, each with every permission in an
+    organization of their own."""
     document = (await api.request("GET", "/openapi.json")).json()
-    org_a, org_b = f"org-{uuid.uuid4().hex[:12]}", f"org-{uuid.uuid4().hex[:12]}"
-    a, b = signer.headers(org_a), signer.headers(org_b)
     owned = await registration.create(api, a)
     unknown = {name: _unknown(value) for name, value in owned.items()}
 
@@ -122,6 +172,9 @@ async def check_another_orgs_resources_do_not_exist(
     assert await snapshot() == before
 
     stale = (
-        set(registration.bodies) | set(registration.unaddressed) | set(registration.own_namespace)
+        set(registration.bodies)
+        | set(registration.unaddressed)
+        | set(registration.own_namespace)
+        | set(registration.service)
     ) - set(operations)
     assert not stale, f"registered operations the OpenAPI does not have: {sorted(stale)}"

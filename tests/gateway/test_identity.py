@@ -12,13 +12,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from coder.gateway import routes
 from coder.gateway.edge import Gateway as GatewayParts
 from coder.gateway.models import PersonalToken, SigningKey
+from coder.shared.errors import install_problem_handlers
 from coder.tests.gateway.conftest import Gateway
 from coder.tests.gateway.factories import PASSWORD, bearer, member, owner, session_of, signup, unique_email
 from coder.tests.support.platform import wait_until
@@ -215,6 +219,23 @@ async def test_logout_and_revocation(gw: Gateway) -> None:
     assert everywhere.status_code == 204
     assert_problem(await write_secret(gw, bearer(other["access_token"]), "x"), 401, "token-revoked")
     assert (await gw.client.post("/auth/revoke", json={"token": "garbage"})).status_code == 200
+
+
+async def test_the_gateway_reads_the_caller_from_the_requests_own_header(gw: Gateway) -> None:
+    """The gateway's routes behind no middleware at all: who calls is the request's Authorization
+    header, not a value the telemetry middleware leaves in a ContextVar."""
+    bare = FastAPI()
+    install_problem_handlers(bare)
+    bare.include_router(routes.router)
+    bare.state.gateway, bare.state.runtime = parts(gw), gw.platform.runtime
+    alice = await owner(gw.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://bare") as client:
+        me = await client.get("/api/users/me", headers=alice.headers)
+        assert me.status_code == 200, me.text
+        assert me.json()["id"] == alice.user_id
+        # Logout by access token alone: the session is the bearer token's own.
+        assert (await client.post("/auth/logout", json={}, headers=alice.headers)).status_code == 204
+    assert_problem(await write_secret(gw, alice.headers, "x"), 401, "token-revoked")
 
 
 async def _signed(gw: Gateway, **claims: Any) -> str:

@@ -138,7 +138,12 @@ async def test_the_same_member_calling_reserve_directly_is_refused(world: World)
     assert response.json()["required"] == "usage:reserve"
     async with world.direct("usage") as usage:
         direct = await usage.post("/v1/reservations", json=_reservation(), headers=world.member.headers)
-    assert direct.status_code == 403, direct.text
+        assert direct.status_code == 403, direct.text
+        # Nor the owner, whose `*` names every permission: a SERVICE action is a target's to call.
+        for client, path in ((world.client, "/api/usage/v1/reservations"), (usage, "/v1/reservations")):
+            theirs = await client.post(path, json=_reservation(), headers=world.owner.headers)
+            assert theirs.status_code == 403, theirs.text
+            assert theirs.json()["required"] == "usage:reserve"
 
 
 async def test_a_workload_token_names_the_caller_and_the_user_and_admits_what_is_granted(
@@ -201,7 +206,10 @@ async def test_the_exchange_authenticates_the_target_and_the_user(world: World) 
     assert (await _workload_token(world, audience="secrets")).status_code == 403
     unknown = await _workload_token(world, audience="nowhere")
     assert unknown.status_code == 422
-    assert unknown.json()["errors"][0]["field"] == "audience"
+    # Named as the schema names its own refusals of the same field.
+    assert unknown.json()["errors"][0]["field"] == "body.audience"
+    empty = await _workload_token(world, audience="")
+    assert (empty.status_code, empty.json()["errors"][0]["field"]) == (422, "body.audience")
     no_user = await world.client.post(
         WORKLOAD_TOKEN_PATH, json={"caller": "probe", "secret": SECRET, "audience": "usage"}
     )

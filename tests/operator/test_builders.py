@@ -282,6 +282,26 @@ def test_the_migration_gate_holds_the_new_image_back():
     assert old["metadata"]["name"] != new["metadata"]["name"]
 
 
+def test_which_targets_are_migrated_is_read_from_the_data_store_table(monkeypatch: pytest.MonkeyPatch):
+    spec = platform()
+    with_tables = [n for n, t in registry.descriptors().items() if "postgres" in t.needs]
+    assert builders.migrated_targets(spec) == with_tables
+    job = builders.migration_job(spec)
+    assert job is not None and set(env_of(job)) == {"DATABASE_URL"}
+    # Another store kind the Job connects to: its targets are migrated too, with its URL given.
+    kinds = {
+        **builders.STORE_KINDS,
+        "postgres": dataclasses.replace(builders.STORE_KINDS["postgres"], migrations=False),
+        "redis": dataclasses.replace(builders.STORE_KINDS["redis"], migrations=True),
+    }
+    monkeypatch.setattr(builders, "STORE_KINDS", kinds)
+    assert builders.migrated_targets(spec) == [
+        n for n, t in registry.descriptors().items() if "redis" in t.needs
+    ]
+    job = builders.migration_job(spec)
+    assert job is not None and set(env_of(job)) == {"REDIS_URL"}
+
+
 def test_ingress_and_gateway_url():
     spec = platform(
         ingress={"enabled": True, "host": "coder.example.com", "tlsSecretName": "tls", "className": "nginx"}

@@ -90,15 +90,22 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
             return status.get("version") == "1.0.0" and status.get("phase") == "Progressing"
 
         await eventually("the status to catch up", settled)
-        await asyncio.sleep(3 * RESYNC)
+        assert recorder.kube is not None
+        kube = recorder.kube
+
+        async def a_quiet_resync() -> bool:
+            """Two whole resyncs went by without a write: what converging left in flight is done."""
+            kube.requests.reset()
+            await eventually("two resyncs", lambda: kube.requests.methods["GET"] >= 9 * 2, timeout=30)
+            return kube.requests.writes == 0
+
+        await eventually("a resync that writes nothing", a_quiet_resync, timeout=60)
 
         # Idle: ten resyncs, and no write of any kind (children, status, annotations, Events).
-        assert recorder.kube is not None
         versions = await cluster.versions()
         cr_version = (await cluster.cr())["metadata"]["resourceVersion"]
         event_count = len(events(cluster))
         recorder.kube.requests.reset()
-        kube = recorder.kube
         # Ten resyncs (each lists every kind) ran: only then does "no write" say anything.
         await eventually("ten resyncs", lambda: kube.requests.methods["GET"] >= 9 * 10, timeout=60)
         assert recorder.kube.requests.writes == 0, recorder.kube.requests.write_paths()

@@ -6,7 +6,6 @@ through the status subresources (see conftest.Cluster); everything else is the r
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
@@ -118,12 +117,14 @@ async def test_disabling_a_target_prunes_it_and_its_data_stores(cluster: Cluster
     cluster.patch_cr({"spec": {"targets": {name: {"enabled": False} for name in others}}})
     outcome = await cluster.reconcile()
     assert {f"Deployment/coder-{name}" for name in others} <= set(outcome.deleted)
+
     # Deletion is asynchronous: an orphaning delete (StatefulSets keep their volumes) leaves the
     # object in place with a finalizer until the garbage collector has released its pods.
-    deadline = asyncio.get_running_loop().time() + 60
-    while kinds_and_names(children := await cluster.children()) != expected_children(["gateway"]):
-        assert asyncio.get_running_loop().time() < deadline, kinds_and_names(children)
-        await asyncio.sleep(0.2)
+    async def only_the_gateways_children():
+        children = await cluster.children()
+        return children if kinds_and_names(children) == expected_children(["gateway"]) else None
+
+    children = await eventually("only the gateway's children", only_the_gateways_children, timeout=60)
     # The keys Secrets outlive a disabled target: they unlock the data it stored.
     # Re-enabling brings them back with the same generated keys.
     keys = children[(CORE, "Secret", "coder-secrets-keys")]["data"]

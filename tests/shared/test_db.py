@@ -7,14 +7,16 @@ import logging
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import DateTime, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from coder.shared import db
 from coder.shared.errors import Problem, install_problem_handlers
@@ -81,3 +83,34 @@ async def test_a_problem_commits_the_request_only_when_it_says_so(
     async with engine.connect() as conn:
         rows = (await conn.execute(text("SELECT note FROM probe_refusal"))).scalars().all()
     assert rows == (["kept"] if commit else [])
+
+
+def test_one_class_statement_gives_a_target_its_base_and_its_event_tables() -> None:
+    class Base(db.TargetBase, DeclarativeBase, target="probe"):
+        pass
+
+    class Thing(Base):
+        __tablename__ = "probe_thing"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        at: Mapped[datetime]
+
+    assert Base.metadata.info == {"target": "probe"}
+    assert set(Base.metadata.tables) == {"probe_thing", "probe_outbox", "probe_inbox"}
+    assert Base.events.outbox.name == "probe_outbox"
+    at = Thing.__table__.c.at.type
+    assert isinstance(at, DateTime) and at.timezone  # the shared type map: timestamptz
+    assert (
+        Base.metadata.tables["probe_thing"].primary_key.name == "probe_pk_probe_thing"
+    )  # the target's naming convention
+
+    class Quiet(db.TargetBase, DeclarativeBase, target="quiet", events=False):
+        pass
+
+    assert not Quiet.metadata.tables
+    assert not hasattr(Quiet, "events")
+
+    # DeclarativeBase reads the metadata when it sets a base up: it must come after the mixin.
+    with pytest.raises(TypeError, match="TargetBase, DeclarativeBase"):
+
+        class Wrong(DeclarativeBase, db.TargetBase, target="wrong"):
+            pass

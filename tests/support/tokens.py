@@ -51,3 +51,22 @@ class TestSigner:
         self, org: str, perms: Iterable[str] = ("*",), sub: str | None = None, ttl: int = 300
     ) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(org, perms, sub=sub, ttl=ttl)}"}
+
+    def workload_headers(
+        self, org: str, *, audience: str, caller: str, sub: str | None = None
+    ) -> dict[str, str]:
+        """A workload token as the gateway issues it (shared/auth.py): `caller` acting for a user of
+        `org` at `audience`, no `perms`; good only at `audience`, called directly."""
+        now = int(time.time())
+        payload = {
+            "iss": ISSUER,
+            "aud": audience,
+            "sub": sub or f"user-{uuid.uuid4().hex[:8]}",
+            "org": org,
+            "act": {"sub": caller},
+            "iat": now,
+            "exp": now + 300,
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(payload, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+        return {"Authorization": f"Bearer {token}"}

@@ -13,7 +13,7 @@ from coder.shared.db import SessionDep
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.repository import OrgScoped, scoped
 from coder.tests.runner.notes.contracts import NoteCreated
-from coder.tests.runner.notes.models import Note, events
+from coder.tests.runner.notes.models import Base, Note
 from coder.tests.runner.notes.schemas import NoteCreate, NoteRead, NoteUpdate
 
 router = APIRouter(prefix="/v1", tags=["notes"])
@@ -33,7 +33,7 @@ async def create_note(body: NoteCreate, session: SessionDep, principal: Writer) 
     session.add(note)
     await session.flush()
     await session.refresh(note)
-    await events.publish(
+    await Base.events.publish(
         session,
         "notes.note.created",
         NoteCreated(title=note.title).model_dump(mode="json"),

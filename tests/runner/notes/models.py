@@ -6,16 +6,11 @@ from datetime import datetime
 from sqlalchemy import Index, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("notes")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="notes"):
+    """The notes target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Note(Base):

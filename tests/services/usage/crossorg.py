@@ -37,4 +37,13 @@ registration = CrossOrg(
         ("POST", "/v1/reservations"): "holds against the caller's org's budgets",
     },
     volatile=frozenset({("GET", "/v1/meters/{slug}/query")}),  # `to` defaults to now
+    service=dict.fromkeys(
+        [
+            ("POST", "/v1/reservations"),
+            ("GET", "/v1/reservations/{reservation_id}"),
+            ("POST", "/v1/reservations/{reservation_id}/settle"),
+            ("DELETE", "/v1/reservations/{reservation_id}"),
+        ],
+        "usage:reserve",
+    ),
 )

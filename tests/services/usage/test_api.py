@@ -14,12 +14,17 @@ from sqlalchemy import func, select
 from coder.services.usage.models import Event
 from coder.tests.services.usage.factories import (
     API,
+    SPENDER,
     create_budget,
     create_meter,
+    direct,
     event,
     ingest,
     query,
+    read_reservation,
+    release,
     reserve,
+    settle,
 )
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
@@ -234,7 +239,9 @@ async def test_meter_crud_and_pages(platform: Platform, signer: TestSigner, org:
     assert (await platform.client.delete(f"{API}/meters/meter-1", headers=h)).status_code == 404
 
 
-async def test_permissions_are_checked(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_permissions_are_checked(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     reader = signer.headers(org, perms=["usage:read"])
     denied = await platform.client.post(
         f"{API}/meters",
@@ -243,17 +250,37 @@ async def test_permissions_are_checked(platform: Platform, signer: TestSigner, o
     )
     assert denied.status_code == 403 and denied.json()["required"] == "usage:admin"
     assert (await platform.client.post(f"{API}/events", headers=reader, json=[event()])).status_code == 403
-    assert (await reserve(platform, reader, 1)).status_code == 403
     ingester = signer.headers(org, perms=["usage:ingest"])
     assert (await platform.client.get(f"{API}/budgets", headers=ingester)).status_code == 403
+    # A SERVICE action: only a workload token of a target granted it, whatever a user's token holds.
+    held = (await reserve(platform, spender, 1)).json()["reservation_id"]
+    for perms in (["usage:read"], ["usage:reserve"], ["usage:*"], ["*"]):
+        user = signer.headers(org, perms=perms)
+        for answer in (
+            await reserve(platform, user, 1),
+            await platform.client.post(
+                f"{API}/reservations", json={"amount": 1, "user_id": "u1"}, headers=user
+            ),
+            await read_reservation(platform, user, held),
+            await settle(platform, user, held, 1),
+            await release(platform, user, held),
+        ):
+            assert answer.status_code == 403, (perms, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["required"] == "usage:reserve"
+    assert (await read_reservation(platform, spender, held)).json()["status"] == "reserved"
 
 
-async def test_another_org_gets_404_for_every_id(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_another_org_gets_404_for_every_id(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     mine = signer.headers(org)
-    theirs = signer.headers(f"org-{uuid.uuid4().hex[:12]}")
+    other = f"org-{uuid.uuid4().hex[:12]}"
+    theirs = signer.headers(other)
+    theirs_spending = signer.workload_headers(other, audience="usage", caller=SPENDER.name)
     meter = (await create_meter(platform, mine))["slug"]
     budget = (await create_budget(platform, mine))["id"]
-    reservation = (await reserve(platform, mine, 1)).json()["reservation_id"]
+    reservation = (await reserve(platform, spender, 1)).json()["reservation_id"]
     attempts = [
         ("GET", f"/meters/{meter}", None),
         ("DELETE", f"/meters/{meter}", None),
@@ -261,20 +288,22 @@ async def test_another_org_gets_404_for_every_id(platform: Platform, signer: Tes
         ("GET", f"/budgets/{budget}", None),
         ("PATCH", f"/budgets/{budget}", {"limit": 1}),
         ("DELETE", f"/budgets/{budget}", None),
+    ]
+    # Reservations: as a calling target would for a user of the other org.
+    spending = [
         ("GET", f"/reservations/{reservation}", None),
         ("POST", f"/reservations/{reservation}/settle", {"actual": 1}),
         ("DELETE", f"/reservations/{reservation}", None),
     ]
-    for method, path, body in attempts:
-        response = await platform.client.request(method, API + path, json=body, headers=theirs)
+    answers = [await platform.client.request(m, API + p, json=b, headers=theirs) for m, p, b in attempts]
+    answers += [await direct(platform, m, p, theirs_spending, json=b) for m, p, b in spending]
+    for (method, path, _), response in zip(attempts + spending, answers, strict=True):
         assert response.status_code == 404, (method, path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
     assert (await platform.client.get(f"{API}/meters", headers=theirs)).json()["items"] == []
     assert (await platform.client.get(f"{API}/budgets", headers=theirs)).json()["items"] == []
     # Untouched for its owner.
-    assert (await platform.client.get(f"{API}/reservations/{reservation}", headers=mine)).json()[
-        "status"
-    ] == ("reserved")
+    assert (await read_reservation(platform, spender, reservation)).json()["status"] == "reserved"
     assert (await platform.client.get(f"{API}/budgets/{budget}", headers=mine)).json()["reserved"] == 1.0
 
 
@@ -416,13 +445,17 @@ async def test_bad_input_is_a_problem_naming_the_field(
     body: Any,
     params: dict[str, Any] | None,
     field: str,
+    spender: dict[str, str],
 ) -> None:
     h = signer.headers(org)
     meter = (await create_meter(platform, h, group_by=["model"]))["slug"]
     budget = (await create_budget(platform, h, metric="tokens", limit=100))["id"]
-    reservation = (await reserve(platform, h, 1)).json()["reservation_id"]
-    url = API + path.format(meter=meter, budget=budget, reservation=reservation)
-    response = await platform.client.request(method, url, json=body, params=params, headers=h)
+    reservation = (await reserve(platform, spender, 1)).json()["reservation_id"]
+    address = path.format(meter=meter, budget=budget, reservation=reservation)
+    if path.startswith("/reservations"):  # a SERVICE action: called by a target, with its workload token
+        response = await direct(platform, method, address, spender, json=body, params=params)
+    else:
+        response = await platform.client.request(method, API + address, json=body, params=params, headers=h)
     if not field:
         assert response.status_code == 200
         return

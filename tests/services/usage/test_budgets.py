@@ -10,6 +10,8 @@ from coder.tests.services.usage.factories import (
     create_budget,
     listen,
     read_budget,
+    read_reservation,
+    release,
     reserve,
     settle,
 )
@@ -49,7 +51,9 @@ async def test_budget_crud(platform: Platform, signer: TestSigner, org: str) -> 
     assert (await platform.client.get(f"{API}/budgets/{daily['id']}", headers=h)).status_code == 404
 
 
-async def test_reserve_or_refuse_naming_the_budget(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_reserve_or_refuse_naming_the_budget(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     exceeded = await listen(platform, "usage.budget.exceeded")
     await create_budget(platform, h, name="Org", limit=100)
@@ -57,12 +61,12 @@ async def test_reserve_or_refuse_naming_the_budget(platform: Platform, signer: T
         platform, h, name="Alice daily", scope="user", scope_id="u1", limit=1, period="day"
     )
 
-    held = await reserve(platform, h, 0.6, user_id="u1", team_id="t1")
+    held = await reserve(platform, spender, 0.6, user_id="u1", team_id="t1")
     assert held.status_code == 201, held.text
     assert held.json()["status"] == "reserved" and held.json()["expires_at"]
     assert len(held.json()["budget_ids"]) == 2
 
-    refused = await reserve(platform, h, 0.6, user_id="u1")
+    refused = await reserve(platform, spender, 0.6, user_id="u1")
     assert refused.status_code == 402
     assert refused.headers["content-type"] == "application/problem+json"
     problem = refused.json()
@@ -81,7 +85,7 @@ async def test_reserve_or_refuse_naming_the_budget(platform: Platform, signer: T
         "requested": 0.6,
     }
     # Another user is not held back by Alice's budget.
-    assert (await reserve(platform, h, 0.6, user_id="u2")).status_code == 201
+    assert (await reserve(platform, spender, 0.6, user_id="u2")).status_code == 201
 
     await wait_until(lambda: exceeded, what="usage.budget.exceeded on the bus")
     (sent,) = exceeded
@@ -92,131 +96,144 @@ async def test_reserve_or_refuse_naming_the_budget(platform: Platform, signer: T
     assert (state["spent"], state["reserved"], state["remaining"]) == (0, 0.6, 0.4)
 
 
-async def test_every_covering_budget_must_have_room(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_every_covering_budget_must_have_room(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     team = await create_budget(platform, h, name="Team", scope="team", scope_id="t1", limit=5)
     key = await create_budget(platform, h, name="Key", scope="api_key", scope_id="k1", limit=2)
     await create_budget(platform, h, name="Tokens", metric="tokens", limit=1)  # another metric: not checked
 
-    over_key = await reserve(platform, h, 3, user_id="u1", team_id="t1", api_key_id="k1")
+    over_key = await reserve(platform, spender, 3, user_id="u1", team_id="t1", api_key_id="k1")
     assert over_key.status_code == 402 and over_key.json()["budget"]["id"] == key["id"]
     assert (await read_budget(platform, h, team["id"]))["reserved"] == 0  # refused: nothing held anywhere
 
-    assert (await reserve(platform, h, 2, user_id="u1", team_id="t1", api_key_id="k1")).status_code == 201
-    over_team = await reserve(platform, h, 3.5, user_id="u2", team_id="t1")
+    assert (
+        await reserve(platform, spender, 2, user_id="u1", team_id="t1", api_key_id="k1")
+    ).status_code == 201
+    over_team = await reserve(platform, spender, 3.5, user_id="u2", team_id="t1")
     assert over_team.status_code == 402 and over_team.json()["budget"]["id"] == team["id"]
     assert over_team.json()["budget"]["reserved"] == 2
-    assert (await reserve(platform, h, 3, user_id="u2", team_id="t1")).status_code == 201
-    assert (await reserve(platform, h, 100, user_id="u3")).status_code == 201  # no budget covers u3
+    assert (await reserve(platform, spender, 3, user_id="u2", team_id="t1")).status_code == 201
+    assert (await reserve(platform, spender, 100, user_id="u3")).status_code == 201  # no budget covers u3
 
 
 async def test_concurrent_reservations_never_overrun(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, limit=10)
-    answers = await asyncio.gather(*(reserve(platform, h, 1.0, user_id=f"u{i}") for i in range(50)))
+    answers = await asyncio.gather(*(reserve(platform, spender, 1.0, user_id=f"u{i}") for i in range(50)))
     statuses = sorted(r.status_code for r in answers)
     assert statuses.count(201) == 10 and statuses.count(402) == 40
     assert (await read_budget(platform, h, budget["id"]))["reserved"] == 10
 
 
 async def test_expired_reservations_release_their_hold(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, limit=1)
-    first = await reserve(platform, h, 1, ttl_seconds=1)
+    first = await reserve(platform, spender, 1, ttl_seconds=1)
     assert first.status_code == 201
-    assert (await reserve(platform, h, 1)).status_code == 402
-    await asyncio.sleep(1.2)
-    assert (await read_budget(platform, h, budget["id"]))["reserved"] == 0
-    again = await reserve(platform, h, 1)
+    assert (await reserve(platform, spender, 1)).status_code == 402
+
+    async def released() -> bool:
+        return (await read_budget(platform, h, budget["id"]))["reserved"] == 0
+
+    await wait_until(released, what="the lapsed hold to be released")
+    again = await reserve(platform, spender, 1)
     assert again.status_code == 201, again.text
-    lapsed = await platform.client.get(f"{API}/reservations/{first.json()['reservation_id']}", headers=h)
+    lapsed = await read_reservation(platform, spender, first.json()["reservation_id"])
     assert lapsed.json()["status"] == "expired"
     # The work behind an expired reservation still happened: its settle is recorded.
-    late = await settle(platform, h, first.json()["reservation_id"], 0.25)
+    late = await settle(platform, spender, first.json()["reservation_id"], 0.25)
     assert late.status_code == 200 and late.json()["status"] == "settled"
     state = await read_budget(platform, h, budget["id"])
     assert (state["spent"], state["reserved"]) == (0.25, 1)
 
 
-async def test_settle_is_idempotent(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_settle_is_idempotent(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, limit=10)
-    reservation = (await reserve(platform, h, 3)).json()["reservation_id"]
+    reservation = (await reserve(platform, spender, 3)).json()["reservation_id"]
 
-    first = await settle(platform, h, reservation, 2)
+    first = await settle(platform, spender, reservation, 2)
     assert first.status_code == 200, first.text
     assert first.json()["status"] == "settled" and first.json()["actual"] == 2
-    second = await settle(platform, h, reservation, 5)
+    second = await settle(platform, spender, reservation, 5)
     assert second.json() == first.json()
-    twice = await asyncio.gather(*(settle(platform, h, reservation, 7) for _ in range(5)))
+    twice = await asyncio.gather(*(settle(platform, spender, reservation, 7) for _ in range(5)))
     assert all(r.json() == first.json() for r in twice)
 
     state = await read_budget(platform, h, budget["id"])
     assert (state["spent"], state["reserved"], state["remaining"]) == (2, 0, 8)
-    released = await platform.client.delete(f"{API}/reservations/{reservation}", headers=h)
+    released = await release(platform, spender, reservation)
     assert released.status_code == 409 and released.json()["type"].endswith("/reservation-closed")
-    assert (await reserve(platform, h, 8)).status_code == 201
-    assert (await reserve(platform, h, 0.000001)).status_code == 402
+    assert (await reserve(platform, spender, 8)).status_code == 201
+    assert (await reserve(platform, spender, 0.000001)).status_code == 402
 
 
-async def test_release_gives_the_amount_back(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_release_gives_the_amount_back(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, limit=5)
-    reservation = (await reserve(platform, h, 5)).json()["reservation_id"]
-    assert (await reserve(platform, h, 1)).status_code == 402
+    reservation = (await reserve(platform, spender, 5)).json()["reservation_id"]
+    assert (await reserve(platform, spender, 1)).status_code == 402
     for _ in range(2):
-        assert (
-            await platform.client.delete(f"{API}/reservations/{reservation}", headers=h)
-        ).status_code == 204
+        assert (await release(platform, spender, reservation)).status_code == 204
     state = await read_budget(platform, h, budget["id"])
     assert (state["spent"], state["reserved"]) == (0, 0)
-    read = await platform.client.get(f"{API}/reservations/{reservation}", headers=h)
+    read = await read_reservation(platform, spender, reservation)
     assert read.json()["status"] == "released" and read.json()["closed_at"]
-    closed = await settle(platform, h, reservation, 1)
+    closed = await settle(platform, spender, reservation, 1)
     assert closed.status_code == 409 and closed.json()["type"].endswith("/reservation-closed")
-    assert (await reserve(platform, h, 5)).status_code == 201
+    assert (await reserve(platform, spender, 5)).status_code == 201
 
 
-async def test_token_budgets_count_whole_tokens(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_token_budgets_count_whole_tokens(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, metric="tokens", limit=1000, scope="user", scope_id="u1")
-    held = await reserve(platform, h, 600, metric="tokens")
+    held = await reserve(platform, spender, 600, metric="tokens")
     assert held.status_code == 201 and held.json()["budget_ids"] == [budget["id"]]
-    assert (await reserve(platform, h, 500, metric="tokens")).status_code == 402
-    assert (await reserve(platform, h, 500)).status_code == 201  # dollars: no dollar budget here
-    settled = await settle(platform, h, held.json()["reservation_id"], 750)
+    assert (await reserve(platform, spender, 500, metric="tokens")).status_code == 402
+    assert (await reserve(platform, spender, 500)).status_code == 201  # dollars: no dollar budget here
+    settled = await settle(platform, spender, held.json()["reservation_id"], 750)
     assert settled.json()["actual"] == 750
     state = await read_budget(platform, h, budget["id"])
     assert (state["spent"], state["reserved"], state["remaining"]) == (750, 0, 250)
 
 
-async def test_spend_survives_a_redis_flush(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_spend_survives_a_redis_flush(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, limit=10)
-    reservation = (await reserve(platform, h, 6)).json()["reservation_id"]
-    assert (await settle(platform, h, reservation, 6)).status_code == 200
+    reservation = (await reserve(platform, spender, 6)).json()["reservation_id"]
+    assert (await settle(platform, spender, reservation, 6)).status_code == 200
 
     assert platform.runtime.cache is not None
     await platform.runtime.cache.flushall()
 
     assert (await read_budget(platform, h, budget["id"]))["spent"] == 6
-    refused = await reserve(platform, h, 5)
+    refused = await reserve(platform, spender, 5)
     assert refused.status_code == 402 and refused.json()["budget"]["spent"] == 6  # reseeded from Postgres
-    assert (await reserve(platform, h, 4)).status_code == 201
+    assert (await reserve(platform, spender, 4)).status_code == 201
     keys = [k async for k in platform.runtime.cache.scan_iter(match=f"usage:{{{org}}}:*")]
     ttls = [await platform.runtime.cache.ttl(k) for k in keys]
     assert ttls and all(ttl > 0 for ttl in ttls)
 
 
 async def test_raising_a_limit_applies_to_the_next_reservation(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     budget = await create_budget(platform, h, limit=1)
-    assert (await reserve(platform, h, 2)).status_code == 402
+    assert (await reserve(platform, spender, 2)).status_code == 402
     await platform.client.patch(f"{API}/budgets/{budget['id']}", json={"limit": 2}, headers=h)
-    assert (await reserve(platform, h, 2)).status_code == 201
+    assert (await reserve(platform, spender, 2)).status_code == 201

@@ -9,12 +9,12 @@ from sqlalchemy import func, select
 from coder.services.usage.models import Event
 from coder.shared.events import CloudEvent
 from coder.tests.services.usage.factories import (
-    API,
     completed,
     create_budget,
     create_meter,
     query,
     read_budget,
+    read_reservation,
     reserve,
     settle,
 )
@@ -61,11 +61,13 @@ async def _charged(p: Platform, h: dict[str, str], budget: dict[str, Any], amoun
     return await spent(p, h, budget) == amount
 
 
-async def test_an_event_settles_its_reservation(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_an_event_settles_its_reservation(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
     h = signer.headers(org)
     dollars = await create_budget(platform, h, limit=10)
     tokens = await create_budget(platform, h, metric="tokens", limit=10_000, scope="user", scope_id="u1")
-    reservation = (await reserve(platform, h, 5)).json()["reservation_id"]
+    reservation = (await reserve(platform, spender, 5)).json()["reservation_id"]
 
     await publish(
         platform,
@@ -73,24 +75,24 @@ async def test_an_event_settles_its_reservation(platform: Platform, signer: Test
     )
     await wait_until(lambda: _charged(platform, h, tokens, 150), what="the tokens to be charged")
 
-    read = (await platform.client.get(f"{API}/reservations/{reservation}", headers=h)).json()
+    read = (await read_reservation(platform, spender, reservation)).json()
     assert (read["status"], read["actual"]) == ("settled", 3)
     state = await read_budget(platform, h, dollars["id"])
     assert (state["spent"], state["reserved"]) == (3, 0)
     # Settling over HTTP afterwards is the idempotent replay of that settle.
-    again = await settle(platform, h, reservation, 4)
+    again = await settle(platform, spender, reservation, 4)
     assert again.json()["actual"] == 3
     assert await spent(platform, h, dollars) == 3
 
 
 async def test_an_event_after_an_http_settle_is_not_counted_twice(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     dollars = await create_budget(platform, h, limit=10)
     tokens = await create_budget(platform, h, metric="tokens", limit=10_000)
-    reservation = (await reserve(platform, h, 5)).json()["reservation_id"]
-    assert (await settle(platform, h, reservation, 2)).status_code == 200
+    reservation = (await reserve(platform, spender, 5)).json()["reservation_id"]
+    assert (await settle(platform, spender, reservation, 2)).status_code == 200
 
     await publish(platform, completed(org, reservation_id=reservation, cost_usd=3, prompt_tokens=40))
     await wait_until(lambda: _charged(platform, h, tokens, 40), what="the tokens to be charged")
@@ -98,23 +100,23 @@ async def test_an_event_after_an_http_settle_is_not_counted_twice(
 
 
 async def test_an_event_without_a_reservation_is_charged_directly(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     team = await create_budget(platform, h, scope="team", scope_id="t1", limit=2)
     await publish(platform, completed(org, team_id="t1", cost_usd=1.25))
     await wait_until(lambda: _charged(platform, h, team, 1.25), what="the cost to be charged")
-    refused = await reserve(platform, h, 1, team_id="t1")
+    refused = await reserve(platform, spender, 1, team_id="t1")
     assert refused.status_code == 402 and refused.json()["budget"]["spent"] == 1.25
-    assert (await reserve(platform, h, 0.75, team_id="t1")).status_code == 201
+    assert (await reserve(platform, spender, 0.75, team_id="t1")).status_code == 201
 
 
 async def test_a_reservation_of_another_org_is_not_touched(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     mine = await create_budget(platform, h, limit=10)
-    reservation = (await reserve(platform, h, 4)).json()["reservation_id"]
+    reservation = (await reserve(platform, spender, 4)).json()["reservation_id"]
 
     other = "org-other-" + org[-8:]
     theirs_h = signer.headers(other)
@@ -122,7 +124,7 @@ async def test_a_reservation_of_another_org_is_not_touched(
     await publish(platform, completed(other, reservation_id=reservation, cost_usd=1))
     await wait_until(lambda: _charged(platform, theirs_h, theirs, 1), what="the other org's charge")
 
-    read = (await platform.client.get(f"{API}/reservations/{reservation}", headers=h)).json()
+    read = (await read_reservation(platform, spender, reservation)).json()
     assert read["status"] == "reserved"
     state = await read_budget(platform, h, mine["id"])
     assert (state["spent"], state["reserved"]) == (0, 4)

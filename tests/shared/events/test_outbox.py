@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coder.services.secrets.models import events
+from coder.services.secrets.models import Base
 from coder.shared import db
 
 
@@ -16,18 +16,20 @@ async def test_the_outbox_refuses_a_payload_its_contract_refuses(database_url: s
     try:
         async with engine.connect() as conn, AsyncSession(conn) as session:
             with pytest.raises(ValidationError, match="version"):
-                await events.publish(
+                await Base.events.publish(
                     session, "secrets.secret.rotated", {"project": "p", "environment": "e", "path": "a"}
                 )
             with pytest.raises(ValueError, match="has no contract"):
-                await events.publish(session, "secrets.secret.vanished", {})
-            staged = await events.publish(
+                await Base.events.publish(session, "secrets.secret.vanished", {})
+            staged = await Base.events.publish(
                 session,
                 "secrets.secret.rotated",
                 {"project": "p", "environment": "e", "path": "a", "version": 2},
             )
             count = (
-                select(func.count()).select_from(events.outbox).where(events.outbox.c.event_id == staged.id)
+                select(func.count())
+                .select_from(Base.events.outbox)
+                .where(Base.events.outbox.c.event_id == staged.id)
             )
             assert (await session.execute(count)).scalar_one() == 1
             await session.rollback()
