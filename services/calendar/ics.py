@@ -21,7 +21,7 @@ from icalendar.prop import vRecur
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.calendar import recurrence, service
-from coder.services.calendar.models import Calendar, Event, Override, events
+from coder.services.calendar.models import Base, Calendar, Event, Override
 from coder.services.calendar.schemas import EventCreate, IcsImportRead
 from coder.shared.errors import InvalidField
 
@@ -224,9 +224,9 @@ async def import_ics(session: AsyncSession, calendar: Calendar, text: str) -> Ic
         await session.refresh(event)
         data = service.changed(event, calendar)
         if is_new:
-            await events.publish(session, "calendar.event.created", data, **service.about(event))
+            await Base.events.publish(session, "calendar.event.created", data, **service.about(event))
         else:
-            await events.publish(session, "calendar.event.updated", data, **service.about(event))
+            await Base.events.publish(session, "calendar.event.updated", data, **service.about(event))
         created, updated = created + is_new, updated + (not is_new)
         ids.append(event.id)
     return IcsImportRead(created=created, updated=updated, events=ids)

@@ -9,16 +9,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from coder.services.calendar import recurrence
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("calendar")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="calendar"):
+    """The calendar target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Calendar(Base):

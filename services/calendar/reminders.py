@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from coder.services.calendar.models import Calendar, Event, events
+from coder.services.calendar.models import Base, Calendar, Event
 from coder.services.calendar.recurrence import Occurrence, Series
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ async def _deliver(session: AsyncSession, event: Event, owner: str, now: datetim
     due = triggers(series, event.reminders, event.next_reminder_at, now + _TICK)
     for at, before, occurrence in due[:MAX_PER_EVENT]:
         fields = occurrence.override.fields if occurrence.override else {}
-        await events.publish(
+        await Base.events.publish(
             session,
             "calendar.reminder.due",
             {

@@ -17,7 +17,7 @@ from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.calendar import recurrence, reminders
-from coder.services.calendar.models import Calendar, Event, Override, events
+from coder.services.calendar.models import Base, Calendar, Event, Override
 from coder.services.calendar.recurrence import Occurrence, Series
 from coder.services.calendar.schemas import (
     CalendarCreate,
@@ -129,7 +129,7 @@ async def delete_calendar(session: AsyncSession, principal: Principal, calendar_
     for event in (
         await session.scalars(scoped(Event, principal.org_id).where(Event.calendar_id == calendar.id))
     ).all():
-        await events.publish(session, "calendar.event.deleted", changed(event, calendar), **about(event))
+        await Base.events.publish(session, "calendar.event.deleted", changed(event, calendar), **about(event))
     await session.delete(calendar)
     await session.flush()
 
@@ -274,7 +274,7 @@ async def create_event(
     event = await _new_event(session, calendar, body)
     await session.flush()
     await session.refresh(event)
-    await events.publish(session, "calendar.event.created", changed(event, calendar), **about(event))
+    await Base.events.publish(session, "calendar.event.created", changed(event, calendar), **about(event))
     return event
 
 
@@ -393,13 +393,13 @@ async def update_event(
     derive(event, now())
     await session.flush()
     await session.refresh(event)
-    await events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
+    await Base.events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
     return event
 
 
 async def delete_event(session: AsyncSession, principal: Principal, event_id: uuid.UUID) -> None:
     event, calendar = await _writable_event(session, principal, event_id)
-    await events.publish(session, "calendar.event.deleted", changed(event, calendar), **about(event))
+    await Base.events.publish(session, "calendar.event.deleted", changed(event, calendar), **about(event))
     await session.delete(event)
     await session.flush()
 
@@ -452,7 +452,7 @@ async def override_occurrence(
     derive(event, now())
     await session.flush()
     await session.refresh(event)
-    await events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
+    await Base.events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
     return event
 
 
@@ -468,7 +468,7 @@ async def cancel_occurrence(
     derive(event, now())
     await session.flush()
     await session.refresh(event)
-    await events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
+    await Base.events.publish(session, "calendar.event.updated", changed(event, calendar), **about(event))
     return event
 
 

@@ -1,6 +1,6 @@
 from coder.services.calendar.api import router
 from coder.services.calendar.descriptor import descriptor
-from coder.services.calendar.models import Base, events
+from coder.services.calendar.models import Base
 from coder.services.calendar.reminders import ReminderWorker
 from coder.shared.runtime import Runtime
 from coder.shared.target import Target
@@ -15,6 +15,6 @@ target = Target(
     descriptor=descriptor,
     router=router,
     metadata=Base.metadata,
-    events=events,
+    events=Base.events,
     background=(deliver_reminders,),
 )

@@ -8,16 +8,11 @@ from sqlalchemy import Index, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("mcp")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="mcp"):
+    """The mcp target's tables; `Base.events` is its outbox and inbox."""
 
 
 class AuditEntry(Base):

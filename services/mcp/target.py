@@ -9,7 +9,7 @@ from coder.services.mcp.api import router
 from coder.services.mcp.catalog import Catalog
 from coder.services.mcp.config import McpSettings
 from coder.services.mcp.descriptor import descriptor
-from coder.services.mcp.models import Base, events
+from coder.services.mcp.models import Base
 from coder.services.mcp.server import MCP_PATH, METADATA_PATH, McpApp, metadata
 from coder.shared.runtime import Runtime
 from coder.shared.target import Target
@@ -38,7 +38,7 @@ target = Target(
     descriptor=descriptor,
     router=router,
     metadata=Base.metadata,
-    events=events,
+    events=Base.events,
     settings=McpSettings,
     setup=setup,
 )

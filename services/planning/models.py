@@ -17,16 +17,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("planning")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="planning"):
+    """The planning target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Plan(Base):

@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from coder.services.planning.models import Plan, Task, events
+from coder.services.planning.models import Base, Plan, Task
 from coder.services.planning.schemas import (
     CheckRead,
     PlanCreate,
@@ -304,7 +304,9 @@ async def add_tasks(
     for row in rows:
         await session.refresh(row)
         data = _event(row, actor)
-        await events.publish(session, "planning.task.created", data, org_id=org_id, subject=_subject(row))
+        await Base.events.publish(
+            session, "planning.task.created", data, org_id=org_id, subject=_subject(row)
+        )
     return rows
 
 
@@ -365,7 +367,9 @@ async def update_task(
         await session.flush()
         await session.refresh(task)
         data = _event(task, actor, changed=changed)
-        await events.publish(session, "planning.task.updated", data, org_id=org_id, subject=_subject(task))
+        await Base.events.publish(
+            session, "planning.task.updated", data, org_id=org_id, subject=_subject(task)
+        )
     return task
 
 
@@ -400,7 +404,9 @@ async def set_status(
     await session.flush()
     await session.refresh(task)
     data = _event(task, actor, previous=current.value)
-    await events.publish(session, "planning.task.status_changed", data, org_id=org_id, subject=_subject(task))
+    await Base.events.publish(
+        session, "planning.task.status_changed", data, org_id=org_id, subject=_subject(task)
+    )
     return task
 
 
@@ -429,7 +435,9 @@ async def delete_task(
         raise DependedOn(task_id, found)
     for row in going:
         data = _event(row, actor)
-        await events.publish(session, "planning.task.deleted", data, org_id=org_id, subject=_subject(row))
+        await Base.events.publish(
+            session, "planning.task.deleted", data, org_id=org_id, subject=_subject(row)
+        )
     for row in subtasks:
         await session.delete(row)
     await session.flush()

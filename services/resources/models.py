@@ -7,19 +7,16 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TYPE_ANNOTATION_MAP, TargetBase
 
 # AI credits are money: exact to the micro-unit, as usage counts dollars.
 CREDITS = Numeric(20, 6)
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("resources")
+class Base(TargetBase, DeclarativeBase, target="resources"):
+    """The resources target's tables; `Base.events` is its outbox and inbox."""
+
     type_annotation_map = {**TYPE_ANNOTATION_MAP, int: BigInteger}
-
-
-events = EventTables(Base.metadata)
 
 
 class Quota(Base):

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coder.services.resources import quotas
-from coder.services.resources.models import Quota, Reservation, events
+from coder.services.resources.models import Base, Quota, Reservation
 from coder.services.resources.quantities import Resource, display
 from coder.services.resources.schemas import (
     AmountsRead,
@@ -138,7 +138,7 @@ async def _refuse(
     ]
     first = exceeded[0]
     quota, resource, limit, used, amount = overrun[0]
-    await events.publish(
+    await Base.events.publish(
         session,
         "resources.quota.exceeded",
         {**first, "user_id": user_id, "team_id": team_id},

@@ -7,7 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from coder.services.resources.api import router
 from coder.services.resources.descriptor import descriptor
-from coder.services.resources.models import Base, events
+from coder.services.resources.models import Base
 from coder.services.resources.reservations import clock, expire
 from coder.shared.runtime import Runtime
 from coder.shared.settings import TargetSettings
@@ -39,7 +39,7 @@ target = Target(
     descriptor=descriptor,
     router=router,
     metadata=Base.metadata,
-    events=events,
+    events=Base.events,
     settings=ResourcesSettings,
     background=(reaper,),
 )
