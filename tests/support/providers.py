@@ -88,23 +88,12 @@ class FakeProvider:
     # --- lifecycle ---
 
     async def start(self) -> FakeProvider:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), lifespan="off", log_level="warning", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        self._server, self._task, self.port = await serve(self.app())
         return self
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+            await stop(self._server, self._task)
 
     # --- the app ---
 
@@ -416,5 +405,23 @@ def _tokens(text: str) -> list[str]:
     return [words[0], *(" " + w for w in words[1:])]
 
 
-async def started() -> FakeProvider:
-    return await FakeProvider().start()
+async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """`app` served by uvicorn on a free loopback port, in the running event loop (its lifespan is
+    the caller's business): the server, its task and the port. `stop` ends it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task, port
+
+
+async def stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    await task
