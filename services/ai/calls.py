@@ -30,15 +30,16 @@ from coder.services.ai.catalog import Route, resolve
 from coder.services.ai.config import AiSettings
 from coder.services.ai.models import events
 from coder.services.ai.providers import (
+    MILLION,
     Api,
     Protocol,
     Stream,
     Usage,
     answer_for,
     estimate_cost,
-    estimate_tokens,
     needed,
     outgoing,
+    prompt_estimate,
     protocol,
     usage_of,
 )
@@ -245,20 +246,36 @@ async def plan(platform: Platform, call: Call) -> tuple[bool, list[Route]]:
     return group.cheaper_on_budget, ready + sick
 
 
+@dataclass(frozen=True)
+class Hold:
+    reservation_id: uuid.UUID
+    amount: Decimal
+
+    def allowance(self, call: Call, route: Route) -> int | None:
+        """How many output tokens the held amount pays for on this route, its prompt paid first."""
+        price = route.deployment.output_price
+        if price <= 0:
+            return None
+        prompt = prompt_estimate(call.api, call.body)
+        left = self.amount * MILLION - prompt * route.deployment.input_price
+        return max(0, int(left / price))
+
+
 async def hold(
     platform: Platform, call: Call, routes: list[Route], cheaper: bool
-) -> tuple[uuid.UUID, list[Route]]:
+) -> tuple[Hold, list[Route]]:
     """Reserve the most the call may cost on any of its routes; when that is refused and the group
     allows it, the cheapest route's cost instead, keeping the routes within it."""
     estimates = [estimate_cost(call.api, call.body, r) for r in routes]
+    most = max(estimates)
     try:
-        return await reserve(platform, call, max(estimates)), routes
+        return Hold(await reserve(platform, call, most), most), routes
     except Problem as refusal:
         cheapest = min(estimates)
-        if refusal.status != 402 or not cheaper or cheapest == max(estimates):
+        if refusal.status != 402 or not cheaper or cheapest == most:
             raise
-    reservation = await reserve(platform, call, cheapest)
-    return reservation, [r for r, e in zip(routes, estimates, strict=True) if e <= cheapest]
+    held = Hold(await reserve(platform, call, cheapest), cheapest)
+    return held, [r for r, e in zip(routes, estimates, strict=True) if e <= cheapest]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -310,7 +327,8 @@ async def _failed(platform: Platform, route: Route, error: UpstreamError) -> Non
 
 async def call_model(platform: Platform, call: Call) -> Response:
     cheaper, routes = await plan(platform, call)
-    reservation, routes = await hold(platform, call, routes, cheaper)
+    held, routes = await hold(platform, call, routes, cheaper)
+    reservation = held.reservation_id
     failures: list[str] = []
     waited = 0.0  # time spent on providers that failed: theirs, not the platform's overhead
     try:
@@ -330,7 +348,7 @@ async def call_model(platform: Platform, call: Call) -> Response:
                 continue
             platform_time = began - call.started - waited
             if call.stream:
-                return _streamed(platform, call, route, proto, response, reservation, platform_time)
+                return _streamed(platform, call, route, proto, response, held, platform_time)
             return await _answered(platform, call, route, proto, response, reservation, platform_time)
     except BaseException:
         await release(platform, reservation)
@@ -370,10 +388,14 @@ def _streamed(
     route: Route,
     proto: Protocol,
     response: httpx.Response,
-    reservation: uuid.UUID,
+    held: Hold,
     platform_time: float,
 ) -> Response:
-    stream = Stream(call.api, proto, call.alias, lambda u: u.cost(route), call.include_usage)
+    reservation = held.reservation_id
+    allowance = held.allowance(call, route)
+    stream = Stream(call.api, proto, call.alias, lambda u: u.cost(route), call.include_usage, allowance)
+    # Until the provider counts the prompt (OpenAI does in its last chunk), the estimate stands.
+    stream.usage.prompt_tokens = prompt_estimate(call.api, call.body)
 
     async def body() -> AsyncIterator[bytes]:
         outcome = "cancelled"
@@ -382,10 +404,19 @@ def _streamed(
                 async for event in EventSource(response).aiter_sse():
                     for piece in stream.feed(event.event, event.data):
                         yield piece
+                    if stream.over_budget:
+                        break
             except httpx.HTTPError:
                 pass  # the provider's connection broke: what arrived is what was spent
-            outcome = "completed" if stream.complete else "cut"
-            if not stream.complete:
+            if stream.over_budget:
+                # The hold is spent: stop here (closing the provider's stream below) as at max_tokens.
+                outcome = "budget"
+                for piece in stream.budget_end():
+                    yield piece
+            elif stream.complete:
+                outcome = "completed"
+            else:
+                outcome = "cut"
                 for piece in stream.cut():
                     yield piece
         finally:
@@ -418,7 +449,7 @@ async def record(
     """Metrics, and the event that tells usage what was spent (it settles the reservation)."""
     now = time.monotonic()
     if not usage.reported and usage.prompt_tokens == 0:
-        usage.prompt_tokens = estimate_tokens(call.body.get("messages") or call.body.get("prompt") or "")
+        usage.prompt_tokens = prompt_estimate(call.api, call.body)
     labels = {
         "gen_ai_operation_name": "text_completion" if call.api is Api.COMPLETIONS else "chat",
         "gen_ai_provider_name": route.provider.kind,

@@ -96,12 +96,16 @@ def output_limit(api: Api, body: dict[str, Any], route: Route) -> int:
     return int(asked) if isinstance(asked, int) else route.deployment.max_output_tokens
 
 
+def prompt_estimate(api: Api, body: dict[str, Any]) -> int:
+    """The prompt's tokens as estimated before the provider counts them."""
+    if api is Api.COMPLETIONS:
+        return estimate_tokens(str(body.get("prompt", "")) + str(body.get("suffix") or ""))
+    return estimate_tokens([body.get("system"), body.get("messages")])
+
+
 def estimate_cost(api: Api, body: dict[str, Any], route: Route) -> Decimal:
     """The most this request can cost on this route: its prompt and its whole output allowance."""
-    prompt = estimate_tokens(
-        body.get("messages") or [body.get("prompt"), body.get("suffix"), body.get("system")]
-    )
-    return Usage(prompt, output_limit(api, body, route)).cost(route)
+    return Usage(prompt_estimate(api, body), output_limit(api, body, route)).cost(route)
 
 
 # --- requests ---
@@ -427,8 +431,11 @@ class Stream:
     alias: str
     cost: Callable[[Usage], Decimal]
     include_usage: bool  # the client asked for the usage chunk (OpenAI); Anthropic always has it
+    # Output tokens the budget hold covers (None: no limit): the stream stops there, as at max_tokens.
+    allowance: int | None = None
     usage: Usage = field(default_factory=Usage)
     complete: bool = False
+    over_budget: bool = False
     first_token_at: float | None = None
     _pieces: int = 0
     _id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
@@ -439,6 +446,9 @@ class Stream:
     _tool_index: dict[int, int] = field(default_factory=dict)
 
     def _token(self) -> None:
+        if self.allowance is not None and self._pieces >= self.allowance:
+            self.over_budget = True
+            return
         self._pieces += 1
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
@@ -446,9 +456,32 @@ class Stream:
             self.usage.completion_tokens = self._pieces
 
     def feed(self, event: str, data: str) -> list[bytes]:
-        if self.proto is Protocol.MESSAGES:
-            return self._from_anthropic(event, data)
-        return self._from_openai(data)
+        out = (
+            self._from_anthropic(event, data) if self.proto is Protocol.MESSAGES else self._from_openai(data)
+        )
+        return [] if self.over_budget else out
+
+    def budget_end(self) -> list[bytes]:
+        """The end of a stream stopped at the budget hold: as if the model had reached max_tokens."""
+        self.usage.completion_tokens = self._pieces
+        cost = float(self.cost(self.usage))
+        if self.api is Api.MESSAGES:
+            out = [_event("content_block_stop", {"index": 0})] if self._block_open else []
+            usage = {**_anthropic_usage(self.usage), "cost": cost}
+            delta = {"stop_reason": "max_tokens", "stop_sequence": None}
+            return [
+                *out,
+                _event("message_delta", {"delta": delta, "usage": usage}),
+                _event("message_stop", {}),
+            ]
+        if self.api is Api.COMPLETIONS:
+            end: dict[str, Any] = {"index": 0, "text": "", "finish_reason": "length", "logprobs": None}
+        else:
+            end = {"index": 0, "delta": {}, "finish_reason": "length"}
+        out = [self._chunk([end])]
+        if self.include_usage:
+            out.append(self._chunk([], {**_openai_usage(self.usage), "cost": cost}))
+        return [*out, sse("[DONE]")]
 
     # OpenAI-shaped provider
     def _from_openai(self, data: str) -> list[bytes]:
@@ -541,6 +574,10 @@ class Stream:
             cached = int(raw.get("cache_read_input_tokens") or 0)
             self.usage.prompt_tokens = int(raw.get("input_tokens") or 0) + cached
             self.usage.cached_tokens = cached
+        elif kind == "content_block_start":
+            self._block_open = True
+        elif kind == "content_block_stop":
+            self._block_open = False
         elif kind == "content_block_delta":
             self._token()
         elif kind == "message_delta":
@@ -564,7 +601,7 @@ class Stream:
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {
             "id": "chatcmpl-" + self._id,
-            "object": "chat.completion.chunk",
+            "object": "text_completion" if self.api is Api.COMPLETIONS else "chat.completion.chunk",
             "created": self._created,
             "model": self.alias,
             "choices": choices,

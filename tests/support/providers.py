@@ -111,6 +111,8 @@ class FakeProvider:
     async def _begin(self, request: Request, anthropic: bool) -> tuple[dict[str, Any], Step] | Response:
         body: dict[str, Any] = await request.json() if request.method == "POST" else {}
         self.requests.append(Seen(request.url.path, body, dict(request.headers)))
+        if self.down:
+            return _openai_error(503, "server_error", "the provider is down")
         if anthropic:
             # Anthropic takes its key as `x-api-key`; its newer SDKs send `Authorization: Bearer`.
             bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -121,8 +123,6 @@ class FakeProvider:
         elif request.headers.get("authorization") != f"Bearer {self.openai_key}":
             return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
         step = self._script.popleft() if self._script else Step()
-        if self.down:
-            step = Step(status=503)
         if step.status != 200:
             headers = {"retry-after": f"{step.retry_after:g}"} if step.retry_after is not None else {}
             if anthropic:

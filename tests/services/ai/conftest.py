@@ -170,3 +170,23 @@ async def new_org(world: World, groups: dict[str, dict[str, Any]] | None = None)
 async def shared(world: World) -> Org:
     """An org with the default groups, for the tests that change nothing of its catalogue."""
     return await new_org(world)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(world: World) -> None:
+    """Each test starts with the provider answering normally and an empty record."""
+    world.provider.reset()
+
+
+async def health_of(world: World, org: Org, deployment: str) -> dict[str, Any]:
+    response = await world.client.get(
+        f"{API}/deployments/{org.deployments[deployment]}/health", headers=org.headers
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def chat(world: World, org: Org, alias: str = "chat", **extra: Any) -> httpx.Response:
+    body = {"model": alias, "messages": [{"role": "user", "content": "hello there"}], **extra}
+    return await world.client.post(f"{API}/chat/completions", json=body, headers=org.key)
