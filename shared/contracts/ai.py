@@ -15,7 +15,8 @@ class AiRequestCompleted(Contract):
     """One model request finished: who made it and what it cost."""
 
     event_type: ClassVar[str] = "ai.request.completed"
-    schema_version: ClassVar[int] = 1
+    # v2 added the optional fields below `reservation_id`; a v1 consumer reads v2 events unchanged.
+    schema_version: ClassVar[int] = 2
 
     # Other fields (prompt ids, latency...) may ride along; usage stores the data whole.
     model_config = ConfigDict(extra="allow")
@@ -29,7 +30,7 @@ class AiRequestCompleted(Contract):
     completion_tokens: int = Field(default=0, ge=0, le=10**12)
     cost_usd: Decimal = Field(default=Decimal(0), ge=0, le=Decimal("1e9"))
     reservation_id: uuid.UUID | None = None
-    # Added after version 1 was released, all optional (a compatible change): what the call was.
+    # Since v2, all optional: what the call was.
     org_id: str | None = Field(default=None, max_length=64)
     deployment: str | None = Field(default=None, max_length=100, description="The deployment that answered")
     provider: str | None = Field(default=None, max_length=100)
