@@ -8,13 +8,15 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from coder.services.ai import catalog, health
 from coder.services.ai.calls import Call, Platform, call_model
+from coder.services.ai.context import SOURCES, ContextQuery, ContextRead, assemble
 from coder.services.ai.models import Deployment, ModelGroup, Provider
 from coder.services.ai.providers import Api
 from coder.services.ai.schemas import (
+    Capability,
     DeploymentCreate,
     DeploymentRead,
     DeploymentUpdate,
@@ -25,6 +27,7 @@ from coder.services.ai.schemas import (
     ProviderCreate,
     ProviderRead,
     ProviderUpdate,
+    Role,
 )
 from coder.services.ai.wire import ChatRequest, CompletionRequest, MessagesRequest
 from coder.shared.auth import Principal, require
@@ -267,7 +270,8 @@ async def chat_completions(
     """OpenAI chat completion, streamed (SSE, usage and `usage.cost` in the last chunk when
     `stream_options.include_usage`) or not. Tools and response_format pass through to the provider."""
     started = time.monotonic()
-    return await call_model(platform, Call(Api.CHAT, _body(body, "context"), principal, feature, started))
+    call = Call(Api.CHAT, _body(body, "context"), principal, feature, started, body.context)
+    return await call_model(platform, call)
 
 
 @router.post("/completions", responses=CALL_PROBLEMS)
@@ -286,3 +290,86 @@ async def messages(
     """Anthropic messages, streamed (message_start ... message_stop, `usage.cost` in message_delta) or not."""
     started = time.monotonic()
     return await call_model(platform, Call(Api.MESSAGES, _body(body), principal, feature, started))
+
+
+# --- the IDE: context and start-up configuration ---
+
+
+@router.post("/context", response_model=ContextRead)
+async def build_context(body: ContextQuery, principal: User) -> ContextRead:
+    """Assemble context for a query from the client's items (selection, diagnostics, open files) and
+    the named sources, within `max_tokens`, each piece with its citation. With `external` (the
+    default), private items and sources are left out; `left_out` says what and why."""
+    return await assemble(principal, body)
+
+
+class RoleModel(BaseModel):
+    alias: str
+    capabilities: list[Capability] = Field(description="What every deployment of the group can do")
+    context_window: int = Field(description="The smallest of the group's deployments")
+
+
+class SourceRead(BaseModel):
+    name: str
+    description: str
+    private: bool
+
+
+class Limits(BaseModel):
+    context_max_tokens: int
+    request_max_messages: int
+
+
+class ConfigRead(BaseModel):
+    user_id: str
+    org_id: str
+    models: dict[Role, list[RoleModel]] = Field(description="Model groups by the IDE role they serve")
+    context_sources: list[SourceRead]
+    mcp_url: str = Field(description="The platform's MCP endpoint, relative to the gateway")
+    limits: Limits
+
+
+@router.get("/config", response_model=ConfigRead)
+async def read_config(session: SessionDep, principal: User) -> ConfigRead:
+    """The IDE's start-up call: the caller's model groups by role (chat, autocomplete, embed, edit),
+    the context sources it may name, the MCP endpoint and the limits."""
+    groups = list(
+        (await session.execute(scoped(ModelGroup, principal.org_id).order_by(ModelGroup.alias))).scalars()
+    )
+    found = await catalog.members(session, [g.id for g in groups])
+    ids = {d for ds in found.values() for d in ds}
+    deployments = {
+        d.id: d
+        for d in (
+            await session.execute(scoped(Deployment, principal.org_id).where(Deployment.id.in_(ids)))
+        ).scalars()
+    }
+    models: dict[Role, list[RoleModel]] = {role: [] for role in Role}
+    for group in groups:
+        members = [deployments[d] for d in found[group.id] if d in deployments]
+        if not members:
+            continue
+        common = set.intersection(*(set(d.capabilities) for d in members))
+        entry = RoleModel(
+            alias=group.alias,
+            capabilities=sorted(Capability(c) for c in common),
+            context_window=min(d.context_window for d in members),
+        )
+        for role in group.roles:
+            models[Role(role)].append(entry)
+    sources = [
+        SourceRead(
+            name="client", description="Items the IDE sends: selection, diagnostics, files", private=False
+        )
+    ]
+    sources += [
+        SourceRead(name=s.name, description=s.description, private=s.private) for s in SOURCES.values()
+    ]
+    return ConfigRead(
+        user_id=principal.subject,
+        org_id=principal.org_id,
+        models=models,
+        context_sources=sources,
+        mcp_url="/api/mcp/mcp",
+        limits=Limits(context_max_tokens=1_000_000, request_max_messages=10_000),
+    )

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from coder.services.ai import health, metrics
 from coder.services.ai.catalog import Route, resolve
 from coder.services.ai.config import AiSettings
+from coder.services.ai.context import ContextQuery, as_system_message, assemble
 from coder.services.ai.models import events
 from coder.services.ai.providers import (
     MILLION,
@@ -44,6 +45,7 @@ from coder.services.ai.providers import (
     usage_of,
 )
 from coder.services.ai.schemas import HealthState
+from coder.services.ai.wire import ContextRequest
 from coder.shared.auth import Principal
 from coder.shared.db import transaction
 from coder.shared.errors import InvalidField, NotFound, Problem
@@ -89,6 +91,7 @@ class Call:
     principal: Principal
     feature: str | None = None
     started: float = field(default_factory=time.monotonic)
+    context: ContextRequest | None = None
 
     @property
     def alias(self) -> str:
@@ -325,8 +328,41 @@ async def _failed(platform: Platform, route: Route, error: UpstreamError) -> Non
     )
 
 
+async def with_context(call: Call, routes: list[Route]) -> None:
+    """Put the requested context in a system message first; private parts only if no route is external."""
+    asked = call.context
+    if asked is None:
+        return
+    messages = call.body["messages"]
+    query = asked.query
+    if query is None:
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        query = _text(users[-1].get("content")) if users else ""
+    read = await assemble(
+        call.principal,
+        ContextQuery(
+            query=query,
+            items=asked.items,
+            sources=asked.sources,
+            max_tokens=asked.max_tokens,
+            external=any(r.provider.external for r in routes),
+        ),
+    )
+    if read.pieces:
+        call.body["messages"] = [{"role": "system", "content": as_system_message(read)}, *messages]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
 async def call_model(platform: Platform, call: Call) -> Response:
     cheaper, routes = await plan(platform, call)
+    await with_context(call, routes)
     held, routes = await hold(platform, call, routes, cheaper)
     reservation = held.reservation_id
     failures: list[str] = []

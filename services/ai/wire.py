@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from coder.services.ai.context import ContextItem
 from coder.shared.schemas import Input
 
 Message = dict[str, Any]
@@ -19,10 +20,11 @@ class StreamOptions(Input):
 
 
 class ContextRequest(Input):
-    """Ask for context to be assembled into the conversation (the platform's own extension)."""
+    """Ask for context (as /v1/context) to be put in a system message first: the platform's extension.
+    Private items and sources are left out when the group may route to an external provider."""
 
     query: str | None = Field(default=None, max_length=20_000, description="Default: the last user message")
-    items: list[dict[str, Any]] = Field(default_factory=list, max_length=200)
+    items: list[ContextItem] = Field(default_factory=list, max_length=200)
     sources: list[str] = Field(default_factory=list, max_length=20)
     max_tokens: int = Field(default=4000, ge=1, le=1_000_000)
 
