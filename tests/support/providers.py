@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 import uuid
@@ -62,8 +63,10 @@ class FakeProvider:
     anthropic_key: str = field(default_factory=lambda: f"sk-ant-fake-{uuid.uuid4().hex}")
     models: tuple[str, ...] = ("gpt-fake", "gpt-fake-mini", "claude-fake", "codestral-fake")
     requests: list[Seen] = field(default_factory=list)
+    record: bool = True  # keep every request (a benchmark's provider does not)
     abandoned: int = 0  # streams whose client went away before the end
     down: bool = False  # every request answers 503 (a health check sees an outage)
+    default: Step = field(default_factory=Step)  # the answer when nothing is scripted
     _script: deque[Step] = field(default_factory=deque)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -110,7 +113,8 @@ class FakeProvider:
 
     async def _begin(self, request: Request, anthropic: bool) -> tuple[dict[str, Any], Step] | Response:
         body: dict[str, Any] = await request.json() if request.method == "POST" else {}
-        self.requests.append(Seen(request.url.path, body, dict(request.headers)))
+        if self.record:
+            self.requests.append(Seen(request.url.path, body, dict(request.headers)))
         if self.down:
             return _openai_error(503, "server_error", "the provider is down")
         if anthropic:
@@ -122,7 +126,7 @@ class FakeProvider:
                 return _anthropic_error(400, "invalid_request_error", "anthropic-version header is required")
         elif request.headers.get("authorization") != f"Bearer {self.openai_key}":
             return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
-        step = self._script.popleft() if self._script else Step()
+        step = self._script.popleft() if self._script else self.default
         if step.status != 200:
             headers = {"retry-after": f"{step.retry_after:g}"} if step.retry_after is not None else {}
             if anthropic:
@@ -403,6 +407,20 @@ def _tokens(text: str) -> list[str]:
     """The reply split into 'tokens': words, each but the first with its leading space."""
     words = text.split(" ")
     return [words[0], *(" " + w for w in words[1:])]
+
+
+def from_environment() -> Starlette:
+    """The provider as its own process (`uvicorn --factory`, the benchmark): its OpenAI key from
+    FAKE_OPENAI_KEY, each reply FAKE_REPLY_TOKENS tokens FAKE_TOKEN_DELAY seconds apart."""
+    tokens = int(os.environ.get("FAKE_REPLY_TOKENS", "32"))
+    fake = FakeProvider(
+        openai_key=os.environ["FAKE_OPENAI_KEY"],
+        default=Step(
+            token_delay=float(os.environ.get("FAKE_TOKEN_DELAY", "0")), text=" ".join(["tok"] * tokens)
+        ),
+    )
+    fake.record = False
+    return fake.app()
 
 
 async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
