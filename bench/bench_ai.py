@@ -27,6 +27,7 @@ from coder.shared.devservers import RedisServer, free_port
 
 STREAMS = 64  # concurrent
 ROUNDS = 3
+SINGLE = 20  # streams one at a time
 REPLY_TOKENS = 64
 TOKEN_DELAY = 0.01  # seconds between the provider's tokens, as a fast model streams
 MESSAGES = [{"role": "user", "content": "write a short poem about caching"}]
@@ -82,11 +83,13 @@ async def _stream(
     return first - started, tokens, last - first
 
 
-async def _load(url: str, headers: dict[str, str], model: str) -> tuple[list[float], float]:
-    """TTFTs of every stream, and tokens per second over all of them (total tokens / wall time)."""
+async def _load(url: str, headers: dict[str, str], model: str) -> tuple[list[float], float, list[float]]:
+    """TTFTs of every concurrent stream, tokens per second over all of them (total tokens / wall
+    time), and TTFTs of streams one at a time (the platform's own latency, without queueing)."""
     limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         await _stream(client, url, headers, model)  # warm the path and its connections
+        alone = [(await _stream(client, url, headers, model))[0] for _ in range(SINGLE)]
         ttfts: list[float] = []
         total_tokens, wall = 0, 0.0
         for _ in range(ROUNDS):
@@ -95,7 +98,7 @@ async def _load(url: str, headers: dict[str, str], model: str) -> tuple[list[flo
             wall += time.perf_counter() - started
             ttfts += [r[0] for r in results]
             total_tokens += sum(r[1] for r in results)
-    return ttfts, total_tokens / wall
+    return ttfts, total_tokens / wall, alone
 
 
 async def _setup_platform(base: str, provider_url: str, provider_key: str) -> str:
@@ -211,6 +214,14 @@ async def main() -> None:
             ],
             baseline="direct",
         )
+    report(
+        f"  time to first token, p50 of {SINGLE} streams one at a time",
+        [
+            ("direct", percentile(direct[2], 50) * 1000, "ms"),
+            ("platform", percentile(through[2], 50) * 1000, "ms"),
+        ],
+        baseline="direct",
+    )
     report(
         "  tokens per second, all streams",
         [("direct", direct[1], "tokens/s"), ("platform", through[1], "tokens/s")],

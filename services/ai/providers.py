@@ -509,13 +509,10 @@ class Stream:
         if not choices:
             if not self.include_usage or not chunk.get("usage"):
                 return []
-            chunk["model"] = self.alias
             chunk["usage"] = {**chunk["usage"], "cost": float(self.cost(self.usage))}
             return [sse(json.dumps(chunk))]
-        if chunk.get("model") == self.alias or "model" not in chunk:
-            return [sse(data)]
-        chunk["model"] = self.alias
-        return [sse(json.dumps(chunk))]
+        # Passed through as the provider wrote it (its `model` is the deployment's): no re-encoding.
+        return [sse(data)]
 
     def _openai_to_anthropic(self, chunk: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
