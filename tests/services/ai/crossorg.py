@@ -40,5 +40,6 @@ registration = CrossOrg(
         ("POST", "/v1/chat/completions"): "routes to the caller's org's model groups",
         ("POST", "/v1/completions"): "routes to the caller's org's model groups",
         ("POST", "/v1/messages"): "routes to the caller's org's model groups",
+        ("POST", "/v1/context"): "assembles the items in the request and the caller's sources",
     },
 )
