@@ -20,6 +20,7 @@ PACKAGES: dict[str, str] = {
     "calendar": "coder.services.calendar",
     "planning": "coder.services.planning",
     "resources": "coder.services.resources",
+    "ai": "coder.services.ai",
 }
 
 ALL = "all"

@@ -1,0 +1,150 @@
+"""Deployment health and cooldowns, in Redis so every replica routes alike.
+
+`ai:cooldown:<deployment>` exists while a deployment rests after a failure (its TTL is the cooldown,
+the provider's Retry-After when it gave one); `ai:health:<deployment>` holds the last background
+check or routed call. The background checker probes each deployment once per interval across
+replicas (`ai:health-lock:<deployment>`, SET NX with the interval as TTL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from coder.services.ai.config import AiSettings
+from coder.services.ai.models import Deployment, Provider
+from coder.services.ai.schemas import HealthRead, HealthState, ProviderKind
+from coder.shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HEALTH_TTL_FACTOR = 10  # a health record outlives this many intervals, then reads as unknown
+
+
+def _cooldown_key(deployment_id: uuid.UUID) -> str:
+    return f"ai:cooldown:{deployment_id}"
+
+
+def _health_key(deployment_id: uuid.UUID) -> str:
+    return f"ai:health:{deployment_id}"
+
+
+@dataclass(frozen=True)
+class Health:
+    state: HealthState
+    checked_at: datetime | None
+    detail: str | None
+    cooldown_seconds: float | None
+
+
+async def cool_down(cache: Redis, deployment_id: uuid.UUID, seconds: float, reason: str) -> None:
+    await cache.set(_cooldown_key(deployment_id), reason, px=max(1, int(seconds * 1000)))
+    await mark(cache, deployment_id, HealthState.UNHEALTHY, reason, ttl=seconds * HEALTH_TTL_FACTOR)
+
+
+async def mark(
+    cache: Redis, deployment_id: uuid.UUID, state: HealthState, detail: str | None, *, ttl: float
+) -> None:
+    record = {"state": state.value, "checked_at": datetime.now(UTC).isoformat(), "detail": detail}
+    await cache.set(_health_key(deployment_id), json.dumps(record), px=max(1, int(ttl * 1000)))
+
+
+async def states(cache: Redis, deployment_ids: Sequence[uuid.UUID]) -> list[Health]:
+    """Each deployment's health: cooling down, else its last record, else unknown."""
+    if not deployment_ids:
+        return []
+    async with cache.pipeline(transaction=False) as pipe:
+        for deployment_id in deployment_ids:
+            pipe.pttl(_cooldown_key(deployment_id))
+            pipe.get(_health_key(deployment_id))
+        replies = await pipe.execute()
+    out = []
+    for index in range(len(deployment_ids)):
+        left_ms, raw = replies[2 * index], replies[2 * index + 1]
+        record = json.loads(raw) if raw else {}
+        checked = datetime.fromisoformat(record["checked_at"]) if record.get("checked_at") else None
+        if isinstance(left_ms, int) and left_ms > 0:
+            out.append(Health(HealthState.COOLDOWN, checked, record.get("detail"), left_ms / 1000))
+        elif record:
+            out.append(Health(HealthState(record["state"]), checked, record.get("detail"), None))
+        else:
+            out.append(Health(HealthState.UNKNOWN, None, None, None))
+    return out
+
+
+def health_read(deployment: Deployment, health: Health) -> HealthRead:
+    return HealthRead(
+        deployment_id=deployment.id,
+        name=deployment.name,
+        state=health.state,
+        checked_at=health.checked_at,
+        detail=health.detail,
+        cooldown_seconds=health.cooldown_seconds,
+    )
+
+
+# --- background checks ---
+
+
+def probe_url(provider: Provider) -> str:
+    base = provider.base_url
+    return base + ("/v1/models" if provider.kind == ProviderKind.ANTHROPIC.value else "/models")
+
+
+async def probe(client: httpx.AsyncClient, provider: Provider) -> str | None:
+    """None when the provider answers; else why not. Probed without a key (the checker acts for no
+    user, and keys are read for a user): any answer below 500, a 401 included, shows it is up."""
+    try:
+        response = await client.get(probe_url(provider))
+    except httpx.HTTPError as exc:
+        return f"unreachable: {type(exc).__name__}"
+    if response.status_code >= 500:
+        return f"answered {response.status_code}"
+    return None
+
+
+async def check_once(runtime: Runtime, client: httpx.AsyncClient, settings: AiSettings) -> int:
+    """Probe every deployment no other replica is probing this interval; returns how many."""
+    cache = runtime.cache
+    assert cache is not None, "ai needs redis"
+    # Every org's deployments: the checker serves the whole platform, not one caller.
+    async with runtime.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Deployment, Provider).join(Provider, Provider.id == Deployment.provider_id)
+            )
+        ).all()
+    checked = 0
+    interval_ms = int(settings.health_interval_seconds * 1000)
+    for deployment, provider in rows:
+        if not await cache.set(f"ai:health-lock:{deployment.id}", "1", px=interval_ms, nx=True):
+            continue
+        problem = await probe(client, provider)
+        ttl = settings.health_interval_seconds * HEALTH_TTL_FACTOR
+        if problem is None:
+            await mark(cache, deployment.id, HealthState.HEALTHY, None, ttl=ttl)
+        else:
+            await mark(cache, deployment.id, HealthState.UNHEALTHY, problem, ttl=ttl)
+        checked += 1
+    return checked
+
+
+async def checker(runtime: Runtime) -> None:
+    """The background task: probes deployments every interval until the process stops."""
+    settings = runtime.config(AiSettings)
+    timeout = httpx.Timeout(settings.health_timeout_seconds)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        while True:
+            try:
+                await check_once(runtime, client, settings)
+            except Exception:
+                log.exception("deployment health check failed")
+            await asyncio.sleep(settings.health_interval_seconds)

@@ -1,0 +1,34 @@
+import httpx
+from fastapi import FastAPI
+
+from coder.services.ai.api import router
+from coder.services.ai.calls import Platform
+from coder.services.ai.config import AiSettings
+from coder.services.ai.descriptor import descriptor
+from coder.services.ai.health import checker
+from coder.services.ai.models import Base, events
+from coder.shared.runtime import Runtime
+from coder.shared.target import Target
+
+
+def _setup(app: FastAPI, runtime: Runtime) -> None:
+    settings = runtime.config(AiSettings)
+    timeout = httpx.Timeout(settings.read_timeout_seconds, connect=settings.connect_timeout_seconds)
+    # One pool to the providers for the process: connections are reused across calls.
+    upstream = httpx.AsyncClient(
+        timeout=timeout, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    )
+    platform = Platform(runtime, settings, upstream)
+    app.state.ai = platform
+    runtime.on_stop.append(platform.close)
+
+
+target = Target(
+    descriptor=descriptor,
+    router=router,
+    metadata=Base.metadata,
+    events=events,
+    settings=AiSettings,
+    background=(checker,),
+    setup=_setup,
+)
