@@ -29,7 +29,7 @@ from coder.services.ai import health, metrics
 from coder.services.ai.catalog import Route, resolve
 from coder.services.ai.config import AiSettings
 from coder.services.ai.context import ContextQuery, as_system_message, assemble
-from coder.services.ai.models import events
+from coder.services.ai.models import Base
 from coder.services.ai.providers import (
     MILLION,
     Api,
@@ -524,7 +524,7 @@ async def record(
     }
     try:
         async with transaction(platform.runtime.sessions) as session:
-            await events.publish(
+            await Base.events.publish(
                 session, "ai.request.completed", data, org_id=principal.org_id, subject=call.alias
             )
         cache = platform.runtime.cache

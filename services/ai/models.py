@@ -9,19 +9,14 @@ from sqlalchemy import ForeignKey, Numeric, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 # USD per million tokens, to the millionth of a dollar.
 PRICE = Numeric(14, 6)
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("ai")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="ai"):
+    """The ai target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Provider(Base):

@@ -6,7 +6,7 @@ from coder.services.ai.calls import Platform
 from coder.services.ai.config import AiSettings
 from coder.services.ai.descriptor import descriptor
 from coder.services.ai.health import checker
-from coder.services.ai.models import Base, events
+from coder.services.ai.models import Base
 from coder.shared.runtime import Runtime
 from coder.shared.target import Target
 
@@ -27,7 +27,7 @@ target = Target(
     descriptor=descriptor,
     router=router,
     metadata=Base.metadata,
-    events=events,
+    events=Base.events,
     settings=AiSettings,
     background=(checker,),
     setup=_setup,
