@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+import httpx2
 import numpy as np
 import openai
 import pytest
@@ -68,13 +69,15 @@ async def setup(database_url: str) -> AsyncIterator[Setup]:
                 )
                 assert pat.status_code == 201, pat.text
                 token = pat.json()["token"]
-                sdk = openai.AsyncOpenAI(
-                    base_url="http://testserver/api/embeddings/v1",
-                    api_key=token,
-                    http_client=client,
-                    max_retries=0,
-                )
-                yield Setup(client, sdk, fake, token)
+                # The SDK's own HTTP stack (httpx2), over the same in-process transport.
+                async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)) as sdk_http:
+                    sdk = openai.AsyncOpenAI(
+                        base_url="http://testserver/api/embeddings/v1",
+                        api_key=token,
+                        http_client=sdk_http,
+                        max_retries=0,
+                    )
+                    yield Setup(client, sdk, fake, token)
     finally:
         await drop_database(url)
 
@@ -99,9 +102,7 @@ async def test_the_openai_sdk_gets_embeddings_through_the_gateway(setup: Setup) 
         await setup.sdk.embeddings.create(model=local.NAME, input=[[1, 2, 3]])
     assert refused.value.body["errors"][0]["field"] == "body.input"  # type: ignore[index]
     with pytest.raises(openai.AuthenticationError):
-        await openai.AsyncOpenAI(
-            base_url="http://testserver/api/embeddings/v1", api_key="cdr_pat_wrong", http_client=setup.client
-        ).embeddings.create(model=local.NAME, input="x")
+        await setup.sdk.with_options(api_key="cdr_pat_wrong").embeddings.create(model=local.NAME, input="x")
 
 
 async def test_provider_models_go_through_ai_once_per_text(setup: Setup) -> None:
