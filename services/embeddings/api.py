@@ -189,9 +189,15 @@ async def list_items(
     params: PageDep,
 ) -> Page[ItemRead]:
     """The collection's items, by id (without their vectors)."""
-    collection = await collections.get(session, principal.org_id, name)
-    query = scoped(Item, principal.org_id).where(Item.collection_id == collection.id)
+    # The page first, so that a bad cursor is a 400 whether or not the collection exists.
+    query = (
+        scoped(Item, principal.org_id)
+        .join(Collection, Collection.id == Item.collection_id)
+        .where(Collection.name == name)
+    )
     rows = await paginate(session, query, (Item.id,), params)
+    if not rows.items:
+        await collections.get(session, principal.org_id, name)  # 404 for no such collection
     return rows.page(_item_read)
 
 

@@ -13,6 +13,7 @@ process that never embeds stays small; loading and embedding run in a worker thr
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from importlib.resources import files
@@ -57,7 +58,14 @@ class LocalModel:
             if self._model is None:
                 from safetensors.numpy import load_file
                 from tokenizers import Tokenizer
+
+                # wordllama.inference calls logging.basicConfig(level=INFO) on import: undone, the
+                # process's logging is the platform's.
+                root = logging.getLogger()
+                handlers, level = root.handlers[:], root.level
                 from wordllama.inference import WordLlamaInference
+
+                root.handlers[:], root.level = handlers, level
 
                 package = files("wordllama")
                 weights = load_file(str(package.joinpath(*WEIGHTS)))["embedding.weight"]
