@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import LargeBinary, any_, literal, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.embeddings import local
@@ -20,6 +22,14 @@ from coder.shared.http import ServiceClients
 from coder.shared.repository import scoped
 
 FLOAT32 = np.dtype("<f4")
+# Texts computed and written to the cache at a time (see `embed`).
+CHUNK = 256
+CACHE_INSERT = text(
+    "INSERT INTO embeddings_cache (org_id, model, dimensions, sha256, embedding, tokens) "
+    "SELECT CAST(:org_id AS varchar), CAST(:model AS varchar), CAST(:dimensions AS smallint), d, v, t "
+    "FROM unnest(CAST(:digests AS bytea[]), CAST(:vectors AS bytea[]), CAST(:tokens AS integer[])) "
+    "AS u(d, v, t) ON CONFLICT DO NOTHING"
+)
 
 
 class ProviderFailed(Problem):
@@ -75,37 +85,60 @@ async def embed(
         .where(
             CacheEntry.model == model.name,
             CacheEntry.dimensions == model.dimensions,
-            CacheEntry.sha256.in_(distinct),
+            CacheEntry.sha256 == any_(literal(distinct, ARRAY(LargeBinary))),
         )
     )
     found: dict[bytes, tuple[npt.NDArray[np.float32], int]] = {
         digest: (np.frombuffer(vector, dtype=FLOAT32), tokens) for digest, vector, tokens in cached
     }
     missing = [digest for digest in distinct if digest not in found]
-    if missing:
-        first = {digest: i for i, digest in reversed(list(enumerate(hashes)))}
-        vectors, tokens = await _compute(clients, model, [texts[first[d]] for d in missing])
-        rows: list[dict[str, Any]] = []
-        for digest, vector, count in zip(missing, vectors, tokens, strict=True):
-            found[digest] = (vector, count)
-            rows.append(
-                {
-                    "org_id": org_id,
-                    "model": model.name,
-                    "dimensions": model.dimensions,
-                    "sha256": digest,
-                    "embedding": vector.astype(FLOAT32).tobytes(),
-                    "tokens": count,
-                }
-            )
-        # A concurrent request may have cached the same text meanwhile: same vector, keep either.
-        await session.execute(insert(CacheEntry).on_conflict_do_nothing(), rows)
+    first = {digest: i for i, digest in reversed(list(enumerate(hashes)))}
+    # In chunks, each written to the cache while the model computes the next: the database works in
+    # its own process, so the write costs the request little time.
+    writing: asyncio.Task[Any] | None = None
+    try:
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start : start + CHUNK]
+            vectors, tokens = await _compute(clients, model, [texts[first[d]] for d in chunk])
+            for digest, vector, count in zip(chunk, vectors, tokens, strict=True):
+                found[digest] = (vector, count)
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(_cache(session, org_id, model, chunk, vectors, tokens))
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
     out = np.empty((len(texts), model.dimensions), dtype=np.float32)
     total = 0
     for i, digest in enumerate(hashes):
         out[i], count = found[digest]
         total += count
     return Embeddings(out, total, len(missing))
+
+
+async def _cache(
+    session: AsyncSession,
+    org_id: str,
+    model: Model,
+    digests: list[bytes],
+    vectors: npt.NDArray[np.float32],
+    tokens: list[int],
+) -> None:
+    # One statement over arrays (cheaper than a multi-row VALUES); a concurrent request may have
+    # cached the same text meanwhile: the same vector, either row will do.
+    await session.execute(
+        CACHE_INSERT,
+        {
+            "org_id": org_id,
+            "model": model.name,
+            "dimensions": model.dimensions,
+            "digests": digests,
+            "vectors": [v.astype(FLOAT32).tobytes() for v in vectors],
+            "tokens": tokens,
+        },
+    )
 
 
 async def _compute(

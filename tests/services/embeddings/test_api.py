@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from coder.services.embeddings import local
+from coder.services.embeddings.schemas import EmbeddingResponse
 from coder.tests.services.embeddings.factories import (
     ALL,
     API,
@@ -38,6 +39,7 @@ async def test_embeddings_float_and_base64_agree(platform: Platform, signer: Tes
     h = signer.headers(org, perms=ALL)
     texts = [unique(t) for t in TEXTS]
     floats = await embed(platform, h, {"input": texts, "model": local.NAME})
+    EmbeddingResponse.model_validate(floats, strict=True)  # the documented shape, serialised by hand
     assert floats["object"] == "list" and floats["model"] == local.NAME
     assert [d["index"] for d in floats["data"]] == [0, 1, 2]
     vectors = np.array([d["embedding"] for d in floats["data"]], dtype=np.float32)
@@ -46,13 +48,15 @@ async def test_embeddings_float_and_base64_agree(platform: Platform, signer: Tes
     assert floats["usage"]["prompt_tokens"] == floats["usage"]["total_tokens"] > 3
 
     b64 = await embed(platform, h, {"input": texts, "encoding_format": "base64"})
+    EmbeddingResponse.model_validate(b64, strict=True)
     assert np.array_equal(np.stack([decode(d["embedding"]) for d in b64["data"]]), vectors)
     assert b64["usage"] == floats["usage"]
 
     # The vectors are the library's own, whatever batch the text came in.
     single = await embed(platform, h, {"input": texts[1]})
     assert np.allclose(single["data"][0]["embedding"], vectors[1], atol=1e-6)
-    related = vectors @ vectors.T
+    plain = np.array([d["embedding"] for d in (await embed(platform, h, {"input": TEXTS}))["data"]])
+    related = plain @ plain.T
     assert related[0, 2] > related[0, 1]  # databases are nearer to vector search than to cats
 
 
