@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import cast, delete, func, literal_column, text
+from sqlalchemy import Select, cast, delete, func, literal_column, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -193,6 +193,27 @@ async def delete_items(session: AsyncSession, org_id: str, name: str, body: Item
     return DeleteRead(deleted=len(deleted))
 
 
+def nearest(
+    org_id: str, collection: Collection, vector: np.ndarray, k: int, where: dict[str, Any]
+) -> Select[Any]:
+    """The `k` items of `collection` nearest to `vector` whose metadata contains `where`, with their
+    cosine distance (column `distance`), served by the HNSW index of the collection's size."""
+    size = collection.dimensions
+    # The same expression and predicate as the partial index of this size, with the size written
+    # out: a generic plan of a prepared statement cannot match a bound parameter to the index's
+    # predicate.
+    indexed = cast(Item.embedding, Vector(size))
+    distance = indexed.cosine_distance(cast(vector, Vector(size))).label("distance")
+    query = (
+        scoped(Item, org_id)
+        .add_columns(distance)
+        .where(Item.dimensions == literal_column(str(int(size))), Item.collection_id == collection.id)
+        .order_by(distance)
+        .limit(k)
+    )
+    return query.where(Item.meta.contains(where)) if where else query
+
+
 async def search(
     session: AsyncSession,
     clients: ServiceClients,
@@ -212,20 +233,7 @@ async def search(
             session, clients, org_id, _model(settings, collection), [body.query or ""]
         )
         vector, tokens = result.vectors[0], result.tokens
-    size = collection.dimensions
-    # The same expression and predicate as the partial index of this size, literally: a bound
-    # parameter in its place would keep the planner from using the index.
-    indexed = cast(Item.embedding, Vector(size))
-    distance = indexed.cosine_distance(cast(vector, Vector(size))).label("distance")
-    query = (
-        scoped(Item, org_id)
-        .add_columns(distance)
-        .where(Item.dimensions == literal_column(str(int(size))), Item.collection_id == collection.id)
-        .order_by(distance)
-        .limit(body.k)
-    )
-    if body.filter:
-        query = query.where(Item.meta.contains(body.filter))
+    query = nearest(org_id, collection, vector, body.k, body.filter)
     for statement in SEARCH_SETTINGS:
         await session.execute(text(statement))
     # relaxed_order may return rows slightly out of order: sorted again here.

@@ -7,8 +7,11 @@ import uuid
 
 import numpy as np
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from coder.services.embeddings import local
+from coder.services.embeddings import collections, local
 from coder.services.embeddings.schemas import EmbeddingResponse
 from coder.tests.services.embeddings.factories import (
     ALL,
@@ -248,3 +251,38 @@ async def test_collections_are_paginated_and_per_org(
     assert (await platform.client.get(f"{API}/collections", headers=other)).json()["items"] == []
     # The same name in another org is another collection.
     await create_collection(platform, other, name=names[0])
+
+
+@pytest.mark.parametrize("where", [{}, {"kind": "doc"}])
+async def test_search_is_served_by_the_hnsw_index(
+    platform: Platform, signer: TestSigner, org: str, where: dict
+) -> None:
+    h = signer.headers(org, perms=ALL)
+    name = (await create_collection(platform, h, dimensions=128))["name"]
+    await upsert(platform, h, name, [{"id": "a", "text": "indexed", "metadata": {"kind": "doc"}}])
+    async with platform.runtime.sessions() as session, session.begin():
+        collection = await collections.get(session, org, name)
+        query = collections.nearest(org, collection, np.ones(128, dtype=np.float32), 10, where)
+        # With few rows the planner prefers a scan: forbidding it shows whether the index can serve
+        # the query at all (an expression or predicate that differs from the index's cannot).
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(row[0] for row in await session.execute(explain(query)))
+    assert "embeddings_ix_item_hnsw_128" in plan, plan
+
+
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN <statement>`, compiled by the same compiler (so its parameters bind as usual)."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+
+
+@compiles(Explain)
+def _explain(element: Explain, compiler, **kw) -> str:
+    return "EXPLAIN " + compiler.process(element.statement, **kw)
+
+
+def explain(query) -> Explain:
+    return Explain(query)
