@@ -13,7 +13,7 @@ def test_every_tool_names_a_served_operation() -> None:
         f"{method} {route.path}"
         for route in target.router.routes
         if isinstance(route, APIRoute)
-        for method in route.methods
+        for method in route.methods or ()
     }
     assert descriptor.tools
     for tool in descriptor.tools:
