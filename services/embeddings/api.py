@@ -10,6 +10,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response, status
+from sqlalchemy import text
 
 from coder.services.embeddings import collections, service
 from coder.services.embeddings.config import EmbeddingsSettings
@@ -59,13 +60,13 @@ def _texts(body: EmbeddingRequest) -> list[str]:
     if len(strings) != len(texts):
         raise InvalidField("body.input", "token arrays are not accepted: send the texts themselves")
     total = 0
-    for i, text in enumerate(strings):
+    for i, one in enumerate(strings):
         where = "body.input" if isinstance(value, str) else f"body.input.{i}"
-        if not text:
+        if not one:
             raise InvalidField(where, "must not be empty")
-        if len(text) > MAX_INPUT_CHARS:
+        if len(one) > MAX_INPUT_CHARS:
             raise InvalidField(where, f"at most {MAX_INPUT_CHARS} characters")
-        total += len(text)
+        total += len(one)
     if total > MAX_REQUEST_CHARS:
         raise InvalidField("body.input", f"at most {MAX_REQUEST_CHARS} characters in all")
     return strings
@@ -83,6 +84,9 @@ async def create_embeddings(
     embedded before with the same model and size come from the cache, not the model."""
     texts = _texts(body)
     model = service.resolve(settings, body.model, body.dimensions)
+    # This transaction writes cache rows only, which a crash may lose at no cost (they are computed
+    # again): its commit need not wait for the WAL flush.
+    await session.execute(text("SET LOCAL synchronous_commit = off"))
     result = await service.embed(session, clients, principal.org_id, model, texts)
     if body.encoding_format == "base64":
         vectors = result.vectors.astype(service.FLOAT32)
