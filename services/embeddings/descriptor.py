@@ -7,7 +7,7 @@ from coder.shared.target import Dependency, Descriptor, Tool, read, write
 descriptor = Descriptor(
     name="embeddings",
     port=3005,
-    title="Embeddings and vector search",
+    title="Vector embeddings",
     package="coder.services.embeddings",
     # Redis: the gateway's revocation list, read on every call (coder.shared.auth.RevocationList).
     needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
