@@ -21,6 +21,7 @@ PACKAGES: dict[str, str] = {
     "planning": "coder.services.planning",
     "resources": "coder.services.resources",
     "ai": "coder.services.ai",
+    "embeddings": "coder.services.embeddings",
 }
 
 ALL = "all"

@@ -1,0 +1,197 @@
+"""Embedding texts: the model registry, the content-hash cache, the local model and the ai service."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import LargeBinary, any_, literal, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.services.embeddings import local
+from coder.services.embeddings.config import EmbeddingsSettings, ModelSpec
+from coder.services.embeddings.models import CacheEntry
+from coder.shared.errors import InvalidField, Problem
+from coder.shared.http import ServiceClients
+from coder.shared.repository import scoped
+
+FLOAT32 = np.dtype("<f4")
+# Texts computed and written to the cache at a time (see `embed`).
+CHUNK = 256
+CACHE_INSERT = text(
+    "INSERT INTO embeddings_cache (org_id, model, dimensions, sha256, embedding, tokens) "
+    "SELECT CAST(:org_id AS varchar), CAST(:model AS varchar), CAST(:dimensions AS smallint), d, v, t "
+    "FROM unnest(CAST(:digests AS bytea[]), CAST(:vectors AS bytea[]), CAST(:tokens AS integer[])) "
+    "AS u(d, v, t) ON CONFLICT DO NOTHING"
+)
+
+
+class ProviderFailed(Problem):
+    status, slug, title = 502, "bad-gateway", "The model provider failed"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model as one request uses it: its name, what it is, and the size asked for."""
+
+    name: str
+    spec: ModelSpec
+    dimensions: int
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: npt.NDArray[np.float32]  # (texts, dimensions), unit rows
+    tokens: int  # of every text, cached or not: what the request used
+    computed: int  # texts the model ran on (not found in the cache)
+
+
+def resolve(
+    settings: EmbeddingsSettings, name: str | None, dimensions: int | None, *, at: str = "body"
+) -> Model:
+    """The model `name` (default: the default model) at `dimensions` (default: its own), or a 422
+    naming `<at>.model` or `<at>.dimensions`."""
+    name = name or settings.default_model
+    spec = settings.catalog().get(name)
+    if spec is None:
+        raise InvalidField(f"{at}.model", f"no model {name!r}; GET /v1/models lists them")
+    if dimensions is None or dimensions == spec.dimensions:
+        return Model(name, spec, spec.dimensions)
+    if not spec.shortenable:
+        raise InvalidField(
+            f"{at}.dimensions", f"{name} has {spec.dimensions} dimensions and cannot be shortened"
+        )
+    if dimensions > spec.dimensions:
+        raise InvalidField(f"{at}.dimensions", f"{name} has at most {spec.dimensions} dimensions")
+    return Model(name, spec, dimensions)
+
+
+async def embed(
+    session: AsyncSession, clients: ServiceClients, org_id: str, model: Model, texts: list[str]
+) -> Embeddings:
+    """The texts' vectors: from the cache where the org embedded the same text with the same model
+    and size before, else computed (each distinct text once) and cached."""
+    hashes = [hashlib.sha256(t.encode()).digest() for t in texts]
+    distinct = list(dict.fromkeys(hashes))
+    cached = await session.execute(
+        scoped(CacheEntry, org_id)
+        .with_only_columns(CacheEntry.sha256, CacheEntry.embedding, CacheEntry.tokens)
+        .where(
+            CacheEntry.model == model.name,
+            CacheEntry.dimensions == model.dimensions,
+            CacheEntry.sha256 == any_(literal(distinct, ARRAY(LargeBinary))),
+        )
+    )
+    found: dict[bytes, tuple[npt.NDArray[np.float32], int]] = {
+        digest: (np.frombuffer(vector, dtype=FLOAT32), tokens) for digest, vector, tokens in cached
+    }
+    missing = [digest for digest in distinct if digest not in found]
+    first = {digest: i for i, digest in reversed(list(enumerate(hashes)))}
+    # In chunks, each written to the cache while the model computes the next: the database works in
+    # its own process, so the write costs the request little time.
+    writing: asyncio.Task[Any] | None = None
+    try:
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start : start + CHUNK]
+            vectors, tokens = await _compute(clients, model, [texts[first[d]] for d in chunk])
+            for digest, vector, count in zip(chunk, vectors, tokens, strict=True):
+                found[digest] = (vector, count)
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(_cache(session, org_id, model, chunk, vectors, tokens))
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+    out = np.empty((len(texts), model.dimensions), dtype=np.float32)
+    total = 0
+    for i, digest in enumerate(hashes):
+        out[i], count = found[digest]
+        total += count
+    return Embeddings(out, total, len(missing))
+
+
+async def _cache(
+    session: AsyncSession,
+    org_id: str,
+    model: Model,
+    digests: list[bytes],
+    vectors: npt.NDArray[np.float32],
+    tokens: list[int],
+) -> None:
+    # One statement over arrays (cheaper than a multi-row VALUES); a concurrent request may have
+    # cached the same text meanwhile: the same vector, either row will do.
+    await session.execute(
+        CACHE_INSERT,
+        {
+            "org_id": org_id,
+            "model": model.name,
+            "dimensions": model.dimensions,
+            "digests": digests,
+            "vectors": [v.astype(FLOAT32).tobytes() for v in vectors],
+            "tokens": tokens,
+        },
+    )
+
+
+async def _compute(
+    clients: ServiceClients, model: Model, texts: list[str]
+) -> tuple[npt.NDArray[np.float32], list[int]]:
+    if model.spec.group is None:
+        result = await local.model.embed(texts)
+        vectors, tokens = result.vectors, result.tokens
+    else:
+        vectors, tokens = await _provider(clients, model, model.spec.group, texts)
+    if vectors.shape[1] != model.dimensions:
+        vectors = local.normalise(np.ascontiguousarray(vectors[:, : model.dimensions]))
+    return vectors, tokens
+
+
+async def _provider(
+    clients: ServiceClients, model: Model, group: str, texts: list[str]
+) -> tuple[npt.NDArray[np.float32], list[int]]:
+    """The texts through ai's OpenAI-compatible `/v1/embeddings`, as the user (their own token: ai
+    checks their permission and meters the spend to them)."""
+    body: dict[str, Any] = {"model": group, "input": texts, "encoding_format": "float"}
+    if model.dimensions != model.spec.dimensions:
+        body["dimensions"] = model.dimensions
+    try:
+        response = await clients.client("ai").post("/v1/embeddings", json=body)
+    except (httpx.HTTPError, KeyError) as exc:  # KeyError: no ai target known to this process
+        raise ProviderFailed(f"the ai service is out of reach ({type(exc).__name__})") from None
+    if 400 <= response.status_code < 500:
+        # The caller's own refusal (their permission, budget, input): theirs to see, same status.
+        try:
+            detail = str(response.json().get("detail") or response.json().get("error", {}).get("message"))
+        except (ValueError, AttributeError):
+            detail = response.text[:500]
+        raise Problem(
+            f"ai refused the request: {detail}", status=response.status_code, slug="provider-refused"
+        )
+    if response.status_code != 200:
+        raise ProviderFailed(f"ai answered {response.status_code}")
+    try:
+        answer = response.json()
+        data = sorted(answer["data"], key=lambda d: d["index"])
+        vectors = np.array([d["embedding"] for d in data], dtype=np.float32)
+        prompt_tokens = int(answer.get("usage", {}).get("prompt_tokens", 0))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProviderFailed(f"ai answered a body that is not OpenAI's ({type(exc).__name__})") from None
+    if vectors.ndim != 2 or len(vectors) != len(texts) or vectors.shape[1] < model.dimensions:
+        raise ProviderFailed(
+            f"ai answered {vectors.shape} vectors for {len(texts)} texts of {model.dimensions}"
+        )
+    if not np.isfinite(vectors).all():
+        raise ProviderFailed("ai answered non-finite numbers")
+    # The provider counts tokens per request; spread them over the texts by length for the cache.
+    lengths = np.array([max(len(t), 1) for t in texts], dtype=np.float64)
+    shares = np.floor(prompt_tokens * lengths / lengths.sum()).astype(int)
+    shares[0] += prompt_tokens - int(shares.sum())
+    return local.normalise(vectors), [int(s) for s in shares]
