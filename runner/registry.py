@@ -16,6 +16,7 @@ PACKAGES: dict[str, str] = {
     "gateway": "coder.gateway",
     "secrets": "coder.services.secrets",
     "usage": "coder.services.usage",
+    "logging": "coder.services.logging",
 }
 
 ALL = "all"
