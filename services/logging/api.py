@@ -236,6 +236,9 @@ async def tail(websocket: WebSocket) -> None:
             raise InvalidField("query.limit", "an integer from 0 to 1000")
         start_ns, end_ns = time_range(params.get("start"), None)
     except Problem as problem:
+        # Accepted first, so the client reads why in the close frame (a close before the handshake
+        # completes is a bare HTTP 403).
+        await websocket.accept()
         code = {401: CLOSE_UNAUTHORIZED, 403: CLOSE_FORBIDDEN}.get(problem.status, CLOSE_INVALID)
         await websocket.close(code=code, reason=(problem.detail or problem.title)[:120])
         return
