@@ -301,9 +301,8 @@ async def query_lines(
     trace_id: str | None,
     request_id: str | None,
 ) -> QueryPage:
+    # No early answer when no stream matches: the cursor is still checked (paginate decodes it).
     streams = await _guarded(session, settings, _streams(session, org_id, query, start, end))
-    if not streams:
-        return QueryPage(items=[])
     conditions: list[ColumnElement[bool]] = [
         Line.stream_id.in_(list(streams)),
         Line.ts >= start,
