@@ -52,6 +52,23 @@ PATTERNS: list[tuple[str, re.Pattern[str], int]] = [
     ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), 0),
 ]
 
+# Lower-case substrings one of which every match of a pattern contains.
+NEEDLES: dict[str, tuple[str, ...]] = {
+    "private-key": ("private key",),
+    "jwt": ("eyj",),
+    "platform-token": ("cdr_",),
+    "api-key": ("sk-",),
+    "aws-key": ("akia", "asia", "agpa", "aida", "aroa"),
+    "github-token": ("gh", "github_pat_"),
+    "slack-token": ("xox",),
+    "google-key": ("aiza",),
+    "stripe-key": ("_live_", "_test_"),
+    "bearer": ("bearer", "basic"),
+    "credential": ("pass", "pwd", "secret", "key", "token"),
+    "url-password": ("://",),
+    "email": ("@",),
+}
+
 # Token shapes a secret value is looked for as: whitespace-separated, then split at quotes and
 # separators, then at URL punctuation too.
 _TOKENIZERS = [
@@ -98,9 +115,14 @@ class Redactor:
         if spans:
             self._count("secret", len(spans))
             text = _replaced(text, spans, SECRET)
+        folded = text.lower()
         for kind, pattern, group in PATTERNS:
+            # A pattern runs only on text holding its literal part: most lines hold none.
+            if not any(needle in folded for needle in NEEDLES[kind]):
+                continue
             text, n = _substitute(pattern, group, f"[REDACTED:{kind}]", text)
             self._count(kind, n)
+            folded = text.lower()
         return text
 
 

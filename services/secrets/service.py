@@ -179,7 +179,7 @@ async def write(
     if found:
         await events.publish(
             session,
-            SecretFingerprinted.event_type,
+            "secrets.secret.fingerprinted",
             SecretFingerprinted(path=where.path, version=version, fingerprints=found).model_dump(),
             org_id=where.org_id,
             subject=where.path,

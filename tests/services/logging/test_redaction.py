@@ -110,7 +110,9 @@ async def test_push_redacts_lines_metadata_and_labels(
     )
     assert answer["redacted"] == {"email": 2, "jwt": 1, "platform-token": 1, "api-key": 1, "aws-key": 1}
     async with platform.runtime.sessions() as session:
-        stored = (await session.execute(select(Line).where(Line.trace_id == "t1"))).scalar_one()
+        stored = (
+            await session.execute(select(Line).where(Line.org_id == org, Line.trace_id == "t1"))
+        ).scalar_one()
     assert JWT not in stored.line and "jane@example.com" not in stored.line
     assert PAT not in json.dumps(stored.meta)
     items = await lines(platform, h, f'{{app="{app}"}}', direction="forward")
