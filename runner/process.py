@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
@@ -12,11 +14,12 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from coder.runner import registry
 from coder.shared.app import VERSION, _add_health, create_target_app
 from coder.shared.errors import install_problem_handlers
+from coder.shared.logship import LogShipper
 from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings, TargetSettings, load_target_settings
 from coder.shared.target import Target
-from coder.shared.telemetry import configure_logging, configure_tracing
+from coder.shared.telemetry import configure_logging, configure_tracing, json_formatter
 
 
 def build_process_app(
@@ -47,11 +50,17 @@ def build_process_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        shipper = _ship_logs(settings, "-".join(targets))
         try:
-            yield
+            await runtime.start()
+            try:
+                yield
+            finally:
+                await runtime.stop()
         finally:
-            await runtime.stop()
+            if shipper is not None:
+                logging.getLogger().removeHandler(shipper)
+                await asyncio.to_thread(shipper.close)
 
     root_target = targets.get("gateway") or (next(iter(targets.values())) if len(targets) == 1 else None)
     for name, target in targets.items():
@@ -69,6 +78,21 @@ def build_process_app(
     for name, app in runtime.local_apps.items():
         root.router.routes.append(Mount(f"/api/{name}", app=app))
     return _behind_proxies(root, settings)
+
+
+def _ship_logs(settings: PlatformSettings, service: str) -> LogShipper | None:
+    """The process's logs also go to the logging target, when CODER_LOG_SHIP_URL says where."""
+    if not settings.log_ship_url:
+        return None
+    shipper = LogShipper(
+        settings.log_ship_url,
+        settings.log_ship_token,
+        {"service": settings.otel_service_name or f"coder-{service}"},
+        capacity=settings.log_ship_buffer,
+        formatter=json_formatter(),
+    )
+    logging.getLogger().addHandler(shipper)
+    return shipper
 
 
 def _behind_proxies(root: FastAPI, settings: PlatformSettings) -> FastAPI:

@@ -22,6 +22,7 @@ PACKAGES: dict[str, str] = {
     "resources": "coder.services.resources",
     "ai": "coder.services.ai",
     "embeddings": "coder.services.embeddings",
+    "logging": "coder.services.logging",
 }
 
 ALL = "all"

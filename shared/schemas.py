@@ -17,9 +17,9 @@ from decimal import Decimal
 from typing import Any, Self
 from urllib.parse import unquote_to_bytes
 
-from fastapi import Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from starlette.requests import HTTPConnection
 
 from coder.shared.errors import InvalidField
 
@@ -131,8 +131,9 @@ def _decoded(raw: bytes) -> tuple[str, str | None]:
     return text, text_problem(text)
 
 
-def storable_parameters(request: Request) -> None:
-    """The text rules for every query and path parameter of every route (an app-wide dependency).
+def storable_parameters(request: HTTPConnection) -> None:
+    """The text rules for every query and path parameter of every route (an app-wide dependency; an
+    `HTTPConnection`, so WebSocket routes get it too: FastAPI gives them no `Request`).
 
     Starlette decodes percent-escapes leniently (invalid UTF-8 becomes U+FFFD), so the raw query
     string and path are read here, before any parameter is parsed or reaches a database."""

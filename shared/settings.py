@@ -53,6 +53,12 @@ class PlatformSettings(BaseSettings):
     # generated secret of a target whose descriptor has `grants`): a calling target presents its own
     # to the gateway, the gateway compares with the one it was given.
     workload_secrets: dict[str, str] = Field(default_factory=dict)
+    # Ship this process's own logs to the logging target (shared/logship.py): its push URL, e.g.
+    # http://gateway:3000/api/logging/v1/push, and a token holding `logging:push` (a personal access
+    # token of the org that owns the platform's logs). Unset: logs go to stderr only.
+    log_ship_url: str | None = None
+    log_ship_token: str | None = None
+    log_ship_buffer: int = Field(default=10_000, ge=100, le=1_000_000)
     outbox_poll_seconds: float = 1.0
     event_delivery_limit: int = 5
 

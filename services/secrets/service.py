@@ -23,6 +23,7 @@ from coder.services.secrets.schemas import (
     VersionRead,
 )
 from coder.shared import context
+from coder.shared.contracts.secrets import SecretFingerprinted, fingerprints
 from coder.shared.errors import Conflict, InvalidField, NotFound, Problem
 from coder.shared.repository import owned_by, scoped
 
@@ -173,6 +174,16 @@ async def write(
     _prune(secret)
     await session.flush()
     await _audit(session, where, actor, "write", version)
+    # Fingerprints, never values: logging redacts a line's token whose keyed hash is among them.
+    found = fingerprints(where.org_id, body.data)
+    if found:
+        await events.publish(
+            session,
+            "secrets.secret.fingerprinted",
+            SecretFingerprinted(path=where.path, version=version, fingerprints=found).model_dump(),
+            org_id=where.org_id,
+            subject=where.path,
+        )
     if version > 1:
         await Base.events.publish(
             session,
