@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
@@ -71,7 +72,7 @@ def app_and_signer(database_url: str) -> tuple[object, TestSigner]:
     return app, signer
 
 
-async def bare_copy(database_url: str, bodies: list[dict[str, object]]) -> float:
+async def bare_copy(database_url: str, bodies: list[dict[str, Any]]) -> float:
     connection = await connect(database_url)
     try:
         await connection.execute(
@@ -92,8 +93,8 @@ async def bare_copy(database_url: str, bodies: list[dict[str, object]]) -> float
                     f'{{"request_id": "{v[2]["request_id"]}"}}',
                     None,
                     None,
-                )  # type: ignore[index]
-                for s, stream in enumerate(body["streams"])  # type: ignore[attr-defined]
+                )
+                for s, stream in enumerate(body["streams"])
                 for v in stream["values"]
             ]
             for body in bodies
@@ -107,7 +108,7 @@ async def bare_copy(database_url: str, bodies: list[dict[str, object]]) -> float
         await connection.close()
 
 
-async def through_api(database_url: str, bodies: list[dict[str, object]]) -> float:
+async def through_api(database_url: str, bodies: list[dict[str, Any]]) -> float:
     app, signer = app_and_signer(database_url)
     headers = signer.headers("bench-org", perms=["logging:push"])
     async with app.router.lifespan_context(app):  # type: ignore[attr-defined]

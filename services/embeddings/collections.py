@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.embeddings import service
 from coder.services.embeddings.config import EmbeddingsSettings
-from coder.services.embeddings.models import INDEXED_DIMENSIONS, Collection, Item, events
+from coder.services.embeddings.models import INDEXED_DIMENSIONS, Base, Collection, Item
 from coder.services.embeddings.schemas import (
     CollectionCreate,
     DeleteRead,
@@ -70,7 +70,7 @@ async def create(
         await session.flush()
     except IntegrityError:  # created concurrently by another request
         raise Conflict(f"a collection named {body.name} exists") from None
-    await events.publish(
+    await Base.events.publish(
         session,
         "embeddings.collection.created",
         {
@@ -90,7 +90,7 @@ async def remove(session: AsyncSession, org_id: str, name: str) -> None:
     collection = await get(session, org_id, name)
     await session.execute(delete(Item).where(owned_by(Item, org_id), Item.collection_id == collection.id))
     await session.delete(collection)
-    await events.publish(
+    await Base.events.publish(
         session,
         "embeddings.collection.deleted",
         {"id": str(collection.id), "name": collection.name},

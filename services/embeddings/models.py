@@ -19,8 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 # A collection's vectors have one of these sizes, each with its own HNSW index (pgvector indexes
 # one size per index: the column holds any size, each index covers the rows of one). 2000 is the
@@ -28,12 +27,8 @@ from coder.shared.events import EventTables
 INDEXED_DIMENSIONS = (64, 128, 256, 384, 512, 768, 1024, 1536)
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("embeddings")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="embeddings"):
+    """The embeddings target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Collection(Base):

@@ -1,13 +1,13 @@
 from coder.services.embeddings.api import router
 from coder.services.embeddings.config import EmbeddingsSettings
 from coder.services.embeddings.descriptor import descriptor
-from coder.services.embeddings.models import Base, events
+from coder.services.embeddings.models import Base
 from coder.shared.target import Target
 
 target = Target(
     descriptor=descriptor,
     router=router,
     metadata=Base.metadata,
-    events=events,
+    events=Base.events,
     settings=EmbeddingsSettings,
 )

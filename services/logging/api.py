@@ -205,7 +205,7 @@ CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_INVALID = 4401, 4403, 4422
 
 async def _tail_principal(websocket: WebSocket, runtime: Runtime) -> Principal:
     """`require("logging:read")` for a WebSocket (the dependency reads an HTTP request)."""
-    token = bearer_token(websocket)  # type: ignore[arg-type]
+    token = bearer_token(websocket)
     if not token:
         raise Problem("a bearer token is required", status=401)
     verifier: TokenVerifier | None = runtime.verifier

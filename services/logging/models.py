@@ -11,16 +11,11 @@ from sqlalchemy import BigInteger, Identity, Index, LargeBinary, SmallInteger, S
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from coder.shared.db import TYPE_ANNOTATION_MAP, target_metadata
-from coder.shared.events import EventTables
+from coder.shared.db import TargetBase
 
 
-class Base(DeclarativeBase):
-    metadata = target_metadata("logging")
-    type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-events = EventTables(Base.metadata)
+class Base(TargetBase, DeclarativeBase, target="logging"):
+    """The logging target's tables; `Base.events` is its outbox and inbox."""
 
 
 class Stream(Base):

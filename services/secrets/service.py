@@ -177,7 +177,7 @@ async def write(
     # Fingerprints, never values: logging redacts a line's token whose keyed hash is among them.
     found = fingerprints(where.org_id, body.data)
     if found:
-        await events.publish(
+        await Base.events.publish(
             session,
             "secrets.secret.fingerprinted",
             SecretFingerprinted(path=where.path, version=version, fingerprints=found).model_dump(),
