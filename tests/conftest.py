@@ -19,10 +19,12 @@ import pytest
 
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.embedded import embedded_database_url
+from coder.shared.target import Descriptor
 from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.logscan import LogCapture
 from coder.tests.support.platform import Platform, make_settings, running, wait_until
 from coder.tests.support.tokens import TestSigner
+from coder.tests.support.workload import SPENDER
 
 LOG_CAPTURE = pytest.StashKey[LogCapture]()
 
@@ -112,3 +114,23 @@ async def platform(
 def org() -> str:
     """A fresh organization id: tests never see each other's data."""
     return f"org-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def calling_target(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Descriptor:
+    """SPENDER, a target granted the SERVICE actions of usage and resources, known to the platform
+    for this test only."""
+    monkeypatch.setitem(platform.runtime.descriptors, SPENDER.name, SPENDER)
+    return SPENDER
+
+
+@pytest.fixture
+def spender(calling_target: Descriptor, signer: TestSigner, org: str) -> dict[str, str]:
+    """Headers of a workload token at usage: `calling_target` acting for a user of `org`."""
+    return signer.workload_headers(org, audience="usage", caller=calling_target.name)
+
+
+@pytest.fixture
+def reserver(calling_target: Descriptor, signer: TestSigner, org: str) -> dict[str, str]:
+    """Headers of a workload token at resources: `calling_target` acting for a user of `org`."""
+    return signer.workload_headers(org, audience="resources", caller=calling_target.name)

@@ -22,6 +22,7 @@ from coder.shared.pagination import page_params, paginate
 from coder.shared.schemas import Input
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
+from coder.tests.support.workload import direct
 
 PROBLEM = "application/problem+json"
 SECRETS = "/api/secrets/v1"
@@ -94,13 +95,18 @@ async def test_free_form_keys_are_refused(platform: Platform, signer: TestSigner
 
 
 async def test_typed_fields_and_extension_attributes_keep_the_rules(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
 ) -> None:
+    # A typed float (a Decimal amount) and a typed string, of a SERVICE action: sent as a target sends it.
+    w = {**spender, "content-type": "application/json"}
+    for body, field in [
+        ('{"amount": NaN, "user_id": "u1"}', "body.amount"),
+        ('{"amount": 1, "user_id": "u\\u0000"}', "body.user_id"),
+    ]:
+        problem = _problem(await direct(platform, "usage", "POST", "/v1/reservations", w, content=body), 422)
+        assert field in [e["field"] for e in problem["errors"]], (body, problem)
     h = {**signer.headers(org), "content-type": "application/json"}
     cases = [
-        # A typed float (a Decimal amount) and a typed string.
-        ("/api/usage/v1/reservations", '{"amount": NaN, "user_id": "u1"}', "body.amount"),
-        ("/api/usage/v1/reservations", '{"amount": 1, "user_id": "u\\u0000"}', "body.user_id"),
         # CloudEvents extension attributes (extra fields) and free-form event data.
         ("/api/usage/v1/events", '[{"id": "1", "source": "s", "type": "t", "ext": "\\ud800"}]', "body.0.ext"),
         (

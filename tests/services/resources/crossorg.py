@@ -29,4 +29,7 @@ registration = CrossOrg(
     },
     # Both read the clock: `to` defaults to now, and what remains changes as reservations lapse.
     volatile=frozenset({("GET", "/v1/ledger"), ("GET", "/v1/me")}),
+    service=dict.fromkeys(
+        [("POST", "/v1/reservations"), ("DELETE", "/v1/reservations/{reservation_id}")], "resources:reserve"
+    ),
 )

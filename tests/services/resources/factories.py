@@ -13,10 +13,9 @@ from fastapi import FastAPI
 
 from coder.services.resources.reservations import clock
 from coder.tests.support.platform import Platform
+from coder.tests.support.workload import direct
 
 API = "/api/resources/v1"
-# The SERVICE action no role grants; a token naming it stands for a target's workload identity here.
-RESERVER = ("resources:reserve", "resources:read")
 
 
 async def create_quota(p: Platform, h: dict[str, str], **fields: Any) -> dict[str, Any]:
@@ -34,13 +33,14 @@ async def read_quota(p: Platform, h: dict[str, str], quota_id: str) -> dict[str,
     return result
 
 
-async def reserve(p: Platform, h: dict[str, str], user_id: str = "u1", **fields: Any) -> httpx.Response:
+async def reserve(p: Platform, w: dict[str, str], user_id: str = "u1", **fields: Any) -> httpx.Response:
+    """Reserve with `w`, a workload token's headers (the `reserver` fixture)."""
     body = {"user_id": user_id, "resources": {"cpu": "500m"}, **fields}
-    return await p.client.post(f"{API}/reservations", json=body, headers=h)
+    return await direct(p, "resources", "POST", "/v1/reservations", w, json=body)
 
 
-async def release(p: Platform, h: dict[str, str], reservation_id: str) -> httpx.Response:
-    return await p.client.delete(f"{API}/reservations/{reservation_id}", headers=h)
+async def release(p: Platform, w: dict[str, str], reservation_id: str) -> httpx.Response:
+    return await direct(p, "resources", "DELETE", f"/v1/reservations/{reservation_id}", w)
 
 
 @dataclass

@@ -12,12 +12,12 @@ from coder.tests.support.tokens import TestSigner
 
 
 async def test_ledger_adds_compute_held_and_ai_spend_from_usage(
-    platform: Platform, signer: TestSigner, org: str
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str], reserver: dict[str, str]
 ) -> None:
     h = signer.headers(org)
     await create_quota(platform, h, scope="user", scope_id="alice", hard={"cpu": 4})
     budget = await create_budget(platform, h, name="Alice AI", scope="user", scope_id="alice", limit=20)
-    assert (await reserve_budget(platform, h, 2.5, user_id="alice")).status_code == 201
+    assert (await reserve_budget(platform, spender, 2.5, user_id="alice")).status_code == 201
     meter = await create_meter(platform, h, group_by=["user_id"])
     with frozen_clock(platform) as clock:
         now = clock.now
@@ -31,12 +31,15 @@ async def test_ledger_adds_compute_held_and_ai_spend_from_usage(
         )
         start = now
         one = (
-            await reserve(platform, h, "alice", resources={"cpu": 2, "memory": "1Gi", "sandboxes": 1})
+            await reserve(platform, reserver, "alice", resources={"cpu": 2, "memory": "1Gi", "sandboxes": 1})
         ).json()
-        await reserve(platform, h, "bob", resources={"cpu": 1})
+        assert (await reserve(platform, reserver, "bob", resources={"cpu": 1})).status_code == 201
         clock.advance(seconds=100)
-        assert (await release(platform, h, one["id"])).status_code == 204
-        await reserve(platform, h, "alice", resources={"storage": "2Gi", "ai_credits": "1.5"}, ttl_seconds=10)
+        assert (await release(platform, reserver, one["id"])).status_code == 204
+        lapsing = await reserve(
+            platform, reserver, "alice", resources={"storage": "2Gi", "ai_credits": "1.5"}, ttl_seconds=10
+        )
+        assert lapsing.status_code == 201, lapsing.text
         clock.advance(seconds=50)  # the second one lapsed after 10 s
 
         params = {"scope": "user", "scope_id": "alice", "from": start.isoformat(), "meter": meter["slug"]}
@@ -83,15 +86,19 @@ async def test_ledger_input_names_the_field(platform: Platform, signer: TestSign
         assert field in [e["field"] for e in answer.json()["errors"]]
 
 
-async def test_my_quotas_and_what_remains(platform: Platform, signer: TestSigner, org: str) -> None:
+async def test_my_quotas_and_what_remains(
+    platform: Platform, signer: TestSigner, org: str, reserver: dict[str, str]
+) -> None:
     admin = signer.headers(org)
     me = signer.headers(org, perms=["resources:read"], sub="alice")
     await create_quota(platform, admin, hard={"cpu": 8, "memory": "8Gi"})
     await create_quota(platform, admin, scope="team", scope_id="t1", hard={"cpu": 2})
     await create_quota(platform, admin, scope="user", scope_id="alice", hard={"cpu": 4, "sandboxes": 2})
     await create_quota(platform, admin, scope="user", scope_id="bob", hard={"cpu": 1})
-    await reserve(platform, admin, "alice", resources={"cpu": "500m", "sandboxes": 1})
-    await reserve(platform, admin, "bob", resources={"memory": "6Gi"})
+    assert (
+        await reserve(platform, reserver, "alice", resources={"cpu": "500m", "sandboxes": 1})
+    ).status_code == 201
+    assert (await reserve(platform, reserver, "bob", resources={"memory": "6Gi"})).status_code == 201
 
     mine = (await platform.client.get(f"{API}/me", params={"team_id": "t1"}, headers=me)).json()
     assert mine["user_id"] == "alice" and mine["team_id"] == "t1"

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 
 from coder.shared.events import CloudEvent
-from coder.shared.target import Descriptor
 from coder.tests.support.platform import Platform
+from coder.tests.support.workload import direct
 
 API = "/api/usage/v1"
 
@@ -89,41 +89,24 @@ async def read_budget(p: Platform, h: dict[str, str], budget_id: str) -> dict[st
     return result
 
 
-# A target usage's tests call reservations as, the way ai does: granted usage:reserve, a SERVICE action
-# only a workload token admits (see the `spender` fixture).
-SPENDER = Descriptor(
-    name="spender",
-    port=3998,
-    title="Spends budget for a user (usage's tests)",
-    package="coder.tests.services.usage.spender",
-    needs=frozenset(),
-    grants=("usage:reserve",),
-)
-
-
-async def direct(p: Platform, method: str, path: str, w: dict[str, str], **kwargs: Any) -> httpx.Response:
-    """usage called directly, as a calling target does: the gateway takes no workload token."""
-    transport = httpx.ASGITransport(app=p.runtime.local_apps["usage"])
-    async with httpx.AsyncClient(transport=transport, base_url="http://usage") as client:
-        return await client.request(method, f"/v1{path}", headers=w, **kwargs)
-
-
 async def reserve(p: Platform, w: dict[str, str], amount: float, **fields: Any) -> httpx.Response:
     """Reserve with `w`, a workload token's headers (the `spender` fixture)."""
     body = {"amount": amount, "user_id": "u1", **fields}
-    return await direct(p, "POST", "/reservations", w, json=body)
+    return await direct(p, "usage", "POST", "/v1/reservations", w, json=body)
 
 
 async def settle(p: Platform, w: dict[str, str], reservation_id: str, actual: float) -> httpx.Response:
-    return await direct(p, "POST", f"/reservations/{reservation_id}/settle", w, json={"actual": actual})
+    return await direct(
+        p, "usage", "POST", f"/v1/reservations/{reservation_id}/settle", w, json={"actual": actual}
+    )
 
 
 async def read_reservation(p: Platform, w: dict[str, str], reservation_id: str) -> httpx.Response:
-    return await direct(p, "GET", f"/reservations/{reservation_id}", w)
+    return await direct(p, "usage", "GET", f"/v1/reservations/{reservation_id}", w)
 
 
 async def release(p: Platform, w: dict[str, str], reservation_id: str) -> httpx.Response:
-    return await direct(p, "DELETE", f"/reservations/{reservation_id}", w)
+    return await direct(p, "usage", "DELETE", f"/v1/reservations/{reservation_id}", w)
 
 
 async def listen(p: Platform, *types: str) -> list[CloudEvent]:

@@ -14,10 +14,8 @@ from sqlalchemy import func, select
 from coder.services.usage.models import Event
 from coder.tests.services.usage.factories import (
     API,
-    SPENDER,
     create_budget,
     create_meter,
-    direct,
     event,
     ingest,
     query,
@@ -28,6 +26,7 @@ from coder.tests.services.usage.factories import (
 )
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
+from coder.tests.support.workload import SPENDER, direct
 
 DAY1, DAY2, DAY3 = "2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"
 
@@ -296,7 +295,9 @@ async def test_another_org_gets_404_for_every_id(
         ("DELETE", f"/reservations/{reservation}", None),
     ]
     answers = [await platform.client.request(m, API + p, json=b, headers=theirs) for m, p, b in attempts]
-    answers += [await direct(platform, m, p, theirs_spending, json=b) for m, p, b in spending]
+    answers += [
+        await direct(platform, "usage", m, "/v1" + p, theirs_spending, json=b) for m, p, b in spending
+    ]
     for (method, path, _), response in zip(attempts + spending, answers, strict=True):
         assert response.status_code == 404, (method, path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
@@ -453,7 +454,7 @@ async def test_bad_input_is_a_problem_naming_the_field(
     reservation = (await reserve(platform, spender, 1)).json()["reservation_id"]
     address = path.format(meter=meter, budget=budget, reservation=reservation)
     if path.startswith("/reservations"):  # a SERVICE action: called by a target, with its workload token
-        response = await direct(platform, method, address, spender, json=body, params=params)
+        response = await direct(platform, "usage", method, "/v1" + address, spender, json=body, params=params)
     else:
         response = await platform.client.request(method, API + address, json=body, params=params, headers=h)
     if not field:
