@@ -51,7 +51,9 @@ def expected_children(enabled: list[str] | None = None) -> set[tuple[str, str]]:
     targets = registry.descriptors()
     enabled = list(targets) if enabled is None else enabled
     stores = set().union(*(targets[name].needs for name in enabled))
-    out = {("ConfigMap", "coder-config"), ("Secret", "coder-secrets-keys"), ("Secret", "coder-gateway-keys")}
+    out = {("ConfigMap", "coder-config")}
+    # A target's generated keys (its descriptor's `generated_secrets`) outlive it: they unlock its data.
+    out |= {("Secret", f"coder-{name}-keys") for name, target in targets.items() if target.generated_secrets}
     for name in enabled:
         out |= {
             ("Deployment", f"coder-{name}"),
