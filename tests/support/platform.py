@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from coder.runner import registry
 from coder.runner.process import build_process_app
+from coder.shared.events import CloudEvent
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings, TargetSettings
 from coder.shared.target import Target
@@ -67,3 +69,15 @@ async def wait_until(condition, *, timeout: float = 30.0, what: str = "condition
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def listen(p: Platform, *types: str) -> list[CloudEvent]:
+    """Collect the bus events of these types from now on (a queue of its own on either bus)."""
+    received: list[CloudEvent] = []
+
+    async def deliver(event: CloudEvent) -> None:
+        received.append(event)
+
+    assert p.runtime.bus is not None
+    await p.runtime.bus.consume(f"test-{uuid.uuid4().hex[:8]}", list(types), deliver)
+    return received

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
 
-from coder.shared.events import CloudEvent
 from coder.tests.support.platform import Platform
 
 API = "/api/calendar/v1"
@@ -33,15 +31,3 @@ async def occurrences(p: Platform, h: dict[str, str], **params: Any) -> list[dic
         "items"
     ]
     return items
-
-
-async def listen(p: Platform, *types: str) -> list[CloudEvent]:
-    """Collect the bus events of these types from now on (a queue of its own on either bus)."""
-    received: list[CloudEvent] = []
-
-    async def deliver(event: CloudEvent) -> None:
-        received.append(event)
-
-    assert p.runtime.bus is not None
-    await p.runtime.bus.consume(f"test-{uuid.uuid4().hex[:8]}", list(types), deliver)
-    return received

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from coder.tests.services.calendar.factories import API, create_calendar, create_event, listen, ok
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.services.calendar.factories import API, create_calendar, create_event, ok
+from coder.tests.support.platform import Platform, listen, wait_until
 from coder.tests.support.tokens import TestSigner
 
 

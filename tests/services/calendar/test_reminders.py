@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coder.services.calendar.reminders import ReminderWorker, deliver_due
 from coder.shared import db
 from coder.shared.events import CloudEvent
-from coder.tests.services.calendar.factories import API, create_calendar, create_event, listen
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.services.calendar.factories import API, create_calendar, create_event
+from coder.tests.support.platform import Platform, listen, wait_until
 from coder.tests.support.tokens import TestSigner
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from coder.shared.events import CloudEvent
 from coder.tests.support.platform import Platform
 
 API = "/api/embeddings/v1"
@@ -46,15 +45,3 @@ async def search(p: Platform, h: dict[str, str], name: str, **body: Any) -> list
     assert response.status_code == 200, response.text
     hits: list[dict[str, Any]] = response.json()["data"]
     return hits
-
-
-async def listen(p: Platform, *types: str) -> list[CloudEvent]:
-    """Collect the bus events of these types from now on (a queue of its own on either bus)."""
-    received: list[CloudEvent] = []
-
-    async def deliver(event: CloudEvent) -> None:
-        received.append(event)
-
-    assert p.runtime.bus is not None
-    await p.runtime.bus.consume(f"test-{uuid.uuid4().hex[:8]}", list(types), deliver)
-    return received

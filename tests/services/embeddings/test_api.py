@@ -19,11 +19,10 @@ from coder.tests.services.embeddings.factories import (
     create_collection,
     decode,
     embed,
-    listen,
     search,
     upsert,
 )
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.support.platform import Platform, listen, wait_until
 from coder.tests.support.tokens import TestSigner
 
 TEXTS = [

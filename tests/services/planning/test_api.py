@@ -11,8 +11,7 @@ from coder.services.planning.models import Task
 from coder.services.planning.service import find_cycle
 from coder.shared.events import CloudEvent
 from coder.tests.services.planning.factories import API, add_task, create_plan, next_id, post_task, set_status
-from coder.tests.services.usage.factories import listen
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.support.platform import Platform, listen, wait_until
 from coder.tests.support.tokens import TestSigner
 
 

@@ -18,8 +18,7 @@ from coder.tests.services.resources.factories import (
     release,
     reserve,
 )
-from coder.tests.services.usage.factories import listen
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.support.platform import Platform, listen, wait_until
 from coder.tests.support.tokens import TestSigner
 from coder.tests.support.workload import SPENDER, direct
 

@@ -1,4 +1,4 @@
-"""Small builders for usage tests: events, meters, budgets, reservations, and a bus listener."""
+"""Small builders for usage tests: events, meters, budgets, reservations."""
 
 from __future__ import annotations
 
@@ -107,15 +107,3 @@ async def read_reservation(p: Platform, w: dict[str, str], reservation_id: str) 
 
 async def release(p: Platform, w: dict[str, str], reservation_id: str) -> httpx.Response:
     return await direct(p, "usage", "DELETE", f"/v1/reservations/{reservation_id}", w)
-
-
-async def listen(p: Platform, *types: str) -> list[CloudEvent]:
-    """Collect the bus events of these types from now on (a queue of its own on either bus)."""
-    received: list[CloudEvent] = []
-
-    async def deliver(event: CloudEvent) -> None:
-        received.append(event)
-
-    assert p.runtime.bus is not None
-    await p.runtime.bus.consume(f"test-{uuid.uuid4().hex[:8]}", list(types), deliver)
-    return received

@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 from coder.tests.services.usage.factories import (
     API,
     create_budget,
-    listen,
     read_budget,
     read_reservation,
     release,
     reserve,
     settle,
 )
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.support.platform import Platform, listen, wait_until
 from coder.tests.support.tokens import TestSigner
 
 
