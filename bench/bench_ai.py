@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from coder.bench.support import percentile, report, scratch_database
+from coder.bench.support import percentile, process, ready, report, scratch_database
 from coder.runner import registry
 from coder.shared import db, migrations
 from coder.shared.devservers import RedisServer, free_port
@@ -31,37 +29,6 @@ SINGLE = 20  # streams one at a time
 REPLY_TOKENS = 64
 TOKEN_DELAY = 0.01  # seconds between the provider's tokens, as a fast model streams
 MESSAGES = [{"role": "user", "content": "write a short poem about caching"}]
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    async with httpx.AsyncClient(timeout=1) as client:
-        while True:
-            try:
-                if (await client.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{url} never came up; see {log}")
-            await asyncio.sleep(0.2)
 
 
 async def _stream(
@@ -176,7 +143,7 @@ async def main() -> None:
                 "coder.tests.support.providers:from_environment",
             ]
             provider_argv += ["--host", "127.0.0.1", "--port", str(provider_port), "--log-level", "warning"]
-            provider = stack.enter_context(_process(provider_argv, provider_env, work / "provider.log"))
+            provider = stack.enter_context(process(provider_argv, provider_env, work / "provider.log"))
             platform_env = {
                 **env,
                 "DATABASE_URL": database_url,
@@ -190,10 +157,10 @@ async def main() -> None:
             }
             cli = str(Path(python).with_name("coder-platform"))
             platform_argv = [cli, "run", "--target", "all", "--port", str(platform_port)]
-            platform = stack.enter_context(_process(platform_argv, platform_env, work / "platform.log"))
+            platform = stack.enter_context(process(platform_argv, platform_env, work / "platform.log"))
             provider_url, base = f"http://127.0.0.1:{provider_port}", f"http://127.0.0.1:{platform_port}"
-            await _ready(f"{provider_url}/v1/models", provider, work / "provider.log")
-            await _ready(f"{base}/healthz", platform, work / "platform.log")
+            await ready(f"{provider_url}/v1/models", provider, work / "provider.log", up=range(200, 500))
+            await ready(f"{base}/healthz", platform, work / "platform.log")
             pat = await _setup_platform(base, provider_url, key)
             direct = await _load(
                 f"{provider_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "gpt-fake"

@@ -10,16 +10,13 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
@@ -28,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from coder.bench.support import percentile, report
+from coder.bench.support import percentile, process, ready, report
 from coder.shared.devservers import RedisServer, free_port
 
 CONCURRENCY = 32  # throughput: this many keep-alive clients share REQUESTS
@@ -110,42 +107,6 @@ http {{
 """
     )
     return config
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient(timeout=2) as client:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{url} exited with {process.returncode}:\n{_tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not become ready:\n{_tail(log)}")
-            await asyncio.sleep(0.2)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-2000:]
 
 
 class _Connection:
@@ -241,7 +202,7 @@ async def main() -> None:
                 "coder.bench.bench_gateway:make_upstream",
             ]
             upstream_argv += ["--host", "127.0.0.1", "--port", str(upstream_port), "--log-level", "warning"]
-            upstream = stack.enter_context(_process(upstream_argv, env, work / "upstream.log"))
+            upstream = stack.enter_context(process(upstream_argv, env, work / "upstream.log"))
             gateway_env = {
                 **env,
                 "CODER_JWKS": jwks,
@@ -255,7 +216,7 @@ async def main() -> None:
             }
             cli = str(Path(python).with_name("coder-platform"))
             gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
-            gateway = stack.enter_context(_process(gateway_argv, gateway_env, work / "gateway.log"))
+            gateway = stack.enter_context(process(gateway_argv, gateway_env, work / "gateway.log"))
             (work / "nginx").mkdir()
             nginx_argv = [
                 NGINX,
@@ -264,12 +225,10 @@ async def main() -> None:
                 "-c",
                 str(_nginx_config(work / "nginx", nginx_port, upstream_port)),
             ]
-            nginx = stack.enter_context(_process(nginx_argv, env, work / "nginx.log"))
-            await _ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, work / "upstream.log")
-            await _ready(f"http://127.0.0.1:{nginx_port}/api/secrets/healthz", nginx, work / "nginx.log")
-            await _ready(
-                f"http://127.0.0.1:{gateway_port}/api/secrets/healthz", gateway, work / "gateway.log"
-            )
+            nginx = stack.enter_context(process(nginx_argv, env, work / "nginx.log"))
+            await ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, work / "upstream.log")
+            await ready(f"http://127.0.0.1:{nginx_port}/api/secrets/healthz", nginx, work / "nginx.log")
+            await ready(f"http://127.0.0.1:{gateway_port}/api/secrets/healthz", gateway, work / "gateway.log")
 
             paths = {
                 "direct": (upstream_port, "/v1/item"),

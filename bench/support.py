@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from sqlalchemy import text
 
 from coder.shared import db
@@ -66,3 +70,43 @@ def report(title: str, rows: list[tuple[str, float, str]], baseline: str) -> Non
     print(f"{title}")
     for name, value, unit in rows:
         print(f"  {name:<38} {value:>12,.1f} {unit:<10} ratio to {baseline}: {value / base:6.3f}")
+
+
+@contextlib.contextmanager
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` running in a session of its own, its output in `log`; stopped (then killed) on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, up: range = range(200, 201)
+) -> None:
+    """Wait until `url` answers a status in `up`; an exit or a timeout fails, showing the log."""
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url} exited with {process.returncode}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code in up:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not become ready:\n{_tail(log)}")
+            await asyncio.sleep(0.2)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
