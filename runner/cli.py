@@ -37,6 +37,29 @@ app = typer.Typer(
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="`all`, or target names separated by commas")]
 
+# Set by `--debug`: a failure shows its traceback instead of one line (see main()).
+DEBUG = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"coder-platform {version('coder-platform')}")
+        raise typer.Exit
+
+
+@app.callback()
+def options(
+    debug: Annotated[bool, typer.Option("--debug", help="On failure, show the whole traceback")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit")
+    ] = False,
+) -> None:
+    """Coder Platform: the gateway and services of the Coder IDE."""
+    global DEBUG
+    DEBUG = debug
+
 
 def _select(selection: str) -> dict[str, Target]:
     try:
@@ -81,18 +104,23 @@ def run(
         port = 3000 if "gateway" in targets or len(targets) > 1 else next(iter(targets.values())).port
     asgi = build_process_app(settings, targets)
     typer.echo(f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}", err=True)
-    uvicorn.run(
-        asgi,
-        host=host,
-        port=port,
-        log_config=None,
-        http=ProblemHttpToolsProtocol,
-        # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (see runner/process.py).
-        proxy_headers=False,
-        server_header=False,
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=20,
-    )
+    # uvicorn re-raises the signal that stopped it once it is done. SIGTERM's default action would end
+    # the process there and then, skipping the exit handlers that stop an embedded PostgreSQL: turned
+    # into KeyboardInterrupt like SIGINT, it ends `run` normally.
+    signal.signal(signal.SIGTERM, _interrupt)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(
+            asgi,
+            host=host,
+            port=port,
+            log_config=None,
+            http=ProblemHttpToolsProtocol,
+            # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (runner/process.py).
+            proxy_headers=False,
+            server_header=False,
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=20,
+        )
 
 
 def _generated_workload_secrets(
@@ -109,23 +137,38 @@ def _generated_workload_secrets(
 
 
 @app.command()
-def migrate(target: TargetOpt = registry.ALL) -> None:
+def migrate(
+    target: TargetOpt = registry.ALL,
+    to: Annotated[
+        str | None,
+        typer.Option(help="With one --target: the revision to move to, up or down (`base`: no tables)"),
+    ] = None,
+) -> None:
     """Bring the selected targets' tables to their newest revision (the operator runs this as a Job)."""
     from coder.shared import db, migrations
     from coder.shared.settings import PlatformSettings
 
     targets = _select(target)
+    if to is not None and len(targets) != 1:
+        raise typer.BadParameter("a revision belongs to one target: name it with --target", param_hint="--to")
     settings = PlatformSettings()
+
+    def progress(name: str, direction: str, revision: str, message: str) -> None:
+        typer.echo(f"coder-platform: {name}: {direction} {revision} ({message})", err=True)
 
     async def go() -> None:
         engine = db.create_engine(_database_url(settings), pool_size=1)
         try:
-            await migrations.upgrade(engine, list(targets.values()))
+            if to is None:
+                await migrations.upgrade(engine, list(targets.values()), progress=progress)
+            else:
+                await migrations.move(engine, next(iter(targets.values())), to, progress=progress)
         finally:
             await engine.dispose()
 
     asyncio.run(go())
-    typer.echo(f"coder-platform: migrated {', '.join(targets)}", err=True)
+    where = "" if to is None else f" to {to}"
+    typer.echo(f"coder-platform: migrated {', '.join(targets)}{where}", err=True)
 
 
 @app.command()
@@ -272,4 +315,44 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    app()
+    """The entry point: a failure is one line on stderr and exit status 1; `--debug` shows the trace."""
+    try:
+        app()
+    except Exception as exc:
+        if DEBUG:
+            raise
+        typer.echo(f"coder-platform: error: {_one_line(exc)} (--debug shows the traceback)", err=True)
+        sys.exit(1)
+
+
+def _variable(model: str, loc: tuple[int | str, ...]) -> str:
+    """The environment variable a settings field is read from (else the field's dotted path)."""
+    from pydantic_settings import BaseSettings
+
+    path = ".".join(str(part) for part in loc) or model
+    classes = list(BaseSettings.__subclasses__())
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        field = cls.model_fields.get(str(loc[0])) if loc and cls.__name__ == model else None
+        if field is not None:
+            alias = field.validation_alias
+            prefix = cls.model_config.get("env_prefix", "")
+            return alias if isinstance(alias, str) else f"{prefix}{loc[0]}".upper()
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(f"{_variable(exc.title, e['loc'])}: {e['msg']}" for e in exc.errors())
+        return f"configuration: {problems}"
+    # The database or a broker out of reach: the socket error is the cause, deep in a driver's stack.
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause is not exc:
+        return f"{type(exc).__name__}: {cause}"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

