@@ -20,7 +20,7 @@ Schema = dict[str, Any]
 DEFAULT_IMAGE = "coderide/coder-platform"
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 DATA_STORE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "postgres": {"image": "pgvector/pgvector:pg17", "port": 5432, "storage": "10Gi"},
+    "postgres": {"image": "pgvector/pgvector:pg18", "port": 5432, "storage": "10Gi"},
     "redis": {"image": "redis:7.4-alpine", "port": 6379, "storage": "2Gi"},
     "rabbitmq": {"image": "rabbitmq:4.1-alpine", "port": 5672, "storage": "2Gi"},
 }
