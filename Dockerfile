@@ -49,9 +49,17 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # ----------------------------------------------------------------------------------------- final
 FROM ${PYTHON_IMAGE}
 
+# OCI labels: VERSION follows pyproject.toml's version (tests/delivery checks it); a release build
+# passes REVISION, the commit it was built from: `docker build --build-arg REVISION=$(git rev-parse HEAD)`.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/coderide/coder-platform
 LABEL org.opencontainers.image.title="coder-platform" \
       org.opencontainers.image.description="Coder Platform: the gateway, the services and the operator (one image, the target is an argument)" \
-      org.opencontainers.image.licenses="Proprietary"
+      org.opencontainers.image.licenses="Proprietary" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 # The base image's own installers are not needed at run time (the venv has none either).
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \

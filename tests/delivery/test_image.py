@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -88,6 +89,16 @@ def test_final_stage_runs_unprivileged_without_build_tools(parsed: dockerfile.Do
     assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", user), "a numeric, non-root user and group"
     assert final.last("ENTRYPOINT").exec_form() == ["coder-platform"]
     assert final.last("CMD").exec_form()[:3] == ["run", "--target", "all"]
+
+
+def test_oci_labels_name_the_version_revision_and_source(parsed: dockerfile.Dockerfile):
+    final = parsed.stages[-1]
+    args = assignments(final, "ARG")
+    labels = {k: dockerfile.expand(v, args) for k, v in assignments(final, "LABEL").items()}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.version"] == project["version"]
+    assert labels["org.opencontainers.image.revision"] == "unknown"  # a release build passes REVISION
+    assert labels["org.opencontainers.image.source"].startswith("https://")
 
 
 def test_hadolint_finds_nothing(tools: Path):
