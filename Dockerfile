@@ -37,13 +37,13 @@ WORKDIR /app
 # Dependencies first, in their own layer: it is rebuilt only when pyproject.toml or uv.lock change.
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-default-groups --no-install-project
 
 # Then the project, installed the way `make install` installs it: editable, so `coder` is imported
 # through `.pkg/coder -> ..` (a .pth file names /app/.pkg), and the import path mirrors the file path.
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev \
+    uv sync --frozen --no-default-groups \
  && python -m compileall -q -j 0 -x '/\.(venv|pkg)/' /app
 
 # ----------------------------------------------------------------------------------------- final
@@ -73,14 +73,13 @@ RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
 ARG APP_OWNER=0
 COPY --from=builder --chown=${APP_OWNER}:${APP_OWNER} /app /app
 
-# CODER_DATA_DIR and HOME point at /tmp, the one writable place (an emptyDir in Kubernetes): the
-# embedded PostgreSQL of a bare `docker run` (no DATABASE_URL) keeps its data there; in Kubernetes
-# DATABASE_URL is always set and nothing but temporary files is written.
+# HOME points at /tmp, the one writable place (an emptyDir in Kubernetes). The image has no embedded
+# PostgreSQL or in-process Redis (pyproject.toml's `embedded` group, for laptops): it is given
+# DATABASE_URL and REDIS_URL, as the operator and the chart do, and writes nothing but temporary files.
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp \
-    CODER_DATA_DIR=/tmp/coder-data
+    HOME=/tmp
 
 WORKDIR /app
 # Numeric, so `runAsNonRoot` can verify it without reading /etc/passwd.

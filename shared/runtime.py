@@ -136,7 +136,13 @@ class Runtime:
                 health_check_interval=30,
                 socket_connect_timeout=5,
             )
-        import fakeredis
+        try:
+            import fakeredis
+        except ModuleNotFoundError:
+            raise RuntimeError(
+                "REDIS_URL is not set, and the in-process cache is not installed here (the `embedded` "
+                "dependency group of a development install): set REDIS_URL"
+            ) from None
 
         log.info("no REDIS_URL: using the in-process cache")
         return fakeredis.FakeAsyncRedis(decode_responses=True)

