@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from coder.gateway.deps import GatewayDep
 from coder.runner import registry
 from coder.shared.deps import ClientsDep
-from coder.shared.errors import problem_responses
+from coder.shared.errors import NotFound, problem_responses
 from coder.shared.http import ServiceClients
 
 router = APIRouter(tags=["docs"])
@@ -113,6 +115,29 @@ async def merged_openapi(request: Request, gateway: GatewayDep, clients: Clients
     return merged
 
 
+# Swagger UI's files come from a Python package (fastapi-offline ships Swagger UI 5), not a CDN: /docs
+# works air-gapped, and the page loads nothing from another site.
+ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return (files("fastapi_offline") / "static" / name).read_bytes()
+
+
+@router.get("/docs/assets/{name}", include_in_schema=False)
+async def docs_asset(name: str) -> Response:
+    if name not in ASSETS:
+        raise NotFound(f"no asset named {name!r}")
+    return Response(_asset(name), media_type=ASSETS[name], headers={"cache-control": "public, max-age=86400"})
+
+
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/docs/openapi.json", title="Coder Platform API")
+    return get_swagger_ui_html(
+        openapi_url="/docs/openapi.json",
+        title="Coder Platform API",
+        swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs/assets/swagger-ui.css",
+        swagger_favicon_url="/docs/assets/favicon.png",
+    )

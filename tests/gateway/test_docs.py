@@ -46,6 +46,20 @@ async def check_one_openapi_view(client: httpx.AsyncClient, targets: Iterable[st
     return document
 
 
+async def test_docs_load_nothing_from_another_site(gw: Gateway) -> None:
+    """Air-gapped, /docs still works: Swagger UI's script, style and icon are the gateway's own."""
+    html = (await gw.client.get("/docs")).text
+    assert not re.findall(r"(?:src|href)=[\"'](?:https?:)?//", html), "an asset from another site"
+    loaded = re.findall(r"(?:src|href)=[\"'](/docs/assets/[^\"']+)", html)
+    assert len(loaded) == 3, html
+    for url in loaded:
+        asset = await gw.client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 500, url
+        assert asset.headers["content-type"].split(";")[0] in {"text/javascript", "text/css", "image/png"}
+    assert b"SwaggerUIBundle" in (await gw.client.get("/docs/assets/swagger-ui-bundle.js")).content
+    assert (await gw.client.get("/docs/assets/..%2Fcore.py")).status_code == 404
+
+
 async def test_one_openapi_view_over_every_target(gw: Gateway) -> None:
     document = await check_one_openapi_view(gw.client, [n for n in registry.PACKAGES if n != "gateway"])
     paths = document["paths"]
