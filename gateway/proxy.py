@@ -32,6 +32,7 @@ from coder.shared import context
 from coder.shared.auth import bearer_token
 from coder.shared.errors import Forbidden, NotFound, Problem, Unauthorized, problem_response
 from coder.shared.runtime import Runtime
+from coder.shared.telemetry import take_route
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,9 @@ class TargetProxy:
                 timing.upstream += time.perf_counter() - began
                 if message["type"] == "http.response.start":
                     # The gateway's own telemetry names the request id once.
-                    message["headers"] = [
-                        (k, v) for k, v in message.get("headers", []) if k != b"x-request-id"
-                    ]
+                    message["headers"] = take_route(
+                        scope, name, [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                    )
             await send(message)
 
         try:
@@ -333,11 +334,15 @@ class TargetProxy:
 
     async def _relay(self, name: str, upstream: aiohttp.ClientResponse, scope: Scope, send: Send) -> None:
         """Send the target's answer on as it arrives, chunk by chunk."""
-        headers = [
-            (k, v)
-            for k, v in upstream.raw_headers
-            if k.decode("latin-1").lower() not in HOP_BY_HOP and k.lower() != b"x-request-id"
-        ]
+        headers = take_route(
+            scope,
+            name,
+            [
+                (k, v)
+                for k, v in upstream.raw_headers
+                if k.decode("latin-1").lower() not in HOP_BY_HOP and k.lower() != b"x-request-id"
+            ],
+        )
         try:
             await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
             if scope["method"] != "HEAD":

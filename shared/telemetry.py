@@ -26,9 +26,19 @@ from coder.shared import context
 
 REQUESTS = Counter("http_requests_total", "HTTP requests handled", ["target", "method", "route", "status"])
 ERRORS = Counter("http_request_errors_total", "HTTP requests answered 5xx", ["target", "method", "route"])
+# From half a millisecond (a cached read) to 30 s (a long model call): an API's range.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LATENCY = Histogram(
-    "http_request_duration_seconds", "Time to the end of the response", ["target", "method", "route"]
+    "http_request_duration_seconds",
+    "Time to the end of the response",
+    ["target", "method", "route"],
+    buckets=LATENCY_BUCKETS,
 )
+# A target names the route template it matched in this response header; the gateway takes it off
+# the answer and labels the proxied request `/api/<target><template>`. ROUTE_KEY holds, in the
+# scope, a dict each request's own middleware makes: middleware in between may copy the scope.
+ROUTE_HEADER = b"x-coder-route"
+ROUTE_KEY = "coder.route"
 
 
 class _ContextFilter(logging.Filter):
@@ -86,9 +96,30 @@ def configure_tracing(service_name: str, otlp_endpoint: str | None) -> None:
     trace.set_tracer_provider(provider)
 
 
-def _route_of(scope: Scope) -> str:
+def _template(scope: Scope) -> str | None:
     route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    return getattr(route, "path_format", None) or getattr(route, "path", None)
+
+
+def _route_of(scope: Scope) -> str:
+    named = scope.get(ROUTE_KEY)
+    if isinstance(named, dict) and "route" in named:
+        return str(named["route"])
+    return _template(scope) or "unmatched"
+
+
+def take_route(scope: Scope, target: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers of a target's answer without its route header, whose template labels the
+    gateway's metrics of this proxied request (`/api/<target>/v1/...`)."""
+    kept = []
+    named = scope.get(ROUTE_KEY)
+    for name, value in headers:
+        if name.lower() == ROUTE_HEADER:
+            if isinstance(named, dict):
+                named["route"] = f"/api/{target}{value.decode('latin-1')}"
+        else:
+            kept.append((name, value))
+    return kept
 
 
 class TelemetryMiddleware:
@@ -111,6 +142,7 @@ class TelemetryMiddleware:
         status = {"code": 500}
         started = time.perf_counter()
         tokens = [context.request_id.set(rid), context.bearer_token.set(token)]
+        scope[ROUTE_KEY] = {}
         # FastAPI's native OpenTelemetry middleware (outside this one) owns the server span.
         trace.get_current_span().set_attribute("coder.target", self.target)
 
@@ -121,6 +153,10 @@ class TelemetryMiddleware:
                 # In-process targets answer through the gateway's middleware too: one id header only.
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     headers.append((b"x-request-id", rid.encode()))
+                # For the gateway's metrics (it takes the header off): the template, as /openapi.json has it.
+                route = _template(scope)
+                if route and self.target != "gateway":
+                    headers.append((ROUTE_HEADER, route.encode("latin-1")))
                 message["headers"] = headers
             await send(message)
 

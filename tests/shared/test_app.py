@@ -2,6 +2,7 @@ import pytest
 
 from coder.runner import registry
 from coder.tests.support.platform import Platform
+from coder.tests.support.tokens import TestSigner
 
 PROBLEM = "application/problem+json"
 
@@ -13,6 +14,20 @@ async def test_health_ready_metrics(platform: Platform) -> None:
     assert ready.json()["checks"]["postgres"] == "ok"
     metrics = await platform.client.get("/metrics")
     assert "http_requests_total" in metrics.text
+
+
+async def test_proxied_requests_are_labelled_by_target_and_route_template(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    answer = await platform.client.get("/api/secrets/v1/secrets/some/path", headers=signer.headers(org))
+    assert answer.status_code == 404, answer.text
+    assert "x-coder-route" not in answer.headers  # the target names its route to the gateway only
+    metrics = (await platform.client.get("/metrics")).text
+    route = 'route="/api/secrets/v1/secrets/{path}"'
+    assert f'http_requests_total{{method="GET",{route},status="404",target="gateway"}}' in metrics
+    bucket = f'http_request_duration_seconds_bucket{{le="0.0005",method="GET",{route},target="gateway"}}'
+    assert bucket in metrics
+    assert 'route="unmatched",status="404",target="gateway"' not in metrics
 
 
 async def test_unknown_target_is_problem_404(platform: Platform) -> None:
