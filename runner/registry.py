@@ -24,6 +24,7 @@ PACKAGES: dict[str, str] = {
     "embeddings": "coder.services.embeddings",
     "logging": "coder.services.logging",
     "learning": "coder.services.learning",
+    "dashboard": "coder.services.dashboard",
 }
 
 ALL = "all"
