@@ -23,6 +23,8 @@ PACKAGES: dict[str, str] = {
     "ai": "coder.services.ai",
     "embeddings": "coder.services.embeddings",
     "logging": "coder.services.logging",
+    "learning": "coder.services.learning",
+    "dashboard": "coder.services.dashboard",
 }
 
 ALL = "all"
