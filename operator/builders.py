@@ -7,6 +7,7 @@ reconciler compares with what exists and applies, and which unit tests inspect d
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -313,8 +314,9 @@ def data_store_workload(spec: PlatformSpec, store: DataStore) -> list[Manifest]:
     }
     if args:
         container["args"] = args
-    if store.managed.get("resources"):
-        container["resources"] = store.managed["resources"]
+    container["resources"] = copy.deepcopy(
+        store.managed.get("resources") or crd.DATA_STORE_DEFAULTS[store.name]["resources"]
+    )
     claim: dict[str, Any] = {
         "metadata": {"name": "data", "labels": labels},
         "spec": {
@@ -803,6 +805,7 @@ def migration_job(spec: PlatformSpec) -> Manifest | None:
                             "env": env,
                             "securityContext": container_security_context(),
                             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                            "resources": copy.deepcopy(crd.MIGRATION_RESOURCES),
                         }
                     ],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],

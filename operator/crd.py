@@ -19,11 +19,30 @@ Schema = dict[str, Any]
 
 DEFAULT_IMAGE = "coderide/coder-platform"
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+# The managed stores' resources are a starting point for a small team: size them with the CRD's
+# `<store>.managed.resources` (memory limits without CPU limits, as for the targets: no throttling).
 DATA_STORE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "postgres": {"image": "pgvector/pgvector:pg18", "port": 5432, "storage": "10Gi"},
-    "redis": {"image": "redis:7.4-alpine", "port": 6379, "storage": "2Gi"},
-    "rabbitmq": {"image": "rabbitmq:4.1-alpine", "port": 5672, "storage": "2Gi"},
+    "postgres": {
+        "image": "pgvector/pgvector:pg18",
+        "port": 5432,
+        "storage": "10Gi",
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+    },
+    "redis": {
+        "image": "redis:7.4-alpine",
+        "port": 6379,
+        "storage": "2Gi",
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    },
+    "rabbitmq": {
+        "image": "rabbitmq:4.1-alpine",
+        "port": 5672,
+        "storage": "2Gi",
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+    },
 }
+# The migration Job imports every target it migrates: more memory than one target at rest.
+MIGRATION_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 DATA_STORE_TITLES = {"postgres": "PostgreSQL (with pgvector)", "redis": "Redis", "rabbitmq": "RabbitMQ"}
 DATA_STORE_URL_ENV = {"postgres": "DATABASE_URL", "redis": "REDIS_URL", "rabbitmq": "AMQP_URL"}
 
@@ -109,14 +128,14 @@ def secret_key_ref(description: str, default_key: str) -> Schema:
 # --------------------------------------------------------------------------- spec pieces
 
 
-def _resources(with_defaults: bool) -> Schema:
+def _resources(default: dict[str, Any] | None) -> Schema:
     return obj(
         "Compute resources of each container (as in a Pod's `resources`).",
         {
             "requests": quantity_map("Minimum resources, e.g. `cpu: 100m`, `memory: 256Mi`."),
             "limits": quantity_map("Maximum resources, e.g. `memory: 512Mi`."),
         },
-        default=copy.deepcopy(DEFAULT_RESOURCES) if with_defaults else None,
+        default=copy.deepcopy(default),
     )
 
 
@@ -200,7 +219,7 @@ def target_settings(description: str, *, with_defaults: bool) -> Schema:
                 "Run this target. A disabled target's children are deleted.", True if d else None
             ),
             "replicas": integer("Pod replicas when autoscaling is off.", 1 if d else None, 0, 100),
-            "resources": _resources(d),
+            "resources": _resources(DEFAULT_RESOURCES if d else None),
             "autoscaling": _autoscaling(d),
             "env": _env(),
             "podTemplate": _pod_template(),
@@ -248,7 +267,7 @@ def _data_store(name: str) -> Schema:
                     {"rule": "self == oldSelf", "message": f"{name}.managed.storageClassName is immutable"}
                 ],
             },
-            "resources": _resources(False),
+            "resources": _resources(defaults["resources"]),
         },
         rules=(
             (

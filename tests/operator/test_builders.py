@@ -258,6 +258,31 @@ def test_config_hash_covers_exactly_the_secrets_a_deployment_reads():
     assert changed == {f"coder-{n}" for n, t in registry.descriptors().items() if "redis" in t.needs}
 
 
+def test_every_container_requests_cpu_and_memory_and_has_a_memory_limit():
+    """The targets, the migration Job and the managed stores alike: a pod without requests is
+    scheduled anywhere and evicted first, one without a memory limit can starve its node."""
+    out = render(platform())
+    for manifest in out.values():
+        if manifest["kind"] not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        for container in pod(manifest)["containers"]:
+            resources = container.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), manifest["metadata"]["name"]
+            assert "memory" in resources.get("limits", {}), manifest["metadata"]["name"]
+    sized = platform(
+        postgres={"managed": {"resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi"}}}}
+    )
+    (postgres,) = [
+        m
+        for m in render(sized).values()
+        if m["kind"] == "StatefulSet" and "postgres" in m["metadata"]["name"]
+    ]
+    assert pod(postgres)["containers"][0]["resources"] == {
+        "requests": {"cpu": "2"},
+        "limits": {"memory": "8Gi"},
+    }
+
+
 def test_the_migration_gate_holds_the_new_image_back():
     spec = platform(version="2.0.0")
     waiting = Observed(deployed_images={"gateway": "coderide/coder-platform:1.0.0"}, postgres_ready=True)

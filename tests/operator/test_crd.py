@@ -92,7 +92,13 @@ async def test_ten_line_cr_is_defaulted_by_the_server_as_the_operator_reads_it(c
     body = await cluster.cr()
     stored = body["spec"]
     assert stored["mode"] == "microservices"
-    assert stored["postgres"] == {"managed": {"image": "pgvector/pgvector:pg18", "storage": "10Gi"}}
+    assert stored["postgres"] == {
+        "managed": {
+            "image": "pgvector/pgvector:pg18",
+            "storage": "10Gi",
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        }
+    }
     assert stored["defaults"]["autoscaling"]["maxReplicas"] == 5
     # The operator's own defaulting (for specs it parses itself) matches the API server's.
     assert crd.apply_defaults(crd.spec_schema(), {"version": "1.0.0"}) == stored
