@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from sqlalchemy import false
 
 from coder.services.quality import archives, engine, service
 from coder.services.quality.models import Analysis, Branch, Issue, Project, PullRequest
@@ -33,7 +34,7 @@ from coder.services.quality.schemas import (
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
 from coder.shared.errors import InvalidField, Problem, problem_responses
-from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.pagination import Page, PageDep, PageParams, paginate
 from coder.shared.repository import scoped
 
 router = APIRouter(prefix="/v1", tags=["quality"])
@@ -60,6 +61,14 @@ PullQuery = Annotated[
     str | None,
     Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="A pull request's key"),
 ]
+
+
+async def _check_cursor(
+    session: SessionDep, principal: Principal, order_by: tuple[Any, ...], params: PageParams
+) -> None:
+    """A forged cursor is a 400 before anything addressed is looked up (a 404 would hide it)."""
+    model = order_by[0].class_
+    await paginate(session, scoped(model, principal.org_id).where(false()), order_by, params)
 
 
 # --- projects ---
@@ -141,6 +150,7 @@ async def create_branch(
 async def list_branches(
     project_key: KeyPath, session: SessionDep, principal: Reader, params: PageDep
 ) -> Page[BranchRead]:
+    await _check_cursor(session, principal, (Branch.name,), params)
     project = await service.get_project(session, principal.org_id, project_key)
     query = scoped(Branch, principal.org_id).where(Branch.project_id == project.id)
     return (await paginate(session, query, (Branch.name,), params)).page(_branch_read)
@@ -179,6 +189,7 @@ async def create_pull_request(
 async def list_pull_requests(
     project_key: KeyPath, session: SessionDep, principal: Reader, params: PageDep
 ) -> Page[PullRequestRead]:
+    await _check_cursor(session, principal, (PullRequest.key,), params)
     project = await service.get_project(session, principal.org_id, project_key)
     query = scoped(PullRequest, principal.org_id).where(PullRequest.project_id == project.id)
     return (await paginate(session, query, (PullRequest.key,), params)).page(_pull_read)
@@ -281,6 +292,7 @@ async def list_analyses(
     pull_request: PullQuery = None,
 ) -> Page[AnalysisSummary]:
     """The analyses of a branch (default: the main branch) or pull request, newest first."""
+    await _check_cursor(session, principal, (Analysis.created_at, Analysis.id), params)
     project = await service.get_project(session, principal.org_id, project_key)
     ref = await service.resolve_ref(session, project, branch, pull_request, create=False)
     query = scoped(Analysis, principal.org_id).where(service.ref_filter(ref))
@@ -379,6 +391,7 @@ async def list_issues(
 ) -> Page[IssueRead]:
     """The issues of the latest analysis of a branch (default: the main branch) or pull request, by file
     and line."""
+    await _check_cursor(session, principal, (Issue.path, Issue.line, Issue.id), params)
     _, _, analysis = await _latest(session, principal, project_key, branch, pull_request)
     query = scoped(Issue, principal.org_id).where(Issue.analysis_id == analysis.id)
     if severity is not None:
