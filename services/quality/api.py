@@ -221,9 +221,15 @@ async def submit_analysis(
     radon's complexity, duplicated blocks; new code against the baseline; the gate settled."""
     sources = [engine.Source(f.path, f.content) for f in body.files]
     service.check_sources(sources, "files.{index}.path")
-    project = await service.get_project(session, principal.org_id, project_key, lock=True)
-    analysis, ref = await service.submit(
-        session, project, principal.subject, body.commit, body.branch, body.pull_request, sources
+    project, analysis, ref = await service.submit(
+        session,
+        principal.org_id,
+        project_key,
+        principal.subject,
+        body.commit,
+        body.branch,
+        body.pull_request,
+        sources,
     )
     return service.analysis_read(project, ref, analysis)
 
@@ -262,7 +268,7 @@ async def submit_archive(
     """Analyse the text files of an archive sent as the request body, as the batch route does. Binary
     files and links are skipped; at most 20 MB compressed (413 beyond), 2000 files, 1 MB a file, 20 MB
     in all; a member path outside the tree is a 422 naming `archive`."""
-    project = await service.get_project(session, principal.org_id, project_key, lock=True)
+    await service.get_project(session, principal.org_id, project_key)
     if commit is None:  # checked here, after the project: another org's key is a 404 all the same
         raise InvalidField("query.commit", "the commit analysed is required")
     data = bytearray()
@@ -272,8 +278,8 @@ async def submit_archive(
             raise TooLarge(f"the archive is larger than {MAX_ARCHIVE_BYTES} bytes")
     sources, _skipped = archives.sources(bytes(data))
     service.check_sources(sources, "archive")
-    analysis, ref = await service.submit(
-        session, project, principal.subject, commit, branch, pull_request, sources
+    project, analysis, ref = await service.submit(
+        session, principal.org_id, project_key, principal.subject, commit, branch, pull_request, sources
     )
     return service.analysis_read(project, ref, analysis)
 

@@ -247,6 +247,14 @@ async def create_pull_request(
 Ref = Branch | PullRequest
 
 
+async def check_ref(
+    session: AsyncSession, project: Project, branch: str | None, pull_request: str | None
+) -> None:
+    """What resolve_ref refuses, checked before the analyzers run."""
+    if pull_request is not None:
+        await resolve_ref(session, project, branch, pull_request, create=False)
+
+
 async def resolve_ref(
     session: AsyncSession, project: Project, branch: str | None, pull_request: str | None, *, create: bool
 ) -> Ref:
@@ -438,7 +446,7 @@ async def settle(session: AsyncSession, project: Project, ref: Ref) -> None:
     )
     await Base.events.publish(
         session,
-        GateChanged.event_type,
+        "quality.gate.changed",
         data.model_dump(mode="json"),
         org_id=project.org_id,
         subject=project.key,
@@ -485,19 +493,24 @@ def check_sources(sources: Sequence[engine.Source], field: str) -> None:
 
 async def submit(
     session: AsyncSession,
-    project: Project,
+    org_id: str,
+    project_key: str,
     actor: str,
     commit: str,
     branch: str | None,
     pull_request: str | None,
     sources: Sequence[engine.Source],
-) -> tuple[Analysis, Ref]:
-    """Analyse `sources` as `commit` of the ref; store the analysis, its files and issues; settle the gate."""
-    ref = await resolve_ref(session, project, branch, pull_request, create=True)
+) -> tuple[Project, Analysis, Ref]:
+    """Analyse `sources` as `commit` of the ref; store the analysis, its files and issues; settle the
+    gate. The analyzers run before the project is locked (its analyses, one after the other, after)."""
+    project = await get_project(session, org_id, project_key)
+    await check_ref(session, project, branch, pull_request)
     try:
         result = await engine.analyze(sources)
     except engine.AnalysisFailed as exc:
         raise AnalyzerFailed(str(exc)) from None
+    project = await get_project(session, org_id, project_key, lock=True)
+    ref = await resolve_ref(session, project, branch, pull_request, create=True)
     baseline, all_new = await _baseline(session, project, ref)
     new: dict[str, list[int]] = {}
     if baseline is not None:
@@ -559,7 +572,7 @@ async def submit(
             ],
         )
     await settle(session, project, ref)
-    return analysis, ref
+    return project, analysis, ref
 
 
 async def get_analysis(
