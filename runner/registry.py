@@ -25,6 +25,7 @@ PACKAGES: dict[str, str] = {
     "logging": "coder.services.logging",
     "learning": "coder.services.learning",
     "dashboard": "coder.services.dashboard",
+    "quality": "coder.services.quality",
 }
 
 ALL = "all"

@@ -2,6 +2,7 @@
 
 from coder.shared.contracts import event_schemas
 from coder.shared.contracts.planning import TaskCreated, TaskDeleted, TaskStatusChanged, TaskUpdated
+from coder.shared.contracts.quality import GateChanged
 from coder.shared.target import Dependency, Descriptor, Tool, read, write
 
 descriptor = Descriptor(
@@ -23,6 +24,8 @@ descriptor = Descriptor(
         TaskDeleted.event_type,
     ),
     event_schemas=event_schemas(TaskCreated, TaskUpdated, TaskStatusChanged, TaskDeleted),
+    # A failing quality gate of a project linked to a plan opens fix tasks in it (quality_gate.py).
+    consumes=(GateChanged.event_type,),
     tools=(
         Tool(
             name="planning_next_task",
