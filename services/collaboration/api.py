@@ -163,7 +163,7 @@ async def list_comments(
     if resolved is not None:
         thread = aliased(Comment)
         resolved_threads = select(thread.id).where(
-            thread.document_id == document.id, thread.resolved == resolved
+            thread.document_id == document.id, thread.thread_id.is_(None), thread.resolved == resolved
         )
         query = query.where((Comment.thread_id.in_(resolved_threads)) | (Comment.id.in_(resolved_threads)))
     rows = await paginate(session, query, (Comment.created_at, Comment.id), params)

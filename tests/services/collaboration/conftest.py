@@ -49,8 +49,11 @@ def replica(platform: Platform) -> Replica:
 
     @asynccontextmanager
     async def start() -> AsyncIterator[str]:
-        async with running(platform.runtime.settings, platform.backend, targets="collaboration") as other:
-            async with serving(other.app) as where:
-                yield where
+        settings = platform.runtime.settings
+        async with (
+            running(settings, platform.backend, targets="collaboration") as other,
+            serving(other.app) as at,
+        ):
+            yield at
 
     return start

@@ -78,10 +78,12 @@ async def provider(url: str, headers: dict[str, str]) -> AsyncIterator[tuple[Doc
     """A Yjs client as pycrdt ships it (`Provider`): the Doc and its `content` text, synced."""
     doc: Doc[Any] = Doc()
     text = doc.get("content", type=Text)
-    async with connect(url, additional_headers=headers, max_size=None) as ws:
-        async with Provider(doc, Channel(ws, url)) as p:
-            await asyncio.wait_for(p.synced.wait(), timeout=30)
-            yield doc, text
+    async with (
+        connect(url, additional_headers=headers, max_size=None) as ws,
+        Provider(doc, Channel(ws, url)) as p,
+    ):
+        await asyncio.wait_for(p.synced.wait(), timeout=30)
+        yield doc, text
 
 
 class Client:
@@ -96,10 +98,12 @@ class Client:
         self.awareness = Awareness(self.doc)
         self.denied: list[str] = []
         self.peers: dict[int, dict[str, Any]] = {}
+        self._replies: set[asyncio.Task[None]] = set()
 
-    async def edit(self, change: Callable[[Text], None]) -> None:
+    async def insert(self, index: int | None, value: str) -> None:
+        """Insert `value` at `index` (None: at the end) and send the update."""
         before = self.doc.get_state()
-        change(self.text)
+        self.text.insert(len(self.text) if index is None else index, value)
         await self.ws.send(create_update_message(self.doc.get_update(before)))
 
     async def confirm(self) -> None:
@@ -131,7 +135,9 @@ class Client:
         if message[0] == YMessageType.SYNC:
             reply = handle_sync_message(message[1:], self.doc)
             if reply is not None:
-                asyncio.ensure_future(self.ws.send(reply))
+                task = asyncio.ensure_future(self.ws.send(reply))
+                self._replies.add(task)
+                task.add_done_callback(self._replies.discard)
         elif message[0] == YMessageType.AWARENESS:
             self.awareness.apply_awareness_update(pycrdt.read_message(message[1:]), "server")
             self.peers = {k: v for k, v in self.awareness.states.items() if k != self.doc.client_id}

@@ -15,7 +15,6 @@ from coder.tests.services.collaboration.factories import API, client, create_doc
 from coder.tests.support.platform import Platform, wait_until
 from coder.tests.support.tokens import TestSigner
 
-
 # A member's grants (an org owner's `*` includes collaboration:admin, which owns every document).
 MEMBER = ["collaboration:read", "collaboration:write"]
 
@@ -56,16 +55,20 @@ async def test_a_restart_loses_no_acknowledged_update(
 ) -> None:
     owner = signer.headers(org, sub="ada")
     document = await create_document(platform, owner)
-    async with replica() as first:
-        async with client(sync_url(first, document["id"], through_gateway=False), owner) as ada:
-            for word in ("durable ", "edits ", "survive"):
-                await ada.edit(lambda text, w=word: text.insert(len(text), w))
-            await ada.confirm()  # the server's step 2 comes after every update before it is stored
-            acknowledged = str(ada.text)
+    async with (
+        replica() as first,
+        client(sync_url(first, document["id"], through_gateway=False), owner) as ada,
+    ):
+        for word in ("durable ", "edits ", "survive"):
+            await ada.insert(None, word)
+        await ada.confirm()  # the server's step 2 comes after every update before it is stored
+        acknowledged = str(ada.text)
     # The first replica is gone (its process stopped); a new one loads the document from the database.
-    async with replica() as second:
-        async with client(sync_url(second, document["id"], through_gateway=False), owner) as bob:
-            assert str(bob.text) == acknowledged == "durable edits survive"
+    async with (
+        replica() as second,
+        client(sync_url(second, document["id"], through_gateway=False), owner) as bob,
+    ):
+        assert str(bob.text) == acknowledged == "durable edits survive"
 
 
 async def test_viewers_receive_but_their_updates_are_refused(
@@ -76,10 +79,10 @@ async def test_viewers_receive_but_their_updates_are_refused(
     url = sync_url(address, document["id"])
     async with client(url, signer.headers(org, sub="vic", perms=MEMBER)) as vic, client(url, owner) as ada:
         assert str(vic.text) == "read me"
-        await vic.edit(lambda text: text.insert(0, "defaced "))
+        await vic.insert(0, "defaced ")
         await vic.confirm()
         assert vic.denied == ["viewers may not edit this document"]
-        await ada.edit(lambda text: text.insert(len(text), "!"))
+        await ada.insert(None, "!")
         await vic.until(lambda _: str(vic.text).endswith("!"))
         await ada.confirm()
         assert str(ada.text) == "read me!"  # the viewer's edit never reached anyone
@@ -87,7 +90,7 @@ async def test_viewers_receive_but_their_updates_are_refused(
     # Without collaboration:write a member's connection is read-only as well.
     editor_without_write = signer.headers(org, sub="ada", perms=["collaboration:read"])
     async with client(url, editor_without_write) as reader:
-        await reader.edit(lambda text: text.insert(0, "x"))
+        await reader.insert(0, "x")
         await reader.confirm()
         assert reader.denied
 
@@ -117,17 +120,17 @@ async def test_updates_reach_clients_of_another_replica(
         pytest.skip("replicas meet through Redis: the in-process cache is one process's own")
     owner = signer.headers(org, sub="ada")
     document = await create_document(platform, owner, text="|", org_access="editor")
-    async with replica() as other:
-        async with (
-            client(sync_url(address, document["id"]), owner) as ada,
-            client(sync_url(other, document["id"], through_gateway=False), signer.headers(org)) as bob,
-        ):
-            await ada.edit(lambda text: text.insert(0, "left"))
-            await bob.edit(lambda text: text.insert(len(text), "right"))
-            await ada.until_text("left|right")
-            await bob.until_text("left|right")
-            await bob.announce({"user": {"name": "Bob"}})
-            await ada.until(lambda _: bool(ada.peers))
+    async with (
+        replica() as other,
+        client(sync_url(address, document["id"]), owner) as ada,
+        client(sync_url(other, document["id"], through_gateway=False), signer.headers(org)) as bob,
+    ):
+        await ada.insert(0, "left")
+        await bob.insert(None, "right")
+        await ada.until_text("left|right")
+        await bob.until_text("left|right")
+        await bob.announce({"user": {"name": "Bob"}})
+        await ada.until(lambda _: bool(ada.peers))
     assert (await read_document(platform, owner, document["id"]))["text"] == "left|right"
 
 
@@ -156,8 +159,8 @@ async def test_a_member_of_nothing_and_a_missing_token_are_refused(
     platform: Platform, signer: TestSigner, org: str, address: str
 ) -> None:
     document = await create_document(platform, signer.headers(org, sub="ada"))
+    stranger = signer.headers(org, perms=MEMBER)
     with pytest.raises(ConnectionClosed) as closed:
-        stranger = signer.headers(org, perms=MEMBER)
         async with connect(sync_url(address, document["id"]), additional_headers=stranger) as ws:
             await asyncio.wait_for(ws.recv(), timeout=30)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
