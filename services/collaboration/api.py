@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, WebSocket, status
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, status
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
@@ -116,9 +116,11 @@ async def list_snapshots(
 ) -> Page[SnapshotRead]:
     """The document's snapshots, newest first: each is its whole state once the update log up to
     `through_seq` was merged into it."""
-    await service.get_document(session, principal, document_id, Role.VIEWER)
     query = select(Snapshot).where(Snapshot.document_id == document_id, Snapshot.org_id == principal.org_id)
-    rows = await paginate(session, query, (Snapshot.id,), params, descending=True)
+    # Paged first, so a forged cursor is a 400 whatever the document; nothing is answered before the
+    # caller's role is checked.
+    rows = await paginate(session, query, (Snapshot.number,), params, descending=True)
+    await service.get_document(session, principal, document_id, Role.VIEWER)
     return rows.page(service.snapshot_read)
 
 
@@ -137,7 +139,7 @@ async def take_snapshot(document_id: uuid.UUID, session: SessionDep, principal: 
 @router.get("/documents/{document_id}/snapshots/{snapshot_id}", response_model=SnapshotContent)
 async def read_snapshot(
     document_id: uuid.UUID,
-    snapshot_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The snapshot's id")],
+    snapshot_id: uuid.UUID,
     session: SessionDep,
     principal: Reader,
 ) -> SnapshotContent:
@@ -158,15 +160,16 @@ async def list_comments(
     resolved: Annotated[bool | None, Query(description="Only resolved (or unresolved) threads")] = None,
 ) -> Page[CommentRead]:
     """The document's comments, oldest first, each thread's range where its text is now."""
-    document, _ = await service.get_document(session, principal, document_id, Role.VIEWER)
-    query = select(Comment).where(Comment.document_id == document.id, Comment.org_id == principal.org_id)
+    query = select(Comment).where(Comment.document_id == document_id, Comment.org_id == principal.org_id)
     if resolved is not None:
         thread = aliased(Comment)
         resolved_threads = select(thread.id).where(
-            thread.document_id == document.id, thread.thread_id.is_(None), thread.resolved == resolved
+            thread.document_id == document_id, thread.thread_id.is_(None), thread.resolved == resolved
         )
         query = query.where((Comment.thread_id.in_(resolved_threads)) | (Comment.id.in_(resolved_threads)))
+    # Paged first, so a forged cursor is a 400 whatever the document (see list_snapshots).
     rows = await paginate(session, query, (Comment.created_at, Comment.id), params)
+    document, _ = await service.get_document(session, principal, document_id, Role.VIEWER)
     content = await service.load(session, document.id)
     return rows.page(lambda c: service.comment_read(content.doc, c))
 

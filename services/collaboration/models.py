@@ -57,9 +57,12 @@ class Snapshot(Base):
     where loading starts; older ones are its history."""
 
     __tablename__ = "collaboration_snapshot"
-    __table_args__ = (Index(None, "document_id", "id"),)
+    __table_args__ = (Index(None, "document_id", "number"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    # Taken when the row is inserted, which a compaction does holding the document's lock: a later
+    # snapshot of a document always has a larger number.
+    number: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
     document_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("collaboration_document.id", ondelete="CASCADE")
     )

@@ -69,7 +69,7 @@ class DocumentRead(DocumentSummary):
 
 
 class SnapshotRead(BaseModel):
-    id: int
+    id: uuid.UUID
     through_seq: int
     updates_merged: int
     size: int

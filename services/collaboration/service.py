@@ -126,7 +126,10 @@ async def load(session: AsyncSession, document_id: uuid.UUID) -> Content:
     ).all()
     snapshot = (
         await session.execute(
-            select(Snapshot).where(Snapshot.document_id == document_id).order_by(Snapshot.id.desc()).limit(1)
+            select(Snapshot)
+            .where(Snapshot.document_id == document_id)
+            .order_by(Snapshot.number.desc())
+            .limit(1)
         )
     ).scalar_one_or_none()
     doc: Doc[Any] = Doc()
@@ -174,7 +177,7 @@ async def compact(session: AsyncSession, document: Document, actor: str) -> Snap
             "document_id": str(document.id),
             "title": document.title,
             "actor": actor,
-            "snapshot_id": snapshot.id,
+            "snapshot_id": str(snapshot.id),
             "through_seq": snapshot.through_seq,
             "updates_merged": snapshot.updates_merged,
             "size": len(state),
@@ -277,7 +280,9 @@ def snapshot_read(snapshot: Snapshot) -> SnapshotRead:
     )
 
 
-async def snapshot_content(session: AsyncSession, document: Document, snapshot_id: int) -> SnapshotContent:
+async def snapshot_content(
+    session: AsyncSession, document: Document, snapshot_id: uuid.UUID
+) -> SnapshotContent:
     snapshot = await OrgScoped(Snapshot, session, document.org_id, "snapshot").get(
         snapshot_id, Snapshot.id == snapshot_id, Snapshot.document_id == document.id
     )

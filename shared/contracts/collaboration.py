@@ -36,7 +36,7 @@ class DocumentSnapshotted(DocumentFields, Contract):
     event_type: ClassVar[str] = "collaboration.document.snapshotted"
     schema_version: ClassVar[int] = 1
 
-    snapshot_id: int = Field(ge=1)
+    snapshot_id: str
     through_seq: int = Field(ge=0)
     updates_merged: int = Field(ge=0)
     size: int = Field(ge=0, description="Bytes of the merged state")

@@ -76,7 +76,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "collaboration_snapshot",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("number", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("document_id", sa.Uuid(), nullable=False),
         sa.Column("org_id", sa.String(length=64), nullable=False),
         sa.Column("state", sa.LargeBinary(), nullable=False),
@@ -91,11 +92,12 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("collaboration_pk_collaboration_snapshot")),
+        sa.UniqueConstraint("number", name=op.f("collaboration_uq_collaboration_snapshot_number")),
     )
     op.create_index(
-        op.f("collaboration_ix_collaboration_snapshot_document_id_id"),
+        op.f("collaboration_ix_collaboration_snapshot_document_id_number"),
         "collaboration_snapshot",
-        ["document_id", "id"],
+        ["document_id", "number"],
         unique=False,
     )
     op.create_table(
@@ -132,7 +134,8 @@ def downgrade() -> None:
     )
     op.drop_table("collaboration_update")
     op.drop_index(
-        op.f("collaboration_ix_collaboration_snapshot_document_id_id"), table_name="collaboration_snapshot"
+        op.f("collaboration_ix_collaboration_snapshot_document_id_number"),
+        table_name="collaboration_snapshot",
     )
     op.drop_table("collaboration_snapshot")
     op.drop_index(
