@@ -139,7 +139,7 @@ class Room:
         async with transaction(self.rooms.runtime.sessions) as session:
             await service.append(session, self.document_id, self.org_id, conn.subject, update)
         self.apply(update, origin=conn)
-        await self.rooms.publish(self, "update", update)
+        await self.rooms.tell_replicas(self, "update", update)
         self.pending += 1
         if self.pending >= settings.snapshot_every and self.compacting is None:
             self.compacting = asyncio.create_task(self.compact(conn.subject))
@@ -168,7 +168,7 @@ class Room:
         kept = _encode_awareness(mine)
         self.awareness.apply_awareness_update(kept, conn)
         self.broadcast_awareness(kept, origin=conn)
-        self.rooms.publish_soon(self, "awareness", kept, conn.subject)
+        self.rooms.tell_replicas_soon(self, "awareness", kept, conn.subject)
 
     def broadcast_awareness(self, update: bytes, origin: Connection | None) -> None:
         message = create_awareness_message(update)
@@ -190,7 +190,7 @@ class Room:
             self.awareness.remove_awareness_states(gone, "left")
             update = self.awareness.encode_awareness_update(gone)
             self.broadcast_awareness(update, origin=conn)
-            self.rooms.publish_soon(self, "awareness", update, conn.subject)
+            self.rooms.tell_replicas_soon(self, "awareness", update, conn.subject)
 
     # --- from other replicas ---
 
@@ -292,7 +292,7 @@ class Rooms:
 
     # --- replicas ---
 
-    async def publish(self, room: Room, kind: str, data: bytes, subject: str | None = None) -> None:
+    async def tell_replicas(self, room: Room, kind: str, data: bytes, subject: str | None = None) -> None:
         cache = self.runtime.cache
         if cache is None:
             return
@@ -304,8 +304,8 @@ class Rooms:
         except Exception as exc:  # stored already: other replicas read it when they next load
             log.warning("could not tell the other replicas", extra={"error": repr(exc)})
 
-    def publish_soon(self, room: Room, kind: str, data: bytes, subject: str | None) -> None:
-        self._spawn(self.publish(room, kind, data, subject))
+    def tell_replicas_soon(self, room: Room, kind: str, data: bytes, subject: str | None) -> None:
+        self._spawn(self.tell_replicas(room, kind, data, subject))
 
     async def _listen(self) -> None:
         if self._subscribed is None:
