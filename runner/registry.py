@@ -26,6 +26,7 @@ PACKAGES: dict[str, str] = {
     "learning": "coder.services.learning",
     "dashboard": "coder.services.dashboard",
     "quality": "coder.services.quality",
+    "collaboration": "coder.services.collaboration",
 }
 
 ALL = "all"

@@ -1,0 +1,1 @@
+"""collaboration: shared documents as Yjs CRDTs, synced over WebSocket with the y-websocket protocol."""
