@@ -147,6 +147,11 @@ class TelemetryMiddleware:
         trace.get_current_span().set_attribute("coder.target", self.target)
 
         async def send_wrapper(message: Message) -> None:
+            # A WebSocket session is 101 once accepted, 403 when closed before (as uvicorn answers).
+            if message["type"] == "websocket.accept":
+                status["code"] = 101
+            elif message["type"] == "websocket.close" and status["code"] != 101:
+                status["code"] = 403
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = list(message.get("headers", []))
