@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import AwareDatetime
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
 
 from coder.services.observability import genai, traces
@@ -74,7 +75,7 @@ async def health(session: SessionDep, runtime: RuntimeDep, principal: Platform) 
         select(Scrape)
         .where(Scrape.org_id == PLATFORM, Scrape.target.in_(names))
         .order_by(Scrape.target, Scrape.at.desc(), Scrape.id.desc())
-        .distinct(Scrape.target)
+        .ext(distinct_on(Scrape.target))
     )
     found = {row.target: row for row in (await session.scalars(latest)).all()}
     targets = []

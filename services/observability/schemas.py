@@ -86,7 +86,7 @@ class AlertRuleCreate(Input):
     long_window_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     short_window_seconds: int = Field(default=300, ge=60, le=30 * 86400)
     # threshold: a target's metric compared with `threshold`.
-    target: str | None = TargetName
+    target: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9-]*$")
     metric: Literal["up", "error_ratio", "request_rate"] | None = None
     comparison: Literal[">", ">=", "<", "<="] | None = None
     threshold: float | None = Field(default=None, ge=-1e12, le=1e12)

@@ -44,6 +44,8 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         out = d.decompress(body, limit + 1)
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise InvalidField("body", f"not valid {encoding}: {exc}") from None
+    if len(out) <= limit and not d.eof:
+        raise InvalidField("body", f"not valid {encoding}: the stream is cut short")
     if len(out) > limit:
         raise Problem(f"the decompressed body is larger than {limit} bytes", status=413)
     return out
