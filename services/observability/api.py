@@ -296,11 +296,10 @@ async def alert_history(
     rule_id: uuid.UUID, session: SessionDep, principal: Platform, params: PageDep
 ) -> Page[TransitionRead]:
     """The rule's changes of state, newest first."""
-    row = await OrgScoped(AlertRule, session, principal.org_id, "alert rule").get(
-        rule_id, AlertRule.id == rule_id
-    )
-    query = scoped(AlertTransition, principal.org_id).where(AlertTransition.rule_id == row.id)
+    query = scoped(AlertTransition, principal.org_id).where(AlertTransition.rule_id == rule_id)
+    # The page first: a forged cursor is a 400 whatever the rule.
     rows = await paginate(session, query, (AlertTransition.id,), params, descending=True)
+    await OrgScoped(AlertRule, session, principal.org_id, "alert rule").get(rule_id, AlertRule.id == rule_id)
     return Page[TransitionRead](
         items=[TransitionRead.model_validate(r, from_attributes=True) for r in rows.items],
         next_cursor=rows.next_cursor,
