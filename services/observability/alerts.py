@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.observability import slo as slos
 from coder.services.observability.models import PLATFORM, AlertRule, AlertTransition, Base, Scrape, Slo
-from coder.shared.contracts.observability import AlertFiring, AlertResolved
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +96,25 @@ async def _transition(
             org_id=rule.org_id, rule_id=rule.id, previous_state=previous, state=state, value=value, at=now
         )
     )
-    event = AlertFiring if state == FIRING else AlertResolved if previous == FIRING else None
-    if event is not None:
-        data = {
-            "rule_id": str(rule.id),
-            "name": rule.name,
-            "kind": rule.kind,
-            "previous_state": previous,
-            "state": state,
-            "value": value,
-            "target": rule.target,
-            "slo_id": str(rule.slo_id) if rule.slo_id else None,
-            "at": now.isoformat(),
-        }
-        await Base.events.publish(session, event.event_type, data, org_id=rule.org_id, subject=str(rule.id))
+    data = {
+        "rule_id": str(rule.id),
+        "name": rule.name,
+        "kind": rule.kind,
+        "previous_state": previous,
+        "state": state,
+        "value": value,
+        "target": rule.target,
+        "slo_id": str(rule.slo_id) if rule.slo_id else None,
+        "at": now.isoformat(),
+    }
+    if state == FIRING:
+        await Base.events.publish(
+            session, "observability.alert.firing", data, org_id=rule.org_id, subject=str(rule.id)
+        )
+    elif previous == FIRING:
+        await Base.events.publish(
+            session, "observability.alert.resolved", data, org_id=rule.org_id, subject=str(rule.id)
+        )
     log.info("alert rule changed state", extra={"rule": str(rule.id), "from": previous, "to": state})
 
 
