@@ -45,10 +45,24 @@ class Reading:
     latency_sum: float = 0.0
 
 
+def _lines_of(exposition: str, target: str) -> str:
+    """The exposition's lines of the two families, for `target` only: a process serving every target
+    exposes them all (hundreds of routes, a histogram each), and the parser is pure Python."""
+    label = f'target="{target}"'
+    kept = []
+    for line in exposition.splitlines():
+        if line.startswith("#"):
+            if line.split(" ", 3)[2:3] in ([REQUESTS + "_total"], [REQUESTS], [LATENCY]):
+                kept.append(line)
+        elif line.startswith((REQUESTS + "_total{", LATENCY + "_")) and label in line:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def parse_metrics(exposition: str, target: str) -> Reading:
     """The request counters and latency histogram of `target` in a Prometheus text exposition."""
     reading = Reading()
-    for family in text_string_to_metric_families(exposition):
+    for family in text_string_to_metric_families(_lines_of(exposition, target)):
         if family.name not in (REQUESTS, LATENCY):
             continue
         for sample in family.samples:

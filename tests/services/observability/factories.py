@@ -42,12 +42,12 @@ async def create_slo(p: Platform, h: dict[str, str], **fields: Any) -> dict[str,
         "kind": "availability",
         "objective": 0.99,
     }
-    return ok(await p.client.post(f"{API}/slos", json={**body, **fields}, headers=h), 201)  # type: ignore[no-any-return]
+    return ok(await p.client.post(f"{API}/slos", json={**body, **fields}, headers=h), 201)
 
 
 async def create_rule(p: Platform, h: dict[str, str], **fields: Any) -> dict[str, Any]:
     body = {"name": f"rule-{uuid.uuid4().hex[:6]}", **fields}
-    return ok(await p.client.post(f"{API}/alert-rules", json=body, headers=h), 201)  # type: ignore[no-any-return]
+    return ok(await p.client.post(f"{API}/alert-rules", json=body, headers=h), 201)
 
 
 @dataclass

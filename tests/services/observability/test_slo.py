@@ -136,14 +136,15 @@ async def test_platform_data_needs_the_platform_permission(
 async def test_slo_input_names_the_field(platform: Platform, signer: TestSigner, org: str) -> None:
     h = signer.headers(org)
     base = {"name": "x", "target": "calendar", "kind": "availability", "objective": 0.99}
-    for fields, name in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({"target": "nowhere"}, "target"),
         ({"objective": 1}, "objective"),
         ({"kind": "latency"}, "threshold_seconds"),
         ({"kind": "latency", "threshold_seconds": 0.3}, "threshold_seconds"),
         ({"threshold_seconds": 0.25}, "threshold_seconds"),
         ({"window_seconds": 60}, "window_seconds"),
-    ]:
+    ]
+    for fields, name in cases:
         answer = await platform.client.post(f"{API}/slos", json={**base, **fields}, headers=h)
         assert answer.status_code == 422, (fields, answer.text)
         assert name in answer.text, (fields, answer.text)

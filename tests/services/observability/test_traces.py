@@ -31,14 +31,16 @@ def recorded_calls() -> list[ReadableSpan]:
     exporter = InMemorySpanExporter()
     web, api = _tracer("web", exporter), _tracer("api", exporter)
     for status in (200, 503):
-        with web.start_as_current_span("GET /things", kind=SpanKind.CLIENT):
-            with api.start_as_current_span("GET /v1/things", kind=SpanKind.SERVER) as server:
-                server.set_attribute("http.response.status_code", status)
-                with api.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as query:
-                    query.set_attribute("db.system", "postgresql")
-                    query.set_attribute("peer.service", "postgres")
-                if status >= 500:
-                    server.set_status(Status(StatusCode.ERROR))
+        with (
+            web.start_as_current_span("GET /things", kind=SpanKind.CLIENT),
+            api.start_as_current_span("GET /v1/things", kind=SpanKind.SERVER) as server,
+        ):
+            server.set_attribute("http.response.status_code", status)
+            with api.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as query:
+                query.set_attribute("db.system", "postgresql")
+                query.set_attribute("peer.service", "postgres")
+            if status >= 500:
+                server.set_status(Status(StatusCode.ERROR))
     return list(exporter.get_finished_spans())
 
 
@@ -129,9 +131,9 @@ async def test_bad_otlp_is_refused_naming_where(platform: Platform, signer: Test
             }
         ]
     }
-    for content, headers, status, where in [
+    cases: list[tuple[bytes, dict[str, str], int, str]] = [
         (
-            json.dumps(short),
+            json.dumps(short).encode(),
             {"content-type": "application/json"},
             422,
             "resourceSpans[0].scopeSpans[0].spans[0].traceId",
@@ -140,7 +142,8 @@ async def test_bad_otlp_is_refused_naming_where(platform: Platform, signer: Test
         (b"\xff\xff\xff", PROTOBUF, 422, "body"),
         (b"x", {"content-type": "text/plain"}, 415, "Content-Type"),
         (b"x", {**PROTOBUF, "content-encoding": "gzip"}, 422, "gzip"),
-    ]:
+    ]
+    for content, headers, status, where in cases:
         answer = await platform.client.post(f"{API}/traces", content=content, headers={**h, **headers})
         assert answer.status_code == status, (content, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
