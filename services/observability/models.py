@@ -143,7 +143,7 @@ class GenAiCall(Base):
     """One model call, from ai's `ai.request.completed` event."""
 
     __tablename__ = "observability_genai_call"
-    __table_args__ = (UniqueConstraint("event_id"), Index(None, "org_id", "at"))
+    __table_args__ = (UniqueConstraint("event_id"), Index(None, "org_id", "at"), Index(None, "at"))
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(64))

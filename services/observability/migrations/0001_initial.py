@@ -94,6 +94,9 @@ def upgrade() -> None:
         ["org_id", "at"],
         unique=False,
     )
+    op.create_index(
+        op.f("observability_ix_observability_genai_call_at"), "observability_genai_call", ["at"], unique=False
+    )
     op.create_table(
         "observability_scrape",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -202,6 +205,7 @@ def downgrade() -> None:
     op.drop_index(
         op.f("observability_ix_observability_genai_call_org_id_at"), table_name="observability_genai_call"
     )
+    op.drop_index(op.f("observability_ix_observability_genai_call_at"), table_name="observability_genai_call")
     op.drop_table("observability_genai_call")
     op.drop_index(
         op.f("observability_ix_observability_alert_transition_org_id_rule_id_at_id"),
