@@ -27,6 +27,7 @@ PACKAGES: dict[str, str] = {
     "dashboard": "coder.services.dashboard",
     "quality": "coder.services.quality",
     "collaboration": "coder.services.collaboration",
+    "observability": "coder.services.observability",
 }
 
 ALL = "all"

@@ -1,0 +1,93 @@
+"""GenAI metrics from ai's `ai.request.completed` events: tokens, duration and time to first token by
+model, per org (the OpenTelemetry GenAI semantic conventions' client metrics)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coder.services.observability.models import GenAiCall
+from coder.shared.contracts.ai import AiRequestCompleted
+from coder.shared.events import CloudEvent, EventContext
+
+
+async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> None:
+    """Keep one row per model call (the event id makes a redelivery a no-op). Malformed events raise
+    and end in the dead-letter queue."""
+    if not event.orgid:
+        raise ValueError(f"event {event.id} has no orgid")
+    try:
+        data = AiRequestCompleted.model_validate(event.data)
+    except ValidationError as exc:
+        raise ValueError(f"event {event.id} has malformed data: {exc}") from None
+    values = {
+        "org_id": event.orgid,
+        "event_id": event.id,
+        "model": data.model or "unknown",
+        "provider": data.provider,
+        "input_tokens": data.prompt_tokens,
+        "output_tokens": data.completion_tokens,
+        "duration_ms": data.latency_ms,
+        "ttft_ms": data.ttft_ms,
+        "stream": data.stream,
+        "outcome": data.outcome,
+        "at": event.time,
+    }
+    await context.session.execute(insert(GenAiCall).values(**values).on_conflict_do_nothing())
+
+
+def _quantiles(column: Any, name: str) -> list[Any]:
+    return [
+        func.avg(column).label(f"{name}_avg"),
+        func.percentile_cont(0.5).within_group(column).label(f"{name}_p50"),
+        func.percentile_cont(0.95).within_group(column).label(f"{name}_p95"),
+    ]
+
+
+async def by_model(
+    session: AsyncSession, org_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    query = (
+        select(
+            GenAiCall.model,
+            func.count().label("calls"),
+            func.count().filter(GenAiCall.stream.is_(True)).label("streamed"),
+            func.count()
+            .filter(GenAiCall.outcome.is_not(None) & (GenAiCall.outcome != "completed"))
+            .label("incomplete"),
+            func.sum(GenAiCall.input_tokens).label("input_tokens"),
+            func.sum(GenAiCall.output_tokens).label("output_tokens"),
+            *_quantiles(GenAiCall.duration_ms, "duration"),
+            *_quantiles(GenAiCall.ttft_ms, "ttft"),
+        )
+        .where(GenAiCall.org_id == org_id, GenAiCall.at >= start, GenAiCall.at < end)
+        .group_by(GenAiCall.model)
+        .order_by(GenAiCall.model)
+    )
+    out = []
+    for row in (await session.execute(query)).mappings():
+
+        def ms(name: str, r: Any = row) -> dict[str, float | None]:
+            return {
+                q: None if r[f"{name}_{q}"] is None else round(float(r[f"{name}_{q}"]), 3)
+                for q in ("avg", "p50", "p95")
+            }
+
+        out.append(
+            {
+                "model": row["model"],
+                "calls": row["calls"],
+                "streamed": row["streamed"],
+                "incomplete": row["incomplete"],
+                "input_tokens": int(row["input_tokens"] or 0),
+                "output_tokens": int(row["output_tokens"] or 0),
+                "duration_ms": ms("duration"),
+                "time_to_first_token_ms": ms("ttft"),
+            }
+        )
+    return out

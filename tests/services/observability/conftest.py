@@ -1,0 +1,3 @@
+from coder.tests.services.observability.factories import fake_target
+
+__all__ = ["fake_target"]
