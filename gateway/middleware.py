@@ -52,17 +52,24 @@ class Timing:
     upstream: float = 0.0
 
 
+API_KEY_HEADER = b"x-api-key"
+
+
 def timing_of(scope: Scope) -> Timing:
     found = scope.get(TIMING)
     return found if isinstance(found, Timing) else Timing()
 
 
 def bearer(scope: Scope) -> str | None:
+    """The request's token: `Authorization: Bearer`, else `x-api-key` (what Anthropic's clients send)."""
+    api_key = None
     for key, value in scope["headers"]:
         if key == b"authorization":
             text = value.decode("latin-1")
             return text[7:] if text[:7].lower() == "bearer " else None
-    return None
+        if key == API_KEY_HEADER:
+            api_key = value.decode("latin-1").strip() or None
+    return api_key
 
 
 def content_length(scope: Scope) -> int | None:

@@ -51,7 +51,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Set by the gateway itself on the way in (and by the target's own telemetry on the way out).
-REPLACED = frozenset({"authorization", "x-request-id", "traceparent", "tracestate", "x-forwarded-for"})
+REPLACED = frozenset(
+    {"authorization", "x-api-key", "x-request-id", "traceparent", "tracestate", "x-forwarded-for"}
+)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BREAKER_STATUSES = frozenset({502, 503, 504})
 

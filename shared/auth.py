@@ -218,8 +218,11 @@ class RevocationList:
 
 def bearer_token(request: HTTPConnection) -> str | None:
     """The request's bearer token, read from its own Authorization header (the protocol middleware
-    has already refused a request carrying more than one)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    has already refused a request carrying more than one); without one, from `x-api-key`, where
+    Anthropic-style clients put their key."""
+    if "authorization" not in request.headers:
+        return request.headers.get("x-api-key", "").strip() or None
+    scheme, _, token = request.headers["authorization"].partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
 

@@ -30,6 +30,16 @@ async def test_proxied_requests_are_labelled_by_target_and_route_template(
     assert 'route="unmatched",status="404",target="gateway"' not in metrics
 
 
+async def test_a_token_in_x_api_key_is_taken_as_anthropic_clients_send_it(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    token = signer.token(org, ("*",))
+    answer = await platform.client.get("/api/secrets/v1/secrets/some/path", headers={"x-api-key": token})
+    assert answer.status_code == 404, answer.text  # found nothing, as the caller it is
+    refused = await platform.client.get("/api/secrets/v1/secrets/some/path", headers={"x-api-key": "nope"})
+    assert refused.status_code == 401
+
+
 async def test_unknown_target_is_problem_404(platform: Platform) -> None:
     response = await platform.client.get("/api/nope/v1/things")
     assert response.status_code == 404
