@@ -23,6 +23,7 @@ PACKAGES: dict[str, str] = {
     "ai": "coder.services.ai",
     "embeddings": "coder.services.embeddings",
     "logging": "coder.services.logging",
+    "workflow": "coder.services.workflow",
 }
 
 ALL = "all"
