@@ -133,11 +133,11 @@ async def create_version(
 ) -> VersionRead:
     """A new, immutable version; new runs take it, running runs keep theirs. Its author becomes the
     owner that scheduled and triggered runs act for."""
+    service.validate(body, runtime.service_urls)
+    delegation = await _owner_delegation(body, delegations, settings)
     definition = await service.definitions(session, principal.org_id).get(
         definition_id, Definition.id == definition_id, lock=True
     )
-    service.validate(body, runtime.service_urls)
-    delegation = await _owner_delegation(body, delegations, settings)
     version = await service.add_version(session, definition, principal.subject, body, delegation)
     return VersionRead.model_validate(version, from_attributes=True)
 
@@ -174,17 +174,12 @@ async def start_run(
 ) -> RunRead:
     """Start a run of the definition's latest version. Its steps act for you (a delegation the
     gateway issues for this run), never with more than your permissions."""
+    # Taken before the first query: the request holds no database connection while the gateway works.
+    delegation = await delegations.take(settings.run_delegation_seconds)
     definition = await service.definitions(session, principal.org_id).get(
         definition_id, Definition.id == definition_id
     )
     version = await service.latest(session, definition)
-    timeout = version.spec.get("timeout_seconds")
-    ttl = (
-        settings.run_delegation_seconds
-        if not timeout
-        else min(settings.run_delegation_seconds, int(timeout) + 60)
-    )
-    delegation = await delegations.take(ttl)
     run = await service.start_run(
         session,
         definition,

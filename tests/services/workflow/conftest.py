@@ -20,7 +20,7 @@ from coder.tests.support.platform import Platform, make_settings, running, wait_
 from coder.tests.support.providers import FakeProvider, serve, stop
 from coder.tests.support.tokens import TestSigner
 
-ENGINE_ENV = {"WORKFLOW_POLL_SECONDS": "0.1", "WORKFLOW_LEASE_SECONDS": "3"}
+ENGINE_ENV = {"WORKFLOW_POLL_SECONDS": "0.1"}
 
 
 @dataclass
