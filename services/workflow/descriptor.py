@@ -4,8 +4,23 @@ from coder.shared.contracts import event_schemas
 from coder.shared.contracts.workflow import RunCancelled, RunCompleted, RunFailed, RunStarted
 from coder.shared.target import Dependency, Descriptor, Tool, read, workload_secret, write
 
-# Event types a definition may wait for or be triggered by: what the target's queue is bound to.
-CONSUMES = ("planning.#", "execution.#", "quality.#", "calendar.#", "workflow.run.#")
+# Event types a definition may wait for or be triggered by: what the target's queue is bound to (each
+# one with a contract in coder.shared.contracts; execution.job.finished and quality.gate.changed join
+# when their contracts land).
+CONSUMES = (
+    "planning.task.created",
+    "planning.task.updated",
+    "planning.task.status_changed",
+    "planning.task.deleted",
+    "calendar.event.created",
+    "calendar.event.updated",
+    "calendar.event.deleted",
+    "calendar.reminder.due",
+    "workflow.run.started",
+    "workflow.run.completed",
+    "workflow.run.failed",
+    "workflow.run.cancelled",
+)
 
 descriptor = Descriptor(
     name="workflow",

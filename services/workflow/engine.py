@@ -38,7 +38,6 @@ from coder.services.workflow.service import (
     now,
     start_run,
 )
-from coder.shared.contracts.workflow import RunCompleted, RunFailed
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +149,12 @@ async def _finish_run(
     }
     if status == "completed":
         await Base.events.publish(
-            session, RunCompleted.event_type, payload, org_id=run.org_id, subject=str(run.id)
+            session, "workflow.run.completed", payload, org_id=run.org_id, subject=str(run.id)
         )
     else:
         payload.update(error=error or status, step=step)
         await Base.events.publish(
-            session, RunFailed.event_type, payload, org_id=run.org_id, subject=str(run.id)
+            session, "workflow.run.failed", payload, org_id=run.org_id, subject=str(run.id)
         )
 
 

@@ -20,7 +20,6 @@ from coder.services.workflow.schemas import (
     RunRead,
     StepRead,
 )
-from coder.shared.contracts.workflow import RunCancelled, RunStarted
 from coder.shared.errors import Conflict, InvalidField
 from coder.shared.events.bus import topic_matches
 from coder.shared.repository import OrgScoped
@@ -248,7 +247,11 @@ async def start_run(
         )
     await session.flush()
     await Base.events.publish(
-        session, RunStarted.event_type, _payload(run, definition.name), org_id=run.org_id, subject=str(run.id)
+        session,
+        "workflow.run.started",
+        _payload(run, definition.name),
+        org_id=run.org_id,
+        subject=str(run.id),
     )
     return run
 
@@ -268,7 +271,7 @@ async def cancel_run(session: AsyncSession, run: Run) -> None:
     await session.flush()
     await Base.events.publish(
         session,
-        RunCancelled.event_type,
+        "workflow.run.cancelled",
         _payload(run, await definition_name(session, run)),
         org_id=run.org_id,
         subject=str(run.id),

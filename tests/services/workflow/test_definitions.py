@@ -139,16 +139,18 @@ async def test_an_event_step_waits_for_a_matching_event_of_its_org(
     wf: Platform, signer: TestSigner, org: str
 ) -> None:
     h = signer.headers(org, USER_PERMS)
-    wait = {"name": "gate", "type": "event", "event_type": "quality.gate.changed", "match": {"status": "OK"}}
+    wait = {"name": "gate", "type": "event", "event_type": "planning.task.updated", "match": {"status": "OK"}}
     definition = await create_definition(
         wf, h, [wait, http("after", "/v1/echo/after-gate", "gate")], name="ev"
     )
     run = await start_run(wf, h, definition["id"])
     await wait_step(wf, h, run["id"], "gate", "waiting")
     assert wf.runtime.bus is not None
-    other_org = CloudEvent.new("quality.gate.changed", {"status": "OK"}, org_id=f"org-{uuid.uuid4().hex[:6]}")
-    failing = CloudEvent.new("quality.gate.changed", {"status": "ERROR"}, org_id=org)
-    matching = CloudEvent.new("quality.gate.changed", {"status": "OK", "project_key": "p"}, org_id=org)
+    other_org = CloudEvent.new(
+        "planning.task.updated", {"status": "OK"}, org_id=f"org-{uuid.uuid4().hex[:6]}"
+    )
+    failing = CloudEvent.new("planning.task.updated", {"status": "ERROR"}, org_id=org)
+    matching = CloudEvent.new("planning.task.updated", {"status": "OK", "project_key": "p"}, org_id=org)
     await wf.runtime.bus.publish([other_org, failing])
     await wf.runtime.bus.publish([matching])
     done = await wait_run(wf, h, run["id"])
