@@ -53,6 +53,7 @@ def _steps(count: int) -> list[dict[str, Any]]:
             "name": f"s{i}",
             "type": "http",
             "target": "sideeffects",
+            "method": "POST",
             "path": "/v1/echo",
             "body": {"i": i},
             "needs": [f"s{i - 1}"] if i else [],

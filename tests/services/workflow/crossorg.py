@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from coder.tests.support.crossorg import CrossOrg, TargetClient
 
+# The suite writes every addressed value back as its name in the answers it compares: the version
+# named is one whose number no other text of an answer holds ("1" is in "/v1").
+DISTINCT_VERSION = 23
 # Waits for a decision until it is given: the run stays running, its step waiting, while the suite tries it.
 GATE = {"name": "gate", "type": "approval", "timeout_seconds": 3600}
 
@@ -14,9 +17,21 @@ async def create(client: TargetClient, headers: dict[str, str]) -> dict[str, str
     )
     assert definition.status_code == 201, definition.text
     definition_id: str = definition.json()["id"]
+    version = 1
+    while version < DISTINCT_VERSION:
+        added = await client.request(
+            "POST", f"/v1/definitions/{definition_id}/versions", json={"steps": [GATE]}, headers=headers
+        )
+        assert added.status_code == 201, added.text
+        version = added.json()["version"]
     run = await client.request("POST", f"/v1/definitions/{definition_id}/runs", json={}, headers=headers)
     assert run.status_code == 201, run.text
-    return {"definition_id": definition_id, "version": "1", "run_id": run.json()["id"], "step": "gate"}
+    return {
+        "definition_id": definition_id,
+        "version": str(version),
+        "run_id": run.json()["id"],
+        "step": "gate",
+    }
 
 
 registration = CrossOrg(
