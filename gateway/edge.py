@@ -211,6 +211,9 @@ class Gateway:
         verifier = self.runtime.verifier
         assert verifier is not None
         principal = await verifier.verify(token)
+        if (principal.claims or {}).get("act") is not None:
+            # A target acting for a user (a delegated token) reaches targets, never the user's account.
+            raise Unauthorized("a token of a target acting for a user is no credential at the gateway")
         self._verified[token] = principal
         while len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)

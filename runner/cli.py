@@ -126,13 +126,16 @@ def run(
 def _generated_workload_secrets(
     targets: Mapping[str, Descriptor], given: Mapping[str, str]
 ) -> dict[str, str]:
-    """A fresh workload secret for each target that calls others (`grants`) and was given none."""
+    """A fresh workload secret for each target that calls others (`grants`) or acts for users after
+    their request (a workload secret among its generated secrets: workflow) and was given none."""
     import secrets
+
+    from coder.shared.target import workload_secret
 
     return {
         name: secrets.token_urlsafe(32)
         for name, target in targets.items()
-        if target.grants and name not in given
+        if (target.grants or workload_secret(name) in target.generated_secrets) and name not in given
     }
 
 

@@ -28,6 +28,7 @@ PACKAGES: dict[str, str] = {
     "quality": "coder.services.quality",
     "collaboration": "coder.services.collaboration",
     "observability": "coder.services.observability",
+    "workflow": "coder.services.workflow",
 }
 
 ALL = "all"

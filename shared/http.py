@@ -21,6 +21,10 @@ from coder.shared.errors import Problem, Unauthorized
 
 # The gateway's endpoint trading a user's token for a workload token (gateway/routes/workload.py).
 WORKLOAD_TOKEN_PATH = "/internal/workload-token"  # noqa: S105 - a path
+# A target that acts for a user after the user's request ended (workflow's runs) takes a delegation
+# at the first with the user's token, and trades it at the second for the user's access tokens.
+DELEGATION_PATH = "/internal/delegations"
+DELEGATED_TOKEN_PATH = "/internal/delegated-token"  # noqa: S105 - a path
 # A cached workload token is traded again this long before it expires, so none expires in flight.
 WORKLOAD_RENEW_SECONDS = 30.0
 WORKLOAD_CACHE_SIZE = 10_000

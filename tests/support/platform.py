@@ -19,6 +19,8 @@ from coder.shared.settings import PlatformSettings, TargetSettings
 from coder.shared.target import Target
 from coder.tests.support.tokens import TestSigner
 
+WORKFLOW_SECRET = "workflow-test-secret-" + uuid.uuid4().hex
+
 
 @dataclass
 class Platform:
@@ -38,7 +40,11 @@ def make_settings(database_url: str, signer: TestSigner, **overrides: object) ->
         "outbox_poll_seconds": 0.2,
         **overrides,
     }
-    return PlatformSettings.model_validate(values)
+    settings = PlatformSettings.model_validate(values)
+    # workflow acts for users after their request through the gateway (a delegation): it proves
+    # itself with a workload secret, as `coder-platform run` generates one.
+    settings.workload_secrets.setdefault("workflow", WORKFLOW_SECRET)
+    return settings
 
 
 @asynccontextmanager
