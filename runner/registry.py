@@ -23,6 +23,7 @@ PACKAGES: dict[str, str] = {
     "ai": "coder.services.ai",
     "embeddings": "coder.services.embeddings",
     "logging": "coder.services.logging",
+    "messaging": "coder.services.messaging",
 }
 
 ALL = "all"
