@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, status
 from fastapi.responses import PlainTextResponse
@@ -245,7 +245,8 @@ async def channel_unread(channel_id: uuid.UUID, session: SessionDep, principal: 
 @router.get("/unreads", response_model=Page[UnreadRead])
 async def list_unreads(session: SessionDep, principal: Reader, params: PageDep) -> Page[UnreadRead]:
     """Unread and mention counts of every channel you are a member of, by channel id."""
-    query: Select[Any] = (
+    query = cast(
+        "Select[Any]",
         scoped(Member, principal.org_id)
         .join(Channel, Channel.id == Member.channel_id)
         .with_only_columns(
@@ -254,7 +255,7 @@ async def list_unreads(session: SessionDep, principal: Reader, params: PageDep) 
             Member.mention_count,
             Member.last_viewed_at,
         )
-        .where(Member.user_id == principal.subject)
+        .where(Member.user_id == principal.subject),
     )
     rows = await paginate(session, query, (Member.channel_id,), params)
     return rows.page(

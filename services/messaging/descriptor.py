@@ -25,6 +25,9 @@ descriptor = Descriptor(
         ChannelCreated.event_type,
     ),
     event_schemas=event_schemas(PostCreated, PostUpdated, PostDeleted, ChannelCreated),
+    # Incoming webhooks (`/hooks/<secret>`) and bot posts (`/hooks/bot/posts`, a bot token) carry
+    # credentials the gateway does not issue: messaging checks them itself.
+    own_credentials=("/hooks/",),
     tools=(
         Tool(
             name="messaging_post",

@@ -367,11 +367,11 @@ async def create_post(
             .where(owned_by(Member, org_id), Member.channel_id == channel_id, Member.user_id.in_(mentions))
             .values(mention_count=Member.mention_count + 1)
         )
-    # The author has seen their own post.
+    # Posting marks the channel read for its author, as viewing it would (Mattermost does the same).
     await session.execute(
         update(Member)
         .where(owned_by(Member, org_id), Member.channel_id == channel_id, Member.user_id == author.user_id)
-        .values(msg_count=channel.total_msg_count, last_viewed_at=func.now())
+        .values(msg_count=channel.total_msg_count, mention_count=0, last_viewed_at=func.now())
     )
     data = post_json(post)
     await live.record(
