@@ -186,9 +186,10 @@ async def delete_channel(channel_id: uuid.UUID, session: SessionDep, principal: 
 async def list_members(
     channel_id: uuid.UUID, session: SessionDep, principal: Reader, params: PageDep
 ) -> Page[MemberRead]:
-    await service.readable(session, principal.org_id, principal.subject, channel_id)
     query = scoped(Member, principal.org_id).where(Member.channel_id == channel_id)
-    return (await paginate(session, query, (Member.user_id,), params)).page(_member)
+    rows = await paginate(session, query, (Member.user_id,), params)  # a bad cursor is a 400 first
+    await service.readable(session, principal.org_id, principal.subject, channel_id)
+    return rows.page(_member)
 
 
 @router.post(
@@ -270,16 +271,18 @@ async def list_posts(
     channel_id: uuid.UUID, session: SessionDep, principal: Reader, params: PageDep
 ) -> Page[PostRead]:
     """A channel's posts, replies included, newest first."""
-    await service.readable(session, principal.org_id, principal.subject, channel_id)
     query = scoped(Post, principal.org_id).where(Post.channel_id == channel_id, Post.deleted_at.is_(None))
     rows = await paginate(session, query, (Post.created_at, Post.id), params, descending=True)
+    await service.readable(session, principal.org_id, principal.subject, channel_id)
     return rows.page(service.post_read)
 
 
 # --- posts ---
 
 
-@router.post("/posts", response_model=PostRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/posts", response_model=PostRead, status_code=status.HTTP_201_CREATED, responses=problem_responses({404})
+)
 async def create_post(body: PostCreate, session: SessionDep, principal: Writer, cache: CacheDep) -> PostRead:
     """Post to a channel you are a member of; with `root_id`, a reply in that post's thread.
     `@username`, `@user-id` and `@channel` mention users: their mention counts go up."""
@@ -319,7 +322,7 @@ async def read_thread(post_id: uuid.UUID, session: SessionDep, principal: Reader
     return ThreadRead(order=[p.id for p in posts], posts=[service.post_read(p) for p in posts])
 
 
-@router.post("/posts/search", response_model=SearchRead)
+@router.post("/posts/search", response_model=SearchRead, responses=problem_responses({404}))
 async def search_posts(body: SearchQuery, session: SessionDep, principal: Reader) -> SearchRead:
     """Full-text search over the posts of every channel you may read (or of `channel_id`), best match
     first. `terms` takes web search syntax: words, `"a phrase"`, `or`, `-excluded`."""
@@ -411,7 +414,12 @@ async def rotate_bot_token(bot_id: uuid.UUID, session: SessionDep, principal: Wr
 # --- incoming webhooks ---
 
 
-@router.post("/hooks/incoming", response_model=HookCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/hooks/incoming",
+    response_model=HookCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses({404}),
+)
 async def create_hook(
     body: HookCreate, session: SessionDep, principal: Writer, request: Request
 ) -> HookCreated:
