@@ -4,7 +4,7 @@ fanned out to every replica through Redis pub/sub.
 A change records its event (`record`) in the request's transaction: one `Broadcast` row and, for each
 recipient, the next `seq` of their stream (the `Stream` row stays locked until the commit, so a
 user's events commit in `seq` order and no id is skipped). After the commit, one note goes to the
-Redis channel `messaging:live`; every process's `Hub` hands it to its local connections. A
+Redis channel `messaging.live`; every process's `Hub` hands it to its local connections. A
 connection sends an event only when it is the next of its stream: an older one is a duplicate, a
 later one means a note was late or lost, and the gap is read from PostgreSQL first. A reconnecting
 client names the last `seq` it saw and gets the rest the same way, so no event is missed or doubled.
@@ -36,8 +36,8 @@ from coder.shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "messaging:live"
-PENDING = "messaging.live"  # session.info key: notes to publish once the transaction commits
+CHANNEL = "messaging.live"
+PENDING = "messaging.live.pending"  # session.info key: notes to publish once the transaction commits
 CATCH_UP_BATCH = 500
 # Fire-and-forget publishes, referenced until done (the loop keeps only weak references to tasks).
 _sending: set[asyncio.Task[None]] = set()
@@ -169,7 +169,7 @@ class Subscriber:
 
 
 class Hub:
-    """This process's side of `messaging:live`: one subscription, handing notes to local subscribers."""
+    """This process's side of `messaging.live`: one subscription, handing notes to local subscribers."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -181,7 +181,7 @@ class Hub:
         """Receive notes for the subscriber's user from now on (the subscription is live on return)."""
         if self._task is None or self._task.done():
             self._subscribed = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._listen(), name="messaging:live")
+            self._task = asyncio.get_running_loop().create_task(self._listen(), name="messaging.live")
         self.subscribers[(subscriber.org_id, subscriber.user_id)].add(subscriber)
         await asyncio.wait_for(self._subscribed.wait(), timeout=10)
 

@@ -40,7 +40,6 @@ from coder.services.messaging.schemas import (
     ProfileUpdate,
 )
 from coder.shared.auth import Principal
-from coder.shared.contracts.messaging import ChannelCreated, PostCreated, PostDeleted, PostUpdated
 from coder.shared.errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 from coder.shared.repository import OrgScoped, owned_by, scoped
 
@@ -175,7 +174,7 @@ async def _create_channel(
     await session.flush()
     await Base.events.publish(
         session,
-        ChannelCreated.event_type,
+        "messaging.channel.created",
         {"channel_id": str(channel.id), "name": channel.name, "type": channel.type, "creator_id": creator},
         org_id=org_id,
         subject=str(channel.id),
@@ -383,12 +382,19 @@ async def create_post(
         {"post": data, "channel_id": str(channel_id), "mentions": mentions},
         channel_id,
     )
-    await _post_event(session, PostCreated.event_type, post, mentions=mentions)
+    await Base.events.publish(
+        session,
+        "messaging.post.created",
+        _post_event(post, mentions=mentions),
+        org_id=org_id,
+        subject=str(post.id),
+    )
     return post
 
 
-async def _post_event(session: AsyncSession, event_type: str, post: Post, **extra: Any) -> None:
-    data = {
+def _post_event(post: Post, **extra: Any) -> dict[str, Any]:
+    """The data of a `messaging.post.*` event about `post`."""
+    return {
         "post_id": str(post.id),
         "channel_id": str(post.channel_id),
         "user_id": post.user_id,
@@ -398,7 +404,6 @@ async def _post_event(session: AsyncSession, event_type: str, post: Post, **extr
         "from_webhook": post.props.get("from_webhook") == "true",
         **extra,
     }
-    await Base.events.publish(session, event_type, data, org_id=post.org_id, subject=str(post.id))
 
 
 async def readable_post(
@@ -427,7 +432,9 @@ async def edit_post(
     members = await member_ids(session, principal.org_id, post.channel_id)
     data = {"post": post_json(post), "channel_id": str(post.channel_id)}
     await live.record(session, cache, principal.org_id, members, "post_edited", data, post.channel_id)
-    await _post_event(session, PostUpdated.event_type, post)
+    await Base.events.publish(
+        session, "messaging.post.updated", _post_event(post), org_id=post.org_id, subject=str(post.id)
+    )
     return post
 
 
@@ -439,7 +446,9 @@ async def delete_post(
     allowed = post.user_id == principal.subject or principal.can("messaging:admin")
     if not allowed and (member is None or member.role != "admin"):
         raise Forbidden("only its author, the channel's admin or an org admin deletes a post")
-    await _post_event(session, PostDeleted.event_type, post)
+    await Base.events.publish(
+        session, "messaging.post.deleted", _post_event(post), org_id=post.org_id, subject=str(post.id)
+    )
     post.message = ""
     post.props = {k: v for k, v in post.props.items() if k in ("from_bot", "from_webhook")}
     post.deleted_at = func.now()
