@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -109,9 +110,7 @@ async def _run(url: str, messaging: str, channel_id: str, signer: TestSigner) ->
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
-async def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="coder-bench-messaging-"))
-    signer = TestSigner()
+async def _measure(work: Path, signer: TestSigner) -> list[tuple[str, float]]:
     messaging_port, gateway_port = free_port(), free_port()
     cli = str(Path(sys.executable).with_name("coder-platform"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "CODER_", "MESSAGING_"))}
@@ -166,6 +165,15 @@ async def main() -> None:
                     ),
                 ),
             ]
+    return rows
+
+
+async def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="coder-bench-messaging-"))
+    try:
+        rows = await _measure(work, TestSigner())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(
         f"fan-out: {POSTS} posts ({POSTERS} in flight) to {SUBSCRIBERS} WebSocket subscribers of one channel"
     )
