@@ -142,8 +142,8 @@ async def test_edit_delete_and_reactions(platform: Platform, signer: TestSigner,
 
 
 async def test_search_covers_only_readable_posts(platform: Platform, signer: TestSigner, org: str) -> None:
-    alice, ha = user(signer, org)
-    bob, hb = user(signer, org)
+    _alice, ha = user(signer, org)
+    _bob, hb = user(signer, org)
     word = f"zebra{uuid.uuid4().hex[:6]}"
     public = await channel(platform, ha)
     private = await channel(platform, ha, type="P")

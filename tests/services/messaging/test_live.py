@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from coder.shared.devservers import free_port
 from coder.tests.services.messaging.factories import add, channel, post, user
-from coder.tests.support.platform import Platform
+from coder.tests.support.platform import Platform, make_settings, running, wait_until
 from coder.tests.support.tokens import TestSigner
 
 
@@ -89,7 +89,7 @@ async def test_two_clients_see_each_other_live(
 async def test_a_reconnecting_client_misses_nothing(
     platform: Platform, signer: TestSigner, org: str, address: str
 ) -> None:
-    alice, ha = user(signer, org)
+    _alice, ha = user(signer, org)
     bob, hb = user(signer, org)
     room = await channel(platform, ha)
     await add(platform, ha, room["id"], bob)
@@ -158,10 +158,12 @@ async def test_refusals_close_with_a_code(
     with pytest.raises((ConnectionClosed, InvalidStatus)) as closed:
         async with connect(url, additional_headers=headers) as ws:
             await asyncio.wait_for(ws.recv(), timeout=30)
-    if isinstance(closed.value, ConnectionClosed):
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
-    else:  # the gateway refuses a token that grants nothing on messaging before the handshake
-        assert code == 4403 and closed.value.response.status_code == 403
+    error = closed.value
+    if isinstance(error, InvalidStatus):  # the gateway refuses a token granting nothing on messaging
+        assert code == 4403 and error.response.status_code == 403
+    else:
+        assert isinstance(error, ConnectionClosed)
+        assert error.rcvd is not None and error.rcvd.code == code
 
 
 async def test_without_a_token_the_gateway_refuses(address: str) -> None:
@@ -169,3 +171,42 @@ async def test_without_a_token_the_gateway_refuses(address: str) -> None:
         async with connect(f"ws://{address}/api/messaging/v1/websocket"):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_a_subscriber_on_another_replica_gets_every_post(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    platform: Platform,
+    signer: TestSigner,
+    org: str,
+    database_url: str,
+) -> None:
+    """Two messaging processes on one PostgreSQL and one Redis: a post written through the first
+    reaches a subscriber connected to the second (the fan-out goes through Redis, not memory)."""
+    if platform.backend != "real":
+        pytest.skip("replicas share a real Redis")
+    overrides = {"redis_url": request.getfixturevalue("redis_server").url}
+    # No periodic check from the database within the test: only the Redis note can bring the posts.
+    monkeypatch.setenv("MESSAGING_CHECK_SECONDS", "300")
+    async with running(make_settings(database_url, signer, **overrides), "real", "messaging") as replica:
+        config = uvicorn.Config(
+            replica.app, host="127.0.0.1", port=free_port(), lifespan="off", log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            await wait_until(lambda: server.started, what="the replica to serve")
+            _, ha = user(signer, org)
+            bob, hb = user(signer, org)
+            room = await channel(platform, ha)
+            await add(platform, ha, room["id"], bob)
+            url = f"ws://127.0.0.1:{config.port}/v1/websocket"
+            async with connect(url, additional_headers=hb) as wb:
+                assert (await receive(wb))["event"] == "hello"
+                for n in range(3):
+                    await post(platform, ha, room["id"], f"across {n}")
+                got = [(await next_event(wb, "posted"))["data"]["post"]["message"] for _ in range(3)]
+                assert got == [f"across {n}" for n in range(3)]
+        finally:
+            server.should_exit = True
+            await task
