@@ -96,6 +96,12 @@ def challenge(problem: Problem, scope: Scope, target: str, gateway: Gateway) -> 
     return problem
 
 
+def own_credentials(gateway: Gateway, target: str, path: str) -> bool:
+    """Whether the target checks the credentials of `path` itself (its descriptor's `own_credentials`)."""
+    descriptor = gateway.runtime.descriptors.get(target)
+    return descriptor is not None and path.startswith(descriptor.own_credentials)
+
+
 # `/api/<first segment>` the gateway answers itself; every other `/api/...` goes to a target.
 OWN_API = frozenset({"users", "orgs", "teams"})
 
@@ -136,6 +142,7 @@ class EdgeMiddleware:
                 # OPTIONS only lists a route's methods (the target answers it without a handler).
                 authenticate=target is not None
                 and target[1] not in PUBLIC_PATHS
+                and not own_credentials(self.gateway, *target)
                 and scope.get("method") != "OPTIONS",
             )
             verdict = admission.verdict

@@ -27,7 +27,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from coder.gateway import roles
 from coder.gateway.breaker import CircuitBreaker
 from coder.gateway.edge import Caller, Gateway
-from coder.gateway.middleware import CALLER, PUBLIC_PATHS, BodyTooLarge, challenge, timing_of
+from coder.gateway.middleware import (
+    CALLER,
+    PUBLIC_PATHS,
+    BodyTooLarge,
+    challenge,
+    own_credentials,
+    timing_of,
+)
 from coder.shared import context
 from coder.shared.auth import bearer_token
 from coder.shared.errors import Forbidden, NotFound, Problem, Unauthorized, problem_response
@@ -135,7 +142,11 @@ class TargetProxy:
     async def _admit(self, name: str, path: str, scope: Scope) -> str | None:
         """The coarse check: the token to forward, or None for a target's public paths (and OPTIONS,
         which only lists a route's methods)."""
-        if path in PUBLIC_PATHS or scope.get("method") == "OPTIONS":
+        if (
+            path in PUBLIC_PATHS
+            or own_credentials(self.gateway, name, path)
+            or scope.get("method") == "OPTIONS"
+        ):
             return None
         caller = scope.get(CALLER)  # usually already checked at the edge
         if not isinstance(caller, Caller):

@@ -29,6 +29,7 @@ PACKAGES: dict[str, str] = {
     "collaboration": "coder.services.collaboration",
     "observability": "coder.services.observability",
     "workflow": "coder.services.workflow",
+    "messaging": "coder.services.messaging",
 }
 
 ALL = "all"

@@ -123,6 +123,10 @@ class Descriptor:
     # `/.well-known/oauth-protected-resource`: the gateway's 401s for it then name that document
     # (`WWW-Authenticate: Bearer resource_metadata=...`), which is how MCP clients find the issuer.
     resource_metadata: bool = False
+    # Path prefixes (e.g. "/hooks/") the target authenticates with credentials of its own (an incoming
+    # webhook's secret URL, a bot's token): the gateway forwards them without a gateway token, still
+    # rate-limited and size-limited. Empty for almost every target.
+    own_credentials: tuple[str, ...] = ()
 
     @property
     def migrations_dir(self) -> Path:
