@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp
 
@@ -30,6 +30,10 @@ from coder.shared.target import Dependency, Descriptor, Target, service_urls
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=TargetSettings)
+
+# Redis connections per process, and how long a call waits for one when all are in use.
+REDIS_CONNECTIONS = 100
+REDIS_WAIT_SECONDS = 10.0
 
 
 class Runtime:
@@ -130,12 +134,17 @@ class Runtime:
 
     async def _open_cache(self) -> Redis:
         if self.settings.redis_url:
-            return Redis.from_url(
+            # A burst beyond the pool (200 WebSocket handshakes at once) waits for a connection
+            # instead of failing: redis-py's default pool raises once 100 are in use.
+            pool = BlockingConnectionPool.from_url(
                 self.settings.redis_url,
                 decode_responses=True,
                 health_check_interval=30,
                 socket_connect_timeout=5,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_WAIT_SECONDS,
             )
+            return Redis.from_pool(pool)
         try:
             import fakeredis
         except ModuleNotFoundError:
@@ -145,7 +154,12 @@ class Runtime:
             ) from None
 
         log.info("no REDIS_URL: using the in-process cache")
-        return fakeredis.FakeAsyncRedis(decode_responses=True)
+        return fakeredis.FakeAsyncRedis(
+            decode_responses=True,
+            connection_pool_class=BlockingConnectionPool,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REDIS_WAIT_SECONDS,
+        )
 
     def _open_bus(self) -> Bus:
         limit = self.settings.event_delivery_limit
