@@ -93,7 +93,10 @@ def job(spec: RunSpec, namespace: str, image: str, ttl_seconds: int) -> dict[str
         {"name": "work", "emptyDir": {"sizeLimit": str(limits.file_bytes * 2)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": str(limits.file_bytes)}},
     ]
-    mounts = [{"name": "work", "mountPath": SANDBOX_HOME}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    mounts: list[dict[str, Any]] = [
+        {"name": "work", "mountPath": SANDBOX_HOME},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]  # noqa: S108
     if spec.files:
         items = [{"key": f"f{i}", "path": path} for i, path in enumerate(spec.files)]
         volumes.append({"name": "input", "configMap": {"name": name_of(spec), "items": items}})

@@ -50,6 +50,14 @@ _OUT_OF_MEMORY = (
     b"out of memory",
     b"OutOfMemoryError",
 )
+# What a shell or runtime prints when RLIMIT_NPROC refuses a fork or a thread: the job is stopped at
+# once (a fork bomb would otherwise spin at the limit until its wall time).
+_FORK_REFUSED = (
+    b"Cannot fork",
+    b"fork: ",
+    b"Resource temporarily unavailable",
+    b"can't start new thread",
+)
 _CLONE_NEWNET = 0x40000000
 _READ_SIZE = 65536
 # Read-only system directories a program needs; the rest of the host is not there.
@@ -362,6 +370,8 @@ class LocalSandbox:
                 if name == "stderr":
                     tail.extend(chunk[-4096:])
                     del tail[:-4096]
+                    if any(marker in chunk for marker in _FORK_REFUSED):
+                        stop(PROCESSES, f"reached the limit of {spec.limits.processes} processes")
                 if room > 0:
                     await sink.output(name, chunk[:room])
                 if total[0] > spec.limits.output_bytes:
