@@ -95,8 +95,8 @@ def job(spec: RunSpec, namespace: str, image: str, ttl_seconds: int) -> dict[str
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "work", "mountPath": SANDBOX_HOME},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]  # noqa: S108
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+    ]
     if spec.files:
         items = [{"key": f"f{i}", "path": path} for i, path in enumerate(spec.files)]
         volumes.append({"name": "input", "configMap": {"name": name_of(spec), "items": items}})

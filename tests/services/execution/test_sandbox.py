@@ -132,7 +132,7 @@ async def test_limits_stop_each_hog_and_say_why(sandbox: LocalSandbox) -> None:
 
 async def test_runs_as_a_uid_of_its_own_in_its_own_directory(sandbox: LocalSandbox) -> None:
     code = "import os\nprint(os.getuid(), os.getgid(), os.getgroups(), os.getcwd(), sorted(os.listdir('.')))"
-    (first, one), (second, two) = await asyncio.gather(
+    (_, one), (_, two) = await asyncio.gather(
         run(sandbox, py(code), files={"mine.txt": b"1"}), run(sandbox, py(code), files={"theirs.txt": b"2"})
     )
     uid1, gid1, groups1, cwd1, files1 = one.stdout.split(" ", 4)
@@ -184,7 +184,7 @@ async def test_escapes_are_stopped(sandbox: LocalSandbox, loopback_server: int, 
     become_root = py("import os\ntry:\n    os.setuid(0); print('root')\nexcept OSError: print('refused')")
     daemon = ["sh", "-c", "setsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 & echo started"]
     link_out = ["sh", "-c", f"ln -s {secret} out.txt; ln -s /etc/shadow shadow.txt; echo linked"]
-    (net, n), (read, r), (root, rt), (daemonized, d), (linked, lk) = await asyncio.gather(
+    (_, n), (read, r), (_, rt), (_, d), (linked, lk) = await asyncio.gather(
         run(sandbox, connect),
         run(sandbox, read_host),
         run(sandbox, become_root),
