@@ -71,6 +71,9 @@ class Executor:
         self.runner = runner
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.wake = asyncio.Event()
+        # False: the workers take no new job (a replica draining before it stops); queued jobs wait
+        # for another replica or for this one to take them again.
+        self.accepting = True
 
     @property
     def clients(self) -> ServiceClients:
@@ -82,7 +85,7 @@ class Executor:
     async def _worker(self, index: int) -> None:
         while True:
             try:
-                job = await self._claim(index)
+                job = await self._claim(index) if self.accepting else None
             except Exception:
                 log.exception("claiming a job failed")
                 job = None
