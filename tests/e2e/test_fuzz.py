@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from contextlib import AsyncExitStack
@@ -105,6 +106,8 @@ def fuzzed(database_url: str) -> Iterator[Fuzzed]:
         "GATEWAY_RATE_LIMIT_PER_TOKEN": "1000000",
         "GATEWAY_RATE_LIMIT_PER_IP": "1000000",
         "GATEWAY_ACCESS_TOKEN_TTL_SECONDS": "3600",
+        # execution reserves quota in resources for the user with its workload identity.
+        "EXECUTION_WORKLOAD_SECRET": f"fuzz-workload-{uuid.uuid4().hex}",
     }
     with LoopThread() as loop:
         stack = AsyncExitStack()
