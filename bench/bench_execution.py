@@ -37,7 +37,12 @@ CONCURRENT = 4
 THROUGHPUT_RUNS = 80
 UID_BASE = 65000
 LIMITS = Limits(
-    cpu_seconds=5, wall_seconds=30, memory_bytes=256 << 20, processes=32, output_bytes=65536, file_bytes=1 << 20
+    cpu_seconds=5,
+    wall_seconds=30,
+    memory_bytes=256 << 20,
+    processes=32,
+    output_bytes=65536,
+    file_bytes=1 << 20,
 )
 
 
@@ -89,7 +94,10 @@ async def throughput(run) -> float:  # type: ignore[no-untyped-def]
 async def main() -> None:
     root = Path(tempfile.gettempdir()) / f"coder-execution-bench-{uuid.uuid4().hex[:8]}"
     pool = UidPool(UID_BASE, 16, root / "uids")
-    ways = {"bare subprocess (baseline)": bare, "rlimits sandbox": sandboxed(LocalSandbox(RLIMITS, root, pool))}
+    ways = {
+        "bare subprocess (baseline)": bare,
+        "rlimits sandbox": sandboxed(LocalSandbox(RLIMITS, root, pool)),
+    }
     uid = pool.take()
     assert uid is not None
     usable = probe_bubblewrap(uid)
