@@ -17,6 +17,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from coder.bench.support import Stopwatch, percentile, report
@@ -31,6 +32,7 @@ from coder.services.execution.sandbox import (
     probe_bubblewrap,
 )
 
+Run = Callable[[], Awaitable[None]]
 SAMPLES = 60
 WARMUP = 5
 CONCURRENT = 4
@@ -59,7 +61,7 @@ async def bare() -> None:
     assert proc.returncode == 0
 
 
-def sandboxed(sandbox: LocalSandbox):  # type: ignore[no-untyped-def]
+def sandboxed(sandbox: LocalSandbox) -> Run:
     async def one() -> None:
         spec = RunSpec(job_id=uuid.uuid4().hex, argv=["true"], limits=LIMITS)
         result = await sandbox.run(spec, Discard())
@@ -68,7 +70,7 @@ def sandboxed(sandbox: LocalSandbox):  # type: ignore[no-untyped-def]
     return one
 
 
-async def latency(run) -> list[float]:  # type: ignore[no-untyped-def]
+async def latency(run: Run) -> list[float]:
     samples = []
     for n in range(SAMPLES + WARMUP):
         clock = Stopwatch()
@@ -78,7 +80,7 @@ async def latency(run) -> list[float]:  # type: ignore[no-untyped-def]
     return samples
 
 
-async def throughput(run) -> float:  # type: ignore[no-untyped-def]
+async def throughput(run: Run) -> float:
     queue = list(range(THROUGHPUT_RUNS))
 
     async def lane() -> None:
