@@ -230,6 +230,11 @@ class LocalSandbox:
     @classmethod
     def choose(cls, wanted: str, root: Path, pool: UidPool, tick_seconds: float = 0.25) -> LocalSandbox:
         """`wanted` is "auto", "bubblewrap" or "rlimits"; auto probes bubblewrap with a uid of the pool."""
+        if os.geteuid() != 0:
+            raise RuntimeError(
+                "the local sandboxes run each job as a uid of its own, which needs root "
+                "(or set EXECUTION_BACKEND=kubernetes)"
+            )
         if wanted == RLIMITS:
             return cls(RLIMITS, root, pool, tick_seconds)
         uid = pool.take()

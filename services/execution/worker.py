@@ -65,10 +65,10 @@ class JobSink(Sink):
 class Executor:
     """A process's workers and its sandbox."""
 
-    def __init__(self, runtime: Runtime, settings: ExecutionSettings, runner: Runner) -> None:
+    def __init__(self, runtime: Runtime, settings: ExecutionSettings, runner: Runner | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.runner = runner
+        self._runner = runner
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.wake = asyncio.Event()
         # False: the workers take no new job (a replica draining before it stops); queued jobs wait
@@ -79,7 +79,22 @@ class Executor:
     def clients(self) -> ServiceClients:
         return self.runtime.clients
 
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = _runner(self.settings)
+        return self._runner
+
     async def work(self) -> None:
+        if self.settings.workers == 0:
+            return
+        try:
+            kind = self.runner.kind
+        except RuntimeError as exc:
+            # Queued jobs wait for a replica that can run them; the API still takes and serves jobs.
+            log.error("this process runs no jobs", extra={"why": str(exc)})
+            return
+        log.info("execution workers started", extra={"sandbox": kind, "workers": self.settings.workers})
         await asyncio.gather(*(self._worker(i) for i in range(self.settings.workers)))
 
     async def _worker(self, index: int) -> None:
@@ -156,7 +171,7 @@ def executor(runtime: Runtime) -> Executor:
     """The process's executor (made once: the setup and the background task share it)."""
     if runtime not in _executors:
         settings = runtime.config(ExecutionSettings)
-        _executors[runtime] = Executor(runtime, settings, _runner(settings))
+        _executors[runtime] = Executor(runtime, settings)
     return _executors[runtime]
 
 
