@@ -258,11 +258,16 @@ class LocalSandbox:
         workdir = self.jobs_dir / spec.job_id
         try:
             self._prepare(workdir, uid, spec)
+            # It sweeps the uid itself when the program ends.
             return await self._run(spec, sink, uid, workdir)
         except OSError as exc:
-            return RunResult(ERROR, f"the sandbox could not start: {exc}")
-        finally:
             await asyncio.to_thread(kill_uid, uid)
+            return RunResult(ERROR, f"the sandbox could not start: {exc}")
+        except BaseException:
+            # Cancelled (the process stops) or a bug: nothing of the job may outlive it.
+            await asyncio.to_thread(kill_uid, uid)
+            raise
+        finally:
             shutil.rmtree(workdir, ignore_errors=True)
             self.pool.give_back(uid)
 

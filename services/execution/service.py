@@ -21,7 +21,6 @@ from coder.shared.repository import OrgScoped
 
 log = logging.getLogger(__name__)
 
-FINISHED_EVENT = "execution.job.finished"
 # CPU a job holds in `resources` while it waits and runs (one core: RLIMIT_CPU counts one core's time).
 RESERVED_CPU = "1"
 
@@ -149,7 +148,7 @@ async def finish(
     )
     await Base.events.publish(
         session,
-        FINISHED_EVENT,
+        "execution.job.finished",
         {
             "job_id": str(job.id),
             "status": job.status,
