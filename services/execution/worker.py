@@ -113,9 +113,11 @@ class Executor:
                 await self.run(job)
             except Exception as exc:
                 log.exception("running a job failed", extra={"job_id": str(job.id)})
-                await self._end(
-                    job.id, RunResult(Outcome.ERROR.value, f"the worker failed: {type(exc).__name__}")
-                )
+                failed = RunResult(Outcome.ERROR.value, f"the worker failed: {type(exc).__name__}")
+                # If even this fails (the database is away), the job's heartbeat stops and it is
+                # ended as lost; the worker carries on.
+                with contextlib.suppress(Exception):
+                    await self._end(job.id, failed)
 
     async def _claim(self, index: int) -> Job | None:
         async with self.runtime.sessions() as session, session.begin():
