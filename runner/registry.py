@@ -30,6 +30,7 @@ PACKAGES: dict[str, str] = {
     "observability": "coder.services.observability",
     "workflow": "coder.services.workflow",
     "messaging": "coder.services.messaging",
+    "execution": "coder.services.execution",
 }
 
 ALL = "all"

@@ -24,7 +24,7 @@ from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.logscan import LogCapture
 from coder.tests.support.platform import Platform, make_settings, running, wait_until
 from coder.tests.support.tokens import TestSigner
-from coder.tests.support.workload import SPENDER
+from coder.tests.support.workload import SPENDER, sign_workload_tokens
 
 LOG_CAPTURE = pytest.StashKey[LogCapture]()
 
@@ -105,6 +105,7 @@ async def platform(
         overrides["redis_url"] = request.getfixturevalue("redis_server").url
         overrides["amqp_url"] = request.getfixturevalue("rabbit_server").url
     async with running(make_settings(database_url, signer, **overrides), request.param) as platform:
+        sign_workload_tokens(platform.runtime.clients, signer)
         if platform.runtime.bus is not None:
             await wait_until(platform.runtime.bus.is_ready, what="the event bus to connect")
         yield platform

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the test suite starts as child processes (never as system services).
+# Debian packages the test suite starts as child processes (never as system services), and the
+# sandbox execution runs jobs in.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v nginx >/dev/null || need+=(nginx-light)
+# execution's local sandbox (it falls back to rlimits and a uid of its own where namespaces are refused).
+command -v bwrap >/dev/null || need+=(bubblewrap)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   # Keep the packages from starting system-wide services: the tests start their own on loopback.

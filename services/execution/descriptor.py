@@ -1,0 +1,55 @@
+"""execution as the platform sees it: data only (see coder.shared.target)."""
+
+from coder.shared.contracts import event_schemas
+from coder.shared.contracts.execution import JobFinished
+from coder.shared.target import Dependency, Descriptor, Tool, read, workload_secret, write
+
+descriptor = Descriptor(
+    name="execution",
+    port=3008,
+    title="Sandboxed execution",
+    package="coder.services.execution",
+    # Redis: the gateway's revocation list, read on every call (coder.shared.auth.RevocationList).
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.RABBITMQ}),
+    permissions={
+        "read": read("Read jobs, their output and their files"),
+        "run": write("Run commands and code in a sandbox, and cancel runs"),
+    },
+    emits=(JobFinished.event_type,),
+    event_schemas=event_schemas(JobFinished),
+    # resources: hold a sandbox, CPU and memory for the user while a job waits and runs.
+    grants=("resources:reserve",),
+    generated_secrets={
+        workload_secret("execution"): "Proves execution to the gateway when it calls resources"
+    },
+    tools=(
+        Tool(
+            name="execution_run",
+            operation="POST /v1/jobs",
+            description=(
+                "Run a command (argv) or code (language python or sh, and source) in a sandbox with "
+                "limits on CPU time, wall time, memory, processes and output, no network unless asked; "
+                "answers at once with the queued job (poll execution_get_job for its end)."
+            ),
+        ),
+        Tool(
+            name="execution_get_job",
+            operation="GET /v1/jobs/{job_id}",
+            description=(
+                "A job's status (queued, running, finished, cancelled), exit code, outcome (exited, "
+                "cpu_time, wall_time, memory, processes, output, cancelled, error) and why."
+            ),
+            read_only=True,
+            idempotent=True,
+        ),
+        Tool(
+            name="execution_cancel",
+            operation="POST /v1/jobs/{job_id}/cancel",
+            description=(
+                "Cancel a queued or running job (its processes are killed); a finished job stays as it is."
+            ),
+            destructive=True,
+            idempotent=True,
+        ),
+    ),
+)
