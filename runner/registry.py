@@ -23,6 +23,7 @@ PACKAGES: dict[str, str] = {
     "ai": "coder.services.ai",
     "embeddings": "coder.services.embeddings",
     "logging": "coder.services.logging",
+    "knowledge": "coder.services.knowledge",
 }
 
 ALL = "all"
