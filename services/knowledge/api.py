@@ -198,7 +198,7 @@ async def list_revisions(
     """The document's revisions, newest first."""
     document = await service.get_document(session, Reader(principal, clients), document_id)
     query = scoped(Revision, principal.org_id).where(Revision.document_id == document.id)
-    rows = await paginate(session, query, (Revision.revision.desc(),), params)
+    rows = await paginate(session, query, (Revision.revision,), params, descending=True)
     return rows.page(RevisionSummary.model_validate)
 
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from coder.shared.migrations.ops import create_event_tables
-from coder.shared.migrations.ops import drop_event_tables
 from sqlalchemy.dialects import postgresql
+
+from coder.shared.migrations.ops import create_event_tables, drop_event_tables
 
 revision: str = "0001"
 down_revision: str | None = None
