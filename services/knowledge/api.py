@@ -143,9 +143,10 @@ async def list_documents(
     collection_id: uuid.UUID, session: SessionDep, clients: ClientsDep, principal: Read, params: PageDep
 ) -> Page[DocumentSummary]:
     """The collection's documents and code files, by path, with their index status (no content)."""
-    collection = await service.get_collection(session, Reader(principal, clients), collection_id)
-    query = scoped(Document, principal.org_id).where(Document.collection_id == collection.id)
+    # The page first, so that a bad cursor is a 400 whether or not the collection may be read.
+    query = scoped(Document, principal.org_id).where(Document.collection_id == collection_id)
     rows = await paginate(session, query, (Document.path, Document.id), params)
+    await service.get_collection(session, Reader(principal, clients), collection_id)
     return rows.page(service.summary)
 
 
@@ -196,9 +197,9 @@ async def list_revisions(
     document_id: uuid.UUID, session: SessionDep, clients: ClientsDep, principal: Read, params: PageDep
 ) -> Page[RevisionSummary]:
     """The document's revisions, newest first."""
-    document = await service.get_document(session, Reader(principal, clients), document_id)
-    query = scoped(Revision, principal.org_id).where(Revision.document_id == document.id)
+    query = scoped(Revision, principal.org_id).where(Revision.document_id == document_id)
     rows = await paginate(session, query, (Revision.revision,), params, descending=True)
+    await service.get_document(session, Reader(principal, clients), document_id)
     return rows.page(RevisionSummary.model_validate)
 
 
@@ -255,9 +256,9 @@ async def create_source(
 async def list_sources(
     collection_id: uuid.UUID, session: SessionDep, clients: ClientsDep, principal: Read, params: PageDep
 ) -> Page[SourceRead]:
-    collection = await service.get_collection(session, Reader(principal, clients), collection_id)
-    query = scoped(Source, principal.org_id).where(Source.collection_id == collection.id)
+    query = scoped(Source, principal.org_id).where(Source.collection_id == collection_id)
     rows = await paginate(session, query, (Source.name, Source.id), params)
+    await service.get_collection(session, Reader(principal, clients), collection_id)
     return rows.page(SourceRead.model_validate)
 
 
