@@ -290,7 +290,8 @@ async def push_files(
     return await service.sync_files(session, principal, source, collection, body.files, body.delete)
 
 
-ARCHIVE_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar", "application/zip")
+# Any content type is read: the archive's kind comes from its first bytes (zip or tar, gzipped or not).
+ARCHIVE_TYPES = ("application/octet-stream",)
 
 
 @router.put(
