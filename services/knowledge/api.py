@@ -34,7 +34,7 @@ from coder.services.knowledge.service import Reader
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
 from coder.shared.deps import ClientsDep, settings_of
-from coder.shared.errors import problem_responses
+from coder.shared.errors import InvalidField, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.repository import scoped
 
@@ -330,7 +330,7 @@ async def upload_archive(
         if len(data) > limits.archive_bytes:
             raise archives.TooLarge(f"body: the archive is larger than {limits.archive_bytes} bytes")
     if not data:
-        raise archives.InvalidField("body", "send the archive's bytes")
+        raise InvalidField("body", "send the archive's bytes")
     files = [FileIn(path=path, content=text) for path, text in archives.files(bytes(data), limits)]
     return await service.sync_files(session, principal, source, collection, files, [], replace_all=True)
 

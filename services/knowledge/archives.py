@@ -115,10 +115,10 @@ def files(data: bytes, limits: Limits) -> Iterator[tuple[str, str]]:
                 count += 1
                 if count > limits.files:
                     raise TooLarge(f"{FIELD}: the archive holds more than {limits.files} files")
-                stream = archive_tar.extractfile(member)
-                if stream is None:
+                member_stream = archive_tar.extractfile(member)
+                if member_stream is None:
                     continue
-                content = _read(stream, limits, budget, path)
+                content = _read(member_stream, limits, budget, path)
                 text = _text(content) if content is not None else None
                 if text is not None:
                     yield path, text

@@ -19,6 +19,9 @@ from coder.tests.support.providers import FakeProvider
 
 __all__ = ["fresh_database", "oidc_provider"]
 
+KNOWLEDGE_SECRET = "knowledge-workload-secret-" + uuid.uuid4().hex
+AI_SECRET = "ai-workload-secret-" + uuid.uuid4().hex
+
 
 @dataclass
 class World:
@@ -37,8 +40,8 @@ async def world(
     provider = await FakeProvider().start()
     env = gateway_env(
         oidc_provider,
-        KNOWLEDGE_WORKLOAD_SECRET="knowledge-workload-secret-" + uuid.uuid4().hex,
-        AI_WORKLOAD_SECRET="ai-workload-secret-" + uuid.uuid4().hex,
+        KNOWLEDGE_WORKLOAD_SECRET=KNOWLEDGE_SECRET,
+        AI_WORKLOAD_SECRET=AI_SECRET,
         AI_HEALTH_INTERVAL_SECONDS="3600",
         KNOWLEDGE_MAX_UNPACKED_BYTES=str(20 * 1024 * 1024),
     )

@@ -11,9 +11,10 @@ import tarfile
 import uuid
 import zipfile
 
+from coder.shared.http import WORKLOAD_ORG_TOKEN_PATH
 from coder.tests.gateway.factories import member, owner
 from coder.tests.services.ai.conftest import new_org
-from coder.tests.services.knowledge.conftest import World
+from coder.tests.services.knowledge.conftest import AI_SECRET, KNOWLEDGE_SECRET, World
 from coder.tests.services.knowledge.factories import API, collection, document, indexed, ok, search
 
 
@@ -233,3 +234,23 @@ async def test_a_private_collection_never_reaches_an_external_provider(world: Wo
         )
     )
     assert private_word in " ".join(piece["content"] for piece in local["pieces"])
+
+
+async def test_the_indexers_org_token_is_knowledges_alone(world: World) -> None:
+    """The token the indexer acts with (no user): knowledge's secret for an existing org, at embeddings
+    only; ai (no `background_grants`) gets none, a wrong secret none, an unknown org none."""
+    boss = await owner(world.client)
+    ask = {"caller": "knowledge", "secret": KNOWLEDGE_SECRET, "audience": "embeddings", "org": boss.org_id}
+    granted = await ok(await world.client.post(WORKLOAD_ORG_TOKEN_PATH, json=ask))
+    token = {"Authorization": f"Bearer {granted['token']}"}
+    assert (await world.client.get("/api/embeddings/v1/collections", headers=token)).status_code == 200
+    # Good only at embeddings, and never at the gateway.
+    assert (await world.client.get(f"{API}/collections", headers=token)).status_code == 401
+    refused = [
+        ({**ask, "secret": "wrong"}, 401),
+        ({**ask, "caller": "ai", "secret": AI_SECRET}, 403),
+        ({**ask, "audience": "secrets"}, 403),
+        ({**ask, "org": str(uuid.uuid4())}, 422),
+    ]
+    for body, status in refused:
+        assert (await world.client.post(WORKLOAD_ORG_TOKEN_PATH, json=body)).status_code == status, body
