@@ -154,7 +154,7 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
                     None,
                     "{}",
                     local.DIMENSIONS,
-                    "[" + ",".join(f"{x:.6f}" for x in vectors[i]) + "]",
+                    vectors[i],
                 )
                 for i in range(CHUNKS)
             ],

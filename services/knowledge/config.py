@@ -15,4 +15,4 @@ class KnowledgeSettings(TargetSettings):
     max_archive_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_unpacked_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_files: int = Field(default=20_000, ge=1)
-    max_file_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_file_bytes: int = Field(default=1_000_000, ge=1)  # characters of a document, at most

@@ -4,7 +4,6 @@ speaking OpenAI's wire protocol for ai. One per module."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,8 @@ from coder.tests.support.providers import FakeProvider
 
 __all__ = ["fresh_database", "oidc_provider"]
 
-KNOWLEDGE_SECRET = "knowledge-workload-secret-" + uuid.uuid4().hex
-AI_SECRET = "ai-workload-secret-" + uuid.uuid4().hex
+KNOWLEDGE_SECRET = "knowledge-workload-secret-of-the-knowledge-tests"
+AI_SECRET = "ai-workload-secret-of-the-knowledge-tests"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from coder.tests.gateway.factories import member, owner
 from coder.tests.services.ai.conftest import new_org
 from coder.tests.services.knowledge.conftest import AI_SECRET, KNOWLEDGE_SECRET, World
 from coder.tests.services.knowledge.factories import API, collection, document, indexed, ok, search
+from coder.tests.support.workload import direct
 
 
 def word() -> str:
@@ -243,9 +244,11 @@ async def test_the_indexers_org_token_is_knowledges_alone(world: World) -> None:
     ask = {"caller": "knowledge", "secret": KNOWLEDGE_SECRET, "audience": "embeddings", "org": boss.org_id}
     granted = await ok(await world.client.post(WORKLOAD_ORG_TOKEN_PATH, json=ask))
     token = {"Authorization": f"Bearer {granted['token']}"}
-    assert (await world.client.get("/api/embeddings/v1/collections", headers=token)).status_code == 200
-    # Good only at embeddings, and never at the gateway.
-    assert (await world.client.get(f"{API}/collections", headers=token)).status_code == 401
+    platform = world.platform
+    assert (await direct(platform, "embeddings", "GET", "/v1/collections", token)).status_code == 200
+    # Good only at embeddings (knowledge refuses it), and never at the gateway.
+    assert (await direct(platform, "knowledge", "GET", "/v1/collections", token)).status_code == 401
+    assert (await world.client.get("/api/embeddings/v1/collections", headers=token)).status_code == 401
     refused = [
         ({**ask, "secret": "wrong"}, 401),
         ({**ask, "caller": "ai", "secret": AI_SECRET}, 403),
