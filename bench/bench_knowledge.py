@@ -161,7 +161,8 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
         )
         await conn.execute(text("SET maintenance_work_mem = '512MB'"))
         await conn.execute(text(index))
-        await conn.execute(text("ANALYZE knowledge_chunk; ANALYZE embeddings_item"))
+        await conn.execute(text("ANALYZE knowledge_chunk"))
+        await conn.execute(text("ANALYZE embeddings_item"))
     await engine.dispose()
     return vectors, ids, texts, str(collection_id)
 
