@@ -233,6 +233,6 @@ async def main() -> None:
     )
     report(
         "recall@10 against exact search (full text + brute-force k-NN, fused alike)",
-        [("recall@10", recall, ""), ("goal", 0.95, "")],
+        [("recall@10", recall * 100, "%"), ("goal", 95.0, "%")],
         baseline="goal",
     )
