@@ -139,6 +139,9 @@ class MeRead(UserRead):
     org_id: uuid.UUID | None = Field(description="The organization the presented token acts in")
     permissions: list[str]
     memberships: list[MembershipSummary]
+    teams: list[uuid.UUID] = Field(
+        description="The teams of that organization the holder belongs to (what team permissions check)"
+    )
 
 
 class UserUpdate(Input):

@@ -31,6 +31,7 @@ PACKAGES: dict[str, str] = {
     "workflow": "coder.services.workflow",
     "messaging": "coder.services.messaging",
     "execution": "coder.services.execution",
+    "knowledge": "coder.services.knowledge",
 }
 
 ALL = "all"

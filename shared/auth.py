@@ -216,6 +216,11 @@ class RevocationList:
         self.judge(principal, values)
 
 
+def background_subject(target: str) -> str:
+    """The `sub` of a workload token acting for an organization with no user (`background_grants`)."""
+    return f"target:{target}"
+
+
 def bearer_token(request: HTTPConnection) -> str | None:
     """The request's bearer token, read from its own Authorization header (the protocol middleware
     has already refused a request carrying more than one); without one, from `x-api-key`, where
@@ -261,6 +266,12 @@ def require(permission: str) -> Any:
             caller = descriptors.get(principal.actor)
             if caller is None or permission not in caller.grants:
                 raise Forbidden(f"{principal.actor} is not granted {permission}", required=permission)
+            if principal.subject == background_subject(principal.actor) and (
+                permission not in caller.background_grants
+            ):
+                raise Forbidden(
+                    f"{principal.actor} may not use {permission} without a user", required=permission
+                )
             return principal
         described = descriptors.get(target)
         kind = described.permissions.get(action) if described is not None else None

@@ -25,6 +25,8 @@ WORKLOAD_TOKEN_PATH = "/internal/workload-token"  # noqa: S105 - a path
 # at the first with the user's token, and trades it at the second for the user's access tokens.
 DELEGATION_PATH = "/internal/delegations"
 DELEGATED_TOKEN_PATH = "/internal/delegated-token"  # noqa: S105 - a path
+# The same for work with no user (an event handler): the caller's secret and an organization.
+WORKLOAD_ORG_TOKEN_PATH = "/internal/workload-token/org"  # noqa: S105 - a path
 # A cached workload token is traded again this long before it expires, so none expires in flight.
 WORKLOAD_RENEW_SECONDS = 30.0
 WORKLOAD_CACHE_SIZE = 10_000
@@ -99,11 +101,13 @@ class ServiceClients:
         return self._clients[key]
 
     async def workload_token(self, caller: str, audience: str) -> str:
-        """`caller`'s workload token for `audience`, acting for the user of the current request."""
+        """`caller`'s workload token for `audience`, acting for the user of the current request (or,
+        with no request, for the organization in `context.acting_org`)."""
         user_token = context.bearer_token.get()
-        if not user_token:
+        org = context.acting_org.get()
+        if not user_token and not org:
             raise Unauthorized("a bearer token is required")
-        key = (caller, audience, user_token)
+        key = (caller, audience, user_token or f"org:{org}")
         now = time.monotonic()
         cached = self._workload.get(key)
         if cached is not None and now < cached[1]:
@@ -111,10 +115,12 @@ class ServiceClients:
         secret = self._secrets.get(caller)
         if secret is None:
             raise RuntimeError(f"{caller} has no workload secret in this process's settings")
-        # The gateway client forwards the user's token: the gateway checks it as on any request.
-        response = await self.client("gateway").post(
-            WORKLOAD_TOKEN_PATH, json={"caller": caller, "secret": secret, "audience": audience}
-        )
+        body = {"caller": caller, "secret": secret, "audience": audience}
+        if user_token:
+            # The gateway client forwards the user's token: the gateway checks it as on any request.
+            response = await self.client("gateway").post(WORKLOAD_TOKEN_PATH, json=body)
+        else:
+            response = await self.client("gateway").post(WORKLOAD_ORG_TOKEN_PATH, json={**body, "org": org})
         if response.status_code in (401, 403):
             # The user's token was refused (expired, revoked...): the request fails as the user's would.
             problem = response.json()

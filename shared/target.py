@@ -117,6 +117,10 @@ class Descriptor:
     # workload identity (e.g. ai: `usage:reserve`); it then lists `workload_secret(name)` among its
     # generated secrets, the secret it proves itself with to the gateway.
     grants: tuple[str, ...] = ()
+    # Those of `grants` the target may also use with no user request, for an organization (its event
+    # handlers and background tasks, e.g. knowledge indexing a document in embeddings): the gateway
+    # trades the target's secret alone for a token naming the org and `sub` "target:<name>".
+    background_grants: tuple[str, ...] = ()
     # Operations offered to agents as MCP tools (served by the mcp target).
     tools: tuple[Tool, ...] = ()
     # Whether the target publishes RFC 9728 protected-resource metadata at

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response, status
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.gateway import roles, service
 from coder.gateway import sessions as accounts
 from coder.gateway.deps import ActorDep, CallerDep, GatewayDep
-from coder.gateway.models import User
+from coder.gateway.models import Team, TeamMember, User
 from coder.gateway.schemas import MembershipSummary, MeRead, PasswordChange, UserRead, UserUpdate
 from coder.shared.db import SessionDep
 from coder.shared.errors import Unauthorized
@@ -35,11 +36,24 @@ async def read_me(session: SessionDep, actor: ActorDep) -> MeRead:
         MembershipSummary(org_id=org.id, org_name=org.name, org_slug=org.slug, role=m.role)
         for org, m in await service.memberships(session, user.id)
     ]
+    teams: list[uuid.UUID] = []
+    if actor.org_id is not None:
+        teams = list(
+            (
+                await session.execute(
+                    select(Team.id)
+                    .join(TeamMember, TeamMember.team_id == Team.id)
+                    .where(Team.org_id == actor.org_id, TeamMember.user_id == user.id)
+                    .order_by(Team.id)
+                )
+            ).scalars()
+        )
     return MeRead(
         **UserRead.model_validate(user).model_dump(),
         org_id=actor.org_id,
         permissions=sorted(actor.permissions),
         memberships=memberships,
+        teams=teams,
     )
 
 

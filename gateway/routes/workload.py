@@ -15,9 +15,16 @@ from pydantic import BaseModel, Field
 
 from coder.gateway.deps import CallerDep, GatewayDep
 from coder.gateway.edge import Gateway
-from coder.shared.auth import ALGORITHMS, Principal
+from coder.gateway.models import Org
+from coder.shared.auth import ALGORITHMS, Principal, background_subject
+from coder.shared.db import SessionDep
 from coder.shared.errors import Forbidden, InvalidField, Unauthorized
-from coder.shared.http import DELEGATED_TOKEN_PATH, DELEGATION_PATH, WORKLOAD_TOKEN_PATH
+from coder.shared.http import (
+    DELEGATED_TOKEN_PATH,
+    DELEGATION_PATH,
+    WORKLOAD_ORG_TOKEN_PATH,
+    WORKLOAD_TOKEN_PATH,
+)
 from coder.shared.schemas import Input
 
 router = APIRouter(include_in_schema=False)
@@ -49,16 +56,26 @@ class WorkloadToken(BaseModel):
     expires_in: int
 
 
-@router.post(WORKLOAD_TOKEN_PATH)
-async def workload_token(body: WorkloadTokenRequest, caller: CallerDep, gateway: GatewayDep) -> WorkloadToken:
-    """A short-lived token naming `caller` acting for the user of the presented token, for `audience`."""
+class OrgWorkloadTokenRequest(WorkloadTokenRequest):
+    org: str = Field(min_length=1, max_length=64, description="The organization acted for")
+
+
+def _check_caller(gateway: Gateway, body: WorkloadTokenRequest, *, background: bool) -> None:
     runtime = gateway.runtime
     _check_secret(gateway, body.caller, body.secret)
     if body.audience not in runtime.descriptors:
         raise InvalidField("body.audience", f"no target named {body.audience!r}")
-    grants = runtime.descriptors[body.caller].grants if body.caller in runtime.descriptors else ()
+    caller = runtime.descriptors.get(body.caller)
+    grants = () if caller is None else caller.background_grants if background else caller.grants
     if not any(grant.startswith(f"{body.audience}:") for grant in grants):
-        raise Forbidden(f"{body.caller} is granted nothing at {body.audience}")
+        alone = " without a user" if background else ""
+        raise Forbidden(f"{body.caller} is granted nothing at {body.audience}{alone}")
+
+
+@router.post(WORKLOAD_TOKEN_PATH)
+async def workload_token(body: WorkloadTokenRequest, caller: CallerDep, gateway: GatewayDep) -> WorkloadToken:
+    """A short-lived token naming `caller` acting for the user of the presented token, for `audience`."""
+    _check_caller(gateway, body, background=False)
     principal = caller.principal
     if not principal.org_id:
         raise Forbidden("acting for a user needs the user's organization; select one first")
@@ -165,5 +182,29 @@ async def delegated_token(body: DelegatedTokenRequest, gateway: GatewayDep) -> W
         ttl=DELEGATED_TOKEN_SECONDS,
         act={"sub": body.caller},
         iat=claims["iat"],
+    )
+    return WorkloadToken(token=token, expires_in=lifetime)
+
+
+@router.post(WORKLOAD_ORG_TOKEN_PATH)
+async def org_workload_token(
+    body: OrgWorkloadTokenRequest, session: SessionDep, gateway: GatewayDep
+) -> WorkloadToken:
+    """A short-lived token naming `caller` acting for an organization with no user (its event handlers),
+    for `audience`: `sub` is "target:<caller>", no `sid`, and the callee admits only the caller's
+    `background_grants`. The secret is the whole proof, so only those grants are ever reachable."""
+    _check_caller(gateway, body, background=True)
+    try:
+        org = await session.get(Org, uuid.UUID(body.org))
+    except ValueError:
+        org = None
+    if org is None:
+        raise InvalidField("body.org", "no such organization")
+    token, lifetime = await gateway.keys.workload_token(
+        subject=background_subject(body.caller),
+        org=body.org,
+        actor=body.caller,
+        audience=body.audience,
+        session=None,
     )
     return WorkloadToken(token=token, expires_in=lifetime)

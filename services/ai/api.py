@@ -32,7 +32,7 @@ from coder.services.ai.schemas import (
 from coder.services.ai.wire import ChatRequest, CompletionRequest, MessagesRequest
 from coder.shared.auth import Principal, require
 from coder.shared.db import SessionDep
-from coder.shared.deps import CacheDep
+from coder.shared.deps import CacheDep, ClientsDep
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.repository import scoped
@@ -296,11 +296,11 @@ async def messages(
 
 
 @router.post("/context", response_model=ContextRead)
-async def build_context(body: ContextQuery, principal: User) -> ContextRead:
+async def build_context(body: ContextQuery, principal: User, clients: ClientsDep) -> ContextRead:
     """Assemble context for a query from the client's items (selection, diagnostics, open files) and
     the named sources, within `max_tokens`, each piece with its citation. With `external` (the
     default), private items and sources are left out; `left_out` says what and why."""
-    return await assemble(principal, body)
+    return await assemble(principal, body, clients)
 
 
 class RoleModel(BaseModel):

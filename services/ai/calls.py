@@ -328,7 +328,7 @@ async def _failed(platform: Platform, route: Route, error: UpstreamError) -> Non
     )
 
 
-async def with_context(call: Call, routes: list[Route]) -> None:
+async def with_context(clients: ServiceClients, call: Call, routes: list[Route]) -> None:
     """Put the requested context in a system message first; private parts only if no route is external."""
     asked = call.context
     if asked is None:
@@ -347,6 +347,7 @@ async def with_context(call: Call, routes: list[Route]) -> None:
             max_tokens=asked.max_tokens,
             external=any(r.provider.external for r in routes),
         ),
+        clients,
     )
     if read.pieces:
         call.body["messages"] = [{"role": "system", "content": as_system_message(read)}, *messages]
@@ -362,7 +363,7 @@ def _text(content: Any) -> str:
 
 async def call_model(platform: Platform, call: Call) -> Response:
     cheaper, routes = await plan(platform, call)
-    await with_context(call, routes)
+    await with_context(platform.clients, call, routes)
     held, routes = await hold(platform, call, routes, cheaper)
     reservation = held.reservation_id
     failures: list[str] = []

@@ -1,22 +1,27 @@
 """Context assembly: what a model should see for a query, within a token budget, with citations.
 
 Items come from the client (open files, the selection, diagnostics) and from pluggable sources
-(`SOURCES`: the knowledge source registers here when the retrieval work lands). Items are taken by
+(`SOURCES`: `knowledge`, whose search is called over HTTP with the caller's own token). Items are taken by
 priority (selection, diagnostics, sources' results, open files), each cut to what is left of the
 budget. An item or source marked private never goes to a model at an external provider: for such a
 destination it is left out, and the answer says so."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import httpx
 from pydantic import BaseModel, Field
 
 from coder.services.ai.providers import estimate_tokens
 from coder.shared.auth import Principal
+from coder.shared.http import ServiceClients
 from coder.shared.schemas import Input
+
+log = logging.getLogger(__name__)
 
 
 class ItemKind(StrEnum):
@@ -77,6 +82,11 @@ class Found:
     path: str | None = None
     start_line: int | None = None
     end_line: int | None = None
+    private: bool = False  # never for a model at an external provider
+
+
+class SourceFailed(Exception):
+    """A source could not answer; the context goes on without it and says why."""
 
 
 @dataclass(frozen=True)
@@ -84,18 +94,57 @@ class Source:
     name: str
     description: str
     private: bool
-    search: Callable[[Principal, str, int], Awaitable[Sequence[Found]]]
+    search: Callable[[ServiceClients, str, int], Awaitable[Sequence[Found]]]
 
 
-# Context sources by name. None ships yet: `knowledge` plugs in through the retrieval issue.
-SOURCES: dict[str, Source] = {}
+KNOWLEDGE_HITS = 8
+
+
+async def _knowledge(clients: ServiceClients, query: str, max_tokens: int) -> Sequence[Found]:
+    """knowledge's hybrid search, called with the caller's own token (their collections, their teams);
+    hits from a private collection come back marked private."""
+    if not query.strip():
+        return []
+    try:
+        response = await clients.client("knowledge").post(
+            "/v1/search", json={"query": query[:2000], "k": KNOWLEDGE_HITS}
+        )
+    except (httpx.HTTPError, KeyError) as exc:
+        raise SourceFailed(f"unreachable ({exc.__class__.__name__})") from None
+    if response.status_code != 200:
+        raise SourceFailed(f"answered {response.status_code}")
+    found = []
+    for hit in response.json().get("data", []):
+        cited = hit["citation"]
+        where = cited["path"] + (f" # {cited['heading']}" if cited.get("heading") else "")
+        found.append(
+            Found(
+                content=hit["snippet"],
+                path=f"{cited['collection']}/{where}@r{cited['revision']}",
+                start_line=cited.get("start_line"),
+                end_line=cited.get("end_line"),
+                private=bool(hit.get("private", True)),
+            )
+        )
+    return found
+
+
+# Context sources by name.
+SOURCES: dict[str, Source] = {
+    "knowledge": Source(
+        name="knowledge",
+        description="Cited snippets from the organization's documents and code (knowledge search)",
+        private=False,
+        search=_knowledge,
+    ),
+}
 
 
 def _cut(text: str, tokens: int) -> str:
     return text[: tokens * 4]
 
 
-async def assemble(principal: Principal, query: ContextQuery) -> ContextRead:
+async def assemble(principal: Principal, query: ContextQuery, clients: ServiceClients) -> ContextRead:
     left_out: list[str] = []
     candidates: list[tuple[int, str, ContextItem | Found, bool]] = []
     for index, item in enumerate(query.items):
@@ -110,8 +159,20 @@ async def assemble(principal: Principal, query: ContextQuery) -> ContextRead:
         if source.private and query.external:
             left_out.append(f"source {name!r}: private, and the model is at an external provider")
             continue
-        for found in await source.search(principal, query.query, query.max_tokens):
-            candidates.append((PRIORITY[ItemKind.TEXT], name, found, source.private))
+        try:
+            results = await source.search(clients, query.query, query.max_tokens)
+        except SourceFailed as exc:
+            log.warning("context source failed", extra={"source": name, "error": str(exc)})
+            left_out.append(f"source {name!r}: {exc}")
+            continue
+        for found in results:
+            private = source.private or found.private
+            if private and query.external:
+                left_out.append(
+                    f"{name} {found.path or ''}".strip()
+                    + ": private, and the model is at an external provider"
+                )
+            candidates.append((PRIORITY[ItemKind.TEXT], name, found, private))
     candidates.sort(key=lambda c: c[0])
     pieces: list[ContextPiece] = []
     budget = query.max_tokens
