@@ -24,10 +24,8 @@ from coder.operator.main import cli as operator_cli
 from coder.runner import registry
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from coder.shared.settings import PlatformSettings
-    from coder.shared.target import Descriptor, Target
+    from coder.shared.target import Target
 
 app = typer.Typer(
     help="Coder Platform: the gateway and services of the Coder IDE.",
@@ -95,8 +93,10 @@ def run(
     if "gateway" in targets:
         # The gateway that checks them runs here: a calling target without a secret gets one for
         # this process's life (in a cluster the operator generates them; `up` hands them out).
+        from coder.shared.target import generated_workload_secrets
+
         settings.workload_secrets.update(
-            _generated_workload_secrets(
+            generated_workload_secrets(
                 {n: t.descriptor for n, t in targets.items()}, settings.workload_secrets
             )
         )
@@ -121,22 +121,6 @@ def run(
             ws="websockets-sansio",
             timeout_graceful_shutdown=20,
         )
-
-
-def _generated_workload_secrets(
-    targets: Mapping[str, Descriptor], given: Mapping[str, str]
-) -> dict[str, str]:
-    """A fresh workload secret for each target that calls others (`grants`) or acts for users after
-    their request (a workload secret among its generated secrets: workflow) and was given none."""
-    import secrets
-
-    from coder.shared.target import workload_secret
-
-    return {
-        name: secrets.token_urlsafe(32)
-        for name, target in targets.items()
-        if (target.grants or workload_secret(name) in target.generated_secrets) and name not in given
-    }
 
 
 @app.command()
@@ -224,7 +208,7 @@ def up(
     """
     from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
     from coder.shared.settings import PlatformSettings
-    from coder.shared.target import service_urls, workload_secret
+    from coder.shared.target import generated_workload_secrets, service_urls, workload_secret
 
     settings = PlatformSettings()
     signal.signal(signal.SIGTERM, _interrupt)  # so a plain `kill` also stops everything started here
@@ -245,7 +229,7 @@ def up(
         ports = {name: target.port + port_offset for name, target in everything.items()}
         urls = service_urls(ports, host=lambda _name: host)
         env["CODER_SERVICE_URLS"] = json.dumps(urls)
-        for name, secret in _generated_workload_secrets(everything, settings.workload_secrets).items():
+        for name, secret in generated_workload_secrets(everything, settings.workload_secrets).items():
             env[workload_secret(name)] = secret
         exe = [str(Path(sys.executable).with_name("coder-platform"))]
         subprocess.run([*exe, "migrate"], env=env, check=True)  # noqa: S603

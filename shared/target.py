@@ -75,6 +75,20 @@ def workload_secret(target: str) -> str:
     return f"{target.upper()}_WORKLOAD_SECRET"
 
 
+def generated_workload_secrets(targets: Mapping[str, Descriptor], given: Mapping[str, str]) -> dict[str, str]:
+    """A fresh workload secret for each target that was given none and needs one: it calls others
+    for users (`grants`, `background_grants`) or acts for users after their request (a workload
+    secret among its generated secrets: workflow). What `run` and `up` do where no operator does."""
+    import secrets
+
+    return {
+        name: secrets.token_urlsafe(32)
+        for name, target in targets.items()
+        if name not in given
+        and (target.grants or target.background_grants or workload_secret(name) in target.generated_secrets)
+    }
+
+
 @dataclass(frozen=True)
 class Tool:
     """An MCP tool that is one of the target's own HTTP operations: the mcp target serves it.

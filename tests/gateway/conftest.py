@@ -16,7 +16,7 @@ import pytest
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.shared.settings import PlatformSettings
-from coder.shared.target import Target
+from coder.shared.target import Target, generated_workload_secrets
 from coder.tests.gateway.factories import Session, signup
 from coder.tests.gateway.upstream import Upstream
 from coder.tests.support.databases import create_database, drop_database
@@ -92,6 +92,8 @@ async def gateway_platform(
             {"database_url": database_url, "environment": "test", "outbox_poll_seconds": 0.2, **overrides}
         )
         targets = {**registry.resolve("all"), **(extra_targets or {})}
+        secrets = generated_workload_secrets(registry.descriptors(), settings.workload_secrets)
+        settings.workload_secrets.update(secrets)
         app = build_process_app(settings, targets, target_settings(targets))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -16,10 +16,8 @@ from coder.runner.process import build_process_app
 from coder.shared.events import CloudEvent
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings, TargetSettings
-from coder.shared.target import Target
+from coder.shared.target import Target, generated_workload_secrets
 from coder.tests.support.tokens import TestSigner
-
-WORKFLOW_SECRET = "workflow-test-secret-" + uuid.uuid4().hex
 
 
 @dataclass
@@ -41,9 +39,11 @@ def make_settings(database_url: str, signer: TestSigner, **overrides: object) ->
         **overrides,
     }
     settings = PlatformSettings.model_validate(values)
-    # workflow acts for users after their request through the gateway (a delegation): it proves
-    # itself with a workload secret, as `coder-platform run` generates one.
-    settings.workload_secrets.setdefault("workflow", WORKFLOW_SECRET)
+    # Targets calling others (ai, execution, knowledge) or acting for users later (workflow) prove
+    # themselves with workload secrets, generated as `coder-platform run` generates them.
+    settings.workload_secrets.update(
+        generated_workload_secrets(registry.descriptors(), settings.workload_secrets)
+    )
     return settings
 
 
