@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -110,7 +110,7 @@ def collector() -> Iterator[Collector]:
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
     grpc_server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(GrpcCollector(), grpc_server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(GrpcCollector(), grpc_server)  # type: ignore[no-untyped-call]
     grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
     yield Collector(http=f"http://127.0.0.1:{http.server_port}", grpc=f"http://127.0.0.1:{grpc_port}")
@@ -140,7 +140,7 @@ def own_database(database_url: str) -> Iterator[str]:
 
 # The standard variables as the operator sets them (one endpoint, a protocol), and a collector named
 # for traces only (the HTTP exporter posts to that URL as given).
-PROTOCOLS = {
+PROTOCOLS: dict[str, Callable[[Collector], dict[str, str]]] = {
     "grpc": lambda c: {"OTEL_EXPORTER_OTLP_ENDPOINT": c.grpc, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
     "http/protobuf": lambda c: {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{c.http}/v1/traces",
