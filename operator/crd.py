@@ -355,9 +355,15 @@ def _observability() -> Schema:
         "OpenTelemetry and Prometheus wiring of every target.",
         {
             "otlpEndpoint": string(
-                "OTLP collector endpoint, e.g. `http://otel-collector:4318`; unset: no export."
+                "OTLP collector endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): `http://otel-collector:4318` for"
+                " http/protobuf, `http://otel-collector:4317` for grpc; unset: no export (a target's own"
+                " OTEL_EXPORTER_OTLP_TRACES_ENDPOINT in `env` also turns it on)."
             ),
-            "otlpProtocol": string("OTLP protocol.", "http/protobuf", enum=["http/protobuf", "grpc"]),
+            "otlpProtocol": string(
+                "OTLP protocol of the exporter (OTEL_EXPORTER_OTLP_PROTOCOL).",
+                "http/protobuf",
+                enum=["http/protobuf", "grpc"],
+            ),
             "samplingRatio": {
                 "type": "number",
                 "description": "Fraction of new traces sampled (a sampled parent is always followed).",

@@ -37,9 +37,7 @@ def build_process_app(
     Every other registered target is reached over HTTP at the port its descriptor names.
     """
     configure_logging(settings.log_level)
-    configure_tracing(
-        settings.otel_service_name or "coder-" + "-".join(targets), settings.otel_exporter_otlp_endpoint
-    )
+    configure_tracing(settings.otel_service_name or "coder-" + "-".join(targets))
     if target_settings is None:
         target_settings = [
             load_target_settings(t.settings, settings.environment)

@@ -42,9 +42,6 @@ class PlatformSettings(BaseSettings):
     token_audience: str = "coder-platform"  # noqa: S105
     # OpenTelemetry: the standard OTEL_* variables configure the exporter; this only names the service.
     otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
-    otel_exporter_otlp_endpoint: str | None = Field(
-        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs, comma-separated):
     # the ingress in front of the gateway, the gateway in front of a target. None by default: a
     # client naming its own address would pick the address its rate limits and audit entries count.

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any, TextIO
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,16 +85,70 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def configure_tracing(service_name: str, otlp_endpoint: str | None) -> None:
-    """Install the SDK tracer provider once per process; export only when an endpoint is configured."""
+def exporting_traces() -> bool:
+    """Whether the standard variables name a collector for traces (the general OTLP endpoint or the
+    traces-only one), and OTEL_TRACES_EXPORTER does not turn export off."""
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    endpoints = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return any(os.environ.get(name) for name in endpoints)
+
+
+def _span_exporter() -> SpanExporter:
+    """The standard OTLP exporter for the configured protocol; it reads the endpoint, headers,
+    timeout, compression and certificates from the OTEL_EXPORTER_OTLP_[TRACES_]* variables itself."""
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported (grpc, http/protobuf)")
+
+
+def _instrument_libraries() -> None:
+    """Client spans for PostgreSQL (SQLAlchemy engines created from now on), Redis, AMQP and
+    outgoing HTTP (httpx, aiohttp), from the OpenTelemetry instrumentation packages."""
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    for instrumentor in (
+        RedisInstrumentor(),
+        AioPikaInstrumentor(),
+        HTTPXClientInstrumentor(),
+        AioHttpClientInstrumentor(),
+    ):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(raise_exception_on_conflict=True)
+    if not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+        # Its package still declares `sqlalchemy < 2.1`; it only listens to the engine events
+        # (before/after_cursor_execute, connect), which 2.1 keeps, and the tests check its spans.
+        SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
+
+
+def configure_tracing(service_name: str) -> None:
+    """Install the SDK tracer provider once per process. Spans are exported, and the libraries
+    instrumented, only when the standard OTEL_* variables name a collector (`exporting_traces`);
+    OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL picks gRPC or HTTP/protobuf."""
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    exporting = exporting_traces()
+    if exporting:
+        provider.add_span_processor(BatchSpanProcessor(_span_exporter()))
     trace.set_tracer_provider(provider)
+    if exporting:
+        _instrument_libraries()
 
 
 def _template(scope: Scope) -> str | None:

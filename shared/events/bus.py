@@ -20,6 +20,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from coder.shared.events.envelope import CloudEvent
+from coder.shared.events.tracing import processing, producing
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,11 @@ class InProcessBus:
         self._tasks.clear()
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
-        for event in events:
-            for _target, bindings, queue in self._subscriptions:
-                if any(topic_matches(b, event.type) for b in bindings):
-                    queue.put_nowait((event, 1))
+        for created in events:
+            with producing(created, "coder.inprocess") as event:
+                for _target, bindings, queue in self._subscriptions:
+                    if any(topic_matches(b, event.type) for b in bindings):
+                        queue.put_nowait((event, 1))
 
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
         queue: asyncio.Queue[tuple[CloudEvent, int]] = asyncio.Queue()
@@ -97,7 +99,8 @@ class InProcessBus:
         while True:
             event, attempt = await queue.get()
             try:
-                await deliver(event)
+                with processing(event, "coder.inprocess", target):
+                    await deliver(event)
             except Exception:
                 if attempt >= self.delivery_limit:
                     log.exception("event dead-lettered", extra={"target": target, "event_id": event.id})
@@ -187,26 +190,23 @@ class RabbitBus:
         exchange = self._exchange
         if exchange is None or not self.is_ready():
             raise ConnectionError("AMQP broker not connected")
+
+        async def send(created: CloudEvent) -> None:
+            with producing(created, "rabbitmq") as event:
+                await exchange.publish(
+                    aio_pika.Message(
+                        body=event.to_json(),
+                        message_id=event.id,
+                        type=event.type,
+                        content_type="application/cloudevents+json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=event.type,
+                )
+
         # Confirms are awaited together: one round trip's latency for the batch, not one per event.
         # A broker that vanishes mid-batch fails the batch (the outbox keeps it) instead of hanging.
-        await asyncio.wait_for(
-            asyncio.gather(
-                *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            body=event.to_json(),
-                            message_id=event.id,
-                            type=event.type,
-                            content_type="application/cloudevents+json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        routing_key=event.type,
-                    )
-                    for event in events
-                )
-            ),
-            timeout=30,
-        )
+        await asyncio.wait_for(asyncio.gather(*(send(event) for event in events)), timeout=30)
 
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None:
         self._consumers.append((target, bindings, deliver))
@@ -251,7 +251,8 @@ class RabbitBus:
                 await message.reject(requeue=False)
                 return
             try:
-                await deliver(event)
+                with processing(event, "rabbitmq", target):
+                    await deliver(event)
             except Exception:
                 log.warning(
                     "event handler failed; the broker redelivers it",

@@ -242,6 +242,17 @@ def test_opentelemetry_env_with_downward_api_never_overrides_the_users():
     assert attributes["service.version"] == "1.0.0"
 
 
+def test_otlp_protocol_reaches_every_target_as_the_standard_variable():
+    spec = platform(observability={"otlpEndpoint": "http://otel:4317", "otlpProtocol": "grpc"})
+    out = render(spec)
+    for name in registry.descriptors():
+        env = env_of(out[("Deployment", f"coder-{name}")])
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4317"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    unset = env_of(render(platform())[("Deployment", "coder-gateway")])
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in unset and "OTEL_EXPORTER_OTLP_PROTOCOL" not in unset
+
+
 def test_config_hash_covers_exactly_the_secrets_a_deployment_reads():
     spec = platform(redis={"external": {"urlSecretRef": {"name": "redis"}}})
     before = render(

@@ -1,0 +1,74 @@
+"""Producer and consumer spans of events, after OpenTelemetry's messaging semantic conventions.
+
+An event carries the W3C traceparent of the span that created it (CloudEvents' distributed tracing
+extension). Sending it opens a PRODUCER span, a child of that creation context, and the event leaves
+carrying the producer span's context; handling it opens a CONSUMER `process` span whose parent is
+that context (one message, one trace: gateway, service, outbox, broker and consumer) and which also
+links to it, as the conventions ask of consumer spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind
+
+from coder.shared.events.envelope import CloudEvent
+
+tracer = trace.get_tracer("coder.events")
+
+EXCHANGE = "coder.events"
+
+
+def _attributes(event: CloudEvent, system: str, operation: str, kind: str) -> dict[str, str]:
+    return {
+        "messaging.system": system,
+        "messaging.operation.type": kind,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": EXCHANGE,
+        "messaging.message.id": event.id,
+        "messaging.rabbitmq.destination.routing_key": event.type,
+        "cloudevents.event_id": event.id,
+        "cloudevents.event_type": event.type,
+        "cloudevents.event_source": event.source,
+    }
+
+
+@contextmanager
+def producing(event: CloudEvent, system: str) -> Iterator[CloudEvent]:
+    """A PRODUCER span around sending one event (current inside the block): the event to send,
+    carrying this span's context. A failure in the block marks the span as an error."""
+    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
+    with tracer.start_as_current_span(
+        f"publish {event.type}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes=_attributes(event, system, "publish", "send"),
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        traceparent = carrier.get("traceparent", event.traceparent)
+        yield event.model_copy(update={"traceparent": traceparent})
+
+
+@contextmanager
+def processing(event: CloudEvent, system: str, consumer: str) -> Iterator[None]:
+    """A CONSUMER span around one target handling one event, in the event's trace."""
+    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
+    sent = trace.get_current_span(parent).get_span_context()
+    with tracer.start_as_current_span(
+        f"process {event.type}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        links=[Link(sent)] if sent.is_valid else None,
+        attributes={
+            **_attributes(event, system, "process", "process"),
+            "messaging.consumer.group.name": consumer,
+            "coder.target": consumer,
+        },
+        record_exception=True,
+        set_status_on_exception=True,
+    ):
+        yield
