@@ -53,7 +53,9 @@ async def _stream(
 async def _load(url: str, headers: dict[str, str], model: str) -> tuple[list[float], float, list[float]]:
     """TTFTs of every concurrent stream, tokens per second over all of them (total tokens / wall
     time), and TTFTs of streams one at a time (the platform's own latency, without queueing)."""
-    limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
+    # Idle connections are dropped after 2 s, before the servers drop them (uvicorn: 5 s): on a loaded
+    # machine a round outlasts that, and a POST sent on a connection the server is closing fails.
+    limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         await _stream(client, url, headers, model)  # warm the path and its connections
         alone = [(await _stream(client, url, headers, model))[0] for _ in range(SINGLE)]

@@ -21,7 +21,7 @@ from coder.shared import db
 from coder.shared.auth import REVOCATION_CACHE_SECONDS, RevocationList, TokenVerifier
 from coder.shared.embedded import embedded_database_url
 from coder.shared.events.bus import Bus, InProcessBus, RabbitBus
-from coder.shared.events.outbox import WAKE_RELAY
+from coder.shared.events.outbox import WAKE_RELAY, EventTables
 from coder.shared.events.relay import Relay, deliverer
 from coder.shared.http import ServiceClients
 from coder.shared.settings import PlatformSettings, TargetSettings
@@ -205,9 +205,9 @@ class Runtime:
                     ),
                 )
 
-    def _wake_relay(self) -> None:
+    def _wake_relay(self, tables: EventTables | None = None) -> None:
         if self.relay is not None:
-            self.relay.wake()
+            self.relay.wake(tables)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 from pydantic import BaseModel, Field
 
 from coder.services.ai import catalog, health
-from coder.services.ai.calls import Call, Platform, call_model
+from coder.services.ai.calls import Call, Platform, call_model, routing_changed
 from coder.services.ai.context import SOURCES, ContextQuery, ContextRead, assemble
 from coder.services.ai.models import Deployment, ModelGroup, Provider
 from coder.services.ai.providers import Api
@@ -46,6 +47,18 @@ def _platform(request: Request) -> Platform:
 
 
 PlatformDep = Annotated[Platform, Depends(_platform)]
+
+
+async def _routing_changed(request: Request) -> AsyncIterator[None]:
+    """Declared on every catalogue write, before its session: runs on after the write committed, and
+    tells every replica's routing cache (calls.plan) to read the catalogue again."""
+    yield
+    platform: Platform = request.app.state.ai
+    await routing_changed(platform)
+
+
+# In the decorator, so it is set up first and torn down last: after the request's commit.
+CHANGES_ROUTING = Depends(_routing_changed, scope="function")
 Reader = Annotated[Principal, require("ai:read")]
 Admin = Annotated[Principal, require("ai:admin")]
 User = Annotated[Principal, require("ai:use")]
@@ -69,6 +82,7 @@ CALL_PROBLEMS = problem_responses({402, 404, 502, 503})
     response_model=ProviderRead,
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses({409}),
+    dependencies=[CHANGES_ROUTING],
 )
 async def create_provider(body: ProviderCreate, session: SessionDep, principal: Admin) -> ProviderRead:
     """Register a provider: OpenAI, Anthropic, or any OpenAI-compatible server (Ollama, vLLM, LM Studio).
@@ -92,7 +106,7 @@ async def read_provider(provider_id: uuid.UUID, session: SessionDep, principal: 
     return ProviderRead.model_validate(provider, from_attributes=True)
 
 
-@router.patch("/providers/{provider_id}", response_model=ProviderRead)
+@router.patch("/providers/{provider_id}", response_model=ProviderRead, dependencies=[CHANGES_ROUTING])
 async def update_provider(
     provider_id: uuid.UUID, body: ProviderUpdate, session: SessionDep, principal: Admin
 ) -> ProviderRead:
@@ -102,7 +116,10 @@ async def update_provider(
 
 
 @router.delete(
-    "/providers/{provider_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses({409})
+    "/providers/{provider_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses({409}),
+    dependencies=[CHANGES_ROUTING],
 )
 async def delete_provider(provider_id: uuid.UUID, session: SessionDep, principal: Admin) -> Response:
     """Remove a provider no deployment uses (409 names one that does)."""
@@ -118,6 +135,7 @@ async def delete_provider(provider_id: uuid.UUID, session: SessionDep, principal
     response_model=DeploymentRead,
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses({409}),
+    dependencies=[CHANGES_ROUTING],
 )
 async def create_deployment(body: DeploymentCreate, session: SessionDep, principal: Admin) -> DeploymentRead:
     """A model at a provider: its parameters, capabilities, context window and prices per million tokens."""
@@ -140,7 +158,7 @@ async def read_deployment(deployment_id: uuid.UUID, session: SessionDep, princip
     return catalog.deployment_read(deployment)
 
 
-@router.patch("/deployments/{deployment_id}", response_model=DeploymentRead)
+@router.patch("/deployments/{deployment_id}", response_model=DeploymentRead, dependencies=[CHANGES_ROUTING])
 async def update_deployment(
     deployment_id: uuid.UUID, body: DeploymentUpdate, session: SessionDep, principal: Admin
 ) -> DeploymentRead:
@@ -151,7 +169,10 @@ async def update_deployment(
 
 
 @router.delete(
-    "/deployments/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses({409})
+    "/deployments/{deployment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses({409}),
+    dependencies=[CHANGES_ROUTING],
 )
 async def delete_deployment(deployment_id: uuid.UUID, session: SessionDep, principal: Admin) -> Response:
     """Remove a deployment no model group routes to (409 names one that does)."""
@@ -193,6 +214,7 @@ async def list_health(
     response_model=GroupRead,
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses({409}),
+    dependencies=[CHANGES_ROUTING],
 )
 async def create_group(body: GroupCreate, session: SessionDep, principal: Admin) -> GroupRead:
     """An alias clients call as `model`: its deployments in routing order, the groups it falls back to."""
@@ -214,7 +236,7 @@ async def read_group(group_id: uuid.UUID, session: SessionDep, principal: Reader
     return (await catalog.group_reads(session, [group]))[0]
 
 
-@router.patch("/groups/{group_id}", response_model=GroupRead)
+@router.patch("/groups/{group_id}", response_model=GroupRead, dependencies=[CHANGES_ROUTING])
 async def update_group(
     group_id: uuid.UUID, body: GroupUpdate, session: SessionDep, principal: Admin
 ) -> GroupRead:
@@ -223,7 +245,7 @@ async def update_group(
     return (await catalog.group_reads(session, [group]))[0]
 
 
-@router.delete("/groups/{group_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/groups/{group_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[CHANGES_ROUTING])
 async def delete_group(group_id: uuid.UUID, session: SessionDep, principal: Admin) -> Response:
     """Remove a model group (its deployments stay)."""
     await catalog.groups(session, principal.org_id).delete(group_id, ModelGroup.id == group_id)

@@ -26,7 +26,7 @@ from httpx_sse import EventSource
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from coder.services.ai import health, metrics
-from coder.services.ai.catalog import Route, resolve
+from coder.services.ai.catalog import Resolved, Route, resolve
 from coder.services.ai.config import AiSettings
 from coder.services.ai.context import ContextQuery, as_system_message, assemble
 from coder.services.ai.models import Base
@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 
 OVERHEAD_HEADER = "x-coder-overhead-ms"
 KEY_CACHE_SECONDS = 30.0
+# Resolved routing (group -> deployments -> providers) is kept per process, checked against a version
+# every catalogue write bumps in Redis (so every replica sees a change on its next call); the TTL only
+# bounds how long a bump that never happened (Redis lost its key) could go unnoticed.
+ROUTING_CACHE_SECONDS = 30.0
+ROUTING_VERSION_KEY = "ai:routing:version"
 RETRYABLE = frozenset({401, 403, 408, 409, 429})
 
 
@@ -116,6 +121,8 @@ class Platform:
     settings: AiSettings
     upstream: httpx.AsyncClient
     keys: dict[tuple[str, uuid.UUID, str], tuple[float, str | None]] = field(default_factory=dict)
+    # (org, alias) -> (routing version, monotonic expiry, the group and its routes).
+    routing: dict[tuple[str, str], tuple[bytes | str | None, float, Resolved]] = field(default_factory=dict)
     # Settlements of streams still being written when their response ended (awaited on stop).
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -212,11 +219,36 @@ async def provider_key(platform: Platform, call: Call, route: Route) -> str | No
 # --- routing ---
 
 
+async def routing_changed(platform: Platform) -> None:
+    """A catalogue write committed: every replica resolves aliases from the database again."""
+    platform.routing.clear()
+    cache = platform.runtime.cache
+    if cache is not None:
+        await cache.incr(ROUTING_VERSION_KEY)
+
+
+async def _resolved(platform: Platform, org_id: str, alias: str) -> Resolved | None:
+    """The group and its routes, from the process's cache while the catalogue has not changed."""
+    cache = platform.runtime.cache
+    assert cache is not None, "ai needs redis"
+    version: bytes | str | None = await cache.get(ROUTING_VERSION_KEY)
+    now = time.monotonic()
+    cached = platform.routing.get((org_id, alias))
+    if cached is not None and cached[0] == version and cached[1] > now:
+        return cached[2]
+    async with transaction(platform.runtime.sessions) as session:
+        resolved = await resolve(session, org_id, alias)
+    if resolved is not None:
+        if len(platform.routing) > 10_000:
+            platform.routing.clear()
+        platform.routing[(org_id, alias)] = (version, now + ROUTING_CACHE_SECONDS, resolved)
+    return resolved
+
+
 async def plan(platform: Platform, call: Call) -> tuple[bool, list[Route]]:
     """The routes able to serve the call, those cooling down left out, unhealthy ones last; and
     whether the group allows a cheaper deployment when a budget refuses."""
-    async with transaction(platform.runtime.sessions) as session:
-        resolved = await resolve(session, call.principal.org_id, call.alias)
+    resolved = await _resolved(platform, call.principal.org_id, call.alias)
     if resolved is None:
         raise NotFound(
             f"no model group {call.alias!r}", errors=[{"field": "model", "message": "unknown alias"}]

@@ -276,7 +276,10 @@ class Route:
         return ProviderKind(self.provider.kind)
 
 
-async def resolve(session: AsyncSession, org_id: str, alias: str) -> tuple[ModelGroup, list[Route]] | None:
+Resolved = tuple[ModelGroup, list[Route]]
+
+
+async def resolve(session: AsyncSession, org_id: str, alias: str) -> Resolved | None:
     """A group and its routes: its own deployments (ordered per its routing), then each fallback
     group's in turn (one level: a fallback's own fallbacks are not followed)."""
     group = await groups(session, org_id).find(ModelGroup.alias == alias)

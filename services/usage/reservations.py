@@ -119,11 +119,14 @@ async def reserve(
         api_key_id=body.api_key_id,
         budget_ids=[str(b.id) for b in budgets],
         status=ReservationStatus.RESERVED.value,
+        actual=None,
+        created_at=now,
         expires_at=expires_at,
+        closed_at=None,
     )
+    # Every column is set here: no read back after the insert (this sits before every model call).
     session.add(reservation)
     await session.flush()
-    await session.refresh(reservation)
     return reservation_read(reservation, now)
 
 

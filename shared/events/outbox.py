@@ -95,7 +95,7 @@ class EventTables:
         wake = session.info.get(WAKE_RELAY)
         if wake is not None and not session.info.get("_relay_hooked"):
             session.info["_relay_hooked"] = True
-            event.listen(session.sync_session, "after_commit", lambda _s: wake(), once=True)
+            event.listen(session.sync_session, "after_commit", lambda _s: wake(self), once=True)
         return cloud_event
 
     async def claim(self, session: AsyncSession, event: CloudEvent) -> bool:

@@ -9,7 +9,6 @@ confirm and delete re-sends a few events, which consumers drop through their inb
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -52,15 +51,33 @@ class Relay:
         self.batch = batch
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
+        # Outboxes that had rows committed since the last round: a wake drains only those (a busy
+        # process wakes the relay on every commit, and polling every outbox each time costs a
+        # transaction per outbox); the timed round drains all of them.
+        self._dirty: set[int] = set()
+        self._all = True
+        self._swept = 0.0
 
-    def wake(self) -> None:
+    def wake(self, tables: EventTables | None = None) -> None:
+        if tables is None:
+            self._all = True
+        else:
+            self._dirty.add(id(tables))
         self._wake.set()
 
     async def run(self) -> None:
         while True:
             self._wake.clear()
+            # Every outbox at least once per interval, however busy (rows of a replica that died).
+            every = self._all or time.monotonic() - self._swept >= self.poll_seconds
+            dirty = self._dirty
+            self._all, self._dirty = False, set()
+            if every:
+                self._swept = time.monotonic()
             try:
                 for tables in self.tables:
+                    if not every and id(tables) not in dirty:
+                        continue
                     while await self.drain_once(tables) == self.batch:
                         pass
                 await self._forget_old_inbox_entries()
@@ -71,8 +88,12 @@ class Relay:
                 # Back off a full interval: new commits keep waking the relay, and retrying on each
                 # of them while the broker is down would only spin.
                 await asyncio.sleep(self.poll_seconds)
-            with contextlib.suppress(TimeoutError):
+                self._all = True
+                continue
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                self._all = True
 
     async def drain_once(self, tables: EventTables) -> int:
         outbox = tables.outbox

@@ -102,3 +102,25 @@ async def test_a_client_that_disconnects_cancels_the_providers_call(world: World
         while "tok" not in await anext(lines):
             pass
     await wait_until(lambda: world.provider.abandoned == 1, what="the provider's stream to be abandoned")
+
+
+async def test_a_catalogue_change_routes_the_next_call_at_once(world: World) -> None:
+    # Routing is cached per process; a committed write must be seen by the very next call.
+    org = await new_org(world, {"chat": {"deployments": ["gpt"]}})
+    assert (await chat(world, org)).status_code == 200
+    patched = await world.client.patch(
+        f"{API}/groups/{org.groups['chat']}",
+        json={"deployments": [org.deployments["gpt-mini"]]},
+        headers=org.headers,
+    )
+    assert patched.status_code == 200, patched.text
+    world.provider.requests.clear()
+    assert (await chat(world, org)).status_code == 200
+    assert [r.body["model"] for r in world.provider.requests] == ["gpt-fake-mini"]
+    renamed = await world.client.patch(
+        f"{API}/deployments/{org.deployments['gpt-mini']}", json={"model": "gpt-fake"}, headers=org.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    world.provider.requests.clear()
+    assert (await chat(world, org)).status_code == 200
+    assert [r.body["model"] for r in world.provider.requests] == ["gpt-fake"]
