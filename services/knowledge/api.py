@@ -297,7 +297,7 @@ ARCHIVE_TYPES = ("application/octet-stream",)
 @router.put(
     "/sources/{source_id}/archive",
     response_model=SyncRead,
-    responses=problem_responses({413}),
+    responses=problem_responses({400, 413}),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -245,7 +245,7 @@ class TooLarge(Problem):
     "/projects/{project_key}/analyses/archive",
     response_model=AnalysisRead,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses({*ANALYZER_PROBLEMS, 413}),
+    responses=problem_responses({*ANALYZER_PROBLEMS, 400, 413}),
     openapi_extra={
         "requestBody": {
             "required": True,
