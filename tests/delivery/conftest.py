@@ -98,7 +98,13 @@ class Cluster:
         ).stdout
 
     def wait_crd(self) -> None:
-        self.kubectl("wait", "--for=condition=Established", f"crd/{names.CRD_NAME}", "--timeout=60s")
+        # Polled rather than `kubectl wait`, which fails outright while the new CRD has no status yet.
+        def established() -> bool:
+            found = json.loads(self.kubectl("get", "crd", names.CRD_NAME, "-o", "json").stdout)
+            conditions = (found.get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+        wait_for(f"crd/{names.CRD_NAME} to be established", established, interval=0.2)
 
     def token_kubeconfig(self, namespace: str, service_account: str) -> Path:
         """A kubeconfig that authenticates as the ServiceAccount: what the operator's pod would use."""
