@@ -20,16 +20,22 @@ Manifest = dict[str, Any]
 
 # (API group, resources, verbs) the reconciler needs on the children. Server-side apply is a PATCH
 # that creates the object when absent, and the API server then checks `create` as well.
+# On the kinds it owns: list (and watch: a changed or deleted child wakes its owner's reconcile),
+# apply, delete, and `update` to replace a child another field manager added list entries to.
+_OWNED = ("list", "watch", "create", "patch", "update", "delete")
 CHILD_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("", ("configmaps", "services"), ("list", "create", "patch", "delete")),
+    ("", ("configmaps", "services"), _OWNED),
     # `get`: the user's Secrets a platform references (external data stores, OIDC) are read by name.
-    ("", ("secrets",), ("get", "list", "create", "patch", "delete")),
-    ("apps", ("deployments", "statefulsets"), ("list", "create", "patch", "delete")),
-    ("batch", ("jobs",), ("list", "create", "patch", "delete")),
-    ("autoscaling", ("horizontalpodautoscalers",), ("list", "create", "patch", "delete")),
-    ("policy", ("poddisruptionbudgets",), ("list", "create", "patch", "delete")),
-    ("networking.k8s.io", ("networkpolicies", "ingresses"), ("list", "create", "patch", "delete")),
-    ("monitoring.coreos.com", ("servicemonitors",), ("list", "create", "patch", "delete")),
+    # Never replaced (they hold generated keys): no `update`.
+    ("", ("secrets",), ("get", "list", "watch", "create", "patch", "delete")),
+    # Pods are only listed: a stuck pod of the platform's own workloads is reported in its status.
+    ("", ("pods",), ("list",)),
+    ("apps", ("deployments", "statefulsets"), _OWNED),
+    ("batch", ("jobs",), _OWNED),
+    ("autoscaling", ("horizontalpodautoscalers",), _OWNED),
+    ("policy", ("poddisruptionbudgets",), _OWNED),
+    ("networking.k8s.io", ("networkpolicies", "ingresses"), _OWNED),
+    ("monitoring.coreos.com", ("servicemonitors",), _OWNED),
 )
 
 

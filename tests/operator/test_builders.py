@@ -356,10 +356,21 @@ def test_subset_comparison_ignores_server_defaults_and_sees_edits():
     desired = diff.with_spec_hash(render(platform())[("Deployment", "coder-gateway")])
     stored = json.loads(json.dumps(desired))
     stored["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"  # a server default
-    stored["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "ADDED_BY_HAND", "value": "1"})
+    stored["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = "TCP"  # a default too
     stored["status"] = {"replicas": 1}
     assert not diff.needs_apply(desired, stored)
     stored["spec"]["template"]["spec"]["containers"][0]["image"] = "evil"
+    assert diff.needs_apply(desired, stored)
+
+
+def test_an_entry_someone_added_to_an_owned_list_is_drift():
+    desired = diff.with_spec_hash(render(platform())[("Deployment", "coder-gateway")])
+    for path in ("env", "ports", "volumeMounts"):
+        stored = json.loads(json.dumps(desired))
+        stored["spec"]["template"]["spec"]["containers"][0][path].append({"name": "added-by-hand"})
+        assert diff.needs_apply(desired, stored), path
+    stored = json.loads(json.dumps(desired))
+    stored["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "x"})
     assert diff.needs_apply(desired, stored)
 
 
