@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -93,6 +94,69 @@ async def reconcile_and_report(kube: Kube, locks: dict[Any, asyncio.Lock], names
         raise kopf.TemporaryError(outcome.retry, delay=2)
 
 
+# The children's kinds, watched so that a child edited or deleted by hand wakes its owner's
+# reconcile within a second (the periodic resync stays as the level-triggered safety net).
+# ServiceMonitors are left to the resync: their kind may not be served at all.
+CHILD_RESOURCES = (
+    ("v1", "configmaps"),
+    ("v1", "secrets"),
+    ("v1", "services"),
+    ("apps/v1", "statefulsets"),
+    ("batch/v1", "jobs"),
+    ("apps/v1", "deployments"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
+    ("policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "networkpolicies"),
+    ("networking.k8s.io/v1", "ingresses"),
+)
+# How long a wake-up waits for more news about the same CoderPlatform: a burst of events (a
+# rollout updates a Deployment's status many times) becomes one reconcile.
+WAKE_DELAY = 0.3
+
+
+def owner_of(body: Mapping[str, Any]) -> str | None:
+    """The name of the CoderPlatform controlling a child (None for anything else)."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if (
+            ref.get("kind") == names.KIND
+            and ref.get("apiVersion") == names.API_VERSION
+            and ref.get("controller")
+        ):
+            return str(ref["name"])
+    return None
+
+
+class Waker:
+    """Reconciles a CoderPlatform soon after news of one of its children, coalescing bursts."""
+
+    def __init__(self, kube: Kube, locks: dict[Any, asyncio.Lock]) -> None:
+        self.kube, self.locks = kube, locks
+        self.pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def wake(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key not in self.pending:
+            self.pending[key] = asyncio.create_task(self._run(key))
+
+    async def _run(self, key: tuple[str, str]) -> None:
+        await asyncio.sleep(WAKE_DELAY)
+        del self.pending[key]  # news from now on schedules another run
+        try:
+            await reconcile_and_report(self.kube, self.locks, *key)
+        except kopf.TemporaryError as exc:
+            log.info("reconcile of %s/%s: %s", *key, exc)
+            await asyncio.sleep(exc.delay or 1)
+            self.wake(*key)
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retried on the next resync", *key)
+
+    async def close(self) -> None:
+        tasks = list(self.pending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def resync_forever(kube: Kube, locks: dict[Any, asyncio.Lock], options: Options) -> None:
     while True:
         await asyncio.sleep(options.resync_seconds)
@@ -116,13 +180,19 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         configure(settings)
         kube = options.kube_factory() if options.kube_factory else Kube.from_kubeconfig(options.kubeconfig)
         locks: dict[Any, asyncio.Lock] = defaultdict(asyncio.Lock)
-        memo.update(kube=kube, locks=locks, resync=asyncio.create_task(resync_forever(kube, locks, options)))
+        memo.update(
+            kube=kube,
+            locks=locks,
+            waker=Waker(kube, locks),
+            resync=asyncio.create_task(resync_forever(kube, locks, options)),
+        )
 
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo["resync"].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await memo["resync"]
+        await memo["waker"].close()
         await memo["kube"].close()
 
     @kopf.on.login(registry=registry, id="login")
@@ -137,3 +207,21 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     async def changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
         assert namespace is not None  # the CRD is namespaced
         await reconcile_and_report(memo["kube"], memo["locks"], namespace, name)
+
+    async def child_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+        owner = owner_of(body)
+        if owner is not None and namespace is not None and "waker" in memo:
+            memo["waker"].wake(namespace, owner)
+
+    # Filtered by the label every child carries; kopf writes nothing on these (no finalizer, no
+    # annotation): an event handler only reads.
+    for api_version, plural in CHILD_RESOURCES:
+        group, _, version = api_version.rpartition("/")
+        kopf.on.event(
+            group=group,
+            version=version,
+            plural=plural,
+            registry=registry,
+            id=f"child-{plural}",
+            labels={names.MANAGED_BY_LABEL: names.MANAGED_BY},
+        )(child_changed)

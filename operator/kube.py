@@ -240,10 +240,7 @@ class Kube:
     async def pods(self, namespace: str, instance: str) -> list[dict[str, Any]]:
         """The pods of one CoderPlatform's workloads (their templates carry its selector labels)."""
         labels: dict[str, Any] = {names.NAME_LABEL: names.APP_NAME, names.INSTANCE_LABEL: instance}
-        return [
-            pod.to_dict()
-            async for pod in self.client.list(Pod, namespace=namespace, labels=labels)
-        ]
+        return [pod.to_dict() async for pod in self.client.list(Pod, namespace=namespace, labels=labels)]
 
     async def delete(self, key: Key, namespace: str) -> None:
         api_version, kind, name = key

@@ -6,6 +6,7 @@ import asyncio
 import json
 import tempfile
 import threading
+import time
 from typing import Any
 
 import yaml
@@ -225,3 +226,37 @@ async def test_operator_works_with_its_own_least_privilege_rbac(cluster: Cluster
             "delete", "clusterrolebinding,clusterrole", deploy.NAME, "--ignore-not-found", check=False
         )
         cp.run_kubectl("delete", "namespace", deploy.NAMESPACE, "--wait=false", check=False)
+
+
+async def test_watched_children_wake_the_reconcile_without_waiting_for_a_resync(cluster: Cluster):
+    """No resync in this test (an hour away): every step is taken on news of a child."""
+    with running_operator(str(cluster.cp.kubeconfig), cluster.namespace, resync=3600):
+        cluster.apply_cr()
+        # Each stage moves on the status the stand-in controllers write on the StatefulSets and the Job.
+        await converge_with_fake_controllers(cluster)
+
+        start = time.monotonic()
+        cluster.kubectl("delete", "deployment", "coder-secrets")
+
+        async def back() -> bool:
+            return ("apps/v1", "Deployment", "coder-secrets") in await cluster.children()
+
+        await eventually("the deleted Deployment to come back", back, timeout=20)
+        print(f"\nrestored a deleted Deployment in {time.monotonic() - start:.1f}s")
+
+        cluster.kubectl(
+            "patch",
+            "service",
+            "coder-gateway",
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": 3999}]),
+        )
+
+        async def port_back() -> bool:
+            service = (await cluster.children())[("v1", "Service", "coder-gateway")]
+            return [p["port"] for p in service["spec"]["ports"]] != [3999] and len(
+                service["spec"]["ports"]
+            ) == 1
+
+        await eventually("the hand-edited Service to be restored", port_back, timeout=20)
