@@ -39,6 +39,13 @@ CHILD_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
+# Leader election (operator/leader.py): the Lease in the operator's own namespace, by a Role there.
+LEASE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+]
+REPLICAS = 2
+
+
 def image_tag() -> str:
     try:
         return version("coder-platform")
@@ -93,6 +100,29 @@ def cluster_role_binding() -> Manifest:
     }
 
 
+def lease_role() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": f"{NAME}-leader-election", "namespace": NAMESPACE, "labels": labels()},
+        "rules": LEASE_RULES,
+    }
+
+
+def lease_role_binding() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"{NAME}-leader-election", "namespace": NAMESPACE, "labels": labels()},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": f"{NAME}-leader-election",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+    }
+
+
 def deployment(image: str | None = None) -> Manifest:
     image = image or f"{crd.DEFAULT_IMAGE}:{image_tag()}"
     selector = {names.NAME_LABEL: NAME}
@@ -101,9 +131,8 @@ def deployment(image: str | None = None) -> Manifest:
         "kind": "Deployment",
         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
         "spec": {
-            # Standalone kopf: exactly one operator at a time, also during its own upgrade.
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            # Only the replica holding the Lease reconciles: two are safe, also mid-rollout.
+            "replicas": REPLICAS,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": {**labels(), **selector}},
@@ -121,6 +150,13 @@ def deployment(image: str | None = None) -> Manifest:
                             "image": image,
                             "command": ["coder-platform"],
                             "args": ["operator", "--liveness", f"http://0.0.0.0:{LIVENESS_PORT}/healthz"],
+                            # The Lease lives in the operator's own namespace.
+                            "env": [
+                                {
+                                    "name": "POD_NAMESPACE",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                                }
+                            ],
                             "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "health"},
@@ -157,6 +193,6 @@ def files() -> dict[str, list[Manifest]]:
         "crd/coderplatforms.yaml": [crd.crd_manifest()],
         "operator/namespace.yaml": [namespace()],
         "operator/serviceaccount.yaml": [service_account()],
-        "operator/rbac.yaml": [cluster_role(), cluster_role_binding()],
+        "operator/rbac.yaml": [cluster_role(), cluster_role_binding(), lease_role(), lease_role_binding()],
         "operator/deployment.yaml": [deployment()],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 import threading
@@ -260,3 +261,58 @@ async def test_watched_children_wake_the_reconcile_without_waiting_for_a_resync(
             ) == 1
 
         await eventually("the hand-edited Service to be restored", port_back, timeout=20)
+
+
+async def test_two_replicas_one_leads_and_the_other_takes_over(cluster: Cluster):
+    kubeconfig = str(cluster.cp.kubeconfig)
+    first, second = Recorder(kubeconfig), Recorder(kubeconfig)
+    first_ready, second_ready = threading.Event(), threading.Event()
+
+    def holder() -> str | None:
+        lease = cluster.kubectl("get", "lease", "coder-operator", "-o", "json", check=False)
+        return json.loads(lease.stdout)["spec"].get("holderIdentity") if lease.returncode == 0 else None
+
+    with contextlib.ExitStack() as first_replica, contextlib.ExitStack() as second_replica:
+        first_replica.enter_context(
+            running_operator(
+                kubeconfig,
+                cluster.namespace,
+                resync=RESYNC,
+                kube_factory=first,
+                leader_election=True,
+                ready=first_ready,
+            )
+        )
+        await eventually("the first replica to lead", first_ready.is_set)
+        leader = holder()
+        assert leader
+        second_replica.enter_context(
+            running_operator(
+                kubeconfig,
+                cluster.namespace,
+                resync=RESYNC,
+                kube_factory=second,
+                leader_election=True,
+                ready=second_ready,
+            )
+        )
+        cluster.apply_cr()
+
+        async def has_children() -> bool:
+            return bool(await cluster.children())
+
+        await eventually("the leader's first reconcile", has_children)
+        # The standby never started kopf: no client, no watch, no write; the Lease stays put.
+        assert second.kube is None and not second_ready.is_set()
+        assert holder() == leader
+
+        # The leader stops cleanly and releases the Lease: the standby takes over and reconciles.
+        first_replica.close()
+        await eventually("the standby to take over", second_ready.is_set)
+        assert holder() not in (None, leader)
+        cluster.kubectl("delete", "configmap", "coder-config")
+
+        async def back() -> bool:
+            return ("v1", "ConfigMap", "coder-config") in await cluster.children()
+
+        await eventually("the new leader to restore the ConfigMap", back)
