@@ -15,6 +15,7 @@ from coder.operator import crd, names
 NAMESPACE = "coder-system"
 NAME = "coder-operator"
 LIVENESS_PORT = 8080
+METRICS_PORT = 9090
 
 Manifest = dict[str, Any]
 
@@ -149,7 +150,13 @@ def deployment(image: str | None = None) -> Manifest:
                             "name": "operator",
                             "image": image,
                             "command": ["coder-platform"],
-                            "args": ["operator", "--liveness", f"http://0.0.0.0:{LIVENESS_PORT}/healthz"],
+                            "args": [
+                                "operator",
+                                "--liveness",
+                                f"http://0.0.0.0:{LIVENESS_PORT}/healthz",
+                                "--metrics-port",
+                                str(METRICS_PORT),
+                            ],
                             # The Lease lives in the operator's own namespace.
                             "env": [
                                 {
@@ -157,7 +164,10 @@ def deployment(image: str | None = None) -> Manifest:
                                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
                                 }
                             ],
-                            "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
+                            "ports": [
+                                {"name": "health", "containerPort": LIVENESS_PORT},
+                                {"name": "metrics", "containerPort": METRICS_PORT},
+                            ],
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "health"},
                                 "initialDelaySeconds": 10,

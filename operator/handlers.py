@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import kopf
 from lightkube import KubeConfig
 
-from coder.operator import names
+from coder.operator import metrics, names
 from coder.operator.kube import Kube
 from coder.operator.options import Options
 from coder.operator.reconcile import reconcile
@@ -73,25 +74,43 @@ def connection_info(path: str) -> kopf.ConnectionInfo:
     )
 
 
-async def reconcile_and_report(kube: Kube, locks: dict[Any, asyncio.Lock], namespace: str, name: str) -> None:
+async def reconcile_and_report(
+    kube: Kube, locks: dict[Any, asyncio.Lock], namespace: str, name: str, trigger: str = "change"
+) -> None:
     """Reconcile the CoderPlatform as stored now; patch only changed status; post its Events.
 
     The lock keeps a change handler and the resync of the same object from overlapping.
     """
     async with locks[(namespace, name)]:
-        body = await kube.platform(namespace, name)
-        if body is None:
-            return
-        outcome = await reconcile(kube, body)
-        if outcome.status_patch:
-            await kube.patch_status(namespace, name, outcome.status_patch)
-        for event in outcome.events:
-            try:
-                await kube.post_event(body, event.type, event.reason, event.message)
-            except Exception:  # an Event is a courtesy: losing one must not fail the reconcile
-                log.warning("cannot post Event %s on %s/%s", event.reason, namespace, name, exc_info=True)
-    if outcome.retry:
-        raise kopf.TemporaryError(outcome.retry, delay=2)
+        started = time.perf_counter()
+        try:
+            retry = await _reconcile_and_report(kube, namespace, name)
+        except Exception:
+            metrics.RECONCILES.labels(trigger, "error").inc()
+            metrics.ERRORS.inc()
+            raise
+        finally:
+            metrics.DURATION.observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels(trigger, "retry" if retry else "ok").inc()
+    if retry:
+        raise kopf.TemporaryError(retry, delay=2)
+
+
+async def _reconcile_and_report(kube: Kube, namespace: str, name: str) -> str | None:
+    body = await kube.platform(namespace, name)
+    if body is None:
+        return None
+    outcome = await reconcile(kube, body)
+    for refused in outcome.refused:
+        metrics.REFUSED.labels(refused.split("/", 1)[0]).inc()
+    if outcome.status_patch:
+        await kube.patch_status(namespace, name, outcome.status_patch)
+    for event in outcome.events:
+        try:
+            await kube.post_event(body, event.type, event.reason, event.message)
+        except Exception:  # an Event is a courtesy: losing one must not fail the reconcile
+            log.warning("cannot post Event %s on %s/%s", event.reason, namespace, name, exc_info=True)
+    return outcome.retry
 
 
 # The children's kinds, watched so that a child edited or deleted by hand wakes its owner's
@@ -112,6 +131,8 @@ CHILD_RESOURCES = (
 # How long a wake-up waits for more news about the same CoderPlatform: a burst of events (a
 # rollout updates a Deployment's status many times) becomes one reconcile.
 WAKE_DELAY = 0.3
+# A reconcile woken by a child that failed (the API server briefly unavailable, say) is tried again.
+RETRY_DELAY = 5.0
 
 
 def owner_of(body: Mapping[str, Any]) -> str | None:
@@ -142,13 +163,15 @@ class Waker:
         await asyncio.sleep(WAKE_DELAY)
         del self.pending[key]  # news from now on schedules another run
         try:
-            await reconcile_and_report(self.kube, self.locks, *key)
+            await reconcile_and_report(self.kube, self.locks, *key, trigger="child")
         except kopf.TemporaryError as exc:
             log.info("reconcile of %s/%s: %s", *key, exc)
             await asyncio.sleep(exc.delay or 1)
             self.wake(*key)
         except Exception:
-            log.exception("reconcile of %s/%s failed; retried on the next resync", *key)
+            log.exception("reconcile of %s/%s failed; retrying in %ss", *key, RETRY_DELAY)
+            await asyncio.sleep(RETRY_DELAY)
+            self.wake(*key)
 
     async def close(self) -> None:
         tasks = list(self.pending.values())
@@ -167,7 +190,7 @@ async def resync_forever(kube: Kube, locks: dict[Any, asyncio.Lock], options: Op
             continue
         for namespace, name in platforms:
             try:
-                await reconcile_and_report(kube, locks, namespace, name)
+                await reconcile_and_report(kube, locks, namespace, name, trigger="resync")
             except kopf.TemporaryError as exc:
                 log.info("resync of %s/%s: %s", namespace, name, exc)
             except Exception:

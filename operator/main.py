@@ -98,11 +98,14 @@ async def operate(
     import kopf
     from lightkube import AsyncClient, KubeConfig
 
+    from coder.operator import metrics
     from coder.operator.leader import Elector
 
     stop, lost = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(_follow(stop_flag, stop))] if stop_flag is not None else []
     elector = None
+    # Served by every replica (a standby's counters simply stay at zero).
+    server = metrics.serve(options.metrics_port)[0] if options.metrics_port is not None else None
     try:
         if options.leader_election:
             config = KubeConfig.from_file(options.kubeconfig) if options.kubeconfig else None
@@ -123,6 +126,9 @@ async def operate(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         if elector is not None:
             if not lost.is_set():
                 await elector.release()
@@ -141,6 +147,9 @@ def run(
         str | None, typer.Option(help="Default: in-cluster credentials, else $KUBECONFIG or ~/.kube/config")
     ] = None,
     liveness: Annotated[str | None, typer.Option(help="e.g. http://0.0.0.0:8080/healthz")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics (reconciles, duration, errors) on this port")
+    ] = None,
     leader_election: Annotated[
         bool, typer.Option(help="Reconcile only while holding the Lease (safe with several replicas)")
     ] = True,
@@ -158,6 +167,7 @@ def run(
         resync_seconds,
         kubeconfig=kubeconfig,
         liveness=liveness,
+        metrics_port=metrics_port,
         leader_election=leader_election,
         lease_namespace=leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
     )

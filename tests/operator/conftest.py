@@ -223,6 +223,7 @@ def running_operator(
     kube_factory: Callable[[], Kube] | None = None,
     leader_election: bool = False,
     ready: threading.Event | None = None,
+    metrics_port: int | None = None,
 ) -> Iterator[Options]:
     """The real kopf operator, in a thread with its own event loop, until the block ends.
 
@@ -234,6 +235,7 @@ def running_operator(
         kubeconfig=kubeconfig,
         kube_factory=kube_factory,
         leader_election=leader_election,
+        metrics_port=metrics_port,
         lease_namespace=namespace,
         lease_timing=(4, 1.0, 0.5),
     )
