@@ -153,11 +153,16 @@ class Waker:
     def __init__(self, kube: Kube, locks: dict[Any, asyncio.Lock]) -> None:
         self.kube, self.locks = kube, locks
         self.pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # pending and running, for a clean stop
+        self.closed = False
 
     def wake(self, namespace: str, name: str) -> None:
         key = (namespace, name)
-        if key not in self.pending:
-            self.pending[key] = asyncio.create_task(self._run(key))
+        if key not in self.pending and not self.closed:
+            task = asyncio.create_task(self._run(key))
+            self.pending[key] = task
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _run(self, key: tuple[str, str]) -> None:
         await asyncio.sleep(WAKE_DELAY)
@@ -174,7 +179,8 @@ class Waker:
             self.wake(*key)
 
     async def close(self) -> None:
-        tasks = list(self.pending.values())
+        self.closed = True
+        tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
