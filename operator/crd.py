@@ -276,6 +276,23 @@ def _data_store(name: str) -> Schema:
                 ],
             },
             "resources": _resources(defaults["resources"]),
+            "pvcRetentionPolicy": obj(
+                "The StatefulSet's persistentVolumeClaimRetentionPolicy: whether the data volume "
+                "outlives the store. Retain (the default) keeps the PersistentVolumeClaim, and the "
+                "data, after the CoderPlatform is deleted: delete it by hand when the data is no longer "
+                "wanted. Delete removes it with the StatefulSet.",
+                {
+                    "whenDeleted": string(
+                        "When the StatefulSet (or the CoderPlatform) is deleted.",
+                        "Retain",
+                        enum=["Retain", "Delete"],
+                    ),
+                    "whenScaled": string(
+                        "When the StatefulSet is scaled down.", "Retain", enum=["Retain", "Delete"]
+                    ),
+                },
+                default={},
+            ),
         },
         rules=(
             (

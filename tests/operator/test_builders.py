@@ -416,3 +416,14 @@ def test_status_reports_a_failed_migration_as_degraded():
     assert status.status_patch(status.compute(spec, {}, seen, new, "2026-01-01T01:00:00Z"), new) == {}
     events = status.transition_events(new["conditions"], [])
     assert {(e.type, e.reason) for e in events} >= {("Warning", "MigrationFailed")}
+
+
+def test_managed_store_volumes_are_retained_unless_the_spec_says_delete():
+    retained = render(platform())[("StatefulSet", "coder-postgres")]["spec"]
+    assert retained["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    deleted = render(platform(postgres={"managed": {"pvcRetentionPolicy": {"whenDeleted": "Delete"}}}))
+    policy = deleted[("StatefulSet", "coder-postgres")]["spec"]["persistentVolumeClaimRetentionPolicy"]
+    assert policy == {"whenDeleted": "Delete", "whenScaled": "Retain"}

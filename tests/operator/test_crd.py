@@ -97,6 +97,8 @@ async def test_ten_line_cr_is_defaulted_by_the_server_as_the_operator_reads_it(c
             "image": "pgvector/pgvector:pg18",
             "storage": "10Gi",
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            # The data volume outlives the CoderPlatform unless the spec says otherwise.
+            "pvcRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
         }
     }
     assert stored["defaults"]["autoscaling"]["maxReplicas"] == 5
