@@ -212,6 +212,8 @@ def expected(helm: str | None = None) -> dict[Path, str]:
         + dump([crd.crd_manifest()]),
         OPERATOR_CHART / "files" / "rbac-rules.yaml": header("coder/operator/deploy.py")
         + dump([deploy.cluster_role()["rules"]]),
+        OPERATOR_CHART / "files" / "lease-rules.yaml": header("coder/operator/deploy.py")
+        + dump([deploy.LEASE_RULES]),
         PLATFORM_CHART / "values.schema.json": json.dumps(values_schema(), indent=2) + "\n",
         K8S / "kustomization.yaml": header("coder/operator/deploy.py")
         + "# The CRD and the operator (Namespace, ServiceAccount, RBAC, Deployment); samples/ holds\n"

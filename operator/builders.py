@@ -334,8 +334,12 @@ def data_store_workload(spec: PlatformSpec, store: DataStore) -> list[Manifest]:
             "serviceName": name,
             "replicas": 1,
             "selector": {"matchLabels": labels},
-            # Volume claims outlive the StatefulSet: deleting the CoderPlatform keeps the data.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            # Retain by default: deleting the CoderPlatform keeps the data (spec.<store>.managed).
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+                **(store.managed.get("pvcRetentionPolicy") or {}),
+            },
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {

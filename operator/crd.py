@@ -68,6 +68,14 @@ def obj(
     return schema
 
 
+# A registry host (with a dot or a port, or localhost) is optional; then lowercase path components.
+# No `:tag` after the last slash and no `@digest`: the tag is always spec.version.
+IMAGE_REPOSITORY = (
+    r"^((localhost|[a-z0-9-]+(\\.[a-z0-9-]+)+)(:[0-9]+)?/|[a-z0-9-]+:[0-9]+/)?"
+    r"[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$"
+)
+
+
 def string(description: str, default: str | None = None, **extra: Any) -> Schema:
     schema: Schema = {"type": "string", "description": description, **extra}
     if default is not None:
@@ -268,6 +276,23 @@ def _data_store(name: str) -> Schema:
                 ],
             },
             "resources": _resources(defaults["resources"]),
+            "pvcRetentionPolicy": obj(
+                "The StatefulSet's persistentVolumeClaimRetentionPolicy: whether the data volume "
+                "outlives the store. Retain (the default) keeps the PersistentVolumeClaim, and the "
+                "data, after the CoderPlatform is deleted: delete it by hand when the data is no longer "
+                "wanted. Delete removes it with the StatefulSet.",
+                {
+                    "whenDeleted": string(
+                        "When the StatefulSet (or the CoderPlatform) is deleted.",
+                        "Retain",
+                        enum=["Retain", "Delete"],
+                    ),
+                    "whenScaled": string(
+                        "When the StatefulSet is scaled down.", "Retain", enum=["Retain", "Delete"]
+                    ),
+                },
+                default={},
+            ),
         },
         rules=(
             (
@@ -415,7 +440,23 @@ def spec_schema() -> Schema:
             "image": obj(
                 "The one container image of every target (the target is an argument).",
                 {
-                    "repository": string("Image repository (without tag).", DEFAULT_IMAGE, minLength=1),
+                    "repository": {
+                        **string(
+                            "Image repository, without tag or digest (the tag is `spec.version`): an "
+                            "optional registry host[:port], then lowercase path components.",
+                            DEFAULT_IMAGE,
+                            minLength=1,
+                            maxLength=255,
+                        ),
+                        "x-kubernetes-validations": [
+                            {
+                                "rule": f"self.matches('{IMAGE_REPOSITORY}')",
+                                "message": "image.repository must be a lowercase repository without spaces, "
+                                "tag or digest, e.g. registry.example.com:5000/coder/platform "
+                                "(the tag is spec.version)",
+                            }
+                        ],
+                    },
                     "pullPolicy": string(
                         "Image pull policy.", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]
                     ),

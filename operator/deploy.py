@@ -15,22 +15,36 @@ from coder.operator import crd, names
 NAMESPACE = "coder-system"
 NAME = "coder-operator"
 LIVENESS_PORT = 8080
+METRICS_PORT = 9090
 
 Manifest = dict[str, Any]
 
 # (API group, resources, verbs) the reconciler needs on the children. Server-side apply is a PATCH
 # that creates the object when absent, and the API server then checks `create` as well.
+# On the kinds it owns: list (and watch: a changed or deleted child wakes its owner's reconcile),
+# apply, delete, and `update` to replace a child another field manager added list entries to.
+_OWNED = ("list", "watch", "create", "patch", "update", "delete")
 CHILD_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("", ("configmaps", "services"), ("list", "create", "patch", "delete")),
+    ("", ("configmaps", "services"), _OWNED),
     # `get`: the user's Secrets a platform references (external data stores, OIDC) are read by name.
-    ("", ("secrets",), ("get", "list", "create", "patch", "delete")),
-    ("apps", ("deployments", "statefulsets"), ("list", "create", "patch", "delete")),
-    ("batch", ("jobs",), ("list", "create", "patch", "delete")),
-    ("autoscaling", ("horizontalpodautoscalers",), ("list", "create", "patch", "delete")),
-    ("policy", ("poddisruptionbudgets",), ("list", "create", "patch", "delete")),
-    ("networking.k8s.io", ("networkpolicies", "ingresses"), ("list", "create", "patch", "delete")),
-    ("monitoring.coreos.com", ("servicemonitors",), ("list", "create", "patch", "delete")),
+    # Never replaced (they hold generated keys): no `update`.
+    ("", ("secrets",), ("get", "list", "watch", "create", "patch", "delete")),
+    # Pods are only listed: a stuck pod of the platform's own workloads is reported in its status.
+    ("", ("pods",), ("list",)),
+    ("apps", ("deployments", "statefulsets"), _OWNED),
+    ("batch", ("jobs",), _OWNED),
+    ("autoscaling", ("horizontalpodautoscalers",), _OWNED),
+    ("policy", ("poddisruptionbudgets",), _OWNED),
+    ("networking.k8s.io", ("networkpolicies", "ingresses"), _OWNED),
+    ("monitoring.coreos.com", ("servicemonitors",), _OWNED),
 )
+
+
+# Leader election (operator/leader.py): the Lease in the operator's own namespace, by a Role there.
+LEASE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+]
+REPLICAS = 2
 
 
 def image_tag() -> str:
@@ -87,6 +101,29 @@ def cluster_role_binding() -> Manifest:
     }
 
 
+def lease_role() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": f"{NAME}-leader-election", "namespace": NAMESPACE, "labels": labels()},
+        "rules": LEASE_RULES,
+    }
+
+
+def lease_role_binding() -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"{NAME}-leader-election", "namespace": NAMESPACE, "labels": labels()},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": f"{NAME}-leader-election",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+    }
+
+
 def deployment(image: str | None = None) -> Manifest:
     image = image or f"{crd.DEFAULT_IMAGE}:{image_tag()}"
     selector = {names.NAME_LABEL: NAME}
@@ -95,9 +132,8 @@ def deployment(image: str | None = None) -> Manifest:
         "kind": "Deployment",
         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
         "spec": {
-            # Standalone kopf: exactly one operator at a time, also during its own upgrade.
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            # Only the replica holding the Lease reconciles: two are safe, also mid-rollout.
+            "replicas": REPLICAS,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": {**labels(), **selector}},
@@ -114,8 +150,24 @@ def deployment(image: str | None = None) -> Manifest:
                             "name": "operator",
                             "image": image,
                             "command": ["coder-platform"],
-                            "args": ["operator", "--liveness", f"http://0.0.0.0:{LIVENESS_PORT}/healthz"],
-                            "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
+                            "args": [
+                                "operator",
+                                "--liveness",
+                                f"http://0.0.0.0:{LIVENESS_PORT}/healthz",
+                                "--metrics-port",
+                                str(METRICS_PORT),
+                            ],
+                            # The Lease lives in the operator's own namespace.
+                            "env": [
+                                {
+                                    "name": "POD_NAMESPACE",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                                }
+                            ],
+                            "ports": [
+                                {"name": "health", "containerPort": LIVENESS_PORT},
+                                {"name": "metrics", "containerPort": METRICS_PORT},
+                            ],
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "health"},
                                 "initialDelaySeconds": 10,
@@ -151,6 +203,6 @@ def files() -> dict[str, list[Manifest]]:
         "crd/coderplatforms.yaml": [crd.crd_manifest()],
         "operator/namespace.yaml": [namespace()],
         "operator/serviceaccount.yaml": [service_account()],
-        "operator/rbac.yaml": [cluster_role(), cluster_role_binding()],
+        "operator/rbac.yaml": [cluster_role(), cluster_role_binding(), lease_role(), lease_role_binding()],
         "operator/deployment.yaml": [deployment()],
     }

@@ -86,16 +86,12 @@ def contains(actual: Any, desired: Any, path: tuple[str, ...] = ()) -> bool:
         if all(not isinstance(item, Mapping | list) for item in desired):
             # Lists of scalars (command, args, accessModes) are atomic: the apply replaces them.
             return bool(actual == desired)
-        # Lists of objects: each desired item in order, matched by a stored one. Items someone else
-        # added (an extra env var) are theirs: server-side apply keeps them, so must the comparison.
-        position = 0
-        for item in desired:
-            while position < len(actual) and not contains(actual[position], item, path):
-                position += 1
-            if position == len(actual):
-                return False
-            position += 1
-        return True
+        # Lists of objects (ports, containers, env, volumes...): exactly the desired items, in order.
+        # An item someone else added (a port, a sidecar, an env var) is drift: server-side apply
+        # would keep it, so the reconciler replaces the object (see reconcile._apply_one).
+        return len(actual) == len(desired) and all(
+            contains(have, want, path) for have, want in zip(actual, desired, strict=True)
+        )
     if desired == actual:
         return True
     # Quantities come back canonical ("0.5" is stored as "500m"): compare their values.

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from lightkube import KubeConfig
 
-from coder.operator import names
+from coder.operator import metrics, names
 from coder.operator.kube import Kube
 from coder.operator.options import Options
 from coder.operator.reconcile import reconcile
@@ -72,25 +74,116 @@ def connection_info(path: str) -> kopf.ConnectionInfo:
     )
 
 
-async def reconcile_and_report(kube: Kube, locks: dict[Any, asyncio.Lock], namespace: str, name: str) -> None:
+async def reconcile_and_report(
+    kube: Kube, locks: dict[Any, asyncio.Lock], namespace: str, name: str, trigger: str = "change"
+) -> None:
     """Reconcile the CoderPlatform as stored now; patch only changed status; post its Events.
 
     The lock keeps a change handler and the resync of the same object from overlapping.
     """
     async with locks[(namespace, name)]:
-        body = await kube.platform(namespace, name)
-        if body is None:
-            return
-        outcome = await reconcile(kube, body)
-        if outcome.status_patch:
-            await kube.patch_status(namespace, name, outcome.status_patch)
-        for event in outcome.events:
-            try:
-                await kube.post_event(body, event.type, event.reason, event.message)
-            except Exception:  # an Event is a courtesy: losing one must not fail the reconcile
-                log.warning("cannot post Event %s on %s/%s", event.reason, namespace, name, exc_info=True)
-    if outcome.retry:
-        raise kopf.TemporaryError(outcome.retry, delay=2)
+        started = time.perf_counter()
+        try:
+            retry = await _reconcile_and_report(kube, namespace, name)
+        except Exception:
+            metrics.RECONCILES.labels(trigger, "error").inc()
+            metrics.ERRORS.inc()
+            raise
+        finally:
+            metrics.DURATION.observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels(trigger, "retry" if retry else "ok").inc()
+    if retry:
+        raise kopf.TemporaryError(retry, delay=2)
+
+
+async def _reconcile_and_report(kube: Kube, namespace: str, name: str) -> str | None:
+    body = await kube.platform(namespace, name)
+    if body is None:
+        return None
+    outcome = await reconcile(kube, body)
+    for refused in outcome.refused:
+        metrics.REFUSED.labels(refused.split("/", 1)[0]).inc()
+    if outcome.status_patch:
+        await kube.patch_status(namespace, name, outcome.status_patch)
+    for event in outcome.events:
+        try:
+            await kube.post_event(body, event.type, event.reason, event.message)
+        except Exception:  # an Event is a courtesy: losing one must not fail the reconcile
+            log.warning("cannot post Event %s on %s/%s", event.reason, namespace, name, exc_info=True)
+    return outcome.retry
+
+
+# The children's kinds, watched so that a child edited or deleted by hand wakes its owner's
+# reconcile within a second (the periodic resync stays as the level-triggered safety net).
+# ServiceMonitors are left to the resync: their kind may not be served at all.
+CHILD_RESOURCES = (
+    ("v1", "configmaps"),
+    ("v1", "secrets"),
+    ("v1", "services"),
+    ("apps/v1", "statefulsets"),
+    ("batch/v1", "jobs"),
+    ("apps/v1", "deployments"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
+    ("policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "networkpolicies"),
+    ("networking.k8s.io/v1", "ingresses"),
+)
+# How long a wake-up waits for more news about the same CoderPlatform: a burst of events (a
+# rollout updates a Deployment's status many times) becomes one reconcile.
+WAKE_DELAY = 0.3
+# A reconcile woken by a child that failed (the API server briefly unavailable, say) is tried again.
+RETRY_DELAY = 5.0
+
+
+def owner_of(body: Mapping[str, Any]) -> str | None:
+    """The name of the CoderPlatform controlling a child (None for anything else)."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if (
+            ref.get("kind") == names.KIND
+            and ref.get("apiVersion") == names.API_VERSION
+            and ref.get("controller")
+        ):
+            return str(ref["name"])
+    return None
+
+
+class Waker:
+    """Reconciles a CoderPlatform soon after news of one of its children, coalescing bursts."""
+
+    def __init__(self, kube: Kube, locks: dict[Any, asyncio.Lock]) -> None:
+        self.kube, self.locks = kube, locks
+        self.pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # pending and running, for a clean stop
+        self.closed = False
+
+    def wake(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key not in self.pending and not self.closed:
+            task = asyncio.create_task(self._run(key))
+            self.pending[key] = task
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, key: tuple[str, str]) -> None:
+        await asyncio.sleep(WAKE_DELAY)
+        del self.pending[key]  # news from now on schedules another run
+        try:
+            await reconcile_and_report(self.kube, self.locks, *key, trigger="child")
+        except kopf.TemporaryError as exc:
+            log.info("reconcile of %s/%s: %s", *key, exc)
+            await asyncio.sleep(exc.delay or 1)
+            self.wake(*key)
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retrying in %ss", *key, RETRY_DELAY)
+            await asyncio.sleep(RETRY_DELAY)
+            self.wake(*key)
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def resync_forever(kube: Kube, locks: dict[Any, asyncio.Lock], options: Options) -> None:
@@ -103,7 +196,7 @@ async def resync_forever(kube: Kube, locks: dict[Any, asyncio.Lock], options: Op
             continue
         for namespace, name in platforms:
             try:
-                await reconcile_and_report(kube, locks, namespace, name)
+                await reconcile_and_report(kube, locks, namespace, name, trigger="resync")
             except kopf.TemporaryError as exc:
                 log.info("resync of %s/%s: %s", namespace, name, exc)
             except Exception:
@@ -116,13 +209,19 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         configure(settings)
         kube = options.kube_factory() if options.kube_factory else Kube.from_kubeconfig(options.kubeconfig)
         locks: dict[Any, asyncio.Lock] = defaultdict(asyncio.Lock)
-        memo.update(kube=kube, locks=locks, resync=asyncio.create_task(resync_forever(kube, locks, options)))
+        memo.update(
+            kube=kube,
+            locks=locks,
+            waker=Waker(kube, locks),
+            resync=asyncio.create_task(resync_forever(kube, locks, options)),
+        )
 
     @kopf.on.cleanup(registry=registry, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo["resync"].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await memo["resync"]
+        await memo["waker"].close()
         await memo["kube"].close()
 
     @kopf.on.login(registry=registry, id="login")
@@ -137,3 +236,21 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     async def changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
         assert namespace is not None  # the CRD is namespaced
         await reconcile_and_report(memo["kube"], memo["locks"], namespace, name)
+
+    async def child_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+        owner = owner_of(body)
+        if owner is not None and namespace is not None and "waker" in memo:
+            memo["waker"].wake(namespace, owner)
+
+    # Filtered by the label every child carries; kopf writes nothing on these (no finalizer, no
+    # annotation): an event handler only reads.
+    for api_version, plural in CHILD_RESOURCES:
+        group, _, version = api_version.rpartition("/")
+        kopf.on.event(
+            group=group,
+            version=version,
+            plural=plural,
+            registry=registry,
+            id=f"child-{plural}",
+            labels={names.MANAGED_BY_LABEL: names.MANAGED_BY},
+        )(child_changed)

@@ -24,7 +24,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Secret, Service
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret, Service
 from lightkube.resources.events_v1 import Event
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -210,6 +210,37 @@ class Kube:
         applied: dict[str, Any] = result.to_dict()  # type: ignore[attr-defined]
         applied.update(apiVersion=manifest["apiVersion"], kind=manifest["kind"])
         return applied
+
+    async def replace(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Overwrite a child with `manifest` (an HTTP PUT), then apply it: for drift apply cannot undo.
+
+        Server-side apply merges lists keyed by name or port: an entry another field manager added
+        (a port, a sidecar, an env var, a volume) stays beside the operator's. The PUT writes the
+        desired object whole (the API server keeps what it allocated, such as a Service's clusterIP)
+        and clears every manager's claims; the apply that follows makes the operator the owner of
+        its fields again, so a field it later drops is removed. Foreign labels and annotations
+        (maps, harmless) are kept, and so are the replicas of a Deployment an autoscaler scales.
+        """
+        kind = _BY_KIND[(manifest["apiVersion"], manifest["kind"])]
+        meta = dict(manifest["metadata"])
+        # Read fresh: controllers update status all the time, and the PUT must name the latest version.
+        current = (await self.client.get(kind, meta["name"], namespace=meta["namespace"])).to_dict()  # type: ignore[attr-defined]
+        have = current["metadata"]
+        meta["resourceVersion"] = have["resourceVersion"]
+        meta["labels"] = {**(have.get("labels") or {}), **(meta.get("labels") or {})}
+        meta["annotations"] = {**(have.get("annotations") or {}), **(meta.get("annotations") or {})}
+        meta["managedFields"] = [{}]  # the documented way to clear every manager's claims
+        body = {**manifest, "metadata": meta}
+        if manifest["kind"] == "Deployment" and "replicas" not in manifest["spec"]:
+            body["spec"] = {**manifest["spec"], "replicas": current["spec"].get("replicas", 1)}
+        obj = kind.from_dict(body)  # type: ignore[attr-defined]  # every resource class has it
+        await self.client.replace(obj, meta["name"], namespace=meta["namespace"])
+        return await self.apply(manifest)
+
+    async def pods(self, namespace: str, instance: str) -> list[dict[str, Any]]:
+        """The pods of one CoderPlatform's workloads (their templates carry its selector labels)."""
+        labels: dict[str, Any] = {names.NAME_LABEL: names.APP_NAME, names.INSTANCE_LABEL: instance}
+        return [pod.to_dict() async for pod in self.client.list(Pod, namespace=namespace, labels=labels)]
 
     async def delete(self, key: Key, namespace: str) -> None:
         api_version, kind, name = key

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
+import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,16 +50,90 @@ def kopf_arguments(options: Options) -> dict[str, Any]:
     }
 
 
+async def _follow(outer: asyncio.Event | threading.Event, inner: asyncio.Event) -> None:
+    """Set `inner` once `outer` (set by a test or another thread) is."""
+    if isinstance(outer, asyncio.Event):
+        await outer.wait()
+    else:
+        while not outer.is_set():  # noqa: ASYNC110  # a threading.Event cannot be awaited
+            await asyncio.sleep(0.2)
+    inner.set()
+
+
+@contextlib.asynccontextmanager
+async def standby_liveness(endpoint: str | None) -> AsyncIterator[None]:
+    """While a replica waits to lead, its liveness endpoint answers (kopf serves it once leading)."""
+    if not endpoint:
+        yield
+        return
+    from aiohttp import web
+
+    url = urllib.parse.urlsplit(endpoint)
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    app = web.Application()
+    app.router.add_get(url.path or "/", healthy)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname, url.port or 80, reuse_address=True).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def operate(
     options: Options,
     *,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
-) -> None:
-    """Run the operator until `stop_flag` is set (tests run it in a thread of their own)."""
-    import kopf
+) -> bool:
+    """Run the operator until `stop_flag` is set (tests run it in a thread of their own).
 
-    await kopf.operator(**kopf_arguments(options), stop_flag=stop_flag, ready_flag=ready_flag)
+    With leader election, first wait to hold the Lease; returns False when the Lease was lost
+    (the process should exit so that it restarts as a standby), else True.
+    """
+    import kopf
+    from lightkube import AsyncClient, KubeConfig
+
+    from coder.operator import metrics
+    from coder.operator.leader import Elector
+
+    stop, lost = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(_follow(stop_flag, stop))] if stop_flag is not None else []
+    elector = None
+    # Served by every replica (a standby's counters simply stay at zero).
+    server = metrics.serve(options.metrics_port)[0] if options.metrics_port is not None else None
+    try:
+        if options.leader_election:
+            config = KubeConfig.from_file(options.kubeconfig) if options.kubeconfig else None
+            lease, renew, retry = options.lease_timing
+            elector = Elector(
+                AsyncClient(config=config),
+                options.lease_namespace,
+                lease_seconds=lease,
+                renew_seconds=renew,
+                retry_seconds=retry,
+            )
+            async with standby_liveness(options.liveness):
+                if not await elector.acquire(stop):
+                    return True
+            tasks.append(asyncio.create_task(elector.keep(stop, lost)))
+        await kopf.operator(**kopf_arguments(options), stop_flag=stop, ready_flag=ready_flag)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if elector is not None:
+            if not lost.is_set():
+                await elector.release()
+            await elector.client.close()
+    return not lost.is_set()
 
 
 @cli.callback(invoke_without_command=True)
@@ -69,17 +147,35 @@ def run(
         str | None, typer.Option(help="Default: in-cluster credentials, else $KUBECONFIG or ~/.kube/config")
     ] = None,
     liveness: Annotated[str | None, typer.Option(help="e.g. http://0.0.0.0:8080/healthz")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics (reconciles, duration, errors) on this port")
+    ] = None,
+    leader_election: Annotated[
+        bool, typer.Option(help="Reconcile only while holding the Lease (safe with several replicas)")
+    ] = True,
+    leader_election_namespace: Annotated[
+        str | None, typer.Option(help="Namespace of the Lease (default: $POD_NAMESPACE, else default)")
+    ] = None,
 ) -> None:
-    """Reconcile CoderPlatform resources into running platforms (one replica: kopf standalone)."""
+    """Reconcile CoderPlatform resources into running platforms (the replica holding the Lease)."""
     if ctx.invoked_subcommand is not None:
         return
     import kopf
 
-    options = Options(tuple(namespace or ()), resync_seconds, kubeconfig=kubeconfig, liveness=liveness)
+    options = Options(
+        tuple(namespace or ()),
+        resync_seconds,
+        kubeconfig=kubeconfig,
+        liveness=liveness,
+        metrics_port=metrics_port,
+        leader_election=leader_election,
+        lease_namespace=leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
+    )
     kopf.configure(log_format=kopf.LogFormat.FULL)  # what `kopf run` would set up: logs on stderr
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request drowns the rest
-    # kopf.run owns the event loop and turns SIGINT/SIGTERM into a graceful stop.
-    kopf.run(**kopf_arguments(options))
+    # kopf.operator turns SIGINT/SIGTERM into a graceful stop (which releases the Lease).
+    if not asyncio.run(operate(options)):
+        raise typer.Exit(1)  # the Lease was lost: restart, and queue as a standby
 
 
 @cli.command()

@@ -35,6 +35,8 @@ class Outcome:
     events: list[status.Event] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    # Children the API server refused, as "Kind/name: its message"; the others are still applied.
+    refused: list[str] = field(default_factory=list)
     # Set when a child had to be deleted to be recreated (an immutable field changed): the next
     # run, once the deletion went through, creates it again.
     retry: str | None = None
@@ -173,6 +175,11 @@ def _replicas_only(manifest: Mapping[str, Any], replicas: int) -> dict[str, Any]
     }
 
 
+def _replaceable(manifest: Mapping[str, Any]) -> bool:
+    # Never a Secret: it holds generated keys, and it has no list another manager could add to.
+    return bool(manifest["kind"] != "Secret")
+
+
 def _immutable(exc: ApiError) -> bool:
     message = exc.status.message or ""
     return exc.status.code == 422 and ("immutable" in message or "Forbidden: updates to" in message)
@@ -190,7 +197,19 @@ async def _apply_one(
             _replicas_only(manifest, current["spec"]["replicas"]), manager=names.REPLICAS_HANDOVER_MANAGER
         )
     try:
-        result = await kube.apply(manifest)
+        try:
+            result = await kube.apply(manifest)
+        except ApiError as exc:
+            # A hand edit can make the merge invalid (a port renumbered by hand keeps its name, so the
+            # desired port beside it is a duplicate): replacing the object is the way out.
+            if current is None or exc.status.code != 422 or _immutable(exc) or not _replaceable(manifest):
+                raise
+            log.info("%s: %s; replacing it", key_of(manifest), exc.status.message)
+            result = await kube.replace(manifest)
+        if current is not None and _replaceable(manifest) and not diff.contains(result, manifest):
+            # Still not as desired: entries another field manager added to a list the operator owns.
+            log.info("%s: entries added by another field manager; replacing it", key_of(manifest))
+            result = await kube.replace(manifest)
     except ApiError as exc:
         if current is None or not _immutable(exc):
             raise
@@ -221,26 +240,40 @@ async def converge(
     stale = [key for key in children if key not in keep]
     gate = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-    async def apply(manifest: builders.Manifest) -> dict[str, Any] | None:
+    async def apply(manifest: builders.Manifest) -> dict[str, Any] | ApiError | None:
         async with gate:
-            return await _apply_one(kube, spec, manifest, children.get(key_of(manifest)))
+            try:
+                return await _apply_one(kube, spec, manifest, children.get(key_of(manifest)))
+            except ApiError as exc:  # refused: reported, and the other children still go out
+                return exc
 
-    async def delete(key: Key) -> None:
+    async def delete(key: Key) -> ApiError | None:
         async with gate:
-            await kube.delete(key, spec.owner.namespace)
+            try:
+                await kube.delete(key, spec.owner.namespace)
+            except ApiError as exc:
+                return exc
+            return None
 
     results = await asyncio.gather(*(apply(m) for m in changed))
-    await asyncio.gather(*(delete(key) for key in stale))
+    failed_deletes = await asyncio.gather(*(delete(key) for key in stale))
     for manifest, result in zip(changed, results, strict=True):
         key = key_of(manifest)
-        if result is None:
+        if isinstance(result, ApiError):
+            message = f"{key[1]}/{key[2]}: {result.status.message or result.status.reason}"
+            log.warning("%s/%s: the API server refused %s", spec.owner.namespace, spec.owner.name, message)
+            outcome.refused.append(message)
+        elif result is None:
             children.pop(key, None)
             outcome.deleted.append(f"{key[1]}/{key[2]}")
             outcome.retry = f"{key[1]}/{key[2]} is recreated (an immutable field changed)"
         else:
             children[key] = result
             outcome.applied.append(f"{key[1]}/{key[2]}")
-    for key in stale:
+    for key, error in zip(stale, failed_deletes, strict=True):
+        if error is not None:
+            outcome.refused.append(f"{key[1]}/{key[2]}: {error.status.message or error.status.reason}")
+            continue
         del children[key]
         outcome.deleted.append(f"{key[1]}/{key[2]}")
     return outcome
@@ -277,10 +310,21 @@ async def reconcile(
         _report_writes(owner, outcome)
     # The status describes the children as they are after the writes.
     _, seen = observe(spec, children, referenced, monitors)
+    seen.refused = outcome.refused
+    if _pods_worth_reading(spec, children, seen):
+        seen.pod_failures = status.pod_failures(await kube.pods(owner.namespace, owner.name))
     new = status.compute(spec, children, seen, previous, now)
     outcome.status_patch = status.status_patch(new, previous)
     outcome.events += status.transition_events(new["conditions"], previous.get("conditions") or [])
     return outcome
+
+
+def _pods_worth_reading(spec: PlatformSpec, children: Mapping[Key, Any], seen: status.Observation) -> bool:
+    """Pods are read only while something waits for them: a running migration, unready targets."""
+    if seen.migration.state == "Running":
+        return True
+    rows = status.target_rows(spec, children)
+    return any("replicas" in row and row["readyReplicas"] < row["replicas"] for row in rows)
 
 
 def _report_writes(owner: Owner, outcome: Outcome) -> None:

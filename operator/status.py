@@ -10,14 +10,36 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coder.operator import builders
+from coder.operator import builders, names
 from coder.operator.spec import PlatformSpec
 
 Children = Mapping[tuple[str, str, str], Mapping[str, Any]]
 
 # Reasons that deserve a Warning event rather than a Normal one.
 WARNING_REASONS = frozenset(
-    {"MigrationFailed", "MissingSecret", "InvalidSpec", "ReplicaFailure", "ProgressDeadlineExceeded"}
+    {
+        "MigrationFailed",
+        "MissingSecret",
+        "InvalidSpec",
+        "ReplicaFailure",
+        "ProgressDeadlineExceeded",
+        "ChildRefused",
+        "PodFailing",
+        "MigrationPodFailing",
+    }
+)
+# Why a container waits that will not go away by waiting: reported, not shown as progress.
+FAILING_WAIT_REASONS = frozenset(
+    {
+        "InvalidImageName",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
 )
 
 
@@ -59,6 +81,30 @@ class Observation:
     dependencies: list[Dependency] = field(default_factory=list)
     migration: MigrationState = field(default_factory=lambda: MigrationState(None, "NotNeeded"))
     missing_secrets: list[str] = field(default_factory=list)
+    # Children the API server refused ("Kind/name: message") on this reconcile.
+    refused: list[str] = field(default_factory=list)
+    # Failing pods of the operator's own workloads, by component (e.g. "migrate"): one line each.
+    pod_failures: dict[str, list[str]] = field(default_factory=dict)
+
+
+def pod_failures(pods: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """What a kubelet or the scheduler reports as stuck, per component (its label), one line a pod."""
+    out: dict[str, list[str]] = {}
+    for pod in pods:
+        meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+        component = (meta.get("labels") or {}).get(names.COMPONENT_LABEL, "")
+        problems = []
+        for container in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in FAILING_WAIT_REASONS:
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                problems.append(f"container {container.get('name')}: {waiting['reason']}{detail}")
+        for condition in st.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                problems.append(f"Unschedulable: {condition.get('message', '')}")
+        if problems:
+            out.setdefault(component, []).append(f"pod {meta.get('name')}: {'; '.join(problems)}")
+    return out
 
 
 def job_state(job: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -154,8 +200,13 @@ def conditions_for(
 
     migration = seen.migration
     migrated = migration.state in ("Succeeded", "NotNeeded")
-    out.append(
-        Condition(
+    stuck = seen.pod_failures.get(names.MIGRATION, []) if migration.state == "Running" else []
+    if stuck:
+        migrating = Condition(
+            "MigrationsComplete", False, "MigrationPodFailing", f"Job {migration.job}: {'; '.join(stuck)}"
+        )
+    else:
+        migrating = Condition(
             "MigrationsComplete",
             migrated,
             {
@@ -167,7 +218,13 @@ def conditions_for(
             migration.message
             or (f"Job {migration.job}: {migration.state}" if migration.job else "no tables to migrate"),
         )
-    )
+    out.append(migrating)
+    failing_pods = [
+        line
+        for component, lines in sorted(seen.pod_failures.items())
+        if component != names.MIGRATION
+        for line in lines
+    ]
 
     pending = [name for name in spec.workloads if not _rolled_out(spec, children, name)]
     if not pending:
@@ -186,12 +243,20 @@ def conditions_for(
     out.append(progressing)
 
     trouble = _deployment_trouble(spec, children)
-    if migration.state == "Failed":
+    if seen.refused:
+        degraded = Condition(
+            "Degraded", True, "ChildRefused", "the API server refused " + "; ".join(seen.refused)
+        )
+    elif migration.state == "Failed":
         degraded = Condition("Degraded", True, "MigrationFailed", migration.message)
+    elif stuck:
+        degraded = Condition("Degraded", True, "MigrationPodFailing", migrating.message)
     elif deps.reason == "MissingSecret":
         degraded = Condition("Degraded", True, "MissingSecret", deps.message)
     elif trouble is not None:
         degraded = Condition("Degraded", True, *trouble)
+    elif failing_pods:
+        degraded = Condition("Degraded", True, "PodFailing", "; ".join(failing_pods))
     else:
         degraded = Condition("Degraded", False, "AsExpected", "nothing is failing")
     out.append(degraded)
@@ -204,7 +269,9 @@ def conditions_for(
     elif not deps.status:
         ready = Condition("Ready", False, "DependenciesNotReady", deps.message)
     elif all("replicas" not in row for row in rows) and not migrated:
-        ready = Condition("Ready", False, "MigrationPending", progressing.message)
+        ready = Condition(
+            "Ready", False, "MigrationPending", migrating.message if stuck else progressing.message
+        )
     else:
         ready = Condition(
             "Ready",

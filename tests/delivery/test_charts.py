@@ -163,7 +163,8 @@ def test_operator_chart_renders_valid_objects(dry_run_cluster: Cluster, variant:
     if variant == "namespaced":
         assert "ClusterRole" not in kinds
         roles = [doc["metadata"]["namespace"] for doc in documents(rendered) if doc["kind"] == "Role"]
-        assert roles == ["team-a", "team-b"]
+        # The rules in each watched namespace, and the leader-election Lease's in the release's own.
+        assert roles == ["team-a", "team-b", "coder-system"]
     if variant == "no-crd":
         assert not kinds & {"CustomResourceDefinition", "ClusterRole", "ServiceAccount"}
     assert "(server dry run)" in out

@@ -216,13 +216,31 @@ def _compile_list_decoders() -> None:
 
 @contextlib.contextmanager
 def running_operator(
-    kubeconfig: str, namespace: str, *, resync: float = 1.0, kube_factory: Callable[[], Kube] | None = None
+    kubeconfig: str,
+    namespace: str,
+    *,
+    resync: float = 1.0,
+    kube_factory: Callable[[], Kube] | None = None,
+    leader_election: bool = False,
+    ready: threading.Event | None = None,
+    metrics_port: int | None = None,
 ) -> Iterator[Options]:
-    """The real kopf operator, in a thread with its own event loop, until the block ends."""
+    """The real kopf operator, in a thread with its own event loop, until the block ends.
+
+    With `ready` given, the block starts without waiting for it (a standby replica never is).
+    """
     options = Options(
-        namespaces=(namespace,), resync_seconds=resync, kubeconfig=kubeconfig, kube_factory=kube_factory
+        namespaces=(namespace,),
+        resync_seconds=resync,
+        kubeconfig=kubeconfig,
+        kube_factory=kube_factory,
+        leader_election=leader_election,
+        metrics_port=metrics_port,
+        lease_namespace=namespace,
+        lease_timing=(4, 1.0, 0.5),
     )
-    stop, ready = threading.Event(), threading.Event()
+    wait = ready is None
+    stop, ready = threading.Event(), ready or threading.Event()
     errors: list[BaseException] = []
 
     def main() -> None:
@@ -235,7 +253,7 @@ def running_operator(
     thread = threading.Thread(target=main, name="operator", daemon=True)
     thread.start()
     try:
-        if not ready.wait(30):
+        if wait and not ready.wait(30):
             raise AssertionError(f"operator did not start: {errors}")
         yield options
     finally:

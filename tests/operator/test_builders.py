@@ -367,10 +367,21 @@ def test_subset_comparison_ignores_server_defaults_and_sees_edits():
     desired = diff.with_spec_hash(render(platform())[("Deployment", "coder-gateway")])
     stored = json.loads(json.dumps(desired))
     stored["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"  # a server default
-    stored["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "ADDED_BY_HAND", "value": "1"})
+    stored["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = "TCP"  # a default too
     stored["status"] = {"replicas": 1}
     assert not diff.needs_apply(desired, stored)
     stored["spec"]["template"]["spec"]["containers"][0]["image"] = "evil"
+    assert diff.needs_apply(desired, stored)
+
+
+def test_an_entry_someone_added_to_an_owned_list_is_drift():
+    desired = diff.with_spec_hash(render(platform())[("Deployment", "coder-gateway")])
+    for path in ("env", "ports", "volumeMounts"):
+        stored = json.loads(json.dumps(desired))
+        stored["spec"]["template"]["spec"]["containers"][0][path].append({"name": "added-by-hand"})
+        assert diff.needs_apply(desired, stored), path
+    stored = json.loads(json.dumps(desired))
+    stored["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "x"})
     assert diff.needs_apply(desired, stored)
 
 
@@ -416,3 +427,14 @@ def test_status_reports_a_failed_migration_as_degraded():
     assert status.status_patch(status.compute(spec, {}, seen, new, "2026-01-01T01:00:00Z"), new) == {}
     events = status.transition_events(new["conditions"], [])
     assert {(e.type, e.reason) for e in events} >= {("Warning", "MigrationFailed")}
+
+
+def test_managed_store_volumes_are_retained_unless_the_spec_says_delete():
+    retained = render(platform())[("StatefulSet", "coder-postgres")]["spec"]
+    assert retained["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    deleted = render(platform(postgres={"managed": {"pvcRetentionPolicy": {"whenDeleted": "Delete"}}}))
+    policy = deleted[("StatefulSet", "coder-postgres")]["spec"]["persistentVolumeClaimRetentionPolicy"]
+    assert policy == {"whenDeleted": "Delete", "whenScaled": "Retain"}

@@ -97,6 +97,8 @@ async def test_ten_line_cr_is_defaulted_by_the_server_as_the_operator_reads_it(c
             "image": "pgvector/pgvector:pg18",
             "storage": "10Gi",
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            # The data volume outlives the CoderPlatform unless the spec says otherwise.
+            "pvcRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
         }
     }
     assert stored["defaults"]["autoscaling"]["maxReplicas"] == 5
@@ -136,6 +138,16 @@ INVALID = {
     "external without secret": (
         {"redis": {"external": {}}},
         "spec.redis.external.urlSecretRef: Required value",
+    ),
+    "image with a tag": (
+        {"image": {"repository": "coderide/coder-platform:1.0"}},
+        "image.repository must be a lowercase repository without spaces, tag or digest",
+    ),
+    "image in upper case": ({"image": {"repository": "CoderIDE/platform"}}, "image.repository must be"),
+    "image with spaces": ({"image": {"repository": "coder platform"}}, "image.repository must be"),
+    "image with a digest": (
+        {"image": {"repository": "coder/platform@sha256:ab12"}},
+        "image.repository must be",
     ),
     "bad quantity": (
         {"defaults": {"resources": {"requests": {"cpu": "lots"}}}},
@@ -179,3 +191,17 @@ async def test_printer_columns(cluster: Cluster):
     wide = cluster.kubectl("get", "cp", "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-4:] == ["TARGETS", "MODE", "DESIRED", "PAUSED"]
     assert wide[1].split()[1:3] == ["False", "Pending"]
+
+
+async def test_image_repositories_with_a_registry_are_accepted(cluster: Cluster):
+    for repository in (
+        "registry.example.com:5000/coder/platform",
+        "localhost:5000/coder",
+        "ghcr.io/a-b/c_d.e",
+    ):
+        manifest = yaml.safe_load(TEN_LINE_CR)
+        manifest["spec"]["image"] = {"repository": repository}
+        accepted = cluster.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=False
+        )
+        assert accepted.returncode == 0, (repository, accepted.stderr)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import tempfile
 import threading
+import time
 from typing import Any
 
+import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from coder.operator import deploy, names
 from coder.operator.kube import Kube
@@ -225,3 +230,120 @@ async def test_operator_works_with_its_own_least_privilege_rbac(cluster: Cluster
             "delete", "clusterrolebinding,clusterrole", deploy.NAME, "--ignore-not-found", check=False
         )
         cp.run_kubectl("delete", "namespace", deploy.NAMESPACE, "--wait=false", check=False)
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_watched_children_wake_the_reconcile_without_waiting_for_a_resync(cluster: Cluster):
+    """No resync in this test (an hour away): every step is taken on news of a child."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with running_operator(str(cluster.cp.kubeconfig), cluster.namespace, resync=3600, metrics_port=port):
+        before = await scrape(port)
+        cluster.apply_cr()
+        # Each stage moves on the status the stand-in controllers write on the StatefulSets and the Job.
+        await converge_with_fake_controllers(cluster)
+
+        start = time.monotonic()
+        cluster.kubectl("delete", "deployment", "coder-secrets")
+
+        async def back() -> bool:
+            return ("apps/v1", "Deployment", "coder-secrets") in await cluster.children()
+
+        await eventually("the deleted Deployment to come back", back, timeout=20)
+        print(f"\nrestored a deleted Deployment in {time.monotonic() - start:.1f}s")
+
+        cluster.kubectl(
+            "patch",
+            "service",
+            "coder-gateway",
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": 3999}]),
+        )
+
+        async def port_back() -> bool:
+            service = (await cluster.children())[("v1", "Service", "coder-gateway")]
+            return [p["port"] for p in service["spec"]["ports"]] != [3999] and len(
+                service["spec"]["ports"]
+            ) == 1
+
+        await eventually("the hand-edited Service to be restored", port_back, timeout=20)
+
+        # The operator's metrics (process-wide counters: compared with their values at the start).
+        after = await scrape(port)
+
+        def grew(name: str, **labels: str) -> float:
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        woken = grew("coder_operator_reconciles_total", trigger="child", result="ok")
+        assert woken >= 3  # every step above was woken by a child...
+        assert (
+            grew("coder_operator_reconciles_total", trigger="resync", result="ok") == 0
+        )  # ...none by a resync
+        assert grew("coder_operator_reconcile_duration_seconds_count") >= woken
+
+
+async def test_two_replicas_one_leads_and_the_other_takes_over(cluster: Cluster):
+    kubeconfig = str(cluster.cp.kubeconfig)
+    first, second = Recorder(kubeconfig), Recorder(kubeconfig)
+    first_ready, second_ready = threading.Event(), threading.Event()
+
+    def holder() -> str | None:
+        lease = cluster.kubectl("get", "lease", "coder-operator", "-o", "json", check=False)
+        return json.loads(lease.stdout)["spec"].get("holderIdentity") if lease.returncode == 0 else None
+
+    with contextlib.ExitStack() as first_replica, contextlib.ExitStack() as second_replica:
+        first_replica.enter_context(
+            running_operator(
+                kubeconfig,
+                cluster.namespace,
+                resync=RESYNC,
+                kube_factory=first,
+                leader_election=True,
+                ready=first_ready,
+            )
+        )
+        await eventually("the first replica to lead", first_ready.is_set)
+        leader = holder()
+        assert leader
+        second_replica.enter_context(
+            running_operator(
+                kubeconfig,
+                cluster.namespace,
+                resync=RESYNC,
+                kube_factory=second,
+                leader_election=True,
+                ready=second_ready,
+            )
+        )
+        cluster.apply_cr()
+
+        async def has_children() -> bool:
+            return bool(await cluster.children())
+
+        await eventually("the leader's first reconcile", has_children)
+        # The standby never started kopf: no client, no watch, no write; the Lease stays put.
+        assert second.kube is None and not second_ready.is_set()
+        assert holder() == leader
+
+        # The leader stops cleanly and releases the Lease: the standby takes over and reconciles.
+        first_replica.close()
+        await eventually("the standby to take over", second_ready.is_set)
+        assert holder() not in (None, leader)
+        cluster.kubectl("delete", "configmap", "coder-config")
+
+        async def back() -> bool:
+            return ("v1", "ConfigMap", "coder-config") in await cluster.children()
+
+        await eventually("the new leader to restore the ConfigMap", back)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from coder.operator import names
@@ -377,3 +379,154 @@ async def test_a_spec_that_cannot_work_is_reported_not_applied(cluster: Cluster)
     assert condition(body, "Degraded")["reason"] == "InvalidSpec"
     assert "minReplicas 4 exceeds maxReplicas 3" in condition(body, "Ready")["message"]
     assert [e.type for e in outcome.events] == ["Warning", "Warning"]
+
+
+async def test_a_refused_child_is_reported_and_the_others_still_applied(cluster: Cluster):
+    cluster.apply_cr()
+    await cluster.bring_up()
+    # Valid block by block (admission lets it in); merged, usage asks for more memory than its limit.
+    cluster.patch_cr(
+        {
+            "spec": {
+                "defaults": {"resources": {"limits": {"memory": "1Gi"}}},
+                "targets": {
+                    "usage": {"resources": {"requests": {"memory": "2Gi"}}},
+                    "gateway": {"resources": {"limits": {"memory": "4Gi"}}},
+                },
+            }
+        }
+    )
+    outcome = await cluster.reconcile()  # does not raise
+    assert [r.split(":")[0] for r in outcome.refused] == ["Deployment/coder-usage"]
+    assert "Deployment/coder-gateway" in outcome.applied  # the others still go out
+    body = await cluster.cr()
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    assert body["status"]["phase"] == "Degraded"
+    degraded = condition(body, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ChildRefused")
+    # The API server's own words.
+    assert "Deployment/coder-usage" in degraded["message"]
+    assert "must be less than or equal to memory limit" in degraded["message"]
+    warnings = [e for e in outcome.events if e.type == "Warning" and e.reason == "ChildRefused"]
+    assert warnings and "coder-usage" in warnings[0].message
+
+    # Fixed: Degraded clears.
+    cluster.patch_cr({"spec": {"targets": {"usage": {"resources": {"limits": {"memory": "3Gi"}}}}}})
+    outcome = await cluster.reconcile()
+    assert outcome.refused == [] and "Deployment/coder-usage" in outcome.applied
+    assert condition(await cluster.cr(), "Degraded")["status"] == "False"
+
+
+async def test_a_stuck_migration_pod_is_reported_as_such(cluster: Cluster):
+    cluster.apply_cr()
+    await cluster.reconcile()
+    await cluster.statefulsets_become_ready()
+    await cluster.reconcile()  # creates the migration Job
+    job = next(name for _, kind, name in await cluster.children() if kind == "Job")
+    # What the Job controller and the kubelet would leave: the Job's pod, its image refused.
+    labels = names.selector_labels("coder", names.MIGRATION)
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{job}-x7k2p", "labels": {**labels, "batch.kubernetes.io/job-name": job}},
+        "spec": {"containers": [{"name": "migrate", "image": "Bad Image"}], "restartPolicy": "Never"},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(pod))
+    waiting = {"reason": "InvalidImageName", "message": 'Failed to apply default image tag "Bad Image"'}
+    await cluster.kube.client.patch(
+        Pod.Status,
+        pod["metadata"]["name"],
+        {
+            "status": {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "migrate",
+                        "image": "Bad Image",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": waiting},
+                    }
+                ],
+            }
+        },
+        namespace=cluster.namespace,
+        patch_type=PatchType.MERGE,
+    )
+    outcome = await cluster.reconcile()
+    body = await cluster.cr()
+    migrations = condition(body, "MigrationsComplete")
+    assert migrations["reason"] == "MigrationPodFailing"
+    assert "InvalidImageName" in migrations["message"] and "Bad Image" in migrations["message"]
+    degraded = condition(body, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "MigrationPodFailing")
+    assert "nothing is failing" not in degraded["message"]
+    assert "InvalidImageName" in condition(body, "Ready")["message"]
+    assert any(e.type == "Warning" and e.reason == "MigrationPodFailing" for e in outcome.events)
+
+
+async def test_entries_another_field_manager_added_to_owned_lists_are_removed(cluster: Cluster):
+    cluster.apply_cr()
+    await cluster.bring_up()
+    desired = await cluster.children()
+    gateway_port = registry.descriptors()["gateway"].port
+    # 1. Service ports: the desired port renumbered by hand (kubectl patch, an Update manager): the
+    # apply alone would put the desired port beside it, a duplicate name the API server refuses.
+    cluster.kubectl(
+        "patch",
+        "service",
+        "coder-gateway",
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/ports/0/port", "value": 3999}]),
+    )
+    # 2. A Deployment's containers, env and volumes, added by another server-side apply manager.
+    extra = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "coder-secrets"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "app", "env": [{"name": "EXTRA", "value": "1"}]},
+                        {"name": "sidecar", "image": "busybox:1"},
+                    ],
+                    "volumes": [{"name": "extra", "emptyDir": {}}],
+                }
+            }
+        },
+    }
+    cluster.kubectl("apply", "--server-side", "--field-manager=someone", "-f", "-", input=json.dumps(extra))
+    # 3. A data store's env, by the same other manager.
+    store = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "coder-redis"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "redis", "env": [{"name": "X", "value": "1"}]}]}}
+        },
+    }
+    cluster.kubectl("apply", "--server-side", "--field-manager=someone", "-f", "-", input=json.dumps(store))
+
+    outcome = await cluster.reconcile()
+    assert outcome.refused == []
+    assert {"Service/coder-gateway", "Deployment/coder-secrets", "StatefulSet/coder-redis"} <= set(
+        outcome.applied
+    )
+    children = await cluster.children()
+    ports = children[(CORE, "Service", "coder-gateway")]["spec"]["ports"]
+    assert [(p["name"], p["port"]) for p in ports] == [("http", gateway_port)]
+    for key in ((APPS, "Deployment", "coder-secrets"), (APPS, "StatefulSet", "coder-redis")):
+        have, want = children[key]["spec"]["template"]["spec"], desired[key]["spec"]["template"]["spec"]
+        assert [c["name"] for c in have["containers"]] == [c["name"] for c in want["containers"]], key
+        assert have["containers"][0].get("env") == want["containers"][0].get("env"), key
+        assert [v["name"] for v in have.get("volumes", [])] == [v["name"] for v in want.get("volumes", [])]
+        managers = {e["manager"] for e in children[key]["metadata"]["managedFields"]}
+        assert "someone" not in managers, key
+    # Converged: the next reconciles write nothing.
+    assert (await cluster.reconcile()).applied == []
+    cluster.kube.requests.reset()
+    await cluster.reconcile()
+    assert [p for p in cluster.kube.requests.write_paths() if not p[1].endswith("/status")] == []
