@@ -81,7 +81,13 @@ def test_operator_chart_installs_crd_and_least_privilege_operator(
     operator = c.get("-n", OPERATOR_NS, "deployment/coder-operator")
     container = operator["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["coder-platform"]
-    assert container["args"] == ["operator", "--liveness", f"http://0.0.0.0:{deploy.LIVENESS_PORT}/healthz"]
+    assert container["args"] == [
+        "operator",
+        "--liveness",
+        f"http://0.0.0.0:{deploy.LIVENESS_PORT}/healthz",
+        "--metrics-port",
+        str(deploy.METRICS_PORT),
+    ]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     role = c.get("clusterrole/coder-operator")
     assert role["rules"] == deploy.cluster_role()["rules"]
