@@ -1,8 +1,9 @@
 """knowledge search over 100,000 chunks: p50 and p95 latency of `POST /api/knowledge/v1/search`
 (gateway dispatch, token check, the caller's collections, PostgreSQL full text over the GIN index,
 the workload-token call to embeddings for the HNSW k-NN, rank fusion and the cited rows read back),
-and recall@10 against exact search (the same full-text list fused with an exact, brute-force cosine
-k-NN over every vector), in one run.
+and recall@10 against exact search (the full-text ranking over every matching chunk, where the search
+ranks only the first `RANKED` the index yields, fused with an exact, brute-force cosine k-NN over
+every vector), in one run.
 
 The corpus is written straight into the tables the search reads (knowledge's chunks and embeddings'
 items): embedding 100,000 chunks with the local model takes minutes on a loaded machine. A chunk's
@@ -56,7 +57,10 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
     weights = 1.0 / np.arange(1, VOCABULARY + 1) ** 0.8
     weights /= weights.sum()
     picks = rng.choice(VOCABULARY, size=(CHUNKS, WORDS_PER_CHUNK), p=weights)
-    vectors = word_vectors[picks].mean(axis=1)
+    # Summed a column at a time: `word_vectors[picks]` whole would be 3 GB of float32.
+    vectors = np.zeros((CHUNKS, word_vectors.shape[1]), dtype=np.float32)
+    for column in range(WORDS_PER_CHUNK):
+        vectors += word_vectors[picks[:, column]]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     texts = [" ".join(words[i] for i in row) for row in picks]
     collection_id, embeddings_id = uuid.uuid4(), uuid.uuid4()
@@ -207,7 +211,9 @@ async def main() -> None:
                     answer = response.json()
                     assert answer["degraded"] is None, answer["degraded"]
                     found.append([h["citation"]["document_id"] + ":" + h["snippet"] for h in answer["data"]])
-                # Exact: the same full-text list, fused with a brute-force k-NN over every vector.
+                # Exact: the full-text ranking over every matching chunk (the search ranks only the
+                # first RANKED the GIN index yields), fused with a brute-force k-NN over every vector
+                # (the search walks the HNSW graph).
                 recalls = []
                 query_vectors = local.model._load().embed(queries, norm=True).astype(np.float32)
                 by_id = {ids[i]: i for i in range(CHUNKS)}
@@ -216,7 +222,7 @@ async def main() -> None:
                 async with async_sessionmaker(engine)() as session:
                     for q, query in enumerate(queries):
                         words = await hybrid.full_text(
-                            session, boss.org_id, [uuid.UUID(collection_id)], [], query, n
+                            session, boss.org_id, [uuid.UUID(collection_id)], [], query, n, exact=True
                         )
                         nearest = np.argsort(-(vectors @ query_vectors[q]))[:n]
                         fused = hybrid.fuse(words, [uuid.UUID(ids[i]) for i in nearest])[:K]
@@ -232,7 +238,7 @@ async def main() -> None:
         baseline="goal p95",
     )
     report(
-        "recall@10 against exact search (full text + brute-force k-NN, fused alike)",
+        "recall@10 against exact search (full text ranking every match + brute-force k-NN, fused alike)",
         [("recall@10", recall * 100, "%"), ("goal", 95.0, "%")],
         baseline="goal",
     )
