@@ -1,14 +1,16 @@
 """knowledge search over 100,000 chunks: p50 and p95 latency of `POST /api/knowledge/v1/search`
 (gateway dispatch, token check, the caller's collections, PostgreSQL full text over the GIN index,
 the workload-token call to embeddings for the HNSW k-NN, rank fusion and the cited rows read back),
-and recall@10 against exact search (the same full-text list fused with an exact, brute-force cosine
-k-NN over every vector), in one run.
+and recall@10 against exact search (the full-text ranking over every matching chunk, where the search
+ranks only the first `RANKED` the index yields, fused with an exact, brute-force cosine k-NN over
+every vector), in one run.
 
 The corpus is written straight into the tables the search reads (knowledge's chunks and embeddings'
 items): embedding 100,000 chunks with the local model takes minutes on a loaded machine. A chunk's
 vector is the normalised mean of its words' vectors from the local model (which is how WordLlama
 pools), so the vectors cluster the way the model's do and a query embedded by the model lands among
-them; the HNSW index is built after the bulk load, with the definition the migration gave it."""
+them; the HNSW and GIN indexes are built after the bulk load, with the definitions the migrations gave
+them."""
 
 from __future__ import annotations
 
@@ -47,6 +49,16 @@ def vocabulary(rng: np.random.Generator) -> list[str]:
     return sorted(words)
 
 
+async def drop_index(conn: Any, name: str) -> str:
+    """Drops index `name`; returns its definition, to build it again in one pass after the bulk load
+    (much faster than growing it row by row)."""
+    definition = (
+        await conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name})
+    ).scalar_one()
+    await conn.execute(text(f"DROP INDEX {name}"))
+    return str(definition)
+
+
 async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], list[str], str]:
     """Writes the corpus; returns the chunk vectors, their ids, their texts and the collection id."""
     rng = np.random.default_rng(7)
@@ -56,7 +68,10 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
     weights = 1.0 / np.arange(1, VOCABULARY + 1) ** 0.8
     weights /= weights.sum()
     picks = rng.choice(VOCABULARY, size=(CHUNKS, WORDS_PER_CHUNK), p=weights)
-    vectors = word_vectors[picks].mean(axis=1)
+    # Summed a column at a time: `word_vectors[picks]` whole would be 3 GB of float32.
+    vectors = np.zeros((CHUNKS, word_vectors.shape[1]), dtype=np.float32)
+    for column in range(WORDS_PER_CHUNK):
+        vectors += word_vectors[picks[:, column]]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     texts = [" ".join(words[i] for i in row) for row in picks]
     collection_id, embeddings_id = uuid.uuid4(), uuid.uuid4()
@@ -92,6 +107,7 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
                 for i, d in enumerate(documents)
             ],
         )
+        gin = await drop_index(conn, "knowledge_ix_chunk_tsv")
         per = CHUNKS // DOCUMENTS
         await raw.copy_records_to_table(
             "knowledge_chunk",
@@ -136,13 +152,7 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
                 "d": local.DIMENSIONS,
             },
         )
-        index = (
-            await conn.execute(
-                text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
-                {"n": f"embeddings_ix_item_hnsw_{local.DIMENSIONS}"},
-            )
-        ).scalar_one()
-        await conn.execute(text(f"DROP INDEX embeddings_ix_item_hnsw_{local.DIMENSIONS}"))
+        hnsw = await drop_index(conn, f"embeddings_ix_item_hnsw_{local.DIMENSIONS}")
         await raw.copy_records_to_table(
             "embeddings_item",
             columns=["collection_id", "id", "org_id", "text", "metadata", "dimensions", "embedding"],
@@ -160,7 +170,10 @@ async def load(database_url: str, org_id: str) -> tuple[np.ndarray, list[str], l
             ],
         )
         await conn.execute(text("SET maintenance_work_mem = '512MB'"))
-        await conn.execute(text(index))
+        clock = Stopwatch()
+        await conn.execute(text(hnsw))
+        await conn.execute(text(gin))
+        print(f"  indexes built in {clock.seconds:.0f} s (HNSW and GIN)")
         await conn.execute(text("ANALYZE knowledge_chunk"))
         await conn.execute(text("ANALYZE embeddings_item"))
     await engine.dispose()
@@ -207,8 +220,10 @@ async def main() -> None:
                     answer = response.json()
                     assert answer["degraded"] is None, answer["degraded"]
                     found.append([h["citation"]["document_id"] + ":" + h["snippet"] for h in answer["data"]])
-                # Exact: the same full-text list, fused with a brute-force k-NN over every vector.
-                recalls = []
+                # Exact: the full-text ranking over every matching chunk (the search ranks only the
+                # first RANKED the GIN index yields), fused with a brute-force k-NN over every vector
+                # (the search walks the HNSW graph).
+                recalls, text_recalls = [], []
                 query_vectors = local.model._load().embed(queries, norm=True).astype(np.float32)
                 by_id = {ids[i]: i for i in range(CHUNKS)}
                 engine = db.create_engine(database_url, pool_size=1)
@@ -216,8 +231,12 @@ async def main() -> None:
                 async with async_sessionmaker(engine)() as session:
                     for q, query in enumerate(queries):
                         words = await hybrid.full_text(
+                            session, boss.org_id, [uuid.UUID(collection_id)], [], query, n, exact=True
+                        )
+                        capped = await hybrid.full_text(
                             session, boss.org_id, [uuid.UUID(collection_id)], [], query, n
                         )
+                        text_recalls.append(len(set(capped) & set(words)) / max(len(words), 1))
                         nearest = np.argsort(-(vectors @ query_vectors[q]))[:n]
                         fused = hybrid.fuse(words, [uuid.UUID(ids[i]) for i in nearest])[:K]
                         exact = {texts[by_id[str(c)]] for c, _, _ in fused}
@@ -232,7 +251,11 @@ async def main() -> None:
         baseline="goal p95",
     )
     report(
-        "recall@10 against exact search (full text + brute-force k-NN, fused alike)",
-        [("recall@10", recall * 100, "%"), ("goal", 95.0, "%")],
+        "recall@10 against exact search (full text ranking every match + brute-force k-NN, fused alike)",
+        [
+            ("recall@10", recall * 100, "%"),
+            (f"full-text half alone, recall@{hybrid.candidates(K)}", float(np.mean(text_recalls)) * 100, "%"),
+            ("goal", 95.0, "%"),
+        ],
         baseline="goal",
     )

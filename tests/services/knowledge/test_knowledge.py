@@ -43,6 +43,24 @@ async def test_a_document_edit_is_searchable_after_reindexing(world: World) -> N
     assert (cited["collection"], cited["path"], cited["revision"]) == (notes["name"], "Runbook", 1)
     assert cited["heading"] == "Deploy" and cited["start_line"] == 1
 
+    # Full text ranks a chunk holding more of the query's words above one repeating a single word.
+    one, two = word(), word()
+    pair = await document(
+        world.client,
+        h,
+        notes["id"],
+        "Words",
+        f"# Many\n\n{one} {one} {one} {one}.\n\n# Both\n\n{one} {two}.\n",
+    )
+    await indexed(world.client, h, pair["id"], 1)
+    ranked = {
+        hit["citation"]["heading"]: hit["text_rank"]
+        for hit in (await search(world.client, h, f"{one} {two}"))["data"]
+        if hit["text_rank"] is not None
+    }
+    assert ranked == {"Both": 1, "Many": 2}, ranked
+    await ok(await world.client.delete(f"{API}/documents/{pair['id']}", headers=h), 204)
+
     edited = await ok(
         await world.client.patch(
             f"{API}/documents/{doc['id']}", json={"content": body.replace(old, new)}, headers=h
