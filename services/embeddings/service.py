@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import LargeBinary, any_, literal, text
+from sqlalchemy import LargeBinary, any_, func, literal, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +22,7 @@ from coder.services.embeddings.models import CacheEntry
 from coder.shared.errors import InvalidField, Problem
 from coder.shared.http import ServiceClients
 from coder.shared.repository import scoped
+from coder.shared.runtime import Runtime
 
 FLOAT32 = np.dtype("<f4")
 # Texts computed and written to the cache at a time (see `embed`).
@@ -35,6 +38,28 @@ CACHE_INSERT = text(
     "FROM unnest(CAST(:tokens AS integer[])) WITH ORDINALITY AS u(t, n), CAST(n - 1 AS integer) AS i "
     "ON CONFLICT DO NOTHING"
 )
+
+
+# A cache hit refreshes its row's `last_used_at` when older than this: eviction needs no finer
+# clock, and most hits then cost no write.
+TOUCH_AFTER = timedelta(hours=1)
+CACHE_TOUCH = text(
+    "UPDATE embeddings_cache SET last_used_at = now() "
+    "WHERE org_id = :org_id AND model = :model AND dimensions = :dimensions "
+    "AND sha256 = ANY(CAST(:digests AS bytea[]))"
+)
+CACHE_PRUNE_AGE = text(
+    "DELETE FROM embeddings_cache WHERE last_used_at < now() - make_interval(days => :days)"
+)
+# Beyond the row limit, the least recently used rows go (in slices, so no one statement holds
+# locks on millions of rows).
+CACHE_PRUNE_ROWS = text(
+    "DELETE FROM embeddings_cache WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM embeddings_cache ORDER BY last_used_at DESC OFFSET :keep LIMIT :slice))"
+)
+PRUNE_SLICE = 50_000
+
+log = logging.getLogger(__name__)
 
 
 class ProviderFailed(Problem):
@@ -86,16 +111,29 @@ async def embed(
     distinct = list(dict.fromkeys(hashes))
     cached = await session.execute(
         scoped(CacheEntry, org_id)
-        .with_only_columns(CacheEntry.sha256, CacheEntry.embedding, CacheEntry.tokens)
+        .with_only_columns(
+            CacheEntry.sha256,
+            CacheEntry.embedding,
+            CacheEntry.tokens,
+            CacheEntry.last_used_at < func.now() - TOUCH_AFTER,
+        )
         .where(
             CacheEntry.model == model.name,
             CacheEntry.dimensions == model.dimensions,
             CacheEntry.sha256 == any_(literal(distinct, ARRAY(LargeBinary))),
         )
     )
-    found: dict[bytes, tuple[npt.NDArray[np.float32], int]] = {
-        digest: (np.frombuffer(vector, dtype=FLOAT32), tokens) for digest, vector, tokens in cached
-    }
+    found: dict[bytes, tuple[npt.NDArray[np.float32], int]] = {}
+    stale: list[bytes] = []
+    for digest, vector, count, old in cached:
+        found[digest] = (np.frombuffer(vector, dtype=FLOAT32), count)
+        if old:
+            stale.append(digest)
+    if stale:
+        await session.execute(
+            CACHE_TOUCH,
+            {"org_id": org_id, "model": model.name, "dimensions": model.dimensions, "digests": stale},
+        )
     missing = [digest for digest in distinct if digest not in found]
     first = {digest: i for i, digest in reversed(list(enumerate(hashes)))}
     # In chunks, each written to the cache while the model computes the next: the database works in
@@ -200,3 +238,31 @@ async def _provider(
     shares = np.floor(prompt_tokens * lengths / lengths.sum()).astype(int)
     shares[0] += prompt_tokens - int(shares.sum())
     return local.normalise(vectors), [int(s) for s in shares]
+
+
+async def prune_cache(session: AsyncSession, settings: EmbeddingsSettings) -> int:
+    """Bound the cache: drop rows unused for `cache_max_age_days`, then the least recently used
+    beyond `cache_max_rows`. Answers how many rows went."""
+    result = await session.execute(CACHE_PRUNE_AGE, {"days": settings.cache_max_age_days})
+    deleted = int(result.rowcount)  # type: ignore[attr-defined]
+    while True:
+        result = await session.execute(
+            CACHE_PRUNE_ROWS, {"keep": settings.cache_max_rows, "slice": PRUNE_SLICE}
+        )
+        deleted += int(result.rowcount)  # type: ignore[attr-defined]
+        if result.rowcount < PRUNE_SLICE:  # type: ignore[attr-defined]
+            return deleted
+
+
+async def prune_loop(runtime: Runtime) -> None:
+    """`prune_cache` every `cache_prune_seconds`, for the life of the process (a background task)."""
+    settings = runtime.config(EmbeddingsSettings)
+    while True:
+        await asyncio.sleep(settings.cache_prune_seconds)
+        try:
+            async with runtime.sessions() as session, session.begin():
+                deleted = await prune_cache(session, settings)
+            if deleted:
+                log.info("embedding cache pruned", extra={"deleted": deleted})
+        except Exception as exc:  # the next round tries again
+            log.warning("embedding cache not pruned", extra={"error": repr(exc)})
