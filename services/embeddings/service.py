@@ -108,7 +108,14 @@ async def embed(
     """The texts' vectors: from the cache where the org embedded the same text with the same model
     and size before, else computed (each distinct text once) and cached."""
     hashes = [hashlib.sha256(t.encode()).digest() for t in texts]
-    distinct = list(dict.fromkeys(hashes))
+    # Each distinct text's row in `table`, and the text that first has it.
+    row: dict[bytes, int] = {}
+    first: list[int] = []
+    for i, digest in enumerate(hashes):
+        if digest not in row:
+            row[digest] = len(first)
+            first.append(i)
+    distinct = list(row)
     cached = await session.execute(
         scoped(CacheEntry, org_id)
         .with_only_columns(
@@ -123,10 +130,17 @@ async def embed(
             CacheEntry.sha256 == any_(literal(distinct, ARRAY(LargeBinary))),
         )
     )
-    found: dict[bytes, tuple[npt.NDArray[np.float32], int]] = {}
+    # The vectors and token counts of the distinct texts, filled from the cache then the model; the
+    # answer is one gather of their rows.
+    table = np.empty((len(distinct), model.dimensions), dtype=np.float32)
+    counts = np.zeros(len(distinct), dtype=np.int64)
+    known = np.zeros(len(distinct), dtype=bool)
     stale: list[bytes] = []
     for digest, vector, count, old in cached:
-        found[digest] = (np.frombuffer(vector, dtype=FLOAT32), count)
+        at = row[digest]
+        table[at] = np.frombuffer(vector, dtype=FLOAT32)
+        counts[at] = count
+        known[at] = True
         if old:
             stale.append(digest)
     if stale:
@@ -134,30 +148,28 @@ async def embed(
             CACHE_TOUCH,
             {"org_id": org_id, "model": model.name, "dimensions": model.dimensions, "digests": stale},
         )
-    missing = [digest for digest in distinct if digest not in found]
-    first = {digest: i for i, digest in reversed(list(enumerate(hashes)))}
+    missing = np.flatnonzero(~known)
     # In chunks, each written to the cache while the model computes the next: the database works in
     # its own process, so the write costs the request little time.
     writing: asyncio.Task[Any] | None = None
     try:
         for start in range(0, len(missing), CHUNK):
-            chunk = missing[start : start + CHUNK]
-            vectors, tokens = await _compute(clients, model, [texts[first[d]] for d in chunk])
-            for digest, vector, count in zip(chunk, vectors, tokens, strict=True):
-                found[digest] = (vector, count)
+            rows = missing[start : start + CHUNK]
+            vectors, tokens = await _compute(clients, model, [texts[first[r]] for r in rows])
+            table[rows] = vectors
+            counts[rows] = tokens
             if writing is not None:
                 await writing
+            chunk = [distinct[r] for r in rows]
             writing = asyncio.create_task(_cache(session, org_id, model, chunk, vectors, tokens))
         if writing is not None:
             await writing
     finally:
         if writing is not None and not writing.done():
             writing.cancel()
-    out = np.empty((len(texts), model.dimensions), dtype=np.float32)
-    total = 0
-    for i, digest in enumerate(hashes):
-        out[i], count = found[digest]
-        total += count
+    at_rows = np.fromiter((row[digest] for digest in hashes), dtype=np.intp, count=len(hashes))
+    out = table[at_rows]
+    total = int(counts[at_rows].sum())
     return Embeddings(out, total, len(missing))
 
 
