@@ -76,9 +76,14 @@ class Item(Base):
 
 class CacheEntry(Base):
     """A text's vector under one model and size, keyed by the text's SHA-256: the same text is never
-    embedded twice. Per org, like every row: no org learns which texts another embedded."""
+    embedded twice. Per org, like every row: no org learns which texts another embedded.
+
+    Bounded: `last_used_at` is when a request last wrote or read the row (refreshed at most every
+    `service.TOUCH_AFTER`), and `service.prune_cache` drops the rows unused for longer than
+    `cache_max_age_days` and, beyond `cache_max_rows`, the least recently used ones."""
 
     __tablename__ = "embeddings_cache"
+    __table_args__ = (Index("embeddings_ix_cache_last_used_at", "last_used_at"),)
 
     org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -89,3 +94,4 @@ class CacheEntry(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     tokens: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import LargeBinary, any_, literal, text
+from sqlalchemy import LargeBinary, any_, func, literal, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,16 +22,44 @@ from coder.services.embeddings.models import CacheEntry
 from coder.shared.errors import InvalidField, Problem
 from coder.shared.http import ServiceClients
 from coder.shared.repository import scoped
+from coder.shared.runtime import Runtime
 
 FLOAT32 = np.dtype("<f4")
 # Texts computed and written to the cache at a time (see `embed`).
 CHUNK = 256
+# One statement per chunk, its rows cut out of two blobs (the digests, 32 bytes each, and the
+# vectors, `:width` bytes each): the driver sends two byte strings instead of encoding an array of
+# a thousand, and no Python object is made per row.
 CACHE_INSERT = text(
     "INSERT INTO embeddings_cache (org_id, model, dimensions, sha256, embedding, tokens) "
-    "SELECT CAST(:org_id AS varchar), CAST(:model AS varchar), CAST(:dimensions AS smallint), d, v, t "
-    "FROM unnest(CAST(:digests AS bytea[]), CAST(:vectors AS bytea[]), CAST(:tokens AS integer[])) "
-    "AS u(d, v, t) ON CONFLICT DO NOTHING"
+    "SELECT CAST(:org_id AS varchar), CAST(:model AS varchar), CAST(:dimensions AS smallint), "
+    "substring(CAST(:digests AS bytea) FROM i * 32 + 1 FOR 32), "
+    "substring(CAST(:vectors AS bytea) FROM i * CAST(:width AS integer) + 1 FOR CAST(:width AS integer)), t "
+    "FROM unnest(CAST(:tokens AS integer[])) WITH ORDINALITY AS u(t, n), CAST(n - 1 AS integer) AS i "
+    "ON CONFLICT DO NOTHING"
 )
+
+
+# A cache hit refreshes its row's `last_used_at` when older than this: eviction needs no finer
+# clock, and most hits then cost no write.
+TOUCH_AFTER = timedelta(hours=1)
+CACHE_TOUCH = text(
+    "UPDATE embeddings_cache SET last_used_at = now() "
+    "WHERE org_id = :org_id AND model = :model AND dimensions = :dimensions "
+    "AND sha256 = ANY(CAST(:digests AS bytea[]))"
+)
+CACHE_PRUNE_AGE = text(
+    "DELETE FROM embeddings_cache WHERE last_used_at < now() - make_interval(days => :days)"
+)
+# Beyond the row limit, the least recently used rows go (in slices, so no one statement holds
+# locks on millions of rows).
+CACHE_PRUNE_ROWS = text(
+    "DELETE FROM embeddings_cache WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM embeddings_cache ORDER BY last_used_at DESC OFFSET :keep LIMIT :slice))"
+)
+PRUNE_SLICE = 50_000
+
+log = logging.getLogger(__name__)
 
 
 class ProviderFailed(Problem):
@@ -78,43 +108,68 @@ async def embed(
     """The texts' vectors: from the cache where the org embedded the same text with the same model
     and size before, else computed (each distinct text once) and cached."""
     hashes = [hashlib.sha256(t.encode()).digest() for t in texts]
-    distinct = list(dict.fromkeys(hashes))
+    # Each distinct text's row in `table`, and the text that first has it.
+    row: dict[bytes, int] = {}
+    first: list[int] = []
+    for i, digest in enumerate(hashes):
+        if digest not in row:
+            row[digest] = len(first)
+            first.append(i)
+    distinct = list(row)
     cached = await session.execute(
         scoped(CacheEntry, org_id)
-        .with_only_columns(CacheEntry.sha256, CacheEntry.embedding, CacheEntry.tokens)
+        .with_only_columns(
+            CacheEntry.sha256,
+            CacheEntry.embedding,
+            CacheEntry.tokens,
+            CacheEntry.last_used_at < func.now() - TOUCH_AFTER,
+        )
         .where(
             CacheEntry.model == model.name,
             CacheEntry.dimensions == model.dimensions,
             CacheEntry.sha256 == any_(literal(distinct, ARRAY(LargeBinary))),
         )
     )
-    found: dict[bytes, tuple[npt.NDArray[np.float32], int]] = {
-        digest: (np.frombuffer(vector, dtype=FLOAT32), tokens) for digest, vector, tokens in cached
-    }
-    missing = [digest for digest in distinct if digest not in found]
-    first = {digest: i for i, digest in reversed(list(enumerate(hashes)))}
+    # The vectors and token counts of the distinct texts, filled from the cache then the model; the
+    # answer is one gather of their rows.
+    table = np.empty((len(distinct), model.dimensions), dtype=np.float32)
+    counts = np.zeros(len(distinct), dtype=np.int64)
+    known = np.zeros(len(distinct), dtype=bool)
+    stale: list[bytes] = []
+    for digest, vector, count, old in cached:
+        at = row[digest]
+        table[at] = np.frombuffer(vector, dtype=FLOAT32)
+        counts[at] = count
+        known[at] = True
+        if old:
+            stale.append(digest)
+    if stale:
+        await session.execute(
+            CACHE_TOUCH,
+            {"org_id": org_id, "model": model.name, "dimensions": model.dimensions, "digests": stale},
+        )
+    missing = np.flatnonzero(~known)
     # In chunks, each written to the cache while the model computes the next: the database works in
     # its own process, so the write costs the request little time.
     writing: asyncio.Task[Any] | None = None
     try:
         for start in range(0, len(missing), CHUNK):
-            chunk = missing[start : start + CHUNK]
-            vectors, tokens = await _compute(clients, model, [texts[first[d]] for d in chunk])
-            for digest, vector, count in zip(chunk, vectors, tokens, strict=True):
-                found[digest] = (vector, count)
+            rows = missing[start : start + CHUNK]
+            vectors, tokens = await _compute(clients, model, [texts[first[r]] for r in rows])
+            table[rows] = vectors
+            counts[rows] = tokens
             if writing is not None:
                 await writing
+            chunk = [distinct[r] for r in rows]
             writing = asyncio.create_task(_cache(session, org_id, model, chunk, vectors, tokens))
         if writing is not None:
             await writing
     finally:
         if writing is not None and not writing.done():
             writing.cancel()
-    out = np.empty((len(texts), model.dimensions), dtype=np.float32)
-    total = 0
-    for i, digest in enumerate(hashes):
-        out[i], count = found[digest]
-        total += count
+    at_rows = np.fromiter((row[digest] for digest in hashes), dtype=np.intp, count=len(hashes))
+    out = table[at_rows]
+    total = int(counts[at_rows].sum())
     return Embeddings(out, total, len(missing))
 
 
@@ -126,16 +181,16 @@ async def _cache(
     vectors: npt.NDArray[np.float32],
     tokens: list[int],
 ) -> None:
-    # One statement over arrays (cheaper than a multi-row VALUES); a concurrent request may have
-    # cached the same text meanwhile: the same vector, either row will do.
+    # A concurrent request may have cached the same text meanwhile: the same vector, either row will do.
     await session.execute(
         CACHE_INSERT,
         {
             "org_id": org_id,
             "model": model.name,
             "dimensions": model.dimensions,
-            "digests": digests,
-            "vectors": [v.astype(FLOAT32).tobytes() for v in vectors],
+            "digests": b"".join(digests),
+            "vectors": np.ascontiguousarray(vectors, dtype=FLOAT32).tobytes(),
+            "width": model.dimensions * FLOAT32.itemsize,
             "tokens": tokens,
         },
     )
@@ -195,3 +250,31 @@ async def _provider(
     shares = np.floor(prompt_tokens * lengths / lengths.sum()).astype(int)
     shares[0] += prompt_tokens - int(shares.sum())
     return local.normalise(vectors), [int(s) for s in shares]
+
+
+async def prune_cache(session: AsyncSession, settings: EmbeddingsSettings) -> int:
+    """Bound the cache: drop rows unused for `cache_max_age_days`, then the least recently used
+    beyond `cache_max_rows`. Answers how many rows went."""
+    result = await session.execute(CACHE_PRUNE_AGE, {"days": settings.cache_max_age_days})
+    deleted = int(result.rowcount)  # type: ignore[attr-defined]
+    while True:
+        result = await session.execute(
+            CACHE_PRUNE_ROWS, {"keep": settings.cache_max_rows, "slice": PRUNE_SLICE}
+        )
+        deleted += int(result.rowcount)  # type: ignore[attr-defined]
+        if result.rowcount < PRUNE_SLICE:  # type: ignore[attr-defined]
+            return deleted
+
+
+async def prune_loop(runtime: Runtime) -> None:
+    """`prune_cache` every `cache_prune_seconds`, for the life of the process (a background task)."""
+    settings = runtime.config(EmbeddingsSettings)
+    while True:
+        await asyncio.sleep(settings.cache_prune_seconds)
+        try:
+            async with runtime.sessions() as session, session.begin():
+                deleted = await prune_cache(session, settings)
+            if deleted:
+                log.info("embedding cache pruned", extra={"deleted": deleted})
+        except Exception as exc:  # the next round tries again
+            log.warning("embedding cache not pruned", extra={"error": repr(exc)})

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from coder.services.embeddings import collections, local
+from coder.services.embeddings import collections, local, service
+from coder.services.embeddings.config import EmbeddingsSettings
 from coder.services.embeddings.schemas import EmbeddingResponse
 from coder.tests.services.embeddings.factories import (
     ALL,
@@ -285,3 +286,54 @@ def _explain(element: Explain, compiler, **kw) -> str:
 
 def explain(query) -> Explain:
     return Explain(query)
+
+
+async def _last_used(platform: Platform, org: str) -> dict[str, object]:
+    async with platform.runtime.sessions() as session:
+        rows = await session.execute(
+            text("SELECT encode(sha256, 'hex'), last_used_at FROM embeddings_cache WHERE org_id = :o"),
+            {"o": org},
+        )
+        return {str(row[0]): row[1] for row in rows}
+
+
+async def test_the_cache_is_bounded_by_age_and_rows(platform: Platform, signer: TestSigner, org: str) -> None:
+    h = signer.headers(org, perms=ALL)
+    texts = [unique(t) for t in TEXTS]
+    await embed(platform, h, {"input": texts})
+    async with platform.runtime.sessions() as session, session.begin():
+        # Age the rows: the first two last used 10 and 5 days ago, the third 2 hours ago.
+        for i, days in enumerate((10, 5, 1 / 12)):
+            await session.execute(
+                text(
+                    "UPDATE embeddings_cache SET last_used_at = now() - make_interval(secs => :s) "
+                    "WHERE org_id = :o AND sha256 = sha256(convert_to(:t, 'UTF8'))"
+                ),
+                {"s": days * 86400, "o": org, "t": texts[i]},
+            )
+    # A hit refreshes a row unused for over an hour: the second text is young again.
+    aged = await _last_used(platform, org)
+    await embed(platform, h, {"input": texts[1]})
+    refreshed = await _last_used(platform, org)
+    changed = {k for k in aged if aged[k] != refreshed[k]}
+    assert len(changed) == 1
+
+    # Only this org's rows are counted by the test, but the bounds are the table's: keep the rows of
+    # other tests (younger than 7 days, all of them) and drop the first text by age.
+    settings = platform.runtime.config(EmbeddingsSettings).model_copy(update={"cache_max_age_days": 7})
+    async with platform.runtime.sessions() as session, session.begin():
+        assert await service.prune_cache(session, settings) >= 1
+    left = await _last_used(platform, org)
+    assert len(left) == 2 and changed <= set(left)
+
+    # Beyond `cache_max_rows`, the least recently used go: keep one row in all, the newest.
+    newest = unique("newest")
+    await embed(platform, h, {"input": newest})
+    async with platform.runtime.sessions() as session, session.begin():
+        await service.prune_cache(session, settings.model_copy(update={"cache_max_rows": 1}))
+        count = (await session.execute(text("SELECT count(*) FROM embeddings_cache"))).scalar_one()
+    assert count == 1
+    assert len(await _last_used(platform, org)) == 1
+    before = local.model.texts_embedded
+    await embed(platform, h, {"input": newest})
+    assert local.model.texts_embedded == before  # the newest row is the one kept
