@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError
@@ -168,7 +169,9 @@ async def delete_collection(
         )
     ).scalars()
     for document in documents:
-        await _publish(session, "knowledge.document.deleted", document, reader.principal.subject)
+        await Base.events.publish(
+            session, "knowledge.document.deleted", **_event(document, reader.principal.subject)
+        )
     await session.delete(collection)
     await session.flush()
     # On failure its items are found by nothing once the chunks are gone.
@@ -197,11 +200,10 @@ def summary(document: Document) -> DocumentSummary:
     )
 
 
-async def _publish(session: AsyncSession, event: str, document: Document, actor: str) -> None:
-    await Base.events.publish(
-        session,
-        event,
-        {
+def _event(document: Document, actor: str) -> dict[str, Any]:
+    """The data, org and subject of a `knowledge.document.*` event about `document`."""
+    return {
+        "data": {
             "document_id": str(document.id),
             "collection_id": str(document.collection_id),
             "source_id": str(document.source_id) if document.source_id else None,
@@ -209,9 +211,9 @@ async def _publish(session: AsyncSession, event: str, document: Document, actor:
             "revision": document.revision,
             "actor": actor,
         },
-        org_id=document.org_id,
-        subject=str(document.id),
-    )
+        "org_id": document.org_id,
+        "subject": str(document.id),
+    }
 
 
 async def get_document(
@@ -261,8 +263,8 @@ async def create_document(
     )
     await session.flush()
     await session.refresh(document)
-    await _publish(session, "knowledge.document.created", document, principal.subject)
-    await _publish(session, "knowledge.document.updated", document, principal.subject)
+    await Base.events.publish(session, "knowledge.document.created", **_event(document, principal.subject))
+    await Base.events.publish(session, "knowledge.document.updated", **_event(document, principal.subject))
     return document
 
 
@@ -295,7 +297,7 @@ async def revise(
     )
     await session.flush()
     await session.refresh(document)
-    await _publish(session, "knowledge.document.updated", document, principal.subject)
+    await Base.events.publish(session, "knowledge.document.updated", **_event(document, principal.subject))
     return document
 
 
@@ -305,12 +307,12 @@ async def reindex(session: AsyncSession, principal: Principal, document: Documen
     document.indexed_revision = None
     await session.flush()
     await session.refresh(document)
-    await _publish(session, "knowledge.document.updated", document, principal.subject)
+    await Base.events.publish(session, "knowledge.document.updated", **_event(document, principal.subject))
     return document
 
 
 async def delete_document(session: AsyncSession, principal: Principal, document: Document) -> None:
-    await _publish(session, "knowledge.document.deleted", document, principal.subject)
+    await Base.events.publish(session, "knowledge.document.deleted", **_event(document, principal.subject))
     await session.delete(document)
     await session.flush()
 
@@ -421,7 +423,9 @@ async def delete_source(session: AsyncSession, principal: Principal, source: Sou
         await session.execute(scoped(Document, principal.org_id).where(Document.source_id == source.id))
     ).scalars()
     for document in documents:
-        await _publish(session, "knowledge.document.deleted", document, principal.subject)
+        await Base.events.publish(
+            session, "knowledge.document.deleted", **_event(document, principal.subject)
+        )
     await session.execute(
         delete(Chunk).where(owned_by(Chunk, principal.org_id), Chunk.source_id == source.id)
     )
