@@ -15,6 +15,7 @@ from coder.gateway.models import Team, TeamMember, User
 from coder.gateway.schemas import MembershipSummary, MeRead, PasswordChange, UserRead, UserUpdate
 from coder.shared.db import SessionDep
 from coder.shared.errors import Unauthorized
+from coder.shared.repository import owned_by
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -43,7 +44,7 @@ async def read_me(session: SessionDep, actor: ActorDep) -> MeRead:
                 await session.execute(
                     select(Team.id)
                     .join(TeamMember, TeamMember.team_id == Team.id)
-                    .where(Team.org_id == actor.org_id, TeamMember.user_id == user.id)
+                    .where(owned_by(Team, actor.org_id), TeamMember.user_id == user.id)
                     .order_by(Team.id)
                 )
             ).scalars()

@@ -33,6 +33,7 @@ from coder.shared.auth import Principal, RevocationList, TokenVerifier, bearer_t
 from coder.shared.db import SessionDep, transaction
 from coder.shared.errors import Conflict, NotFound, Problem, Unauthorized
 from coder.shared.pagination import Page, PageDep, paginate
+from coder.shared.repository import owned_by
 from coder.shared.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["collaboration"])
@@ -116,7 +117,7 @@ async def list_snapshots(
 ) -> Page[SnapshotRead]:
     """The document's snapshots, newest first: each is its whole state once the update log up to
     `through_seq` was merged into it."""
-    query = select(Snapshot).where(Snapshot.document_id == document_id, Snapshot.org_id == principal.org_id)
+    query = select(Snapshot).where(Snapshot.document_id == document_id, owned_by(Snapshot, principal.org_id))
     # Paged first, so a forged cursor is a 400 whatever the document; nothing is answered before the
     # caller's role is checked.
     rows = await paginate(session, query, (Snapshot.number,), params, descending=True)
@@ -160,7 +161,7 @@ async def list_comments(
     resolved: Annotated[bool | None, Query(description="Only resolved (or unresolved) threads")] = None,
 ) -> Page[CommentRead]:
     """The document's comments, oldest first, each thread's range where its text is now."""
-    query = select(Comment).where(Comment.document_id == document_id, Comment.org_id == principal.org_id)
+    query = select(Comment).where(Comment.document_id == document_id, owned_by(Comment, principal.org_id))
     if resolved is not None:
         thread = aliased(Comment)
         resolved_threads = select(thread.id).where(

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import LargeBinary, any_, func, literal, text
+from sqlalchemy import LargeBinary, any_, func, literal, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from coder.services.embeddings.config import EmbeddingsSettings, ModelSpec
 from coder.services.embeddings.models import CacheEntry
 from coder.shared.errors import InvalidField, Problem
 from coder.shared.http import ServiceClients
-from coder.shared.repository import scoped
+from coder.shared.repository import owned_by, scoped
 from coder.shared.runtime import Runtime
 
 FLOAT32 = np.dtype("<f4")
@@ -43,11 +43,6 @@ CACHE_INSERT = text(
 # A cache hit refreshes its row's `last_used_at` when older than this: eviction needs no finer
 # clock, and most hits then cost no write.
 TOUCH_AFTER = timedelta(hours=1)
-CACHE_TOUCH = text(
-    "UPDATE embeddings_cache SET last_used_at = now() "
-    "WHERE org_id = :org_id AND model = :model AND dimensions = :dimensions "
-    "AND sha256 = ANY(CAST(:digests AS bytea[]))"
-)
 CACHE_PRUNE_AGE = text(
     "DELETE FROM embeddings_cache WHERE last_used_at < now() - make_interval(days => :days)"
 )
@@ -145,8 +140,14 @@ async def embed(
             stale.append(digest)
     if stale:
         await session.execute(
-            CACHE_TOUCH,
-            {"org_id": org_id, "model": model.name, "dimensions": model.dimensions, "digests": stale},
+            update(CacheEntry)
+            .where(
+                owned_by(CacheEntry, org_id),
+                CacheEntry.model == model.name,
+                CacheEntry.dimensions == model.dimensions,
+                CacheEntry.sha256.in_(stale),
+            )
+            .values(last_used_at=func.now())
         )
     missing = np.flatnonzero(~known)
     # In chunks, each written to the cache while the model computes the next: the database works in

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.observability import slo as slos
 from coder.services.observability.models import PLATFORM, AlertRule, AlertTransition, Base, Scrape, Slo
+from coder.shared.repository import owned_by
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def threshold_value(session: AsyncSession, rule: AlertRule, now: datetime)
         last = (
             await session.scalars(
                 select(Scrape)
-                .where(Scrape.org_id == PLATFORM, Scrape.target == rule.target, Scrape.at <= now)
+                .where(owned_by(Scrape, PLATFORM), Scrape.target == rule.target, Scrape.at <= now)
                 .order_by(Scrape.at.desc(), Scrape.id.desc())
                 .limit(1)
             )

@@ -41,7 +41,7 @@ from coder.shared.db import SessionDep
 from coder.shared.deps import RuntimeDep, settings_of
 from coder.shared.errors import Conflict, InvalidField, Problem, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
-from coder.shared.repository import OrgScoped, scoped
+from coder.shared.repository import OrgScoped, owned_by, scoped
 from coder.shared.schemas import StorableTime
 
 router = APIRouter(prefix="/v1", tags=["observability"])
@@ -73,7 +73,7 @@ async def health(session: SessionDep, runtime: RuntimeDep, principal: Platform) 
     names = sorted(runtime.service_urls)
     latest = (
         select(Scrape)
-        .where(Scrape.org_id == PLATFORM, Scrape.target.in_(names))
+        .where(owned_by(Scrape, PLATFORM), Scrape.target.in_(names))
         .order_by(Scrape.target, Scrape.at.desc(), Scrape.id.desc())
         .ext(distinct_on(Scrape.target))
     )
@@ -204,7 +204,7 @@ async def get_slo(
 async def delete_slo(slo_id: uuid.UUID, session: SessionDep, principal: Admin) -> Response:
     """Delete an SLO and the burn-rate rules on it (their history too)."""
     row = await OrgScoped(Slo, session, principal.org_id, "SLO").get(slo_id, Slo.id == slo_id)
-    rules = select(AlertRule.id).where(AlertRule.org_id == principal.org_id, AlertRule.slo_id == row.id)
+    rules = select(AlertRule.id).where(owned_by(AlertRule, principal.org_id), AlertRule.slo_id == row.id)
     await session.execute(delete(AlertTransition).where(AlertTransition.rule_id.in_(rules)))
     await session.execute(delete(AlertRule).where(AlertRule.id.in_(rules)))
     await session.delete(row)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coder.services.observability.models import GenAiCall
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.events import CloudEvent, EventContext
+from coder.shared.repository import owned_by
 
 
 async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> None:
@@ -65,7 +66,7 @@ async def by_model(
             *_quantiles(GenAiCall.duration_ms, "duration"),
             *_quantiles(GenAiCall.ttft_ms, "ttft"),
         )
-        .where(GenAiCall.org_id == org_id, GenAiCall.at >= start, GenAiCall.at < end)
+        .where(owned_by(GenAiCall, org_id), GenAiCall.at >= start, GenAiCall.at < end)
         .group_by(GenAiCall.model)
         .order_by(GenAiCall.model)
     )

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.observability.models import PLATFORM, Scrape, Slo
+from coder.shared.repository import owned_by
 
 AVAILABILITY, LATENCY = "availability", "latency"
 # The windows every SLO reports its burn rate over (seconds): the workbook's page and ticket pairs.
@@ -56,7 +57,7 @@ def increase(values: Sequence[float]) -> float:
 async def readings(session: AsyncSession, target: str, start: datetime, end: datetime) -> list[Scrape]:
     """The successful scrapes of `target` in (start, end], after the last one at or before `start`
     (the baseline the first increase is measured from)."""
-    up = (Scrape.org_id == PLATFORM) & (Scrape.target == target) & Scrape.up
+    up = owned_by(Scrape, PLATFORM) & (Scrape.target == target) & Scrape.up
     baseline = (
         await session.scalars(
             select(Scrape).where(up, Scrape.at <= start).order_by(Scrape.at.desc(), Scrape.id.desc()).limit(1)

@@ -18,12 +18,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from coder.services.observability.models import Span
 from coder.shared.errors import InvalidField, Problem
+from coder.shared.repository import owned_by
 from coder.shared.schemas import text_problem
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
@@ -172,7 +173,7 @@ async def service_map(
     session: AsyncSession, org_id: str, start: datetime, end: datetime
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(nodes, edges) of the org's spans that started in [start, end)."""
-    in_range = and_(Span.org_id == org_id, Span.start_at >= start, Span.start_at < end)
+    in_range = and_(owned_by(Span, org_id), Span.start_at >= start, Span.start_at < end)
     parent, child = aliased(Span), aliased(Span)
     latency = _latency(child.duration_ms)
     # Caller -> callee: a server span whose parent (a client span, or any span) is another service's.
@@ -206,8 +207,8 @@ async def service_map(
     answered = (
         select(child.id)
         .where(
-            child.org_id == Span.org_id,
-            child.trace_id == Span.trace_id,
+            # The same org's trace: a join condition, not an org filter.
+            tuple_(child.org_id, child.trace_id) == tuple_(Span.org_id, Span.trace_id),
             child.parent_span_id == Span.span_id,
             child.kind == SERVER,
         )

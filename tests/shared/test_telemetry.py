@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from coder.shared.devservers import RabbitServer, RedisServer, free_port
 from coder.tests.support.databases import create_database, drop_database
 from coder.tests.support.logscan import LogCapture
-from coder.tests.support.platform import Platform
+from coder.tests.support.platform import Platform, own_vhost
 from coder.tests.support.process import platform_process
 from coder.tests.support.tokens import TestSigner
 
@@ -123,11 +122,7 @@ def collector() -> Iterator[Collector]:
 def broker(rabbit_server: RabbitServer) -> str:
     """A virtual host of its own on the session's RabbitMQ: no other test's consumer of `coder.logging`
     takes the event."""
-    vhost = f"telemetry-{uuid.uuid4().hex[:8]}"
-    ctl = [str(Path(rabbit_server.binary).with_name("rabbitmqctl")), "-n", rabbit_server.node]
-    for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-        subprocess.run([*ctl, *command], env=rabbit_server.environment(), check=True, capture_output=True)
-    return rabbit_server.url + vhost
+    return own_vhost(rabbit_server, "telemetry")
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 
 from coder.runner import registry
 from coder.runner.process import build_process_app
+from coder.shared.devservers import RabbitServer
 from coder.shared.events import CloudEvent
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings, TargetSettings
@@ -87,3 +90,13 @@ async def listen(p: Platform, *types: str) -> list[CloudEvent]:
     assert p.runtime.bus is not None
     await p.runtime.bus.consume(f"test-{uuid.uuid4().hex[:8]}", list(types), deliver)
     return received
+
+
+def own_vhost(rabbit_server: RabbitServer, prefix: str) -> str:
+    """The AMQP URL of a new virtual host on the session's RabbitMQ: a platform there shares no queue
+    with the session's other platforms (whose consumers of the same target would take its events)."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ctl = [str(Path(rabbit_server.binary).with_name("rabbitmqctl")), "-n", rabbit_server.node]
+    for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+        subprocess.run([*ctl, *command], env=rabbit_server.environment(), check=True, capture_output=True)
+    return rabbit_server.url + vhost

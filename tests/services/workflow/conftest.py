@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from coder.tests.services.workflow.servers import Recorder
-from coder.tests.support.platform import Platform, make_settings, running, wait_until
+from coder.tests.support.databases import create_database, drop_database
+from coder.tests.support.platform import Platform, make_settings, own_vhost, running, wait_until
 from coder.tests.support.providers import FakeProvider, serve, stop
 from coder.tests.support.tokens import TestSigner
 
@@ -78,16 +79,21 @@ async def wf(
     }
     if request.param == "real":
         overrides["redis_url"] = request.getfixturevalue("redis_server").url
-        overrides["amqp_url"] = request.getfixturevalue("rabbit_server").url
+        # Its own virtual host: the session's `platform` consumes workflow's queues too.
+        overrides["amqp_url"] = own_vhost(request.getfixturevalue("rabbit_server"), "wf")
     saved = {k: os.environ.get(k) for k in ENGINE_ENV}
     os.environ.update(ENGINE_ENV)
+    # A database of its own: the session's `platform` runs workflow's workers too, and they would
+    # claim these runs' steps on a platform that has no `sideeffects` target.
+    own_database = await create_database(database_url, "wf")
     try:
-        settings = make_settings(database_url, signer, **overrides)
+        settings = make_settings(own_database, signer, **overrides)
         async with running(settings, request.param, targets="gateway,workflow") as platform:
             if platform.runtime.bus is not None:
                 await wait_until(platform.runtime.bus.is_ready, what="the event bus to connect")
             yield platform
     finally:
+        await drop_database(own_database)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
