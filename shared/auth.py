@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import httpx
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
@@ -234,10 +234,14 @@ def bearer_token(request: HTTPConnection) -> str | None:
 
 @answers(401, 503)
 async def _principal(request: Request) -> Principal:
-    token = bearer_token(request)
+    return await _verified(request)
+
+
+async def _verified(connection: HTTPConnection) -> Principal:
+    token = bearer_token(connection)
     if not token:
         raise Unauthorized("a bearer token is required")
-    runtime = request.app.state.runtime
+    runtime = connection.app.state.runtime
     verifier: TokenVerifier = runtime.verifier
     principal = await verifier.verify(token, workload=True)
     revocations: RevocationList | None = runtime.revocations
@@ -255,32 +259,41 @@ def require(permission: str) -> Any:
     A workload token admits only what its calling target's descriptor `grants`, and only at the target
     it names. A SERVICE action (coder.shared.target.Access) admits nothing else: a target calls it for
     a user with its workload identity, and no user token passes, the owner's `*` included."""
-    target, _, action = permission.partition(":")
 
     @answers(401, 403)
     async def check(request: Request, principal: CurrentPrincipal) -> Principal:
-        descriptors: Mapping[str, Descriptor] = request.app.state.runtime.descriptors
-        if principal.actor is not None:
-            if principal.audience != target:
-                raise Unauthorized(f"this workload token is for {principal.audience}, not {target}")
-            caller = descriptors.get(principal.actor)
-            if caller is None or permission not in caller.grants:
-                raise Forbidden(f"{principal.actor} is not granted {permission}", required=permission)
-            if principal.subject == background_subject(principal.actor) and (
-                permission not in caller.background_grants
-            ):
-                raise Forbidden(
-                    f"{principal.actor} may not use {permission} without a user", required=permission
-                )
-            return principal
-        described = descriptors.get(target)
-        kind = described.permissions.get(action) if described is not None else None
-        if kind is not None and kind.access is Access.SERVICE:
-            raise Forbidden(
-                f"{permission} is called by a target for a user, with a workload token", required=permission
-            )
-        if not principal.can(permission):
-            raise Forbidden(f"requires permission {permission}", required=permission)
-        return principal
+        return _authorized(request.app.state.runtime.descriptors, principal, permission)
 
     return Depends(check)
+
+
+async def websocket_principal(websocket: WebSocket, permission: str) -> Principal:
+    """`require(permission)` for a WebSocket route, which gets no dependencies that read a Request:
+    the same token, revocation and permission checks, raising the same problems (the route maps
+    them to close codes)."""
+    principal = await _verified(websocket)
+    return _authorized(websocket.app.state.runtime.descriptors, principal, permission)
+
+
+def _authorized(descriptors: Mapping[str, Descriptor], principal: Principal, permission: str) -> Principal:
+    target, _, action = permission.partition(":")
+    if principal.actor is not None:
+        if principal.audience != target:
+            raise Unauthorized(f"this workload token is for {principal.audience}, not {target}")
+        caller = descriptors.get(principal.actor)
+        if caller is None or permission not in caller.grants:
+            raise Forbidden(f"{principal.actor} is not granted {permission}", required=permission)
+        if principal.subject == background_subject(principal.actor) and (
+            permission not in caller.background_grants
+        ):
+            raise Forbidden(f"{principal.actor} may not use {permission} without a user", required=permission)
+        return principal
+    described = descriptors.get(target)
+    kind = described.permissions.get(action) if described is not None else None
+    if kind is not None and kind.access is Access.SERVICE:
+        raise Forbidden(
+            f"{permission} is called by a target for a user, with a workload token", required=permission
+        )
+    if not principal.can(permission):
+        raise Forbidden(f"requires permission {permission}", required=permission)
+    return principal

@@ -29,9 +29,9 @@ from coder.services.collaboration.schemas import (
     SnapshotContent,
     SnapshotRead,
 )
-from coder.shared.auth import Principal, RevocationList, TokenVerifier, bearer_token, require
+from coder.shared.auth import Principal, require, websocket_principal
 from coder.shared.db import SessionDep, transaction
-from coder.shared.errors import Conflict, NotFound, Problem, Unauthorized
+from coder.shared.errors import Conflict, NotFound, Problem
 from coder.shared.pagination import Page, PageDep, paginate
 from coder.shared.repository import owned_by
 from coder.shared.runtime import Runtime
@@ -204,22 +204,6 @@ async def resolve_comment(
 CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404}
 
 
-async def _sync_principal(websocket: WebSocket, runtime: Runtime) -> Principal:
-    """`require("collaboration:read")` for a WebSocket (the dependency reads an HTTP request)."""
-    token = bearer_token(websocket)
-    if not token:
-        raise Unauthorized("a bearer token is required")
-    verifier: TokenVerifier | None = runtime.verifier
-    assert verifier is not None
-    principal = await verifier.verify(token)
-    revocations: RevocationList | None = runtime.revocations
-    if revocations is not None:
-        await revocations.check(principal)
-    if not principal.can("collaboration:read"):
-        raise Problem("requires permission collaboration:read", status=403)
-    return principal
-
-
 @router.websocket("/sync/{document_id}")
 async def sync(websocket: WebSocket, document_id: str) -> None:
     """The y-websocket protocol for one document: sync step 1/2 and updates, awareness. Viewers (and
@@ -228,7 +212,7 @@ async def sync(websocket: WebSocket, document_id: str) -> None:
     runtime: Runtime = websocket.app.state.runtime
     rooms: live.Rooms = websocket.app.state.collaboration_rooms
     try:
-        principal = await _sync_principal(websocket, runtime)
+        principal = await websocket_principal(websocket, "collaboration:read")
         try:
             parsed = uuid.UUID(document_id)
         except ValueError:

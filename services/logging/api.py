@@ -26,7 +26,7 @@ from coder.services.logging.schemas import (
     RetentionUpdate,
 )
 from coder.services.logging.selector import LogQuery, parse
-from coder.shared.auth import Principal, RevocationList, TokenVerifier, bearer_token, require
+from coder.shared.auth import Principal, require, websocket_principal
 from coder.shared.db import SessionDep
 from coder.shared.deps import settings_of
 from coder.shared.errors import InvalidField, NotFound, Problem, problem_responses
@@ -203,22 +203,6 @@ TAIL_BATCH = 500
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_INVALID = 4401, 4403, 4422
 
 
-async def _tail_principal(websocket: WebSocket, runtime: Runtime) -> Principal:
-    """`require("logging:read")` for a WebSocket (the dependency reads an HTTP request)."""
-    token = bearer_token(websocket)
-    if not token:
-        raise Problem("a bearer token is required", status=401)
-    verifier: TokenVerifier | None = runtime.verifier
-    assert verifier is not None
-    principal = await verifier.verify(token)
-    revocations: RevocationList | None = runtime.revocations
-    if revocations is not None:
-        await revocations.check(principal)
-    if not principal.can("logging:read"):
-        raise Problem("requires permission logging:read", status=403)
-    return principal
-
-
 @router.websocket("/tail")
 async def tail(websocket: WebSocket) -> None:
     """Live tail: `?query=<LogQL>&limit=<n>&start=<time>`. Sends the last `limit` lines since `start`
@@ -228,7 +212,7 @@ async def tail(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     settings = runtime.config(LoggingSettings)
     try:
-        principal = await _tail_principal(websocket, runtime)
+        principal = await websocket_principal(websocket, "logging:read")
         params = websocket.query_params
         selection: LogQuery = parse(params.get("query", ""))
         raw_limit = params.get("limit", "0")

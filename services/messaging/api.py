@@ -46,7 +46,7 @@ from coder.services.messaging.schemas import (
     UnreadRead,
     UserId,
 )
-from coder.shared.auth import Principal, RevocationList, TokenVerifier, bearer_token, require
+from coder.shared.auth import Principal, bearer_token, require, websocket_principal
 from coder.shared.db import SessionDep
 from coder.shared.deps import CacheDep
 from coder.shared.errors import InvalidField, Problem, problem_responses
@@ -489,22 +489,6 @@ async def incoming_webhook(
 CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN, CLOSE_INVALID = 4401, 4403, 4422
 
 
-async def _socket_principal(websocket: WebSocket, runtime: Runtime) -> Principal:
-    """`require("messaging:read")` for a WebSocket (the dependency reads an HTTP request)."""
-    token = bearer_token(websocket)
-    if not token:
-        raise Problem("a bearer token is required", status=401)
-    verifier: TokenVerifier | None = runtime.verifier
-    assert verifier is not None
-    principal = await verifier.verify(token)
-    revocations: RevocationList | None = runtime.revocations
-    if revocations is not None:
-        await revocations.check(principal)
-    if not principal.can("messaging:read"):
-        raise Problem("requires permission messaging:read", status=403)
-    return principal
-
-
 def _sequence_number(raw: str | None) -> int | None:
     if raw is None:
         return None
@@ -529,7 +513,7 @@ async def websocket_events(websocket: WebSocket) -> None:
     hub: live.Hub = websocket.app.state.messaging_hub
     settings = runtime.config(MessagingSettings)
     try:
-        principal = await _socket_principal(websocket, runtime)
+        principal = await websocket_principal(websocket, "messaging:read")
         since = _sequence_number(websocket.query_params.get("sequence_number"))
     except Problem as problem:
         # Accepted first, so the client reads why in the close frame.
