@@ -13,6 +13,7 @@ from sqlalchemy import Column, Integer, String, Table, func, select
 
 from coder.bench.support import Stopwatch, report, scratch_database
 from coder.shared import db
+from coder.shared.contracts import Contract
 from coder.shared.devservers import RabbitServer
 from coder.shared.events import CloudEvent, EventContext, EventTables
 from coder.shared.runtime import Runtime
@@ -21,6 +22,15 @@ from coder.shared.target import Dependency, Descriptor, Target
 
 EVENTS = 5000
 PER_TRANSACTION = 50
+
+
+class ThingHappened(Contract):
+    """The probe's one event (the outbox checks every payload against its type's contract)."""
+
+    event_type = "benchprobe.thing.happened"
+    schema_version = 1
+    seq: int
+
 
 metadata = db.target_metadata("benchprobe")
 events = EventTables(metadata)
