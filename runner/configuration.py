@@ -63,7 +63,9 @@ def _section(title: str, cls: type[BaseSettings]) -> str:
     for name, field in cls.model_fields.items():
         alias = field.validation_alias
         variable = alias if isinstance(alias, str) else f"{prefix}{name}".upper()
-        default = "a development-only value, refused outside development" if name in unsafe else _default(field)
+        default = (
+            "a development-only value, refused outside development" if name in unsafe else _default(field)
+        )
         description = field.description or comments.get(name, "")
         description = description[:1].upper() + description[1:]
         cells = [f"`{variable}`", _type(field), default, description]
@@ -113,7 +115,12 @@ def _type(field: FieldInfo) -> str:
     text = _annotation(field.annotation)
     if any(isinstance(m, NoDecode) or m is NoDecode for m in field.metadata):
         text = text.replace("JSON list", "comma-separated list")
-    bounds = {annotated_types.Ge: "≥", annotated_types.Gt: ">", annotated_types.Le: "≤", annotated_types.Lt: "<"}
+    bounds = {
+        annotated_types.Ge: "≥",
+        annotated_types.Gt: ">",
+        annotated_types.Le: "≤",
+        annotated_types.Lt: "<",
+    }
     limits = [
         f"{symbol} {_number(getattr(m, kind.__name__.lower()))}"
         for m in field.metadata

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from coder.runner import registry
 from coder.runner.configuration import _section, field_comments, reference
@@ -34,7 +34,8 @@ def test_the_command_prints_it_from_a_fresh_process() -> None:
 
 
 def test_every_setting_says_what_it_is() -> None:
-    classes = [PlatformSettings, *(t.settings for t in registry.resolve("all").values() if t.settings)]
+    classes: list[type[BaseSettings]] = [PlatformSettings]
+    classes += [t.settings for t in registry.resolve("all").values() if t.settings is not None]
     missing = [
         f"{cls.__name__}.{name}"
         for cls in classes
@@ -65,9 +66,9 @@ class ExampleSettings(TargetSettings):
     mode: Literal["fast", "safe"] = Field(default="safe", description="Given, so it wins over comments")
     # Where <target> answers.
     url: str | None = Field(default=None, validation_alias="EXAMPLE_URL_OVERRIDE")
-    hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["a", "b"])  # noqa: RUF009
+    hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["a", "b"])
     # The key.
-    key: str = "dev-key"  # noqa: S105 - a name
+    key: str = "dev-key"
 
     def unrelated(self) -> None:
         # A comment in a method is not a field's.
@@ -82,6 +83,8 @@ def test_descriptions_come_from_comments_and_field_descriptions() -> None:
         "url": "Where <target> answers.",
         "key": "The key.",
     }
+    # A lint directive beside a field is no description.
+    assert field_comments(PlatformSettings)["token_audience"] == "Their `aud`, likewise."
     assert _section("example", ExampleSettings).splitlines() == [
         "## example (`EXAMPLE_*`)",
         "",
