@@ -197,6 +197,14 @@ def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
+def config() -> None:
+    """Print the configuration reference: every setting of every target, as Markdown."""
+    from coder.runner.configuration import reference
+
+    typer.echo(reference(), nl=False)
+
+
+@app.command()
 def up(
     host: Annotated[str, typer.Option(help="Address the targets listen on")] = "127.0.0.1",
     port_offset: Annotated[int, typer.Option(help="Added to every target's port")] = 0,

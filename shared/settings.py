@@ -25,20 +25,28 @@ class PlatformSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CODER_", extra="ignore", populate_by_name=True)
 
+    # Outside development, development-only defaults (the key-encryption keys) are refused.
     environment: Environment = Environment.DEVELOPMENT
-    # Unset means embedded: an embedded PostgreSQL, in-process cache and event bus (`all` mode only).
+    # Unset: an embedded PostgreSQL with its data in `CODER_DATA_DIR` (a laptop's; the image has none).
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    # Unset: an in-process cache that only this process sees (enough for `run --target all`).
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    # Unset: the in-process event bus (same routing, retries and dead letters), this process only.
     amqp_url: str | None = Field(default=None, validation_alias="AMQP_URL")
+    # Where the embedded PostgreSQL keeps its data.
     data_dir: str = ".data"
+    # The lowest level logged: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
     # Where other targets listen when they do not run in this process: JSON {"secrets": "http://..."}.
     # A target missing here is reached at http://<target>:<port> (its Kubernetes Service).
     service_urls: dict[str, str] = Field(default_factory=dict)
     # Token verification: a JWKS URL (the gateway's), or a JWKS document inline (tests, air-gapped).
     jwks_url: str | None = None
+    # The JWKS document itself, instead of `CODER_JWKS_URL`.
     jwks: str | None = None
+    # The `iss` of the gateway's tokens, required by every verifier.
     token_issuer: str = "coder-platform"  # noqa: S105 - a name, not a secret
+    # Their `aud`, likewise.
     token_audience: str = "coder-platform"  # noqa: S105
     # OpenTelemetry: the standard OTEL_* variables configure the exporter; this only names the service.
     otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
@@ -51,12 +59,15 @@ class PlatformSettings(BaseSettings):
     # to the gateway, the gateway compares with the one it was given.
     workload_secrets: dict[str, str] = Field(default_factory=dict)
     # Ship this process's own logs to the logging target (shared/logship.py): its push URL, e.g.
-    # http://gateway:3000/api/logging/v1/push, and a token holding `logging:push` (a personal access
-    # token of the org that owns the platform's logs). Unset: logs go to stderr only.
+    # http://gateway:3000/api/logging/v1/push. Unset: logs go to stderr only.
     log_ship_url: str | None = None
+    # A token holding `logging:push` (a personal access token of the org that owns the platform's logs).
     log_ship_token: str | None = None
+    # Lines kept while the logging target is out of reach; beyond it new lines are dropped (and counted).
     log_ship_buffer: int = Field(default=10_000, ge=100, le=1_000_000)
+    # How often the relay looks for committed outbox rows to publish.
     outbox_poll_seconds: float = 1.0
+    # Deliveries of one event to a consumer before it is dead-lettered.
     event_delivery_limit: int = 5
 
     @field_validator("trusted_proxies", mode="before")

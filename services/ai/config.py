@@ -13,7 +13,9 @@ class AiSettings(TargetSettings):
     cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Background health checks: one replica probes each deployment per interval (a Redis lock).
     health_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # One health check's answer must come within this.
     health_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Connecting to a provider.
     connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Between two bytes of a provider's answer (a stream may run far longer in total).
     read_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)

@@ -42,9 +42,11 @@ class EmbeddingsSettings(TargetSettings):
     # The model of a request or collection that names none.
     default_model: str = local.NAME
     # The content-hash cache's bounds, enforced every `cache_prune_seconds` (service.prune_cache):
-    # rows unused for `cache_max_age_days` go, then the least recently used beyond `cache_max_rows`.
+    # rows unused this long go, then the least recently used beyond `cache_max_rows`.
     cache_max_age_days: int = Field(default=90, ge=1, le=3650)
+    # Rows the cache keeps at most, the least recently used going first.
     cache_max_rows: int = Field(default=2_000_000, ge=0)
+    # How often the cache is pruned.
     cache_prune_seconds: float = Field(default=3600, gt=0)
 
     @field_validator("models")

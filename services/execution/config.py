@@ -20,6 +20,7 @@ class Backend(StrEnum):
 class ExecutionSettings(TargetSettings):
     model_config = SettingsConfigDict(env_prefix="EXECUTION_")
 
+    # Where jobs run: `auto` is bubblewrap where it works, else rlimits; `kubernetes`, a Job per run.
     backend: Backend = Backend.AUTO
     # Jobs one process runs at once (each a worker claiming from the queue).
     workers: int = Field(default=2, ge=0, le=64)
@@ -31,11 +32,15 @@ class ExecutionSettings(TargetSettings):
     lost_after_seconds: float = Field(default=60.0, gt=1, le=3600)
     # Local sandboxes: job uids base..base+count-1 (never root; one job per uid at a time).
     uid_base: int = Field(default=61000, ge=1000, le=2**31 - 1)
+    # How many uids, from `uid_base` on.
     uid_count: int = Field(default=64, ge=1, le=4096)
+    # Where local sandboxes keep their jobs' files.
     work_root: Path = Path(tempfile.gettempdir()) / "coder-execution"
     # How long a reservation may wait in the queue on top of the job's wall time before it lapses.
     queue_seconds: int = Field(default=600, ge=1, le=86400)
-    # Kubernetes: where Jobs go, and the image that runs commands and code (python3 and sh in it).
+    # The namespace Jobs go to in Kubernetes.
     kube_namespace: str = "default"
+    # The image that runs commands and code in Kubernetes (python3 and sh in it).
     kube_image: str = "python:3.11-slim"
+    # How long a finished Job stays before Kubernetes deletes it (`ttlSecondsAfterFinished`).
     kube_ttl_seconds: int = Field(default=300, ge=0, le=86400)

@@ -17,6 +17,7 @@ class McpSettings(TargetSettings):
     # admits any port), and a browser's Origin, when sent, one of `allowed_origins`. Clients that send
     # no Origin (desktop and CLI agents) are admitted.
     allowed_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_HOSTS))
+    # Browser origins admitted (`origin:*` admits any port).
     allowed_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_ORIGINS))
     # The public URL of `/mcp` (e.g. https://coder.example.com/api/mcp/mcp), named in the
     # protected-resource metadata; by default derived from the request that asks.

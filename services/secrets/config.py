@@ -21,6 +21,7 @@ class SecretsSettings(TargetSettings):
     master_keys: str = DEVELOPMENT_KEYRING
     # The key id new data keys are wrapped with; the others still unwrap until rewrapped.
     active_key_id: str = "dev"
+    # Versions a secret keeps when it was written without `max_versions`.
     default_max_versions: int = Field(default=10, ge=1, le=1000)
 
     @field_validator("master_keys")
