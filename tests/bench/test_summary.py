@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 import types
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,9 @@ from coder.bench import __main__ as bench
 from coder.bench import support
 
 
-def _module(monkeypatch: pytest.MonkeyPatch, name: str, main: types.FunctionType) -> None:
+def _module(
+    monkeypatch: pytest.MonkeyPatch, name: str, main: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
     module = types.ModuleType(f"coder.bench.bench_{name}")
     module.main = main  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
