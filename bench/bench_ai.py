@@ -196,3 +196,8 @@ async def main() -> None:
         [("direct", direct[1], "tokens/s"), ("platform", through[1], "tokens/s")],
         baseline="direct",
     )
+    from coder.bench.support import result
+
+    ttft = percentile(through[0], 50) / percentile(direct[0], 50)
+    result("ttft_p50_vs_direct", ttft, goal=1.1, higher_is_better=False)
+    result("tokens_vs_direct", through[1] / direct[1], goal=0.9)

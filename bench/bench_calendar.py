@@ -14,7 +14,7 @@ import httpx
 import icalendar
 import recurring_ical_events
 
-from coder.bench.support import Stopwatch, report, scratch_database
+from coder.bench.support import Stopwatch, report, result, scratch_database
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.services.calendar.models import Event
@@ -121,3 +121,4 @@ async def main() -> None:
         ],
         baseline="recurring-ical-events alone",
     )
+    result("api_vs_library", api / library)

@@ -26,7 +26,7 @@ from pycrdt import Doc, Text, YMessageType, YSyncMessageType, create_sync_messag
 from pycrdt import handle_sync_message as apply_sync
 from websockets.asyncio.client import ClientConnection, connect
 
-from coder.bench.support import Stopwatch, percentile, process, ready, report, scratch_database
+from coder.bench.support import Stopwatch, percentile, process, ready, report, result, scratch_database
 from coder.runner import registry
 from coder.shared import db, migrations
 from coder.shared.devservers import RedisServer, free_port
@@ -178,3 +178,4 @@ async def main() -> None:
             ],
             baseline="direct",
         )
+    result("p50_gateway_vs_direct", percentile(through, 50) / percentile(direct, 50), higher_is_better=False)

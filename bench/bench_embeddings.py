@@ -129,3 +129,6 @@ async def main() -> None:
         ],
         baseline="wordllama embed(), in process",
     )
+    from coder.bench.support import result
+
+    result("ratio_vs_library", api / library, goal=0.8)

@@ -11,7 +11,7 @@ import aio_pika
 from fastapi import APIRouter
 from sqlalchemy import Column, Integer, String, Table, func, select
 
-from coder.bench.support import Stopwatch, report, scratch_database
+from coder.bench.support import Stopwatch, report, result, scratch_database
 from coder.shared import db
 from coder.shared.contracts import Contract
 from coder.shared.devservers import RabbitServer
@@ -158,3 +158,4 @@ async def main() -> None:
         baseline="bare aio-pika publish/consume",
     )
     print("  (the platform also commits each event with its data and each handling with an inbox row)")
+    result("ratio_vs_bare", platform / bare, goal=0.5)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from coder.bench.support import Stopwatch, percentile, report
+from coder.bench.support import Stopwatch, percentile, report, result
 from coder.services.execution.sandbox import (
     BUBBLEWRAP,
     RLIMITS,
@@ -129,3 +129,6 @@ async def main() -> None:
         [(name, rate, "runs/s") for name, rate in rates.items()],
         baseline=baseline,
     )
+    for name, rate in rates.items():
+        if name != baseline:
+            result(f"{name.split()[0]}_runs_vs_bare", rate / rates[baseline])

@@ -240,6 +240,11 @@ async def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _print(loaded, single)
+    from coder.bench.support import result
+
+    by = {r.name: r for r in loaded}
+    result("rps_vs_nginx", by["gateway"].rps / by["nginx"].rps, goal=0.5)
+    result("p99_vs_nginx", by["gateway"].p99_ms / by["nginx"].p99_ms, goal=10, higher_is_better=False)
 
 
 def _print(loaded: list[Result], single: list[Result]) -> None:

@@ -259,3 +259,7 @@ async def main() -> None:
         ],
         baseline="goal",
     )
+    from coder.bench.support import result
+
+    result("p95_ms", p95, goal=50, higher_is_better=False, unit="ms")
+    result("recall_at_10_pct", recall * 100, goal=95, unit="%")

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from coder.bench.support import Stopwatch, report, scratch_database
+from coder.bench.support import Stopwatch, report, result, scratch_database
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.shared import db, migrations
@@ -229,3 +229,5 @@ async def main() -> None:
         [("plain indexed SQL query", bare_ms, "ms"), ("GET /api/logging/v1/query", api_ms, "ms")],
         baseline="plain indexed SQL query",
     )
+    result("ingest_vs_copy", api / bare)
+    result("query_vs_sql", api_ms / bare_ms, higher_is_better=False)

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from coder.bench.support import process, ready, report, scratch_database
+from coder.bench.support import process, ready, report, result, scratch_database
 from coder.runner import registry
 from coder.shared import db, migrations
 from coder.shared.devservers import RedisServer, free_port
@@ -180,6 +180,8 @@ async def main() -> None:
     report(
         "  messages delivered per second", [(name, rate, "msg/s") for name, rate in rows], baseline="direct"
     )
+    rates = dict(rows)
+    result("gateway_vs_direct", rates["gateway"] / rates["direct"])
 
 
 if __name__ == "__main__":

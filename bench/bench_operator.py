@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from coder.bench.support import Stopwatch, report
+from coder.bench.support import Stopwatch, report, result
 from coder.operator import builders, crd, names
 from coder.operator.kube import Kube
 from coder.operator.main import operate
@@ -219,3 +219,4 @@ async def main() -> None:
     )
     if writes(ours) + writes(kopf):
         raise SystemExit("the operator wrote during idle resyncs")
+    result("reconciles_time_vs_kubectl", op_seconds / cold[0], higher_is_better=False)

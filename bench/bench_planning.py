@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from coder.bench.support import Stopwatch, percentile, report, scratch_database
+from coder.bench.support import Stopwatch, percentile, report, result, scratch_database
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.services.planning import service
@@ -179,3 +179,4 @@ async def main() -> None:
         ],
         baseline="read all tasks + Python loop (baseline)",
     )
+    result("api_p95_vs_loop", percentile(api, 95) / percentile(loop, 95), higher_is_better=False)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from coder.bench.support import Stopwatch, report, scratch_database
+from coder.bench.support import Stopwatch, report, result, scratch_database
 from coder.runner import registry
 from coder.shared import db, migrations
 from coder.tests.support.platform import make_settings, running
@@ -173,3 +173,4 @@ async def main() -> None:
     print(f"  over-commits: bare SQL {bare_over}, API {api_over}, API unshared {alone_over} (must be 0)")
     if bare_over or api_over or alone_over:
         raise SystemExit("over-commits: a quota was exceeded")
+    result("api_vs_bare_sql", api / bare)

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from coder.bench.support import Stopwatch, report, scratch_database
+from coder.bench.support import Stopwatch, report, result, scratch_database
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.shared import db, migrations
@@ -119,3 +119,4 @@ async def main() -> None:
         ],
         baseline="bare asyncpg executemany",
     )
+    result("ratio_vs_asyncpg", api / bare, goal=0.7)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from coder.bench.support import Stopwatch, report, scratch_database
+from coder.bench.support import Stopwatch, report, result, scratch_database
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.services.workflow.engine import Claimed
@@ -190,6 +190,7 @@ async def main() -> None:
         ],
         baseline="calls alone, 100 at a time",
     )
+    result("durable_vs_calls", durable_rate / bare_rate)
 
 
 if __name__ == "__main__":

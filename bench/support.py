@@ -1,9 +1,11 @@
-"""What the benchmarks share: a throwaway database, timing and the printing of ratios."""
+"""What the benchmarks share: a throwaway database, timing, the printing of ratios and the headline
+results (`result`) that `python -m coder.bench` sums up in one table (or prints as JSON)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -12,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -64,12 +67,49 @@ def percentile(samples: list[float], p: float) -> float:
     )
 
 
-def report(title: str, rows: list[tuple[str, float, str]], baseline: str) -> None:
-    """Print a table of `(name, value, unit)` and each row's ratio to the baseline row."""
+def report(title: str, rows: list[tuple[str, float, str]], baseline: str) -> dict[str, float]:
+    """Print a table of `(name, value, unit)` and each row's ratio to the baseline row; return the ratios.
+
+    A baseline that measured nothing (zero, or not a number) fails: there is no ratio to nothing."""
     base = next(value for name, value, _ in rows if name == baseline)
+    if not (base > 0 and math.isfinite(base)):
+        raise RuntimeError(f"{title.strip()}: the baseline {baseline!r} measured {base}")
     print(f"{title}")
     for name, value, unit in rows:
         print(f"  {name:<38} {value:>12,.1f} {unit:<10} ratio to {baseline}: {value / base:6.3f}")
+    return {name: value / base for name, value, _ in rows}
+
+
+@dataclass(frozen=True)
+class Result:
+    """One headline figure of a benchmark and the goal it is held to (None: no goal, just the figure)."""
+
+    bench: str
+    name: str
+    value: float
+    goal: float | None
+    higher_is_better: bool
+    unit: str
+
+    @property
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.value >= self.goal if self.higher_is_better else self.value <= self.goal
+
+
+# What the running benchmark declared, in order; `python -m coder.bench` names the benchmark and reads them.
+RESULTS: list[Result] = []
+CURRENT = ""
+
+
+def result(
+    name: str, value: float, *, goal: float | None = None, higher_is_better: bool = True, unit: str = "x"
+) -> None:
+    """Declare a headline figure of the running benchmark (`unit` "x": a ratio), for the summary."""
+    if not math.isfinite(value):
+        raise RuntimeError(f"{CURRENT or 'benchmark'}: {name} measured {value}")
+    RESULTS.append(Result(CURRENT, name, value, goal, higher_is_better, unit))
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ test_imports.py checks it); `run --target secrets` loads secrets' wiring and no 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -27,10 +26,13 @@ if TYPE_CHECKING:
     from coder.shared.settings import PlatformSettings
     from coder.shared.target import Target
 
+# Plain help and errors: rich's formatting costs more to import than the rest of `--help` together.
 app = typer.Typer(
     help="Coder Platform: the gateway and services of the Coder IDE.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="`all`, or target names separated by commas")]
@@ -132,6 +134,8 @@ def migrate(
     ] = None,
 ) -> None:
     """Bring the selected targets' tables to their newest revision (the operator runs this as a Job)."""
+    import asyncio
+
     from coder.shared import db, migrations
     from coder.shared.settings import PlatformSettings
 
@@ -164,6 +168,8 @@ def makemigrations(
     message: Annotated[str, typer.Option("--message", "-m")],
 ) -> None:
     """Write the next migration of a target by comparing its models with the (migrated) database."""
+    import asyncio
+
     from coder.shared import db, migrations
     from coder.shared.settings import PlatformSettings
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import AwareDatetime
 
-from coder.services.calendar import ics, service
+from coder.services.calendar import service
 from coder.services.calendar.models import Calendar, Event
 from coder.services.calendar.schemas import (
     CalendarCreate,
@@ -237,6 +237,8 @@ async def import_ics(
     """Import a VCALENDAR: each VEVENT series (with its RECURRENCE-ID overrides) is created, or
     replaces the calendar's event of the same UID. All or nothing."""
     calendar = service.writable(await service.get_calendar(session, principal.org_id, calendar_id), principal)
+    from coder.services.calendar import ics  # icalendar, loaded by the first import or export
+
     return await ics.import_ics(session, calendar, body.ics)
 
 
@@ -257,6 +259,8 @@ async def export_ics(calendar_id: uuid.UUID, session: SessionDep, principal: Rea
             .order_by(Event.start_at, Event.id)
         )
     ).all()
+    from coder.services.calendar import ics
+
     body = ics.export(calendar, found)
     return Response(
         content=body,

@@ -15,14 +15,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 import httpx
 import mcp_types as types
-from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +34,10 @@ from coder.shared.db import transaction
 from coder.shared.errors import Forbidden, Problem, Unauthorized, problem_response
 from coder.shared.runtime import Runtime
 
+if TYPE_CHECKING:
+    from mcp.server.context import ServerRequestContext
+    from mcp.server.lowlevel import Server
+
 log = logging.getLogger(__name__)
 
 USE = "mcp:use"
@@ -47,7 +49,7 @@ TARGETS_URI = "coder://platform/targets"
 ME_URI = "coder://me"
 
 
-Context = ServerRequestContext[Any, Any]
+Context: TypeAlias = "ServerRequestContext[Any, Any]"
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,13 @@ class McpApp:
         self.runtime = runtime
         self.settings = settings
         self.catalog = catalog
-        self.server: Server[Any] = Server(
+
+    @cached_property
+    def server(self) -> Server[Any]:
+        """The SDK's server, built by the first request: importing the SDK weighs on every start."""
+        from mcp.server.lowlevel import Server
+
+        return Server(
             "coder-platform",
             version=VERSION,
             title="Coder Platform",
@@ -196,6 +204,8 @@ class McpApp:
             return
         # Stateless (any replica answers any request, nothing outlives its request): a manager of its
         # own per request, whose task group ends with the request.
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
         manager = StreamableHTTPSessionManager(self.server, json_response=True, stateless=True)
         async with manager.run():
             await manager.handle_request(scope, receive, send)

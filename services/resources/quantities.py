@@ -10,8 +10,6 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from lightkube.utils.quantity import parse_quantity
-
 from coder.shared.schemas import INT_MAX
 
 MAX_CREDITS = Decimal("1e12")
@@ -43,6 +41,9 @@ def _decimal(value: Any) -> Decimal:
 def _quantity(value: Any) -> Decimal:
     """A Kubernetes quantity ("500m", "2Gi", "1e3") or a plain number, as a bare decimal."""
     if isinstance(value, str):
+        # lightkube's package loads its kubeconfig machinery (yaml...): imported on first use only.
+        from lightkube.utils.quantity import parse_quantity
+
         if len(value) > MAX_TEXT:
             raise ValueError(f"at most {MAX_TEXT} characters")
         try:

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,7 +84,7 @@ def validate(spec: DefinitionSpec, targets: Mapping[str, str]) -> None:
     cycle = find_cycle({s.name: list(s.needs) for s in spec.steps})
     if cycle:
         raise InvalidField(f"steps.{index[cycle[0]]}.needs", "a cycle: " + " -> ".join(cycle))
-    if spec.schedule is not None and not croniter.is_valid(spec.schedule):
+    if spec.schedule is not None and not _valid_cron(spec.schedule):
         raise InvalidField("schedule", f"{spec.schedule!r} is not a cron expression")
     if spec.trigger is not None and not consumed(spec.trigger.event_type):
         raise InvalidField(
@@ -120,8 +119,16 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
 def next_fire(schedule: str | None, after: datetime) -> datetime | None:
     if schedule is None:
         return None
+    from croniter import croniter  # here, not at the top: its import weighs on every start
+
     fire: datetime = croniter(schedule, after).get_next(datetime)
     return fire
+
+
+def _valid_cron(schedule: str) -> bool:
+    from croniter import croniter
+
+    return bool(croniter.is_valid(schedule))
 
 
 def _spec_json(spec: DefinitionSpec) -> dict[str, Any]:
