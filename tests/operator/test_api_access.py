@@ -49,8 +49,20 @@ def kubeconfig_of(cp: ControlPlane, token: str) -> Iterator[str]:
 
 
 def can_i(cluster: Cluster, kubeconfig: str, verb: str, resource: str) -> bool:
+    """`kubectl auth can-i` (a SelfSubjectAccessReview) for `resource`, `pods/log` as a subresource."""
+    resource, _, sub = resource.partition("/")
+    flags = [f"--subresource={sub}"] if sub else []
     answer = cluster.cp.run_kubectl(
-        "--kubeconfig", kubeconfig, "-n", cluster.namespace, "auth", "can-i", verb, resource, check=False
+        "--kubeconfig",
+        kubeconfig,
+        "-n",
+        cluster.namespace,
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        *flags,
+        check=False,
     )
     return answer.stdout.strip() == "yes"
 
@@ -99,7 +111,10 @@ async def test_the_role_is_enough_for_the_kube_backend_and_nothing_more(
     with kubeconfig_of(cluster.cp, token) as kubeconfig:
         for rule in registry.descriptors()["execution"].kube_rules:
             for resource in rule.resources:
-                qualified = f"{resource}.{rule.api_group}" if rule.api_group else resource
+                kind, _, sub = resource.partition("/")
+                qualified = (f"{kind}.{rule.api_group}" if rule.api_group else kind) + (
+                    f"/{sub}" if sub else ""
+                )
                 for verb in rule.verbs:
                     assert can_i(cluster, kubeconfig, verb, qualified), (verb, qualified)
         for verb, resource in (
