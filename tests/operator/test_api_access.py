@@ -149,14 +149,14 @@ async def test_the_role_is_enough_for_the_kube_backend_and_nothing_more(
             )
             task = asyncio.create_task(runner.run(spec, Cancel()))
             job = await created(admin, namespace, spec)
-            for kind in (NetworkPolicy, ConfigMap):
+            for made in (NetworkPolicy, ConfigMap):
 
-                async def owned(kind: Any = kind) -> bool:
-                    child = (await admin.get(kind, name_of(spec), namespace=namespace)).to_dict()
+                async def owned(made: Any = made) -> bool:
+                    child = (await admin.get(made, name_of(spec), namespace=namespace)).to_dict()
                     owners = [ref["uid"] for ref in child["metadata"].get("ownerReferences") or []]
                     return bool(owners == [job["metadata"]["uid"]])
 
-                await wait_until(owned, what=f"the {kind.__name__} owned by the Job")
+                await wait_until(owned, what=f"the {made.__name__} owned by the Job")
             await _pod_exited(admin, namespace, spec, code=3)
             await job_status(admin, namespace, name_of(spec), "Failed", "BackoffLimitExceeded")
             result = await asyncio.wait_for(task, 30)
