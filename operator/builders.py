@@ -423,6 +423,9 @@ def target_env(spec: PlatformSpec, workload: TargetConfig, version: str) -> list
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": obs.otlp_endpoint},
             {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": obs.otlp_protocol},
         ]
+    for target in served:
+        for setting, value in spec.targets[target].cluster_settings.items():
+            ours.append({"name": setting, "value": value.replace("{namespace}", spec.owner.namespace)})
     user = [dict(item) for item in workload.env]
     taken = {item["name"] for item in user}
     return [item for item in ours if item["name"] not in taken] + user
@@ -459,6 +462,42 @@ def _workload_secrets_env(spec: PlatformSpec, served: Iterable[str]) -> list[dic
         if setting in target.generated_secrets and target.name not in served:
             env.append(secret_env(setting, child(spec, key_secret(target.name)), setting))
     return env
+
+
+def kube_rules(spec: PlatformSpec, workload: TargetConfig) -> list[dict[str, list[str]]]:
+    """The RBAC rules of the targets a workload serves (their descriptors' `kube_rules`), each once."""
+    rules: list[dict[str, list[str]]] = []
+    for target in _target_names(spec, workload):
+        for rule in spec.targets[target].kube_rules:
+            if rule.manifest() not in rules:
+                rules.append(rule.manifest())
+    return rules
+
+
+def api_access(spec: PlatformSpec, workload: TargetConfig) -> list[Manifest]:
+    """A ServiceAccount of its own for a workload that calls the Kubernetes API, bound to a Role of
+    exactly its targets' rules in the platform's namespace; nothing for the others."""
+    rules = kube_rules(spec, workload)
+    if not rules:
+        return []
+    name = child(spec, workload.name)
+    rbac = "rbac.authorization.k8s.io"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(spec, name, workload.name)},
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": metadata(spec, name, workload.name),
+            "rules": rules,
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata(spec, name, workload.name),
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.owner.namespace}],
+        },
+    ]
 
 
 def env_from(spec: PlatformSpec, workload: TargetConfig) -> list[dict[str, Any]]:
@@ -531,9 +570,10 @@ def deployment(
     }
     if workload.resources:
         container["resources"] = workload.resources
+    # Only a workload whose targets call the Kubernetes API gets a token: its own ServiceAccount's.
+    access = {"serviceAccountName": name, "automountServiceAccountToken": True}
     pod_spec: dict[str, Any] = {
-        # The targets never call the Kubernetes API.
-        "automountServiceAccountToken": False,
+        **(access if kube_rules(spec, workload) else {"automountServiceAccountToken": False}),
         "enableServiceLinks": False,
         "securityContext": pod_security_context(UID),
         "terminationGracePeriodSeconds": 30,
@@ -854,6 +894,7 @@ def desired(spec: PlatformSpec, observed: Observed, rand: RandomBytes) -> list[M
     for name, workload in spec.workloads.items():
         out.append(target_service(spec, workload))
         image = rollout_image(spec, observed, name)
+        out += api_access(spec, workload)
         if image is not None:
             # With an HPA the replicas are the autoscaler's: they are left out of the apply.
             with_replicas = not workload.autoscaling.enabled

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from coder.operator import crd, names
+from coder.runner import registry
 
 NAMESPACE = "coder-system"
 NAME = "coder-operator"
@@ -33,6 +34,9 @@ CHILD_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("", ("pods",), ("list",)),
     ("apps", ("deployments", "statefulsets"), _OWNED),
     ("batch", ("jobs",), _OWNED),
+    # A target calling the Kubernetes API (its descriptor's `kube_rules`) gets its own account and Role.
+    ("", ("serviceaccounts",), _OWNED),
+    ("rbac.authorization.k8s.io", ("roles", "rolebindings"), _OWNED),
     ("autoscaling", ("horizontalpodautoscalers",), _OWNED),
     ("policy", ("poddisruptionbudgets",), _OWNED),
     ("networking.k8s.io", ("networkpolicies", "ingresses"), _OWNED),
@@ -66,6 +70,15 @@ def service_account() -> Manifest:
     }
 
 
+def granted_rules() -> list[dict[str, list[str]]]:
+    """What the targets' Roles grant (their descriptors' `kube_rules`): the API server lets the
+    operator grant only permissions it holds itself, so it holds these too (rather than `escalate`)."""
+    rules: list[dict[str, list[str]]] = []
+    for descriptor in registry.descriptors().values():
+        rules += [rule.manifest() for rule in descriptor.kube_rules if rule.manifest() not in rules]
+    return rules
+
+
 def cluster_role() -> Manifest:
     rules = [
         {
@@ -83,6 +96,7 @@ def cluster_role() -> Manifest:
         {"apiGroups": [group], "resources": list(resources), "verbs": list(verbs)}
         for group, resources, verbs in CHILD_RULES
     ]
+    rules += granted_rules()
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",

@@ -24,10 +24,11 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Pod, Secret, Service
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret, Service, ServiceAccount
 from lightkube.resources.events_v1 import Event
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 
 from coder.operator import names
@@ -44,6 +45,9 @@ CHILD_KINDS: tuple[type[NamespacedResource], ...] = (
     Service,
     StatefulSet,
     Job,
+    ServiceAccount,
+    Role,
+    RoleBinding,
     Deployment,
     HorizontalPodAutoscaler,
     PodDisruptionBudget,

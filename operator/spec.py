@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from coder.operator import crd, names
 from coder.runner import registry
+from coder.shared.target import KubeRule
 
 Mode = Literal["microservices", "monolithic"]
 
@@ -72,6 +73,10 @@ class TargetConfig:
     pod_template: dict[str, Any]
     # Settings whose values the operator generates (the descriptor's `generated_secrets`).
     generated_secrets: tuple[str, ...] = ()
+    # The Kubernetes API access it needs, and the settings it runs with in a cluster (the
+    # descriptor's `kube_rules` and `cluster_settings`).
+    kube_rules: tuple[KubeRule, ...] = ()
+    cluster_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def min_replicas(self) -> int:
@@ -207,6 +212,8 @@ def _target(
     defaults: Mapping[str, Any],
     own: Mapping[str, Any],
     generated_secrets: tuple[str, ...] = (),
+    kube_rules: tuple[KubeRule, ...] = (),
+    cluster_settings: Mapping[str, str] | None = None,
 ) -> TargetConfig:
     resources = {
         kind: _merge_maps(defaults["resources"].get(kind), own.get("resources", {}).get(kind))
@@ -231,6 +238,8 @@ def _target(
         env=_merge_env(defaults.get("env", []), own.get("env", [])),
         pod_template={key: value for key, value in pod_template.items() if value},
         generated_secrets=generated_secrets,
+        kube_rules=kube_rules,
+        cluster_settings=dict(cluster_settings or {}),
     )
 
 
@@ -260,6 +269,8 @@ def parse(raw_spec: Mapping[str, Any], owner: Owner) -> PlatformSpec:
             defaults,
             spec["targets"].get(name, {}),
             tuple(t.generated_secrets),
+            t.kube_rules,
+            t.cluster_settings,
         )
         for name, t in registry.descriptors().items()
     }

@@ -106,6 +106,19 @@ class Tool:
 
 
 @dataclass(frozen=True)
+class KubeRule:
+    """One RBAC rule: verbs on resources of an API group ("" is the core group), in the namespace
+    the target runs in. A rule grants exactly what the target's code calls, nothing broader."""
+
+    api_group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+
+    def manifest(self) -> dict[str, list[str]]:
+        return {"apiGroups": [self.api_group], "resources": list(self.resources), "verbs": list(self.verbs)}
+
+
+@dataclass(frozen=True)
 class Descriptor:
     """A target's static description: pure data, the same in every process."""
 
@@ -145,6 +158,13 @@ class Descriptor:
     # webhook's secret URL, a bot's token): the gateway forwards them without a gateway token, still
     # rate-limited and size-limited. Empty for almost every target.
     own_credentials: tuple[str, ...] = ()
+    # The Kubernetes API access the target needs when it runs in a cluster (execution creates a Job
+    # per run): the operator gives it a ServiceAccount bound to a Role of exactly these rules in the
+    # platform's namespace. Empty for almost every target, whose pods get no API token at all.
+    kube_rules: tuple[KubeRule, ...] = ()
+    # Settings the target runs with in a cluster (what it cannot guess there, e.g. which backend and
+    # namespace); `{namespace}` stands for the platform's namespace. Env the spec sets wins.
+    cluster_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def migrations_dir(self) -> Path:

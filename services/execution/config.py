@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -9,9 +10,17 @@ from pydantic_settings import SettingsConfigDict
 
 from coder.shared.settings import TargetSettings
 
+# Where a pod finds its ServiceAccount's token (what lightkube's in-cluster configuration reads).
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def in_cluster() -> bool:
+    """In a Kubernetes pod given an API token: local sandboxes need root, a Job per run does not."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and SERVICE_ACCOUNT_TOKEN.exists()
+
 
 class Backend(StrEnum):
-    AUTO = "auto"  # bubblewrap if it works here, else rlimits
+    AUTO = "auto"  # kubernetes in a pod with an API token, else bubblewrap if it works, else rlimits
     BUBBLEWRAP = "bubblewrap"
     RLIMITS = "rlimits"
     KUBERNETES = "kubernetes"

@@ -2,7 +2,7 @@
 
 from coder.shared.contracts import event_schemas
 from coder.shared.contracts.execution import JobFinished
-from coder.shared.target import Dependency, Descriptor, Tool, read, workload_secret, write
+from coder.shared.target import Dependency, Descriptor, KubeRule, Tool, read, workload_secret, write
 
 descriptor = Descriptor(
     name="execution",
@@ -22,6 +22,17 @@ descriptor = Descriptor(
     generated_secrets={
         workload_secret("execution"): "Proves execution to the gateway when it calls resources"
     },
+    # In a cluster each run is a Job in the platform's namespace (kube.py): exactly the calls it makes.
+    kube_rules=(
+        KubeRule("batch", ("jobs",), ("create", "get", "delete")),
+        # The run's deny-all policy and its files, created first, then patched to be owned by the Job.
+        KubeRule("networking.k8s.io", ("networkpolicies",), ("create", "patch")),
+        KubeRule("", ("configmaps",), ("create", "patch")),
+        # The Job's pod, found by its label once the Job ended, and its output.
+        KubeRule("", ("pods",), ("list",)),
+        KubeRule("", ("pods/log",), ("get",)),
+    ),
+    cluster_settings={"EXECUTION_BACKEND": "kubernetes", "EXECUTION_KUBE_NAMESPACE": "{namespace}"},
     tools=(
         Tool(
             name="execution_run",

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coder.services.execution import service
-from coder.services.execution.config import Backend, ExecutionSettings
+from coder.services.execution.config import Backend, ExecutionSettings, in_cluster
 from coder.services.execution.models import Job
 from coder.services.execution.sandbox import Limits, LocalSandbox, RunResult, RunSpec, Sink, UidPool
 from coder.services.execution.schemas import Outcome, Status
@@ -178,7 +178,7 @@ def executor(runtime: Runtime) -> Executor:
 
 
 def _runner(settings: ExecutionSettings) -> Runner:
-    if settings.backend is Backend.KUBERNETES:
+    if settings.backend is Backend.KUBERNETES or (settings.backend is Backend.AUTO and in_cluster()):
         from coder.services.execution.kube import KubeRunner
 
         return KubeRunner(settings)

@@ -248,11 +248,18 @@ class Engine:
         self._wake.set()
 
     async def run(self) -> None:
-        """Claim and run steps, sweep timeouts and fire schedules, for as long as the process runs."""
+        """Claim and run steps, sweep timeouts and fire schedules, for as long as the process runs.
+
+        A wake (a step finished or made ready) claims at once; the sweep, whose deadlines are
+        poll-grained anyway, runs at most once per `poll_seconds` however often the worker wakes."""
+        loop = asyncio.get_running_loop()
+        swept = -self.poll_seconds
         try:
             while True:
                 try:
-                    await self.sweep()
+                    if loop.time() - swept >= self.poll_seconds:
+                        await self.sweep()
+                        swept = loop.time()
                     await self.tick()
                 except Exception:
                     log.exception("workflow engine round failed; trying again")

@@ -34,7 +34,8 @@ OPERATOR_CHART = CHARTS / "coder-operator"
 PLATFORM_CHART = CHARTS / "coder-platform"
 SAMPLES = ("minimal", "production", "monolithic")
 CHILD_KINDS = (
-    "configmaps,secrets,services,statefulsets.apps,jobs.batch,deployments.apps,"
+    "configmaps,secrets,services,statefulsets.apps,jobs.batch,deployments.apps,serviceaccounts,"
+    "roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,"
     "horizontalpodautoscalers.autoscaling,poddisruptionbudgets.policy,"
     "networkpolicies.networking.k8s.io,ingresses.networking.k8s.io"
 )

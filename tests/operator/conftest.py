@@ -60,6 +60,8 @@ def expected_children(enabled: list[str] | None = None) -> set[tuple[str, str]]:
             ("Service", f"coder-{name}"),
             ("NetworkPolicy", f"coder-{name}"),
         }
+        if targets[name].kube_rules:  # a target calling the Kubernetes API: its account and Role
+            out |= {(kind, f"coder-{name}") for kind in ("ServiceAccount", "Role", "RoleBinding")}
     for store in stores:
         out |= {
             ("StatefulSet", f"coder-{store}"),

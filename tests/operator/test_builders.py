@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from coder.operator import builders, diff, names, status
+from coder.operator import builders, deploy, diff, names, status
 from coder.operator.builders import Observed
 from coder.operator.spec import InvalidSpec, Owner, PlatformSpec, parse
 from coder.runner import registry
@@ -171,6 +171,79 @@ def test_each_target_gets_the_generated_settings_its_descriptor_names():
         assert secret is not None
         assert set(secret["data"]) == set(descriptor.generated_secrets)
         assert {"secretRef": {"name": f"coder-{name}-keys"}} in refs
+
+
+def test_a_target_calling_the_kubernetes_api_gets_its_own_account_role_and_settings():
+    descriptors = registry.descriptors()
+    calling = {name for name, d in descriptors.items() if d.kube_rules}
+    assert "execution" in calling
+    out = render(
+        platform(targets={"execution": {"env": [{"name": "EXECUTION_KUBE_IMAGE", "value": "py:3"}]}})
+    )
+    for name, descriptor in descriptors.items():
+        spec = pod(out[("Deployment", f"coder-{name}")])
+        accounts = {
+            kind for kind in ("ServiceAccount", "Role", "RoleBinding") if (kind, f"coder-{name}") in out
+        }
+        if name not in calling:
+            # No account of its own and no token.
+            assert accounts == set() and "serviceAccountName" not in spec, name
+            assert spec["automountServiceAccountToken"] is False, name
+            continue
+        assert accounts == {"ServiceAccount", "Role", "RoleBinding"}
+        assert out[("Role", f"coder-{name}")]["rules"] == [rule.manifest() for rule in descriptor.kube_rules]
+        binding = out[("RoleBinding", f"coder-{name}")]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": f"coder-{name}",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": f"coder-{name}", "namespace": "prod"}
+        ]
+        assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == (f"coder-{name}", True)
+    env = env_of(out[("Deployment", "coder-execution")])
+    # The descriptor's cluster settings, `{namespace}` the platform's; the spec's env beside them.
+    assert (env["EXECUTION_BACKEND"], env["EXECUTION_KUBE_NAMESPACE"]) == ("kubernetes", "prod")
+    assert env["EXECUTION_KUBE_IMAGE"] == "py:3"
+    assert "EXECUTION_BACKEND" not in env_of(out[("Deployment", "coder-gateway")])
+    # The spec's env wins over a cluster setting.
+    jobs_elsewhere = {
+        "targets": {"execution": {"env": [{"name": "EXECUTION_KUBE_NAMESPACE", "value": "jobs"}]}}
+    }
+    assert (
+        env_of(render(platform(**jobs_elsewhere))[("Deployment", "coder-execution")])[
+            "EXECUTION_KUBE_NAMESPACE"
+        ]
+        == "jobs"
+    )
+
+
+def test_the_monolith_gets_the_account_of_the_targets_it_serves_and_none_without_them():
+    monolith = render(platform(mode="monolithic"))
+    assert pod(monolith[("Deployment", "coder-all")])["serviceAccountName"] == "coder-all"
+    assert monolith[("Role", "coder-all")]["rules"] == [
+        rule.manifest() for d in registry.descriptors().values() for rule in d.kube_rules
+    ]
+    assert env_of(monolith[("Deployment", "coder-all")])["EXECUTION_BACKEND"] == "kubernetes"
+    without = render(platform(mode="monolithic", targets={"execution": {"enabled": False}}))
+    assert not {kind for kind, _ in without} & {"ServiceAccount", "Role", "RoleBinding"}
+    assert pod(without[("Deployment", "coder-all")])["automountServiceAccountToken"] is False
+
+
+def test_the_operator_holds_what_it_grants():
+    """RBAC lets the operator grant only permissions it holds: its ClusterRole covers every target's rules."""
+    held = {
+        (group, resource, verb)
+        for rule in deploy.cluster_role()["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    for descriptor in registry.descriptors().values():
+        for rule in descriptor.kube_rules:
+            for resource in rule.resources:
+                assert {(rule.api_group, resource, verb) for verb in rule.verbs} <= held
 
 
 def _with_caller(spec: PlatformSpec) -> PlatformSpec:

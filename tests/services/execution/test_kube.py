@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -17,9 +18,11 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.types import PatchType
 
+from coder.services.execution import config
 from coder.services.execution.config import ExecutionSettings
 from coder.services.execution.kube import JOB_LABEL, KubeRunner, name_of
 from coder.services.execution.sandbox import Limits, RunResult, RunSpec, Sink
+from coder.services.execution.worker import _runner
 from coder.tests.support.kube import ControlPlane, kube_control_plane
 from coder.tests.support.platform import wait_until
 
@@ -191,3 +194,17 @@ async def test_ends_read_from_the_pod_and_cancel(kube: tuple[AsyncClient, str]) 
         return job.metadata is not None and job.metadata.deletionTimestamp is not None
 
     await wait_until(gone_or_deleting, what="the Job to be deleted")
+
+
+def test_auto_is_kubernetes_in_a_pod_with_an_api_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = tmp_path / "token"
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", token)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    assert not config.in_cluster()  # a pod without a token (automountServiceAccountToken: false)
+    token.write_text("a token")
+    assert config.in_cluster()
+    assert isinstance(_runner(ExecutionSettings()), KubeRunner)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert not config.in_cluster()  # a token file outside a cluster
