@@ -32,8 +32,8 @@ from coder.shared.repository import OrgScoped, owned_by, scoped
 
 # For the search's transaction, in one round trip: the HNSW walk's candidates (`ef_search`);
 # iterative scans, which go on past them until enough rows pass a metadata filter (pgvector >= 0.8);
-# and no wait for the WAL flush at commit, the transaction writing only the query's cache row (which
-# a crash may lose at no cost).
+# and no wait for the WAL flush at commit, the transaction writing at most the query's cache row
+# (which a crash may lose at no cost).
 SEARCH_SETTINGS = text(
     "SELECT set_config('hnsw.ef_search', :ef, true), "
     "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
@@ -235,10 +235,15 @@ async def search(
     if body.embedding is not None:
         vector = _vector(body.embedding, collection.dimensions, "body.embedding")
     else:
-        result = await service.embed(
-            session, clients, org_id, _model(settings, collection), [body.query or ""]
-        )
-        vector, tokens = result.vectors[0], result.tokens
+        model = _model(settings, collection)
+        if model.spec.group is None:
+            # The local model computes one query sooner than the cache could answer it (two round
+            # trips): the cache is for what costs more, provider calls and whole documents.
+            found, counts = await service.compute(clients, model, [body.query or ""])
+            vector, tokens = found[0], counts[0]
+        else:
+            result = await service.embed(session, clients, org_id, model, [body.query or ""])
+            vector, tokens = result.vectors[0], result.tokens
     query = nearest(org_id, collection, vector, body.k, body.filter)
     await session.execute(SEARCH_SETTINGS, {"ef": str(max(settings.search_ef, body.k))})
     # relaxed_order may return rows slightly out of order: sorted again here.
