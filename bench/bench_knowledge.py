@@ -2,8 +2,8 @@
 (gateway dispatch, token check, the caller's collections, PostgreSQL full text over the GIN index,
 the workload-token call to embeddings for the HNSW k-NN, rank fusion and the cited rows read back),
 and recall@10 against exact search (the full-text ranking over every matching chunk, where the search
-ranks only the first `RANKED` the index yields, fused with an exact, brute-force cosine k-NN over
-every vector), in one run.
+ranks at most `RANKED` of the word group that holds its candidates, fused with an exact, brute-force
+cosine k-NN over every vector), in one run.
 
 The corpus is written straight into the tables the search reads (knowledge's chunks and embeddings'
 items): embedding 100,000 chunks with the local model takes minutes on a loaded machine. A chunk's
@@ -220,9 +220,9 @@ async def main() -> None:
                     answer = response.json()
                     assert answer["degraded"] is None, answer["degraded"]
                     found.append([h["citation"]["document_id"] + ":" + h["snippet"] for h in answer["data"]])
-                # Exact: the full-text ranking over every matching chunk (the search ranks only the
-                # first RANKED the GIN index yields), fused with a brute-force k-NN over every vector
-                # (the search walks the HNSW graph).
+                # Exact: the full-text ranking over every matching chunk (the search ranks at most
+                # RANKED of one word group), fused with a brute-force k-NN over every vector (the
+                # search walks the HNSW graph).
                 recalls, text_recalls = [], []
                 query_vectors = local.model._load().embed(queries, norm=True).astype(np.float32)
                 by_id = {ids[i]: i for i in range(CHUNKS)}

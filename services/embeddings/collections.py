@@ -30,9 +30,15 @@ from coder.shared.errors import Conflict, InvalidField
 from coder.shared.http import ServiceClients
 from coder.shared.repository import OrgScoped, owned_by, scoped
 
-# HNSW returns the ef_search nearest candidates before filters apply; iterative scans go on past
-# them until enough rows pass a metadata filter (pgvector >= 0.8). Raised from 40 so that k = 100 fits.
-SEARCH_SETTINGS = ("SET LOCAL hnsw.ef_search = 200", "SET LOCAL hnsw.iterative_scan = relaxed_order")
+# For the search's transaction, in one round trip: the HNSW walk's candidates (`ef_search`);
+# iterative scans, which go on past them until enough rows pass a metadata filter (pgvector >= 0.8);
+# and no wait for the WAL flush at commit, the transaction writing at most the query's cache row
+# (which a crash may lose at no cost).
+SEARCH_SETTINGS = text(
+    "SELECT set_config('hnsw.ef_search', :ef, true), "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "set_config('synchronous_commit', 'off', true)"
+)
 
 
 def _collections(session: AsyncSession, org_id: str) -> OrgScoped[Collection]:
@@ -229,13 +235,17 @@ async def search(
     if body.embedding is not None:
         vector = _vector(body.embedding, collection.dimensions, "body.embedding")
     else:
-        result = await service.embed(
-            session, clients, org_id, _model(settings, collection), [body.query or ""]
-        )
-        vector, tokens = result.vectors[0], result.tokens
+        model = _model(settings, collection)
+        if model.spec.group is None:
+            # The local model computes one query sooner than the cache could answer it (two round
+            # trips): the cache is for what costs more, provider calls and whole documents.
+            found, counts = await service.compute(clients, model, [body.query or ""])
+            vector, tokens = found[0], counts[0]
+        else:
+            result = await service.embed(session, clients, org_id, model, [body.query or ""])
+            vector, tokens = result.vectors[0], result.tokens
     query = nearest(org_id, collection, vector, body.k, body.filter)
-    for statement in SEARCH_SETTINGS:
-        await session.execute(text(statement))
+    await session.execute(SEARCH_SETTINGS, {"ef": str(max(settings.search_ef, body.k))})
     # relaxed_order may return rows slightly out of order: sorted again here.
     rows = sorted((await session.execute(query)).all(), key=lambda row: row.distance)
     hits = [Hit(id=item.id, score=1.0 - float(d), text=item.text, metadata=item.meta) for item, d in rows]

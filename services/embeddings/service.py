@@ -156,7 +156,7 @@ async def embed(
     try:
         for start in range(0, len(missing), CHUNK):
             rows = missing[start : start + CHUNK]
-            vectors, tokens = await _compute(clients, model, [texts[first[r]] for r in rows])
+            vectors, tokens = await compute(clients, model, [texts[first[r]] for r in rows])
             table[rows] = vectors
             counts[rows] = tokens
             if writing is not None:
@@ -197,9 +197,10 @@ async def _cache(
     )
 
 
-async def _compute(
+async def compute(
     clients: ServiceClients, model: Model, texts: list[str]
 ) -> tuple[npt.NDArray[np.float32], list[int]]:
+    """The texts' vectors and token counts from the model itself (no cache)."""
     if model.spec.group is None:
         result = await local.model.embed(texts)
         vectors, tokens = result.vectors, result.tokens

@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, literal, select, union
+from sqlalchemy import Integer, Select, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.knowledge import vectors
@@ -38,10 +38,10 @@ def candidates(k: int) -> int:
     return min(100, max(4 * k, 20))
 
 
-# At most this many chunks of each group (holding every word of the query, all but one, any) are
-# read from the GIN index and ranked. A question of common words matches most of the corpus, and
-# ts_rank_cd reads every row it scores: ranking all 78,000 matches of one cost 400 ms of 100,000.
-RANKED = 500
+# At most this many chunks are ranked. A question of common words matches most of the corpus, and
+# ts_rank_cd reads every row it scores (ranking all 78,000 matches of one cost 400 ms of 100,000),
+# so the full text ranks the fewest chunks that still hold the best `n` (see `full_text`).
+RANKED = 2000
 
 
 async def full_text(
@@ -55,49 +55,62 @@ async def full_text(
     exact: bool = False,
 ) -> list[uuid.UUID]:
     """The `n` best chunks by full text: chunks holding more of the query's distinct words first,
-    then by `ts_rank_cd` (the words more often, closer together), then by id. The candidates are the
-    first `RANKED` chunks the GIN index yields for each of: every word, all words but one, any word;
-    so the ranking is exact whenever the chunks holding every word and all but one are that few, or
-    `exact` (every matching chunk ranked: the reference the benchmark measures recall against)."""
+    then by `ts_rank_cd` (the words more often, closer together), then by id.
+
+    The chunks holding every word, all words but one and any word are nested groups, each ranked
+    wholly above the rest of the next; so once a group holds `n` chunks, the best `n` are among
+    them and the wider groups are not read. One statement: each group is a GIN index scan that runs
+    only if the narrower one fell short of `n` (a one-time filter), scoring its rows as it reads
+    them. Exact unless the group that holds the best `n` has more than `RANKED` chunks (then its
+    first `RANKED` are ranked); `exact` ranks every matching chunk (the reference the benchmark
+    measures recall against)."""
     words = query_words(text)
     any_terms = ts_query(words)
     if any_terms is None:
         return []
-    query_any = func.to_tsquery(TS_CONFIG, any_terms)
+    counted = sum(
+        (cast(Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, w)), Integer) for w in words),
+        start=literal(0),
+    )
+    rank = func.ts_rank_cd(Chunk.tsv, func.to_tsquery(TS_CONFIG, any_terms)).label("rank")
 
-    def matching(terms: str) -> Any:
+    def matching(terms: str, held: Any) -> Select[Any]:
         statement = (
             scoped(Chunk, org_id)
-            .with_only_columns(Chunk.id)
+            .with_only_columns(Chunk.id, held.label("held"), rank)
             .where(
                 Chunk.collection_id.in_(collections),
                 Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, terms)),
             )
         )
-        if sources:
-            statement = statement.where(Chunk.source_id.in_(sources))
-        return statement if exact else statement.limit(RANKED)
+        return statement.where(Chunk.source_id.in_(sources)) if sources else statement
 
-    groups = [any_terms]
-    if not exact and len(words) > 1:
-        groups.append(ts_query(words, " & ") or any_terms)
+    if exact:
+        pool = matching(any_terms, counted).subquery()
+    else:
+        # (terms, how many words a chunk first met here holds): each group nests in the next, so a
+        # chunk of the any-word group that the all-but-one group lacks holds one word when the query
+        # has at most three (and is counted word by word beyond).
+        groups: list[tuple[str, Any]] = [(any_terms, literal(1) if len(words) <= 3 else counted)]
+        if len(words) > 1:
+            groups.insert(0, (ts_query(words, " & ") or any_terms, literal(len(words))))
         if len(words) > 2:
-            groups.append(
-                " | ".join(f"({' & '.join(words[:i] + words[i + 1 :])})" for i in range(len(words)))
-            )
-    pool = union(*(matching(g) for g in groups)).subquery()
-    held = sum(
-        (cast(Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, w)), Integer) for w in words),
-        start=literal(0),
-    ).label("held")
-    rank = func.ts_rank_cd(Chunk.tsv, query_any).label("rank")
-    statement = (
-        select(Chunk.id, held, rank)
-        .where(Chunk.id.in_(select(pool.c.id)))
-        .order_by(held.desc(), rank.desc(), Chunk.id)
-        .limit(n)
-    )
-    return [row.id for row in (await session.execute(statement)).all()]
+            every_but_one = (f"({' & '.join(words[:i] + words[i + 1 :])})" for i in range(len(words)))
+            groups.insert(1, (" | ".join(every_but_one), literal(len(words) - 1)))
+        levels: list[Any] = []
+        for terms, held in groups:
+            level = matching(terms, held).limit(RANKED)
+            if levels:  # read only if the narrower group (a subset of this one) fell short
+                level = level.where(select(func.count()).select_from(levels[-1]).scalar_subquery() < n)
+            levels.append(level.cte(f"level{len(levels)}"))
+        found = union_all(*(select(level) for level in levels)).subquery()
+        pool = (
+            select(found.c.id, func.max(found.c.held).label("held"), found.c.rank)
+            .group_by(found.c.id, found.c.rank)
+            .subquery()
+        )
+    statement = select(pool.c.id).order_by(pool.c.held.desc(), pool.c.rank.desc(), pool.c.id).limit(n)
+    return list((await session.execute(statement)).scalars())
 
 
 async def nearest(

@@ -89,6 +89,31 @@ async def test_a_document_edit_is_searchable_after_reindexing(world: World) -> N
     assert gone.status_code == 404
 
 
+async def test_full_text_ranks_by_words_held_reading_only_the_groups_it_needs(world: World) -> None:
+    """The full-text half reads the chunks holding every word, all but one, then any, stopping once
+    a group holds its candidates (k=5: 20); within each, more of the query's words rank first."""
+    boss = await owner(world.client)
+    h = boss.headers
+    shelf = await collection(world.client, h)
+    a, b, c, e, f, g, x = (word() for _ in range(7))
+    sections = [f"# Every {i}\n\n{a} {b} {c}.\n" for i in range(22)]
+    sections += [f"# Pair\n\n{a} {b} {a} {b} {a} {b} {e} {f}.\n", f"# Single\n\n{c} {c} {c} {c} {x} {x}.\n"]
+    doc = await document(world.client, h, shelf["id"], "Words", "\n".join(sections))
+    assert (await indexed(world.client, h, doc["id"], 1))["index"]["status"] == "indexed"
+
+    async def text_ranked(query: str) -> dict[str, int]:
+        hits = (await search(world.client, h, query, k=5, collections=[shelf["id"]]))["data"]
+        return {hit["citation"]["heading"]: hit["text_rank"] for hit in hits if hit["text_rank"]}
+
+    # 22 chunks hold all three words: the best 20 are among them, the repeated pair never ranks.
+    top = await text_ranked(f"{a} {b} {c}")
+    assert len(top) == 5 and all(heading.startswith("Every") for heading in top), top
+    # No chunk holds all words or all but one: two words held rank above one word repeated, with
+    # three query words and with four (where the any-word group counts them word by word).
+    assert await text_ranked(f"{e} {f} {x}") == {"Pair": 1, "Single": 2}
+    assert await text_ranked(f"{e} {f} {x} {g}") == {"Pair": 1, "Single": 2}
+
+
 async def test_a_team_collection_is_404_outside_the_team(world: World) -> None:
     boss = await owner(world.client)
     h = boss.headers
