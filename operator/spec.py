@@ -72,6 +72,8 @@ class TargetConfig:
     pod_template: dict[str, Any]
     # Settings whose values the operator generates (the descriptor's `generated_secrets`).
     generated_secrets: tuple[str, ...] = ()
+    # Server processes in each pod (`run --workers`).
+    workers: int = 1
 
     @property
     def min_replicas(self) -> int:
@@ -231,6 +233,7 @@ def _target(
         env=_merge_env(defaults.get("env", []), own.get("env", [])),
         pod_template={key: value for key, value in pod_template.items() if value},
         generated_secrets=generated_secrets,
+        workers=int(own.get("workers", defaults.get("workers", 1))),
     )
 
 

@@ -134,6 +134,9 @@ def run(
             asgi,  # type: ignore[arg-type]
             factory=workers > 1,
             workers=workers,
+            # A worker answers the supervisor's pings once its interpreter has imported what it
+            # needs: seconds on a busy node (uvicorn's 5 s default restarts it forever there).
+            timeout_worker_healthcheck=60,
             host=host,
             port=port,
             log_config=None,
