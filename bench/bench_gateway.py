@@ -262,9 +262,9 @@ def _print(loaded: list[Result], single: list[Result]) -> None:
         print(f"  {name:<38} p50 {p50:+8.3f} ms   p99 {p99:+8.3f} ms")
     print("ratios, gateway to nginx")
     for workers in WORKERS:
-        g, n = under[f"gateway x{workers}"], under[f"nginx x{workers}"]
-        print(f"  {f'requests per second, {workers} worker(s)':<38} {g.rps / n.rps:>10.3f}")
-        print(f"  {f'p99 under load, {workers} worker(s)':<38} {g.p99_ms / n.p99_ms:>10.3f}")
+        ours, theirs = under[f"gateway x{workers}"], under[f"nginx x{workers}"]
+        print(f"  {f'requests per second, {workers} worker(s)':<38} {ours.rps / theirs.rps:>10.3f}")
+        print(f"  {f'p99 under load, {workers} worker(s)':<38} {ours.p99_ms / theirs.p99_ms:>10.3f}")
     for label, index in (("added p50 latency", 0), ("added p99 latency", 1)):
         g, n = added["gateway"][index], added["nginx"][index]
         ratio = f"{g / n:>10.3f}" if n > 0.01 else f"{'n/a':>10} (nginx adds under 0.01 ms)"
