@@ -162,7 +162,9 @@ def test_run_with_workers_serves_from_several_processes(
     log = tmp_path / "run.log"
     port = free_port()
     argv = [CLI, "run", "--target", "gateway", "--port", str(port), "--workers", "2"]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
+    )
     try:
         serving: set[int] = set()
         deadline = time.monotonic() + 300  # each worker imports and builds the app: slow on a busy machine
@@ -182,7 +184,7 @@ def test_run_with_workers_serves_from_several_processes(
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the workers too: killed alone, `run` leaves them
             process.wait()
     assert process.returncode == 0, log.read_text()
     assert process.pid not in serving
