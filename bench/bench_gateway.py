@@ -1,7 +1,7 @@
 """The gateway's proxy cost, side by side on loopback: the same target reached directly, through nginx
-(Debian's, one worker, upstream keep-alive) and through the gateway (one process, real Redis, bearer
-token verified, revocation list and rate limits checked). Prints requests/s and p50/p99 latency, and
-the latency each proxy adds over going direct, as ratios."""
+(Debian's, upstream keep-alive) and through the gateway (real Redis, bearer token verified, revocation
+list and rate limits checked), each with 1 and 2 worker processes. Prints requests/s and p50/p99
+latency, and the latency each proxy adds over going direct, as ratios."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ CONCURRENCY = 32  # throughput: this many keep-alive clients share REQUESTS
 REQUESTS = 4000
 LATENCY_REQUESTS = 1000  # latency: one client, one request at a time
 WARMUP = 400
+WORKERS = (1, 2)  # nginx's worker_processes and the gateway's `run --workers`, compared pairwise
 NGINX = "/usr/sbin/nginx"
 PAYLOAD = {"id": "b7f1c2", "status": "ok", "items": list(range(16))}
 
@@ -76,11 +77,11 @@ def _token() -> tuple[str, str]:
     return jwks, jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"})
 
 
-def _nginx_config(prefix: Path, port: int, upstream: int) -> Path:
+def _nginx_config(prefix: Path, port: int, upstream: int, workers: int) -> Path:
     config = prefix / "nginx.conf"
     config.write_text(
         f"""
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 daemon off;
@@ -186,7 +187,7 @@ async def main() -> None:
         raise SystemExit("bench_gateway needs nginx and redis-server (make system-deps)")
     work = Path(tempfile.mkdtemp(prefix="coder-bench-gateway-"))
     jwks, token = _token()
-    upstream_port, gateway_port, nginx_port = free_port(), free_port(), free_port()
+    upstream_port = free_port()
     python = sys.executable
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "CODER_"))}
     try:
@@ -203,6 +204,7 @@ async def main() -> None:
             ]
             upstream_argv += ["--host", "127.0.0.1", "--port", str(upstream_port), "--log-level", "warning"]
             upstream = stack.enter_context(process(upstream_argv, env, work / "upstream.log"))
+            await ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, work / "upstream.log")
             gateway_env = {
                 **env,
                 "CODER_JWKS": jwks,
@@ -215,28 +217,27 @@ async def main() -> None:
                 "GATEWAY_RATE_LIMIT_PER_IP": str(10**7),
             }
             cli = str(Path(python).with_name("coder-platform"))
-            gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
-            gateway = stack.enter_context(process(gateway_argv, gateway_env, work / "gateway.log"))
-            (work / "nginx").mkdir()
-            nginx_argv = [
-                NGINX,
-                "-p",
-                str(work / "nginx"),
-                "-c",
-                str(_nginx_config(work / "nginx", nginx_port, upstream_port)),
-            ]
-            nginx = stack.enter_context(process(nginx_argv, env, work / "nginx.log"))
-            await ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream, work / "upstream.log")
-            await ready(f"http://127.0.0.1:{nginx_port}/api/secrets/healthz", nginx, work / "nginx.log")
-            await ready(f"http://127.0.0.1:{gateway_port}/api/secrets/healthz", gateway, work / "gateway.log")
-
-            paths = {
-                "direct": (upstream_port, "/v1/item"),
-                "nginx": (nginx_port, "/api/secrets/v1/item"),
-                "gateway": (gateway_port, "/api/secrets/v1/item"),
-            }
+            paths = {"direct": (upstream_port, "/v1/item")}
+            for workers in WORKERS:
+                gateway_port, nginx_port = free_port(), free_port()
+                gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
+                gateway_argv += ["--workers", str(workers)]
+                log = work / f"gateway-{workers}.log"
+                gateway = stack.enter_context(process(gateway_argv, gateway_env, log))
+                prefix = work / f"nginx-{workers}"
+                prefix.mkdir()
+                config = _nginx_config(prefix, nginx_port, upstream_port, workers)
+                nginx_log = prefix / "nginx.log"
+                nginx = stack.enter_context(
+                    process([NGINX, "-p", str(prefix), "-c", str(config)], env, nginx_log)
+                )
+                await ready(f"http://127.0.0.1:{nginx_port}/api/secrets/healthz", nginx, nginx_log)
+                await ready(f"http://127.0.0.1:{gateway_port}/api/secrets/healthz", gateway, log)
+                paths[f"nginx x{workers}"] = (nginx_port, "/api/secrets/v1/item")
+                paths[f"gateway x{workers}"] = (gateway_port, "/api/secrets/v1/item")
             loaded = [await _load(n, *where, token, CONCURRENCY, REQUESTS) for n, where in paths.items()]
-            single = [await _load(n, *where, token, 1, LATENCY_REQUESTS) for n, where in paths.items()]
+            one = [n for n in paths if not n.endswith(tuple(f"x{w}" for w in WORKERS[1:]))]
+            single = [await _load(n, *paths[n], token, 1, LATENCY_REQUESTS) for n in one]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _print(loaded, single)
@@ -249,12 +250,12 @@ async def main() -> None:
 
 def _print(loaded: list[Result], single: list[Result]) -> None:
     by = {r.name: r for r in single}
-    direct, nginx, gateway = by["direct"], by["nginx"], by["gateway"]
-    rps = {r.name: r.rps for r in loaded}
+    direct, nginx, gateway = by["direct"], by["nginx x1"], by["gateway x1"]
+    under = {r.name: r for r in loaded}
     print(f"throughput: {REQUESTS} GETs over {CONCURRENCY} concurrent keep-alive clients, loopback")
     report("  requests per second", [(r.name, r.rps, "req/s") for r in loaded], baseline="direct")
     report("  p99 latency under that load", [(r.name, r.p99_ms, "ms") for r in loaded], baseline="direct")
-    print(f"latency: {LATENCY_REQUESTS} GETs, one at a time")
+    print(f"latency: {LATENCY_REQUESTS} GETs, one at a time (one worker each)")
     report("  p50 latency", [(r.name, r.p50_ms, "ms") for r in single], baseline="direct")
     report("  p99 latency", [(r.name, r.p99_ms, "ms") for r in single], baseline="direct")
     added = {
@@ -265,7 +266,10 @@ def _print(loaded: list[Result], single: list[Result]) -> None:
     for name, (p50, p99) in added.items():
         print(f"  {name:<38} p50 {p50:+8.3f} ms   p99 {p99:+8.3f} ms")
     print("ratios, gateway to nginx")
-    print(f"  {'requests per second':<38} {rps['gateway'] / rps['nginx']:>10.3f}")
+    for workers in WORKERS:
+        ours, theirs = under[f"gateway x{workers}"], under[f"nginx x{workers}"]
+        print(f"  {f'requests per second, {workers} worker(s)':<38} {ours.rps / theirs.rps:>10.3f}")
+        print(f"  {f'p99 under load, {workers} worker(s)':<38} {ours.p99_ms / theirs.p99_ms:>10.3f}")
     for label, index in (("added p50 latency", 0), ("added p99 latency", 1)):
         g, n = added["gateway"][index], added["nginx"][index]
         ratio = f"{g / n:>10.3f}" if n > 0.01 else f"{'n/a':>10} (nginx adds under 0.01 ms)"

@@ -22,19 +22,22 @@ from coder.shared.errors import Problem, Unavailable
 
 log = logging.getLogger(__name__)
 
-# KEYS: one per limit. ARGV: per key, its limit and period (ms). Answers
-# {allowed (0/1), remaining of the tightest limit, retry-after ms, reset ms}.
+# KEYS: one per limit, then the keys to read along (the revocation list's). ARGV: the number of
+# limits, then per limit its limit and period (ms). Answers {allowed (0/1), remaining of the
+# tightest limit, retry-after ms, reset ms, the value of each key read along (nil when absent)}.
 _GCRA = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local limits = tonumber(ARGV[1])
 local results = {}
 local allowed = 1
 local remaining = -1
 local retry = 0
 local reset = 0
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
+for i = 1, limits do
+  local key = KEYS[i]
+  local limit = tonumber(ARGV[2 * i])
+  local period = tonumber(ARGV[2 * i + 1])
   local interval = period / limit
   local tat = tonumber(redis.call('GET', key) or t)
   if tat < t then tat = t end
@@ -50,12 +53,16 @@ for i, key in ipairs(KEYS) do
   results[i] = new_tat
 end
 if allowed == 1 then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, results[i], 'PX', math.max(1, math.ceil(results[i] - t)))
+  for i = 1, limits do
+    redis.call('SET', KEYS[i], results[i], 'PX', math.max(1, math.ceil(results[i] - t)))
   end
 end
 if remaining < 0 then remaining = 0 end
-return {allowed, remaining, math.ceil(retry), math.ceil(reset)}
+local answer = {allowed, remaining, math.ceil(retry), math.ceil(reset)}
+for i = limits + 1, #KEYS do
+  answer[#answer + 1] = redis.call('GET', KEYS[i])
+end
+return answer
 """
 
 
@@ -100,24 +107,18 @@ class RateLimiter:
     async def check(
         self, ip: str, token: str | None, also_get: list[str] | None = None
     ) -> tuple[Verdict | None, list[Any] | None]:
-        """The verdict for one request, and the values of `also_get` read in the same round trip;
-        (None, None) when Redis is down and the limiter fails open."""
+        """The verdict for one request, and the values of `also_get` read by the same script (one
+        round trip: EVALSHA); (None, None) when Redis is down and the limiter fails open."""
         keys = [f"gateway:rl:ip:{ip}"]
-        args: list[int] = [self.per_ip, self.window_ms]
+        args: list[int] = [1, self.per_ip, self.window_ms]
         limit = self.per_ip
         if token:
             keys.append(f"gateway:rl:tok:{token_key(token)}")
             args += [self.per_token, self.window_ms]
+            args[0] = 2
             limit = min(limit, self.per_token)
         try:
-            values = None
-            if also_get:
-                async with self._cache.pipeline(transaction=False) as pipe:
-                    await self._script(keys=keys, args=args, client=pipe)
-                    pipe.mget(also_get)
-                    result, values = await pipe.execute()
-            else:
-                result = await self._script(keys=keys, args=args)
+            result = await self._script(keys=keys + (also_get or []), args=args)
         except (RedisError, OSError) as exc:
             if self.fail_open:
                 log.warning(
@@ -129,9 +130,9 @@ class RateLimiter:
                 slug="rate-limiter-unavailable",
                 headers={"Retry-After": "5"},
             ) from None
-        allowed, remaining, retry_ms, reset_ms = result
+        allowed, remaining, retry_ms, reset_ms, *values = result
         verdict = Verdict(bool(allowed), limit, int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
-        return verdict, values
+        return verdict, values if also_get else None
 
 
 class LoginThrottle:

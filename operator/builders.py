@@ -553,7 +553,10 @@ def deployment(
         "image": image,
         "imagePullPolicy": spec.pull_policy,
         "command": ["coder-platform"],
-        "args": ["run", "--target", selection, "--host", "0.0.0.0", "--port", str(workload.port)],  # noqa: S104
+        "args": [
+            *("run", "--target", selection, "--host", "0.0.0.0", "--port", str(workload.port)),  # noqa: S104
+            *(("--workers", str(workload.workers)) if workload.workers > 1 else ()),
+        ],
         "ports": [{"name": "http", "containerPort": workload.port}],
         "envFrom": env_from(spec, workload),
         "env": target_env(spec, workload, version),

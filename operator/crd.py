@@ -227,6 +227,13 @@ def target_settings(description: str, *, with_defaults: bool) -> Schema:
                 "Run this target. A disabled target's children are deleted.", True if d else None
             ),
             "replicas": integer("Pod replicas when autoscaling is off.", 1 if d else None, 0, 100),
+            "workers": integer(
+                "Server processes in each pod, sharing its port (`run --workers`): one uses one CPU; "
+                "give the pod as many CPUs as workers.",
+                1 if d else None,
+                1,
+                64,
+            ),
             "resources": _resources(DEFAULT_RESOURCES if d else None),
             "autoscaling": _autoscaling(d),
             "env": _env(),

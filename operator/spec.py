@@ -77,6 +77,8 @@ class TargetConfig:
     # descriptor's `kube_rules` and `cluster_settings`).
     kube_rules: tuple[KubeRule, ...] = ()
     cluster_settings: Mapping[str, str] = field(default_factory=dict)
+    # Server processes in each pod (`run --workers`).
+    workers: int = 1
 
     @property
     def min_replicas(self) -> int:
@@ -240,6 +242,7 @@ def _target(
         generated_secrets=generated_secrets,
         kube_rules=kube_rules,
         cluster_settings=dict(cluster_settings or {}),
+        workers=int(own.get("workers", defaults.get("workers", 1))),
     )
 
 

@@ -82,37 +82,63 @@ def run(
     target: TargetOpt = registry.ALL,
     host: Annotated[str, typer.Option(envvar="CODER_HOST", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(envvar="CODER_PORT", help="Default: the target's own")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="CODER_WORKERS", min=1, help="Server processes sharing the port, each a copy of the app"
+        ),
+    ] = 1,
 ) -> None:
     """Serve the selected targets in this process (`all`: the gateway and every service, on :3000)."""
     import uvicorn
 
-    from coder.runner.process import build_process_app
+    from coder.runner.process import WORKER_TARGETS, build_process_app
     from coder.shared.server import ProblemHttpToolsProtocol
     from coder.shared.settings import PlatformSettings
+    from coder.shared.target import Dependency, generated_workload_secrets, workload_secret
 
     targets = _select(target)
     settings = PlatformSettings()
     if "gateway" in targets:
         # The gateway that checks them runs here: a calling target without a secret gets one for
         # this process's life (in a cluster the operator generates them; `up` hands them out).
-        from coder.shared.target import generated_workload_secrets
-
-        settings.workload_secrets.update(
-            generated_workload_secrets(
-                {n: t.descriptor for n, t in targets.items()}, settings.workload_secrets
-            )
+        generated = generated_workload_secrets(
+            {n: t.descriptor for n, t in targets.items()}, settings.workload_secrets
         )
+        settings.workload_secrets.update(generated)
+        # Every worker reads the same ones.
+        os.environ.update({workload_secret(name): secret for name, secret in generated.items()})
     if port is None:
         port = 3000 if "gateway" in targets or len(targets) > 1 else next(iter(targets.values())).port
-    asgi = build_process_app(settings, targets)
-    typer.echo(f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}", err=True)
+    # Built here even for workers: a misconfigured target stops `run` at once, not each worker in turn.
+    asgi: object = build_process_app(settings, targets)
+    if workers > 1:
+        # Workers share rate limits, the revocation list and events only through real servers.
+        needs = set().union(*(t.descriptor.needs for t in targets.values()))
+        if Dependency.REDIS in needs and not settings.redis_url:
+            raise typer.BadParameter("more than one worker needs REDIS_URL", param_hint="--workers")
+        if Dependency.RABBITMQ in needs and not settings.amqp_url:
+            raise typer.BadParameter("more than one worker needs AMQP_URL", param_hint="--workers")
+        # Each worker builds its own app (uvicorn imports the factory in every process).
+        os.environ[WORKER_TARGETS] = ",".join(targets)
+        asgi = "coder.runner.process:worker_app"
+    typer.echo(
+        f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}"
+        + (f" with {workers} workers" if workers > 1 else ""),
+        err=True,
+    )
     # uvicorn re-raises the signal that stopped it once it is done. SIGTERM's default action would end
     # the process there and then, skipping the exit handlers that stop an embedded PostgreSQL: turned
     # into KeyboardInterrupt like SIGINT, it ends `run` normally.
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(
-            asgi,
+            asgi,  # type: ignore[arg-type]
+            factory=workers > 1,
+            workers=workers,
+            # A worker answers the supervisor's pings once its interpreter has imported what it
+            # needs: seconds on a busy node (uvicorn's 5 s default restarts it forever there).
+            timeout_worker_healthcheck=60,
             host=host,
             port=port,
             log_config=None,

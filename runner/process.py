@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 
@@ -76,6 +77,16 @@ def build_process_app(
     for name, app in runtime.local_apps.items():
         root.router.routes.append(Mount(f"/api/{name}", app=app))
     return _behind_proxies(root, settings)
+
+
+# `run --workers N`: the targets each worker serves (set by `run` for the processes it starts).
+WORKER_TARGETS = "CODER_WORKER_TARGETS"
+
+
+def worker_app() -> FastAPI:
+    """The app of one of `run --workers N`'s processes (uvicorn's factory, called in each of them)."""
+    names = registry.select(os.environ[WORKER_TARGETS])
+    return build_process_app(PlatformSettings(), {name: registry.wiring(name) for name in names})
 
 
 def _ship_logs(settings: PlatformSettings, service: str) -> LogShipper | None:

@@ -132,7 +132,7 @@ class TokenVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"], "verify_aud": not workload},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
@@ -163,6 +163,10 @@ class TokenVerifier:
             token_id=claims.get("jti"),
             claims=claims,
         )
+
+
+# How far the clocks of the signer and a verifier may disagree (on `exp`, `iat`, `nbf`).
+LEEWAY_SECONDS = 5
 
 
 class RevocationList:

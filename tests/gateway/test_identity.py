@@ -3,6 +3,7 @@ token here is minted by the gateway's own flows and checked by `secrets` through
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -22,6 +23,7 @@ from sqlalchemy import select, update
 from coder.gateway import routes
 from coder.gateway.edge import Gateway as GatewayParts
 from coder.gateway.models import PersonalToken, SigningKey
+from coder.shared.auth import LEEWAY_SECONDS
 from coder.shared.errors import install_problem_handlers
 from coder.tests.gateway.conftest import Gateway
 from coder.tests.gateway.factories import PASSWORD, bearer, member, owner, session_of, signup, unique_email
@@ -219,6 +221,31 @@ async def test_logout_and_revocation(gw: Gateway) -> None:
     assert everywhere.status_code == 204
     assert_problem(await write_secret(gw, bearer(other["access_token"]), "x"), 401, "token-revoked")
     assert (await gw.client.post("/auth/revoke", json={"token": "garbage"})).status_code == 200
+
+
+async def test_verified_tokens_are_kept_until_they_expire_and_revocations_read_every_time(
+    gw: Gateway,
+) -> None:
+    """The edge keeps a verified token's claims (no signature check per request) only until its
+    `exp`, and reads the revocation list on every request: a logout refuses the very next one."""
+    edge = parts(gw)
+    alice = await owner(gw.client)
+    claims = jwt.decode(alice.access_token, options={"verify_signature": False})
+    short, _ = await edge.keys.access_token(
+        subject=claims["sub"], org=claims["org"], permissions=claims["perms"], session=claims["sid"], ttl=1
+    )
+    assert (await write_secret(gw, bearer(short), "cache/a")).status_code == 200
+    assert short in edge._verified
+    expiry = jwt.decode(short, options={"verify_signature": False})["exp"] + LEEWAY_SECONDS
+    await asyncio.sleep(expiry - time.time() + 0.1)
+    expired = await write_secret(gw, bearer(short), "cache/b")
+    assert_problem(expired, 401)
+    assert expired.json()["detail"] == "token expired"
+
+    assert (await write_secret(gw, alice.headers, "cache/c")).status_code == 200
+    assert alice.access_token in edge._verified
+    assert (await gw.client.post("/auth/logout", json={}, headers=alice.headers)).status_code == 204
+    assert_problem(await write_secret(gw, alice.headers, "cache/d"), 401, "token-revoked")
 
 
 async def test_the_gateway_reads_the_caller_from_the_requests_own_header(gw: Gateway) -> None:

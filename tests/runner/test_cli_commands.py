@@ -4,7 +4,9 @@ progress and rollbacks, and a `run` that leaves no embedded PostgreSQL behind wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import httpx
 import pytest
 
 from coder.shared import db
-from coder.shared.devservers import free_port
+from coder.shared.devservers import RedisServer, free_port
 from coder.tests.support.databases import _admin, drop_database
 
 CLI = str(Path(sys.executable).with_name("coder-platform"))
@@ -137,3 +139,68 @@ def test_run_stops_its_embedded_postgresql(
     assert process.returncode == 0, stderr
     assert "Warning" not in stderr, stderr  # e.g. platformdirs' RuntimeDirWarning
     assert _postmasters(data_dir) == []
+
+
+def _holders(port: int) -> set[int]:
+    """The processes holding connections accepted on `port`."""
+    found = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", found.stdout)}
+
+
+def test_run_with_workers_serves_from_several_processes(
+    database_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`run --workers 2`: two processes accept on the one port (told apart by who holds each
+    connection), and stopping `run` stops both."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODER_", "GATEWAY_"))}
+    env |= {"DATABASE_URL": database_url, "REDIS_URL": redis_server.url, "CODER_DATA_DIR": str(tmp_path)}
+    log = tmp_path / "run.log"
+    port = free_port()
+    argv = [CLI, "run", "--target", "gateway", "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
+    )
+    try:
+        serving: set[int] = set()
+        deadline = time.monotonic() + 300  # each worker imports and builds the app: slow on a busy machine
+        while len(serving) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            # Fresh keep-alive connections, each answered, then found among the workers' sockets.
+            with contextlib.ExitStack() as stack:
+                clients = [stack.enter_context(httpx.Client(timeout=5)) for _ in range(8)]
+                try:
+                    for client in clients:
+                        assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+                except httpx.ConnectError:  # not listening yet
+                    time.sleep(0.2)
+                    continue
+                serving |= _holders(port)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the workers too: killed alone, `run` leaves them
+            process.wait()
+    assert process.returncode == 0, log.read_text()
+    assert process.pid not in serving
+    assert not [pid for pid in serving if Path(f"/proc/{pid}").exists()]
+    assert "with 2 workers" in log.read_text()
+
+
+def test_run_refuses_workers_without_a_shared_redis(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CODER_DATA_DIR")}
+    done = subprocess.run(
+        [CLI, "run", "--target", "gateway", "--workers", "2", "--port", str(free_port())],
+        env={**env, "CODER_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "more than one worker needs REDIS_URL" in done.stderr
