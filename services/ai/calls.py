@@ -22,7 +22,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
+
+# The library's SSE decoders, fed per network read (its EventSource yields one event at a time).
+from httpx_sse import SSEError
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from coder.services.ai import health, metrics
@@ -463,6 +466,27 @@ async def _answered(
     return JSONResponse(out, headers={OVERHEAD_HEADER: f"{overhead_ms:.2f}"})
 
 
+async def _events(response: httpx.Response, stream: Stream) -> AsyncIterator[bytes]:
+    """The client's bytes for the provider's SSE events, all those one read brought in one piece: a
+    busy process sends fewer, larger pieces (each goes through the gateway's and ai's middleware), an
+    idle one still sends each event as it comes. Stops when the stream has spent its hold."""
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        raise SSEError("the provider's answer is not an event stream")  # an httpx error: the stream is cut
+    lines, decoder = SSELineDecoder(), SSEDecoder()
+    async for text in response.aiter_text():
+        out: list[bytes] = []
+        for line in lines.decode(text):
+            event = decoder.decode(line)
+            if event is not None:
+                out += stream.feed(event.event, event.data)
+                if stream.over_budget:
+                    break
+        if out:
+            yield b"".join(out)
+        if stream.over_budget:
+            return
+
+
 def _streamed(
     platform: Platform,
     call: Call,
@@ -482,11 +506,8 @@ def _streamed(
         outcome = "cancelled"
         try:
             try:
-                async for event in EventSource(response).aiter_sse():
-                    for piece in stream.feed(event.event, event.data):
-                        yield piece
-                    if stream.over_budget:
-                        break
+                async for pieces in _events(response, stream):
+                    yield pieces
             except httpx.HTTPError:
                 pass  # the provider's connection broke: what arrived is what was spent
             if stream.over_budget:
