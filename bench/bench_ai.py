@@ -1,9 +1,9 @@
 """The AI gateway's streaming cost, side by side on loopback: 64 concurrent chat streams sent straight
 to a local OpenAI-style provider, and the same streams through the platform (`coder-platform run
 --target all` as its own process: gateway with a personal token, ai resolving the alias, reading the
-provider key from secrets, holding budget in usage, passing SSE through, recording the call). Prints
-time to first token (p50, p99) and tokens per second, and their ratios (goals: TTFT at most 1.1x,
-throughput at least 0.9x)."""
+provider key from secrets, holding budget in usage against an org budget, passing SSE through,
+recording the call and settling the hold). Prints time to first token (p50, p99) and tokens per
+second, and their ratios (goals: TTFT at most 1.1x, throughput at least 0.9x)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,11 @@ async def _setup_platform(base: str, provider_url: str, provider_key: str) -> st
             },
         )
         await post("/api/ai/v1/groups", {"alias": "chat", "deployments": [deployment["id"]]})
+        # A budget that covers every call: each one holds against it and settles, as in production.
+        await post(
+            "/api/usage/v1/budgets",
+            {"name": "bench", "scope": "org", "metric": "cost_usd", "limit": 1_000_000, "period": "month"},
+        )
         token = await post("/auth/tokens", {"name": "bench", "scopes": ["ai:use"], "expires_in_days": 1})
         return token["token"]
 

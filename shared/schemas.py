@@ -131,9 +131,10 @@ def _decoded(raw: bytes) -> tuple[str, str | None]:
     return text, text_problem(text)
 
 
-def storable_parameters(request: HTTPConnection) -> None:
+async def storable_parameters(request: HTTPConnection) -> None:
     """The text rules for every query and path parameter of every route (an app-wide dependency; an
-    `HTTPConnection`, so WebSocket routes get it too: FastAPI gives them no `Request`).
+    `HTTPConnection`, so WebSocket routes get it too: FastAPI gives them no `Request`). Async though it
+    never waits: FastAPI would run a plain function in its thread pool, a thread hop per request.
 
     Starlette decodes percent-escapes leniently (invalid UTF-8 becomes U+FFFD), so the raw query
     string and path are read here, before any parameter is parsed or reaches a database."""

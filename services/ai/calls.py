@@ -22,7 +22,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
+
+# The library's SSE decoders, fed per network read (its EventSource yields one event at a time).
+from httpx_sse import SSEError
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from coder.services.ai import health, metrics
@@ -122,7 +125,7 @@ class Platform:
     upstream: httpx.AsyncClient
     keys: dict[tuple[str, uuid.UUID, str], tuple[float, str | None]] = field(default_factory=dict)
     # (org, alias) -> (routing version, monotonic expiry, the group and its routes).
-    routing: dict[tuple[str, str], tuple[bytes | str | None, float, Resolved]] = field(default_factory=dict)
+    routing: dict[tuple[str, str], tuple[str | None, float, Resolved]] = field(default_factory=dict)
     # Settlements of streams still being written when their response ended (awaited on stop).
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -228,44 +231,56 @@ async def routing_changed(platform: Platform) -> None:
 
 
 async def _resolved(platform: Platform, org_id: str, alias: str) -> Resolved | None:
-    """The group and its routes, from the process's cache while the catalogue has not changed."""
+    """The group and its routes, from the database; kept with the routing version read before it."""
     cache = platform.runtime.cache
     assert cache is not None, "ai needs redis"
-    version: bytes | str | None = await cache.get(ROUTING_VERSION_KEY)
-    now = time.monotonic()
-    cached = platform.routing.get((org_id, alias))
-    if cached is not None and cached[0] == version and cached[1] > now:
-        return cached[2]
+    version: str | None = str(v) if (v := await cache.get(ROUTING_VERSION_KEY)) is not None else None
     async with transaction(platform.runtime.sessions) as session:
         resolved = await resolve(session, org_id, alias)
     if resolved is not None:
         if len(platform.routing) > 10_000:
             platform.routing.clear()
-        platform.routing[(org_id, alias)] = (version, now + ROUTING_CACHE_SECONDS, resolved)
+        platform.routing[(org_id, alias)] = (version, time.monotonic() + ROUTING_CACHE_SECONDS, resolved)
     return resolved
+
+
+def _able(call: Call, routes: list[Route]) -> list[Route]:
+    wanted = needed(call.api, call.body)
+    return [
+        r
+        for r in routes
+        if protocol(call.api, r.kind) is not None and wanted <= set(r.deployment.capabilities)
+    ]
 
 
 async def plan(platform: Platform, call: Call) -> tuple[bool, list[Route]]:
     """The routes able to serve the call, those cooling down left out, unhealthy ones last; and
     whether the group allows a cheaper deployment when a budget refuses."""
-    resolved = await _resolved(platform, call.principal.org_id, call.alias)
-    if resolved is None:
-        raise NotFound(
-            f"no model group {call.alias!r}", errors=[{"field": "model", "message": "unknown alias"}]
-        )
-    group, routes = resolved
-    wanted = needed(call.api, call.body)
-    able = [
-        r
-        for r in routes
-        if protocol(call.api, r.kind) is not None and wanted <= set(r.deployment.capabilities)
-    ]
-    if not able:
-        need = ", ".join(sorted(w.value for w in wanted)) or "completions"
-        raise InvalidField("model", f"no deployment of {call.alias!r} can serve this request (needs {need})")
     cache = platform.runtime.cache
     assert cache is not None, "ai needs redis"
-    states = await health.states(cache, [r.deployment.id for r in able])
+    org_id, alias = call.principal.org_id, call.alias
+    # The process's routing for the alias, if any, with the routing version and its deployments'
+    # health in one round trip: a version other than the one it was read at means reading it again.
+    resolved: Resolved | None = None
+    cached = platform.routing.get((org_id, alias))
+    if cached is not None and cached[1] > time.monotonic():
+        able = _able(call, cached[2][1])
+        version, states = await health.states_and(cache, [r.deployment.id for r in able], ROUTING_VERSION_KEY)
+        if version == cached[0]:
+            resolved = cached[2]
+    if resolved is None:
+        resolved = await _resolved(platform, org_id, alias)
+        if resolved is None:
+            raise NotFound(
+                f"no model group {alias!r}", errors=[{"field": "model", "message": "unknown alias"}]
+            )
+        able = _able(call, resolved[1])
+        states = await health.states(cache, [r.deployment.id for r in able])
+    group = resolved[0]
+    if not able:
+        wanted = needed(call.api, call.body)
+        need = ", ".join(sorted(w.value for w in wanted)) or "completions"
+        raise InvalidField("model", f"no deployment of {alias!r} can serve this request (needs {need})")
     ready = [
         r
         for r, s in zip(able, states, strict=True)
@@ -275,7 +290,7 @@ async def plan(platform: Platform, call: Call) -> tuple[bool, list[Route]]:
     if not ready and not sick:
         wait = min((s.cooldown_seconds or 0) for s in states)
         raise NoDeployment(
-            f"every deployment of {call.alias!r} is cooling down",
+            f"every deployment of {alias!r} is cooling down",
             headers={"Retry-After": str(max(1, round(wait)))},
         )
     return group.cheaper_on_budget, ready + sick
@@ -451,6 +466,27 @@ async def _answered(
     return JSONResponse(out, headers={OVERHEAD_HEADER: f"{overhead_ms:.2f}"})
 
 
+async def _events(response: httpx.Response, stream: Stream) -> AsyncIterator[bytes]:
+    """The client's bytes for the provider's SSE events, all those one read brought in one piece: a
+    busy process sends fewer, larger pieces (each goes through the gateway's and ai's middleware), an
+    idle one still sends each event as it comes. Stops when the stream has spent its hold."""
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        raise SSEError("the provider's answer is not an event stream")  # an httpx error: the stream is cut
+    lines, decoder = SSELineDecoder(), SSEDecoder()
+    async for text in response.aiter_text():
+        out: list[bytes] = []
+        for line in lines.decode(text):
+            event = decoder.decode(line)
+            if event is not None:
+                out += stream.feed(event.event, event.data)
+                if stream.over_budget:
+                    break
+        if out:
+            yield b"".join(out)
+        if stream.over_budget:
+            return
+
+
 def _streamed(
     platform: Platform,
     call: Call,
@@ -470,11 +506,8 @@ def _streamed(
         outcome = "cancelled"
         try:
             try:
-                async for event in EventSource(response).aiter_sse():
-                    for piece in stream.feed(event.event, event.data):
-                        yield piece
-                    if stream.over_budget:
-                        break
+                async for pieces in _events(response, stream):
+                    yield pieces
             except httpx.HTTPError:
                 pass  # the provider's connection broke: what arrived is what was spent
             if stream.over_budget:

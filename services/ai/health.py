@@ -61,11 +61,21 @@ async def states(cache: Redis, deployment_ids: Sequence[uuid.UUID]) -> list[Heal
     """Each deployment's health: cooling down, else its last record, else unknown."""
     if not deployment_ids:
         return []
+    return (await states_and(cache, deployment_ids, None))[1]
+
+
+async def states_and(
+    cache: Redis, deployment_ids: Sequence[uuid.UUID], key: str | None
+) -> tuple[str | None, list[Health]]:
+    """The value at `key` and the deployments' health, in one round trip."""
     async with cache.pipeline(transaction=False) as pipe:
+        if key is not None:
+            pipe.get(key)
         for deployment_id in deployment_ids:
             pipe.pttl(_cooldown_key(deployment_id))
             pipe.get(_health_key(deployment_id))
         replies = await pipe.execute()
+    value = replies.pop(0) if key is not None else None
     out = []
     for index in range(len(deployment_ids)):
         left_ms, raw = replies[2 * index], replies[2 * index + 1]
@@ -77,7 +87,7 @@ async def states(cache: Redis, deployment_ids: Sequence[uuid.UUID]) -> list[Heal
             out.append(Health(HealthState(record["state"]), checked, record.get("detail"), None))
         else:
             out.append(Health(HealthState.UNKNOWN, None, None, None))
-    return out
+    return value, out
 
 
 def health_read(deployment: Deployment, health: Health) -> HealthRead:

@@ -14,10 +14,11 @@ from coder.shared.target import Target
 def _setup(app: FastAPI, runtime: Runtime) -> None:
     settings = runtime.config(AiSettings)
     timeout = httpx.Timeout(settings.read_timeout_seconds, connect=settings.connect_timeout_seconds)
-    # One pool to the providers for the process: connections are reused across calls.
-    upstream = httpx.AsyncClient(
-        timeout=timeout, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    )
+    # One pool to the providers for the process: connections are reused across calls. An idle one is
+    # dropped before a server would close it (uvicorn after 5 s): a call sent on a connection the
+    # server is closing fails with no answer, and its deployment would cool down for nothing.
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=2.0)
+    upstream = httpx.AsyncClient(timeout=timeout, limits=limits)
     platform = Platform(runtime, settings, upstream)
     app.state.ai = platform
     runtime.on_stop.append(platform.close)

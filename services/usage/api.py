@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import AwareDatetime, Field
 
-from coder.services.usage import budgets, meters, reservations
+from coder.services.usage import budgets, holds, meters, reservations
 from coder.services.usage.models import Budget, Meter
 from coder.services.usage.schemas import (
     BudgetCreate,
@@ -39,6 +40,28 @@ from coder.shared.schemas import StorableTime
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 MAX_BATCH = 1000
+
+
+def _reserver(request: Request) -> reservations.Reserver:
+    reserver: reservations.Reserver = request.app.state.usage
+    return reserver
+
+
+ReserverDep = Annotated[reservations.Reserver, Depends(_reserver)]
+Admin = Annotated[Principal, require("usage:admin")]
+
+
+async def _budgets_changed(request: Request, principal: Admin) -> AsyncIterator[None]:
+    """Declared on every budget write, before its session: runs on after the write committed, and
+    tells every replica's budget cache (reservations.Reserver) to read the org's budgets again."""
+    yield
+    cache = request.app.state.runtime.cache
+    if cache is not None:
+        await holds.budgets_changed(cache, principal.org_id)
+
+
+# In the decorator, so it is set up first and torn down last: after the request's commit.
+CHANGES_BUDGETS = Depends(_budgets_changed, scope="function")
 
 DimensionValues = Annotated[list[Annotated[str, Field(max_length=200)]] | None, Query(max_length=100)]
 
@@ -156,7 +179,9 @@ async def query_meter(
 # --- budgets ---
 
 
-@router.post("/budgets", response_model=BudgetRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/budgets", response_model=BudgetRead, status_code=status.HTTP_201_CREATED, dependencies=[CHANGES_BUDGETS]
+)
 async def create_budget(
     body: BudgetCreate,
     session: SessionDep,
@@ -202,7 +227,7 @@ async def read_budget(
     return (await budgets.budget_reads(session, cache, [budget]))[0]
 
 
-@router.patch("/budgets/{budget_id}", response_model=BudgetRead)
+@router.patch("/budgets/{budget_id}", response_model=BudgetRead, dependencies=[CHANGES_BUDGETS])
 async def update_budget(
     budget_id: uuid.UUID,
     body: BudgetUpdate,
@@ -215,7 +240,7 @@ async def update_budget(
     return (await budgets.budget_reads(session, cache, [budget]))[0]
 
 
-@router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[CHANGES_BUDGETS])
 async def delete_budget(
     budget_id: uuid.UUID,
     session: SessionDep,
@@ -242,6 +267,7 @@ async def delete_budget(
 )
 async def create_reservation(
     body: ReservationCreate,
+    reserver: ReserverDep,
     session: SessionDep,
     cache: CacheDep,
     principal: Annotated[Principal, require("usage:reserve")],
@@ -249,18 +275,19 @@ async def create_reservation(
     """Hold `amount` against every budget that covers this spend (the org's, the team's, the user's,
     the API key's), atomically across replicas: either all have room, or nothing is held and the answer
     is 402 naming the budget that would be exceeded. Settle or release it; it lapses after `ttl_seconds`."""
-    return await reservations.reserve(session, cache, principal.org_id, body)
+    return await reservations.reserve(session, cache, reserver, principal.org_id, body)
 
 
 @router.get("/reservations/{reservation_id}", response_model=ReservationRead)
 async def read_reservation(
     reservation_id: uuid.UUID,
     session: SessionDep,
+    cache: CacheDep,
     principal: Annotated[Principal, require("usage:reserve")],
 ) -> ReservationRead:
     """A reservation and its state (`expired` once its hold has lapsed without settle or release)."""
     return reservations.reservation_read(
-        await reservations.get_reservation(session, principal.org_id, reservation_id)
+        await reservations.get_reservation(session, cache, principal.org_id, reservation_id)
     )
 
 

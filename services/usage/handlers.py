@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from coder.services.usage.budgets import charge
 from coder.services.usage.meters import store_events
-from coder.services.usage.reservations import find_locked, settle_open
+from coder.services.usage.reservations import find, settle_open
 from coder.services.usage.schemas import (
     EventData,
     EventIn,
@@ -50,7 +50,7 @@ async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> N
     assert cache is not None, "usage needs redis"
     reservation = None
     if usage.reservation_id is not None:
-        reservation = await find_locked(session, org_id, usage.reservation_id)
+        reservation = await find(session, cache, org_id, usage.reservation_id, lock=True)
         if reservation is None:
             log.warning(
                 "ai.request.completed names an unknown reservation; charging directly",

@@ -5,6 +5,9 @@ Keys, all under the org's hash tag (one cluster slot, so one script may touch al
   usage:{<org>}:budget:<id>:spent:<period start>  units spent in the period; a cache of the Postgres ledger
   usage:{<org>}:budget:<id>:holds                 hash: reservation id -> units held, `_total` -> their sum
   usage:{<org>}:budget:<id>:expiry                sorted set: reservation id -> expiry (ms, Redis's clock)
+  usage:{<org>}:budgets:version                   new at every budget write: a hold checks caches by it
+  usage:{<org>}:reservation:<id>                  hash: the reservation's row (`row`, JSON), `expires` (ms),
+                                                  for as long as its hold (Postgres gets the row just after)
 Every key has a TTL. Amounts are integer units (micro-dollars, tokens) because Lua numbers are doubles.
 """
 
@@ -16,21 +19,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from coder.services.usage.schemas import Metric
 
-if TYPE_CHECKING:
-    pass
-
 UNITS = {Metric.COST_USD: Decimal(1_000_000), Metric.TOKENS: Decimal(1)}
 MAX_UNITS = 2**53  # the largest integer a Lua number holds exactly
 # A counter that ran ahead of the ledger (a settle whose commit then failed) is corrected this soon.
 SPENT_TTL_SECONDS = 3600
 HOLD_TTL_MARGIN_SECONDS = 60
+# Far longer than any process keeps a budget cache entry (reservations.BUDGETS_CACHE_SECONDS).
+VERSION_TTL_SECONDS = 7 * 24 * 3600
 
 
 def to_units(metric: Metric, amount: Decimal) -> int:
@@ -62,6 +64,14 @@ class BudgetKeys:
         return f"{self._base}:expiry"
 
 
+def version_key(org_id: str) -> str:
+    return f"usage:{{{org_id}}}:budgets:version"
+
+
+def record_key(org_id: str, reservation_id: uuid.UUID) -> str:
+    return f"usage:{{{org_id}}}:reservation:{reservation_id}"
+
+
 @dataclass(frozen=True)
 class Check:
     """One budget a reservation must fit in."""
@@ -84,6 +94,11 @@ class Charge:
 @dataclass(frozen=True)
 class Held:
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Stale:
+    """The budgets checked are not the org's current ones (a budget was written since they were read)."""
 
 
 @dataclass(frozen=True)
@@ -115,25 +130,30 @@ local function purge(holds, expiry, now)
 end
 """
 
-# KEYS: spent, holds, expiry per budget.
-# ARGV: reservation id, amount, ttl ms, hold ttl s, spent ttl s, then per budget: limit, seed ('' = unknown).
-# Returns {'seed', i...} when spent counters are missing and unseeded (nothing changed),
+# KEYS: the org's budgets version, the reservation's record, then spent, holds, expiry per budget.
+# ARGV: reservation id, amount, ttl ms, hold ttl s, spent ttl s, the version the budgets were read at,
+# the reservation's row (JSON), then per budget: limit, seed ('' = unknown).
+# Returns {'stale'} when the budgets were written since that version (nothing changed),
+# {'seed', i...} when spent counters are missing and unseeded (nothing changed),
 # {'refused', i, spent, reserved} for the first budget the amount would overrun (nothing changed),
-# or {'ok', expires ms} once the amount is held against every budget.
+# or {'ok', expires ms} once the amount is held against every budget and the record is stored.
 _RESERVE = (
     _PURGE
     + """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[6] then
+  return {'stale'}
+end
 local rid, amount, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local hold_ttl, spent_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = #KEYS / 3
+local n = (#KEYS - 2) / 3
 local missing = {'seed'}
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[3 * i - 2]) == 0 then
-    local seed = ARGV[5 + 2 * i]
+  if redis.call('EXISTS', KEYS[3 * i]) == 0 then
+    local seed = ARGV[7 + 2 * i]
     if seed == '' then
       missing[#missing + 1] = i
     else
-      redis.call('SET', KEYS[3 * i - 2], seed, 'EX', spent_ttl)
+      redis.call('SET', KEYS[3 * i], seed, 'EX', spent_ttl)
     end
   end
 end
@@ -142,17 +162,17 @@ if #missing > 1 then
 end
 local now = now_ms()
 for i = 1, n do
-  local holds = KEYS[3 * i - 1]
-  purge(holds, KEYS[3 * i], now)
-  local spent = tonumber(redis.call('GET', KEYS[3 * i - 2]))
+  local holds = KEYS[3 * i + 1]
+  purge(holds, KEYS[3 * i + 2], now)
+  local spent = tonumber(redis.call('GET', KEYS[3 * i]))
   local reserved = tonumber(redis.call('HGET', holds, '_total') or '0')
-  if spent + reserved + amount > tonumber(ARGV[4 + 2 * i]) then
+  if spent + reserved + amount > tonumber(ARGV[6 + 2 * i]) then
     return {'refused', i, string.format('%d', spent), string.format('%d', reserved)}
   end
 end
 local expires = now + ttl_ms
 for i = 1, n do
-  local holds, expiry = KEYS[3 * i - 1], KEYS[3 * i]
+  local holds, expiry = KEYS[3 * i + 1], KEYS[3 * i + 2]
   redis.call('HSET', holds, rid, ARGV[2])
   redis.call('HINCRBY', holds, '_total', ARGV[2])
   redis.call('ZADD', expiry, string.format('%d', expires), rid)
@@ -161,6 +181,8 @@ for i = 1, n do
   redis.call('EXPIRE', holds, ttl)
   redis.call('EXPIRE', expiry, ttl)
 end
+redis.call('HSET', KEYS[2], 'row', ARGV[7], 'expires', string.format('%d', expires))
+redis.call('EXPIRE', KEYS[2], hold_ttl)
 return {'ok', string.format('%d', expires)}
 """
 )
@@ -229,17 +251,22 @@ SeedLoader = Callable[[Sequence[int]], Awaitable[Sequence[int]]]
 
 async def reserve(
     cache: Redis,
+    org_id: str,
+    version: str,
     reservation_id: uuid.UUID,
+    row: str,
     checks: Sequence[Check],
     amount: int,
     ttl_seconds: int,
     load_spent: SeedLoader,
-) -> Held | Refused:
-    """Hold `amount` against every budget, or against none if any would overrun its limit.
+) -> Held | Refused | Stale:
+    """Hold `amount` against every budget and store the reservation's `row`, or against none if any
+    would overrun its limit, or if the org's budgets changed since `version` (they are read again).
 
     `load_spent(indexes)` reads the ledger for budgets whose counter Redis does not have."""
     seeds = [""] * len(checks)
-    keys = [key for c in checks for key in (c.keys.spent(c.period_start), c.keys.holds, c.keys.expiry)]
+    keys = [version_key(org_id), record_key(org_id, reservation_id)]
+    keys += [key for c in checks for key in (c.keys.spent(c.period_start), c.keys.holds, c.keys.expiry)]
     # A counter can vanish between two calls (TTL, flush): each round seeds whatever is missing.
     for _ in range(3):
         tail = [str(v) for c, seed in zip(checks, seeds, strict=True) for v in (c.limit, seed)]
@@ -252,19 +279,46 @@ async def reserve(
                 ttl_seconds * 1000,
                 ttl_seconds + HOLD_TTL_MARGIN_SECONDS,
                 SPENT_TTL_SECONDS,
+                version,
+                row,
                 *tail,
             ],
         )
         match reply[0]:
             case "ok":
-                return Held(datetime.fromtimestamp(int(reply[1]) / 1000, UTC))
+                return Held(_instant(reply[1]))
             case "refused":
                 return Refused(int(reply[1]) - 1, int(reply[2]), int(reply[3]))
+            case "stale":
+                return Stale()
             case _:
                 missing = [int(i) - 1 for i in reply[1:]]
                 for index, spent in zip(missing, await load_spent(missing), strict=True):
                     seeds[index] = str(spent)
     raise RuntimeError("budget counters kept disappearing from Redis")
+
+
+def _instant(ms: str | int) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+async def budgets_version(cache: Redis, org_id: str) -> str:
+    """The org's budgets version: read before the budgets themselves, then checked with every hold."""
+    return str(await cache.get(version_key(org_id)) or "")
+
+
+async def budgets_changed(cache: Redis, org_id: str) -> None:
+    """A budget write committed: every replica reads the org's budgets again before its next hold.
+    A fresh random value, never a counter: a version that lapsed and started again cannot repeat."""
+    await cache.set(version_key(org_id), uuid.uuid4().hex, ex=VERSION_TTL_SECONDS)
+
+
+async def record(cache: Redis, org_id: str, reservation_id: uuid.UUID) -> tuple[str, datetime] | None:
+    """A reservation's row (JSON) and expiry as held in Redis, until its hold's TTL ends."""
+    found = await cache.hmget(record_key(org_id, reservation_id), ["row", "expires"])
+    if found[0] is None or found[1] is None:
+        return None
+    return str(found[0]), _instant(str(found[1]))
 
 
 async def settle(

@@ -1,15 +1,27 @@
-"""Reservations: hold an amount against every budget that covers it, then settle or release it."""
+"""Reservations: hold an amount against every budget that covers it, then settle or release it.
+
+A hold touches Redis only (one script run): the budgets that apply are kept per process while the
+org's budgets version in Redis stands (the script checks it), and the reservation's row goes to
+Redis with the hold, then to Postgres in batches (`RowWriter`). Whatever reads a reservation
+(settle, release, read, the settling event) writes the row from Redis first if Postgres lacks it,
+so a row the writer had not written yet (a replica stopped) is never missed while its hold lives.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from coder.services.usage import holds
 from coder.services.usage.budgets import (
@@ -21,7 +33,7 @@ from coder.services.usage.budgets import (
     ledger,
     period_bounds,
 )
-from coder.services.usage.holds import BudgetKeys, Check, Held, from_units, to_units
+from coder.services.usage.holds import BudgetKeys, Check, Held, Stale, from_units, to_units
 from coder.services.usage.models import Base, Budget, Reservation
 from coder.services.usage.schemas import (
     Metric,
@@ -30,8 +42,19 @@ from coder.services.usage.schemas import (
     ReservationRead,
     ReservationStatus,
 )
-from coder.shared.errors import Problem
+from coder.shared.db import transaction
+from coder.shared.errors import NotFound, Problem
 from coder.shared.repository import OrgScoped
+
+log = logging.getLogger(__name__)
+
+# A process keeps the budgets applying to a caller this long at most, unless the org's budgets
+# version changes first (then the next hold reads them again).
+BUDGETS_CACHE_SECONDS = 30.0
+BUDGETS_CACHE_SIZE = 10_000
+# Rows per INSERT when the writer catches up (asyncpg takes at most 32767 parameters).
+WRITE_BATCH = 1000
+WRITE_RETRY_SECONDS = 1.0
 
 
 class UsageProblem(Problem):
@@ -74,28 +97,148 @@ def reservation_read(reservation: Reservation, now: datetime | None = None) -> R
     )
 
 
+BudgetsKey = tuple[str, Metric, str | None, str | None, str | None]
+
+
+class RowWriter:
+    """Writes reservation rows to Postgres after their hold answered: whatever arrives while one
+    INSERT runs goes in the next, so rows are written in batches however many holds run at once. A
+    failed write is tried again; rows still waiting at stop are written then."""
+
+    def __init__(self, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
+        self._sessions = sessions  # looked up at the write: set up before the process opens its database
+        self._rows: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing reservation rows failed; trying again")
+                await asyncio.sleep(WRITE_RETRY_SECONDS)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        while self._rows:
+            rows = self._rows[:WRITE_BATCH]
+            async with transaction(self._sessions()) as session:
+                await write_rows(session, rows)
+            del self._rows[: len(rows)]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
+
+
+async def write_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of reservations; one already written (by the writer or a reader) stays as it is."""
+    await session.execute(
+        insert(Reservation).values(list(rows)).on_conflict_do_nothing(index_elements=["id"])
+    )
+
+
+class Reserver:
+    """What holds keep per process: the budgets applying to each caller, and the row writer."""
+
+    def __init__(self, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
+        self.writer = RowWriter(sessions)
+        self._budgets: dict[BudgetsKey, tuple[str, float, list[Budget]]] = {}
+
+    async def budgets(
+        self, session: AsyncSession, cache: Redis, key: BudgetsKey, *, fresh: bool = False
+    ) -> tuple[str, list[Budget]]:
+        """The budgets applying to `key`, and the org's budgets version they were read at."""
+        now = time.monotonic()
+        cached = self._budgets.get(key)
+        if cached is not None and not fresh and cached[1] > now:
+            return cached[0], cached[2]
+        org_id, metric, user_id, team_id, api_key_id = key
+        # The version first: a budget written after this read changes it, so the hold sees it stale.
+        version = await holds.budgets_version(cache, org_id)
+        found = await applicable(session, org_id, metric, user_id, team_id, api_key_id)
+        if len(self._budgets) >= BUDGETS_CACHE_SIZE:
+            self._budgets.clear()
+        self._budgets[key] = (version, now + BUDGETS_CACHE_SECONDS, found)
+        return version, found
+
+    async def close(self) -> None:
+        await self.writer.close()
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    return json.dumps({k: v if v is None or isinstance(v, list) else str(v) for k, v in row.items()})
+
+
+def _row_from_json(text: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(text)
+    row["id"] = uuid.UUID(row["id"])
+    row["amount"] = Decimal(row["amount"])
+    for name in ("created_at", "expires_at"):
+        row[name] = datetime.fromisoformat(row[name])
+    return row
+
+
 async def reserve(
-    session: AsyncSession, cache: Redis, org_id: str, body: ReservationCreate
+    session: AsyncSession, cache: Redis, reserver: Reserver, org_id: str, body: ReservationCreate
 ) -> ReservationRead:
     """Hold `amount` against every budget that covers the caller, or refuse (BudgetExceeded) naming the
     budget it would overrun."""
     metric = body.metric
     amount = checked_units(metric, body.amount, "amount")
     now = _now()
-    budgets = await applicable(session, org_id, metric, body.user_id, body.team_id, body.api_key_id)
     reservation_id = uuid.uuid4()
-    expires_at = now + timedelta(seconds=body.ttl_seconds)
-    if budgets:
+    key: BudgetsKey = (org_id, metric, body.user_id, body.team_id, body.api_key_id)
+    for attempt in range(3):
+        version, budgets = await reserver.budgets(session, cache, key, fresh=attempt > 0)
+        row: dict[str, Any] = {
+            "id": reservation_id,
+            "org_id": org_id,
+            "metric": metric.value,
+            "amount": body.amount,
+            "actual": None,
+            "user_id": body.user_id,
+            "team_id": body.team_id,
+            "api_key_id": body.api_key_id,
+            "budget_ids": [str(b.id) for b in budgets],
+            "status": ReservationStatus.RESERVED.value,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=body.ttl_seconds),  # Redis's clock decides below
+            "closed_at": None,
+        }
         checks = [
             Check(keys_of(b), period_bounds(Period(b.period), now)[0], to_units(metric, b.limit))
             for b in budgets
         ]
 
         async def load_spent(indexes: Sequence[int]) -> list[int]:
-            spent = await ledger(session, [(budgets[i].id, checks[i].period_start) for i in indexes])
-            return [to_units(metric, s) for s in spent]
+            wanted = [(budgets[i].id, checks[i].period_start) for i in indexes]  # noqa: B023 - used here
+            return [to_units(metric, s) for s in await ledger(session, wanted)]
 
-        outcome = await holds.reserve(cache, reservation_id, checks, amount, body.ttl_seconds, load_spent)
+        outcome = await holds.reserve(
+            cache,
+            org_id,
+            version,
+            reservation_id,
+            _row_json(row),
+            checks,
+            amount,
+            body.ttl_seconds,
+            load_spent,
+        )
+        if isinstance(outcome, Stale):
+            continue
         if not isinstance(outcome, Held):
             raise await _refuse(
                 session,
@@ -106,28 +249,11 @@ async def reserve(
                 from_units(metric, outcome.reserved),
                 now,
             )
-        expires_at = outcome.expires_at
-    # Should this transaction fail to commit, the holds just placed lapse at their expiry: the error
-    # is on the safe side (too little room for a while, never too much).
-    reservation = Reservation(
-        id=reservation_id,
-        org_id=org_id,
-        metric=metric.value,
-        amount=body.amount,
-        user_id=body.user_id,
-        team_id=body.team_id,
-        api_key_id=body.api_key_id,
-        budget_ids=[str(b.id) for b in budgets],
-        status=ReservationStatus.RESERVED.value,
-        actual=None,
-        created_at=now,
-        expires_at=expires_at,
-        closed_at=None,
-    )
-    # Every column is set here: no read back after the insert (this sits before every model call).
-    session.add(reservation)
-    await session.flush()
-    return reservation_read(reservation, now)
+        # The row is in Redis with the hold; Postgres gets it in the writer's next batch.
+        row["expires_at"] = outcome.expires_at
+        reserver.writer.add(row)
+        return reservation_read(Reservation(**row), now)
+    raise RuntimeError("the org's budgets kept changing during a reservation")
 
 
 async def _refuse(
@@ -177,19 +303,32 @@ def _reservations(session: AsyncSession, org_id: str) -> OrgScoped[Reservation]:
     return OrgScoped(Reservation, session, org_id, "reservation")
 
 
-async def find_locked(session: AsyncSession, org_id: str, reservation_id: uuid.UUID) -> Reservation | None:
-    # Row lock: concurrent settles and releases of one reservation take turns, so only one acts.
-    return await _reservations(session, org_id).find(Reservation.id == reservation_id, lock=True)
+async def find(
+    session: AsyncSession, cache: Redis, org_id: str, reservation_id: uuid.UUID, *, lock: bool = False
+) -> Reservation | None:
+    """The reservation's row, written from Redis first if the writer has not written it yet. `lock`:
+    concurrent settles and releases of one reservation take turns (a row lock), so only one acts."""
+    rows = _reservations(session, org_id)
+    found = await rows.find(Reservation.id == reservation_id, lock=lock)
+    if found is not None:
+        return found
+    held = await holds.record(cache, org_id, reservation_id)
+    if held is None:
+        return None
+    row = _row_from_json(held[0])
+    if row["org_id"] != org_id:
+        return None
+    await write_rows(session, [{**row, "expires_at": held[1]}])
+    return await rows.find(Reservation.id == reservation_id, lock=lock)
 
 
-async def get_reservation(session: AsyncSession, org_id: str, reservation_id: uuid.UUID) -> Reservation:
-    return await _reservations(session, org_id).get(reservation_id, Reservation.id == reservation_id)
-
-
-async def _locked_reservation(session: AsyncSession, org_id: str, reservation_id: uuid.UUID) -> Reservation:
-    return await _reservations(session, org_id).get(
-        reservation_id, Reservation.id == reservation_id, lock=True
-    )
+async def get_reservation(
+    session: AsyncSession, cache: Redis, org_id: str, reservation_id: uuid.UUID, *, lock: bool = False
+) -> Reservation:
+    found = await find(session, cache, org_id, reservation_id, lock=lock)
+    if found is None:
+        raise NotFound(f"no reservation {reservation_id}")
+    return found
 
 
 async def settle_open(session: AsyncSession, cache: Redis, reservation: Reservation, actual: Decimal) -> None:
@@ -212,7 +351,7 @@ async def settle(
     session: AsyncSession, cache: Redis, org_id: str, reservation_id: uuid.UUID, actual: Decimal
 ) -> ReservationRead:
     """Release the hold and record `actual` as spend. Settling again returns the first result."""
-    reservation = await _locked_reservation(session, org_id, reservation_id)
+    reservation = await get_reservation(session, cache, org_id, reservation_id, lock=True)
     if reservation.status == ReservationStatus.RELEASED.value:
         raise ReservationClosed(
             f"reservation {reservation_id} was released; it cannot be settled",
@@ -226,7 +365,7 @@ async def settle(
 
 async def release(session: AsyncSession, cache: Redis, org_id: str, reservation_id: uuid.UUID) -> None:
     """Give the held amount back without spending it. Releasing again changes nothing."""
-    reservation = await _locked_reservation(session, org_id, reservation_id)
+    reservation = await get_reservation(session, cache, org_id, reservation_id, lock=True)
     if reservation.status == ReservationStatus.SETTLED.value:
         raise ReservationClosed(
             f"reservation {reservation_id} was settled; it cannot be released",

@@ -1,8 +1,19 @@
+from fastapi import FastAPI
+
 from coder.services.usage.api import router
 from coder.services.usage.descriptor import descriptor
 from coder.services.usage.handlers import on_ai_request_completed
 from coder.services.usage.models import Base
+from coder.services.usage.reservations import Reserver
+from coder.shared.runtime import Runtime
 from coder.shared.target import Target
+
+
+def _setup(app: FastAPI, runtime: Runtime) -> None:
+    reserver = Reserver(lambda: runtime.sessions)
+    app.state.usage = reserver
+    runtime.on_stop.append(reserver.close)
+
 
 target = Target(
     descriptor=descriptor,
@@ -10,4 +21,5 @@ target = Target(
     metadata=Base.metadata,
     events=Base.events,
     consumes={"ai.request.completed": on_ai_request_completed},
+    setup=_setup,
 )

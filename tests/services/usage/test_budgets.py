@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from coder.services.usage import holds
 from coder.tests.services.usage.factories import (
     API,
     create_budget,
@@ -236,3 +237,19 @@ async def test_raising_a_limit_applies_to_the_next_reservation(
     assert (await reserve(platform, spender, 2)).status_code == 402
     await platform.client.patch(f"{API}/budgets/{budget['id']}", json={"limit": 2}, headers=h)
     assert (await reserve(platform, spender, 2)).status_code == 201
+
+
+async def test_a_budget_written_elsewhere_applies_to_the_next_reservation(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
+    """Holds use the budgets this process read last; a budget write on any replica changes the org's
+    budgets version in Redis, and the next hold reads them again."""
+    h = signer.headers(org)
+    assert (await reserve(platform, spender, 5)).status_code == 201  # no budget yet: read and kept
+    await create_budget(platform, h, limit=1)
+    refused = await reserve(platform, spender, 5)
+    assert refused.status_code == 402, refused.text
+    assert platform.runtime.cache is not None
+    await holds.budgets_changed(platform.runtime.cache, org)  # as another replica's write would
+    assert (await reserve(platform, spender, 1)).status_code == 201
+    assert (await reserve(platform, spender, 0.5)).status_code == 402

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
-from coder.services.usage.models import Event
+from coder.services.usage.models import Event, Reservation
 from coder.shared.events import CloudEvent
 from coder.tests.services.usage.factories import (
     completed,
@@ -128,3 +129,28 @@ async def test_a_reservation_of_another_org_is_not_touched(
     assert read["status"] == "reserved"
     state = await read_budget(platform, h, mine["id"])
     assert (state["spent"], state["reserved"]) == (0, 4)
+
+
+async def test_a_reservation_whose_row_postgres_lacks_settles_from_redis(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
+    """A hold answers before its row reaches Postgres; a replica that stopped before writing it
+    leaves the row only in Redis, with the hold: the settling event still finds and settles it."""
+    h = signer.headers(org)
+    dollars = await create_budget(platform, h, limit=10)
+    reservation = (await reserve(platform, spender, 5)).json()["reservation_id"]
+
+    async def written() -> bool:
+        async with platform.runtime.sessions() as session:
+            return await session.get(Reservation, uuid.UUID(reservation)) is not None
+
+    await wait_until(written, what="the writer to write the row")
+    async with platform.runtime.sessions() as session, session.begin():
+        await session.execute(delete(Reservation).where(Reservation.id == uuid.UUID(reservation)))
+
+    await publish(platform, completed(org, reservation_id=reservation, cost_usd=3))
+    await wait_until(lambda: _charged(platform, h, dollars, 3), what="the reservation to be settled")
+    state = await read_budget(platform, h, dollars["id"])
+    assert (state["spent"], state["reserved"]) == (3, 0)  # settled through its hold, not charged beside it
+    read = (await read_reservation(platform, spender, reservation)).json()
+    assert (read["status"], read["actual"], read["budget_ids"]) == ("settled", 3, [dollars["id"]])
