@@ -334,7 +334,30 @@ def _ingress() -> Schema:
             ),
             "className": string("IngressClass; unset: the cluster's default."),
             "tlsSecretName": string("A TLS Secret for the host; unset: plain HTTP."),
-            "annotations": string_map("Annotations of the Ingress (controller-specific settings)."),
+            "annotations": string_map(
+                "Annotations of the Ingress (controller-specific settings), over the operator's own for "
+                "ingress-nginx (long read and send timeouts and no buffering for SSE and WebSocket, a body "
+                "size limit matching the gateway's), which other controllers ignore."
+            ),
+            "trustedProxies": {
+                "type": "array",
+                "description": "Addresses or CIDRs of the proxies in front of the gateway (the ingress "
+                "controller's pods, a load balancer) whose X-Forwarded-For the gateway believes "
+                "(CODER_TRUSTED_PROXIES), also without `enabled`. Empty: the peer's own address counts for "
+                "rate limits and audit entries.",
+                "maxItems": 64,
+                "items": {
+                    "type": "string",
+                    "maxLength": 64,
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "isIP(self) || isCIDR(self)",
+                            "message": "ingress.trustedProxies entries must be IP addresses or CIDRs, "
+                            "e.g. 10.0.0.0/8",
+                        }
+                    ],
+                },
+            },
         },
         default={},
         rules=(

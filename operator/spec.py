@@ -98,6 +98,7 @@ class Ingress:
     class_name: str | None
     tls_secret: str | None
     annotations: dict[str, str]
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def parse(raw_spec: Mapping[str, Any], owner: Owner) -> PlatformSpec:
             class_name=ingress.get("className"),
             tls_secret=ingress.get("tlsSecretName"),
             annotations=dict(ingress.get("annotations", {})),
+            trusted_proxies=tuple(ingress.get("trustedProxies", ())),
         ),
         data_stores={name: _data_store(name, spec) for name in names.DATA_STORES},
         auth=Auth(
