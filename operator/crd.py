@@ -136,7 +136,26 @@ def secret_key_ref(description: str, default_key: str) -> Schema:
 # --------------------------------------------------------------------------- spec pieces
 
 
-def _resources(default: dict[str, Any] | None) -> Schema:
+def _within_limits(requests: str, limits: str) -> str:
+    """CEL: no cpu or memory request above its limit, given CEL optionals of the two maps' entries
+    (`{}` stands for the resource name). Quantities are int-or-string: `string()` makes both a
+    string, and `isQuantity` guards `quantity()`, which fails the whole rule on a malformed value
+    (the schema's pattern refuses that one with its own message)."""
+    request, limit = requests.replace("{}", "k"), limits.replace("{}", "k")
+    return (
+        f"['cpu', 'memory'].all(k, cel.bind(r, {request}, cel.bind(l, {limit}, "
+        "!r.hasValue() || !l.hasValue() || !isQuantity(string(r.value())) || !isQuantity(string(l.value())) "
+        "|| quantity(string(r.value())).compareTo(quantity(string(l.value()))) <= 0)))"
+    )
+
+
+def _resources(default: dict[str, Any] | None, *, checked: bool = True) -> Schema:
+    """`checked`: a request above its limit is refused here; a target's own block is checked merged
+    with `spec.defaults` instead (`merged_rules`)."""
+    rule = (
+        _within_limits("self.?requests[?{}]", "self.?limits[?{}]"),
+        "a cpu or memory request exceeds its limit",
+    )
     return obj(
         "Compute resources of each container (as in a Pod's `resources`).",
         {
@@ -144,6 +163,7 @@ def _resources(default: dict[str, Any] | None) -> Schema:
             "limits": quantity_map("Maximum resources, e.g. `memory: 512Mi`."),
         },
         default=copy.deepcopy(default),
+        rules=(rule,) if checked else (),
     )
 
 
@@ -170,12 +190,15 @@ def _autoscaling(with_defaults: bool) -> Schema:
             ),
         },
         default={} if d else None,
+        # A target's own block is checked merged with spec.defaults (`merged_rules`).
         rules=(
             (
-                "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                "self.minReplicas <= self.maxReplicas",
                 "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
             ),
-        ),
+        )
+        if d
+        else (),
     )
 
 
@@ -227,13 +250,44 @@ def target_settings(description: str, *, with_defaults: bool) -> Schema:
                 "Run this target. A disabled target's children are deleted.", True if d else None
             ),
             "replicas": integer("Pod replicas when autoscaling is off.", 1 if d else None, 0, 100),
-            "resources": _resources(DEFAULT_RESOURCES if d else None),
+            "resources": _resources(DEFAULT_RESOURCES if d else None, checked=d),
             "autoscaling": _autoscaling(d),
             "env": _env(),
             "podTemplate": _pod_template(),
         },
         default={} if d else None,
     )
+
+
+def merged_rules() -> list[Schema]:
+    """Spec-level CEL on each target's settings as the operator merges them (operator/spec.py: a
+    target's field over the one of `spec.defaults`, resource maps key by key), which no rule inside
+    the target's block can see. Each applies once the target sets the block itself (otherwise the
+    defaults' own rules have already spoken), and points at it with `fieldPath`."""
+    rules = []
+    for name in registry.descriptors():
+        own = f"self.targets.?{name}"
+        resources = _within_limits(
+            f"{own}.?resources.?requests[?{{}}].or(self.defaults.?resources.?requests[?{{}}])",
+            f"{own}.?resources.?limits[?{{}}].or(self.defaults.?resources.?limits[?{{}}])",
+        )
+        rules += [
+            {
+                "rule": f"!{own}.?resources.hasValue() || {resources}",
+                "message": f"targets.{name}.resources: a cpu or memory request exceeds its limit "
+                "(after merging spec.defaults.resources)",
+                "fieldPath": f".targets.{name}.resources",
+            },
+            {
+                "rule": f"!{own}.?autoscaling.hasValue() || "
+                f"{own}.?autoscaling.?minReplicas.orValue(self.defaults.autoscaling.minReplicas) <= "
+                f"{own}.?autoscaling.?maxReplicas.orValue(self.defaults.autoscaling.maxReplicas)",
+                "message": f"targets.{name}.autoscaling.minReplicas must not exceed maxReplicas "
+                "(after merging spec.defaults.autoscaling)",
+                "fieldPath": f".targets.{name}.autoscaling",
+            },
+        ]
+    return rules
 
 
 def _targets() -> Schema:
@@ -452,7 +506,7 @@ def _network_policy() -> Schema:
 
 
 def spec_schema() -> Schema:
-    return obj(
+    schema = obj(
         "The desired Coder Platform: which targets run, how, and on which data stores.",
         {
             "version": string(
@@ -516,6 +570,8 @@ def spec_schema() -> Schema:
         },
         required=("version",),
     )
+    schema["x-kubernetes-validations"] = merged_rules()
+    return schema
 
 
 def _condition() -> Schema:

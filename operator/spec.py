@@ -192,7 +192,7 @@ def _autoscaling(base: Mapping[str, Any], override: Mapping[str, Any], target: s
         target_memory=values.get("targetMemoryUtilizationPercentage"),
         scale_down_stabilization=int(values["scaleDownStabilizationSeconds"]),
     )
-    # The schema checks min <= max inside one block; a mix of default and target values is checked here.
+    # The schema checks the merged values too (crd.merged_rules); this covers specs an older CRD admitted.
     if result.enabled and result.min_replicas > result.max_replicas:
         raise InvalidSpec(
             f"targets.{target}.autoscaling: minReplicas {result.min_replicas} exceeds "
