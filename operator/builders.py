@@ -746,8 +746,8 @@ def nginx_annotations(spec: PlatformSpec) -> dict[str, str]:
     (SSE, WebSocket) silent for up to an hour and passed through unbuffered both ways, and request
     bodies up to the gateway's own limit (GATEWAY_MAX_BODY_BYTES, when the spec sets it)."""
     gateway = spec.monolith if spec.mode == "monolithic" else spec.targets["gateway"]
-    given = next((item.get("value") for item in gateway.env if item["name"] == "GATEWAY_MAX_BODY_BYTES"), "")
-    limit = int(given) if str(given).isdigit() else GATEWAY_MAX_BODY_BYTES
+    given = next((str(e.get("value")) for e in gateway.env if e["name"] == "GATEWAY_MAX_BODY_BYTES"), "")
+    limit = int(given) if given.isdigit() else GATEWAY_MAX_BODY_BYTES
     prefix = "nginx.ingress.kubernetes.io/"
     return {
         prefix + "proxy-read-timeout": str(STREAM_TIMEOUT_SECONDS),

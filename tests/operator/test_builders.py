@@ -365,7 +365,7 @@ def test_ingress_nginx_annotations_for_streams_under_the_users():
         nginx + "proxy-body-size": "10m",
     }
     # The body limit is the gateway's: its default, or the one the spec gives the gateway.
-    assert builders.GATEWAY_MAX_BODY_BYTES == GatewaySettings.model_fields["max_body_bytes"].default
+    assert GatewaySettings.model_fields["max_body_bytes"].default == builders.GATEWAY_MAX_BODY_BYTES
     for given, size in (("1048576", "1m"), ("1000", "1000")):
         env = [{"name": "GATEWAY_MAX_BODY_BYTES", "value": given}]
         for spec in (
