@@ -138,14 +138,14 @@ def secret_key_ref(description: str, default_key: str) -> Schema:
 
 def _within_limits(requests: str, limits: str) -> str:
     """CEL: no cpu or memory request above its limit, given CEL optionals of the two maps' entries
-    (`{}` stands for the resource name). Quantities are int-or-string: `string()` makes both a
-    string, and `isQuantity` guards `quantity()`, which fails the whole rule on a malformed value
-    (the schema's pattern refuses that one with its own message)."""
+    (`{}` stands for the resource name). Kubernetes' CEL has no `cel.bind`: a one-element list of the
+    pair names the two values once. Quantities are int-or-string (`dyn` in CEL): `quantity()` takes a
+    string only, so both go through `string()`, and `isQuantity` guards it (a malformed value would
+    fail the rule with an evaluation error; the schema's pattern refuses it with its own message)."""
     request, limit = requests.replace("{}", "k"), limits.replace("{}", "k")
     return (
-        f"['cpu', 'memory'].all(k, cel.bind(r, {request}, cel.bind(l, {limit}, "
-        "!r.hasValue() || !l.hasValue() || !isQuantity(string(r.value())) || !isQuantity(string(l.value())) "
-        "|| quantity(string(r.value())).compareTo(quantity(string(l.value()))) <= 0)))"
+        f"['cpu', 'memory'].all(k, [[string({request}.orValue(0)), string({limit}.orValue(''))]].all(q, "
+        "q[1] == '' || !isQuantity(q[0]) || !isQuantity(q[1]) || quantity(q[0]).compareTo(quantity(q[1])) <= 0))"
     )
 
 
