@@ -118,6 +118,8 @@ def quantity_map(description: str) -> Schema:
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
+            # Bounds the estimated cost of the CEL rules that compare requests with limits.
+            "maxLength": 64,
         },
     }
 
