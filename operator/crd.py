@@ -138,24 +138,37 @@ def secret_key_ref(description: str, default_key: str) -> Schema:
 # --------------------------------------------------------------------------- spec pieces
 
 
-def _within_limits(requests: str, limits: str) -> str:
-    """CEL: no cpu or memory request above its limit, given CEL optionals of the two maps' entries
-    (`{}` stands for the resource name). Kubernetes' CEL has no `cel.bind`: a one-element list of the
-    pair names the two values once. Quantities are int-or-string (`dyn` in CEL): `quantity()` takes a
-    string only, so both go through `string()`, and `isQuantity` guards it (a malformed value would
-    fail the rule with an evaluation error; the schema's pattern refuses it with its own message)."""
-    request, limit = requests.replace("{}", "k"), limits.replace("{}", "k")
+def _within_limits(requests: tuple[str, str], limits: tuple[str, str]) -> str:
+    """CEL: no cpu or memory request above its limit. Each side is (whether resource `k` is set, its
+    value). Quantities are int-or-string (`dyn` in CEL, at most 64 characters): `quantity()` takes a
+    string only, so values go through `string()`, and `isQuantity` guards it (a malformed value would
+    fail the rule; the schema's pattern refuses it with its own message). Values are read from the
+    maps directly: a list literal or an optional's `orValue` in between makes their size unknown to
+    the API server's cost estimate, which then refuses the CRD (Kubernetes' CEL has no `cel.bind`)."""
+    (has_request, request), (has_limit, limit) = requests, limits
     return (
-        f"['cpu', 'memory'].all(k, [[string({request}.orValue(0)), string({limit}.orValue(''))]].all(q, "
-        "q[1] == '' || !isQuantity(q[0]) || !isQuantity(q[1]) || quantity(q[0]).compareTo(quantity(q[1])) <= 0))"
+        f"['cpu', 'memory'].all(k, !{has_request} || !{has_limit} || !isQuantity(string({request})) "
+        f"|| !isQuantity(string({limit})) "
+        f"|| quantity(string({request})).compareTo(quantity(string({limit}))) <= 0)"
     )
+
+
+def _entry(block: str, kind: str) -> tuple[str, str]:
+    """(whether `block.kind` has resource `k`, its value), for `_within_limits`."""
+    return f"(has({block}.{kind}) && k in {block}.{kind})", f"{block}.{kind}[k]"
+
+
+def _merged_entry(own: str, defaults: str, kind: str) -> tuple[str, str]:
+    """The target's own entry, else the defaults' (per key, as operator/spec.py merges them)."""
+    (has_own, own_value), (has_default, default_value) = _entry(own, kind), _entry(defaults, kind)
+    return f"({has_own} || {has_default})", f"({has_own} ? {own_value} : {default_value})"
 
 
 def _resources(default: dict[str, Any] | None, *, checked: bool = True) -> Schema:
     """`checked`: a request above its limit is refused here; a target's own block is checked merged
     with `spec.defaults` instead (`merged_rules`)."""
     rule = (
-        _within_limits("self.?requests[?{}]", "self.?limits[?{}]"),
+        _within_limits(_entry("self", "requests"), _entry("self", "limits")),
         "a cpu or memory request exceeds its limit",
     )
     return obj(
@@ -192,10 +205,11 @@ def _autoscaling(with_defaults: bool) -> Schema:
             ),
         },
         default={} if d else None,
-        # A target's own block is checked merged with spec.defaults (`merged_rules`).
+        # A target's own block is checked merged with spec.defaults (`merged_rules`). The guards are
+        # for the API server's check of the `{}` default, which it makes without the nested defaults.
         rules=(
             (
-                "self.minReplicas <= self.maxReplicas",
+                "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
                 "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
             ),
         )
@@ -269,13 +283,13 @@ def merged_rules() -> list[Schema]:
     rules = []
     for name in registry.descriptors():
         own = f"self.targets.?{name}"
+        block, defaults = f"self.targets.{name}.resources", "self.defaults.resources"
         resources = _within_limits(
-            f"{own}.?resources.?requests[?{{}}].or(self.defaults.?resources.?requests[?{{}}])",
-            f"{own}.?resources.?limits[?{{}}].or(self.defaults.?resources.?limits[?{{}}])",
+            _merged_entry(block, defaults, "requests"), _merged_entry(block, defaults, "limits")
         )
         rules += [
             {
-                "rule": f"!{own}.?resources.hasValue() || {resources}",
+                "rule": f"!has(self.targets.{name}) || !has({block}) || {resources}",
                 "message": f"targets.{name}.resources: a cpu or memory request exceeds its limit "
                 "(after merging spec.defaults.resources)",
                 "fieldPath": f".targets.{name}.resources",

@@ -155,7 +155,7 @@ INVALID = {
     ),
     "memory request above its limit": (
         {"defaults": {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}}},
-        'spec.defaults.resources: Invalid value: "object": a cpu or memory request exceeds its limit',
+        "spec.defaults.resources: Invalid value: a cpu or memory request exceeds its limit",
     ),
     "a request as a plain number above its limit": (
         {
@@ -163,11 +163,11 @@ INVALID = {
                 "managed": {"resources": {"requests": {"memory": 2000000000}, "limits": {"memory": "1Gi"}}}
             }
         },
-        'spec.postgres.managed.resources: Invalid value: "object": a cpu or memory request exceeds',
+        "spec.postgres.managed.resources: Invalid value: a cpu or memory request exceeds",
     ),
     "a target's memory request above the default limit": (
         {"targets": {"ai": {"resources": {"requests": {"memory": "1Gi"}}}}},  # defaults: limit 512Mi
-        'spec.targets.ai.resources: Invalid value: "object": targets.ai.resources: a cpu or memory '
+        "spec.targets.ai.resources: Invalid value: targets.ai.resources: a cpu or memory "
         "request exceeds its limit (after merging spec.defaults.resources)",
     ),
     "a target's memory limit below the default request": (
@@ -180,7 +180,7 @@ INVALID = {
     ),
     "a target's autoscaling min above the default max": (
         {"targets": {"gateway": {"autoscaling": {"minReplicas": 8}}}},  # defaults: maxReplicas 5
-        'spec.targets.gateway.autoscaling: Invalid value: "object": targets.gateway.autoscaling.minReplicas '
+        "spec.targets.gateway.autoscaling: Invalid value: targets.gateway.autoscaling.minReplicas "
         "must not exceed maxReplicas (after merging spec.defaults.autoscaling)",
     ),
     "a target's autoscaling max below the raised default min": (
@@ -196,7 +196,7 @@ INVALID = {
     ),
     "a trusted proxy that is a name": (
         {"ingress": {"trustedProxies": ["10.0.0.0/8", "ingress-nginx"]}},
-        'spec.ingress.trustedProxies[1]: Invalid value: "string": ingress.trustedProxies entries must be '
+        'spec.ingress.trustedProxies[1]: Invalid value: "ingress-nginx": ingress.trustedProxies entries must be '
         "IP addresses or CIDRs",
     ),
     "a trusted proxy with a bad prefix": (
