@@ -26,6 +26,10 @@ CONTAINER = "app"
 UID = 10001  # the platform image's unprivileged user
 DATA_STORE_UID = 999  # the postgres, redis and rabbitmq images' own users
 TARGET_ROLE_LABEL = f"{names.GROUP}/role"
+# The gateway's default GATEWAY_MAX_BODY_BYTES (coder.gateway.config, which the operator does not
+# import; a test compares them), and how long a stream may stay silent behind the Ingress.
+GATEWAY_MAX_BODY_BYTES = 10 * 2**20
+STREAM_TIMEOUT_SECONDS = 3600
 
 # How each setting a descriptor lists in `generated_secrets` is made: from fresh random bytes
 # (`key32()`) or from the settings made before it (`made`). A target with any keeps them in a
@@ -450,6 +454,8 @@ def _gateway_env(spec: PlatformSpec) -> list[dict[str, Any]]:
             env.append(
                 {"name": "GATEWAY_OIDC_REDIRECT_URI", "value": f"{gateway_url(spec)}/auth/oidc/callback"}
             )
+    if spec.ingress.trusted_proxies:
+        env.append({"name": "CODER_TRUSTED_PROXIES", "value": ",".join(spec.ingress.trusted_proxies)})
     return env
 
 
@@ -774,9 +780,26 @@ def ingress(spec: PlatformSpec) -> Manifest:
     if ing.tls_secret:
         body["tls"] = [{"hosts": [ing.host], "secretName": ing.tls_secret}]
     meta = metadata(spec, child(spec, "gateway"), "gateway")
-    if ing.annotations:
-        meta["annotations"] = dict(ing.annotations)
+    meta["annotations"] = {**nginx_annotations(spec), **ing.annotations}
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": body}
+
+
+def nginx_annotations(spec: PlatformSpec) -> dict[str, str]:
+    """ingress-nginx settings for what the gateway serves (other controllers ignore them): streams
+    (SSE, WebSocket) silent for up to an hour and passed through unbuffered both ways, and request
+    bodies up to the gateway's own limit (GATEWAY_MAX_BODY_BYTES, when the spec sets it)."""
+    gateway = spec.monolith if spec.mode == "monolithic" else spec.targets["gateway"]
+    given = next((str(e.get("value")) for e in gateway.env if e["name"] == "GATEWAY_MAX_BODY_BYTES"), "")
+    limit = int(given) if given.isdigit() else GATEWAY_MAX_BODY_BYTES
+    prefix = "nginx.ingress.kubernetes.io/"
+    return {
+        prefix + "proxy-read-timeout": str(STREAM_TIMEOUT_SECONDS),
+        prefix + "proxy-send-timeout": str(STREAM_TIMEOUT_SECONDS),
+        prefix + "proxy-buffering": "off",
+        prefix + "proxy-request-buffering": "off",
+        # nginx sizes: `m` is MiB; a bare number is bytes.
+        prefix + "proxy-body-size": f"{limit // 2**20}m" if limit % 2**20 == 0 else str(limit),
+    }
 
 
 def service_monitor(spec: PlatformSpec) -> Manifest:

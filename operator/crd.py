@@ -118,6 +118,8 @@ def quantity_map(description: str) -> Schema:
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
+            # Bounds the estimated cost of the CEL rules that compare requests with limits.
+            "maxLength": 64,
         },
     }
 
@@ -136,7 +138,39 @@ def secret_key_ref(description: str, default_key: str) -> Schema:
 # --------------------------------------------------------------------------- spec pieces
 
 
-def _resources(default: dict[str, Any] | None) -> Schema:
+def _within_limits(requests: tuple[str, str], limits: tuple[str, str]) -> str:
+    """CEL: no cpu or memory request above its limit. Each side is (whether resource `k` is set, its
+    value). Quantities are int-or-string (`dyn` in CEL, at most 64 characters): `quantity()` takes a
+    string only, so values go through `string()`, and `isQuantity` guards it (a malformed value would
+    fail the rule; the schema's pattern refuses it with its own message). Values are read from the
+    maps directly: a list literal or an optional's `orValue` in between makes their size unknown to
+    the API server's cost estimate, which then refuses the CRD (Kubernetes' CEL has no `cel.bind`)."""
+    (has_request, request), (has_limit, limit) = requests, limits
+    return (
+        f"['cpu', 'memory'].all(k, !{has_request} || !{has_limit} || !isQuantity(string({request})) "
+        f"|| !isQuantity(string({limit})) "
+        f"|| quantity(string({request})).compareTo(quantity(string({limit}))) <= 0)"
+    )
+
+
+def _entry(block: str, kind: str) -> tuple[str, str]:
+    """(whether `block.kind` has resource `k`, its value), for `_within_limits`."""
+    return f"(has({block}.{kind}) && k in {block}.{kind})", f"{block}.{kind}[k]"
+
+
+def _merged_entry(own: str, defaults: str, kind: str) -> tuple[str, str]:
+    """The target's own entry, else the defaults' (per key, as operator/spec.py merges them)."""
+    (has_own, own_value), (has_default, default_value) = _entry(own, kind), _entry(defaults, kind)
+    return f"({has_own} || {has_default})", f"({has_own} ? {own_value} : {default_value})"
+
+
+def _resources(default: dict[str, Any] | None, *, checked: bool = True) -> Schema:
+    """`checked`: a request above its limit is refused here; a target's own block is checked merged
+    with `spec.defaults` instead (`merged_rules`)."""
+    rule = (
+        _within_limits(_entry("self", "requests"), _entry("self", "limits")),
+        "a cpu or memory request exceeds its limit",
+    )
     return obj(
         "Compute resources of each container (as in a Pod's `resources`).",
         {
@@ -144,6 +178,7 @@ def _resources(default: dict[str, Any] | None) -> Schema:
             "limits": quantity_map("Maximum resources, e.g. `memory: 512Mi`."),
         },
         default=copy.deepcopy(default),
+        rules=(rule,) if checked else (),
     )
 
 
@@ -170,12 +205,16 @@ def _autoscaling(with_defaults: bool) -> Schema:
             ),
         },
         default={} if d else None,
+        # A target's own block is checked merged with spec.defaults (`merged_rules`). The guards are
+        # for the API server's check of the `{}` default, which it makes without the nested defaults.
         rules=(
             (
                 "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
                 "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
             ),
-        ),
+        )
+        if d
+        else (),
     )
 
 
@@ -234,13 +273,44 @@ def target_settings(description: str, *, with_defaults: bool) -> Schema:
                 1,
                 64,
             ),
-            "resources": _resources(DEFAULT_RESOURCES if d else None),
+            "resources": _resources(DEFAULT_RESOURCES if d else None, checked=d),
             "autoscaling": _autoscaling(d),
             "env": _env(),
             "podTemplate": _pod_template(),
         },
         default={} if d else None,
     )
+
+
+def merged_rules() -> list[Schema]:
+    """Spec-level CEL on each target's settings as the operator merges them (operator/spec.py: a
+    target's field over the one of `spec.defaults`, resource maps key by key), which no rule inside
+    the target's block can see. Each applies once the target sets the block itself (otherwise the
+    defaults' own rules have already spoken), and points at it with `fieldPath`."""
+    rules = []
+    for name in registry.descriptors():
+        own = f"self.targets.?{name}"
+        block, defaults = f"self.targets.{name}.resources", "self.defaults.resources"
+        resources = _within_limits(
+            _merged_entry(block, defaults, "requests"), _merged_entry(block, defaults, "limits")
+        )
+        rules += [
+            {
+                "rule": f"!has(self.targets.{name}) || !has({block}) || {resources}",
+                "message": f"targets.{name}.resources: a cpu or memory request exceeds its limit "
+                "(after merging spec.defaults.resources)",
+                "fieldPath": f".targets.{name}.resources",
+            },
+            {
+                "rule": f"!{own}.?autoscaling.hasValue() || "
+                f"{own}.?autoscaling.?minReplicas.orValue(self.defaults.autoscaling.minReplicas) <= "
+                f"{own}.?autoscaling.?maxReplicas.orValue(self.defaults.autoscaling.maxReplicas)",
+                "message": f"targets.{name}.autoscaling.minReplicas must not exceed maxReplicas "
+                "(after merging spec.defaults.autoscaling)",
+                "fieldPath": f".targets.{name}.autoscaling",
+            },
+        ]
+    return rules
 
 
 def _targets() -> Schema:
@@ -341,7 +411,30 @@ def _ingress() -> Schema:
             ),
             "className": string("IngressClass; unset: the cluster's default."),
             "tlsSecretName": string("A TLS Secret for the host; unset: plain HTTP."),
-            "annotations": string_map("Annotations of the Ingress (controller-specific settings)."),
+            "annotations": string_map(
+                "Annotations of the Ingress (controller-specific settings), over the operator's own for "
+                "ingress-nginx (long read and send timeouts and no buffering for SSE and WebSocket, a body "
+                "size limit matching the gateway's), which other controllers ignore."
+            ),
+            "trustedProxies": {
+                "type": "array",
+                "description": "Addresses or CIDRs of the proxies in front of the gateway (the ingress "
+                "controller's pods, a load balancer) whose X-Forwarded-For the gateway believes "
+                "(CODER_TRUSTED_PROXIES), also without `enabled`. Empty: the peer's own address counts for "
+                "rate limits and audit entries.",
+                "maxItems": 64,
+                "items": {
+                    "type": "string",
+                    "maxLength": 64,
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "isIP(self) || isCIDR(self)",
+                            "message": "ingress.trustedProxies entries must be IP addresses or CIDRs, "
+                            "e.g. 10.0.0.0/8",
+                        }
+                    ],
+                },
+            },
         },
         default={},
         rules=(
@@ -436,7 +529,7 @@ def _network_policy() -> Schema:
 
 
 def spec_schema() -> Schema:
-    return obj(
+    schema = obj(
         "The desired Coder Platform: which targets run, how, and on which data stores.",
         {
             "version": string(
@@ -500,6 +593,8 @@ def spec_schema() -> Schema:
         },
         required=("version",),
     )
+    schema["x-kubernetes-validations"] = merged_rules()
+    return schema
 
 
 def _condition() -> Schema:

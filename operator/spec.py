@@ -105,6 +105,7 @@ class Ingress:
     class_name: str | None
     tls_secret: str | None
     annotations: dict[str, str]
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def _autoscaling(base: Mapping[str, Any], override: Mapping[str, Any], target: s
         target_memory=values.get("targetMemoryUtilizationPercentage"),
         scale_down_stabilization=int(values["scaleDownStabilizationSeconds"]),
     )
-    # The schema checks min <= max inside one block; a mix of default and target values is checked here.
+    # The schema checks the merged values too (crd.merged_rules); this covers specs an older CRD admitted.
     if result.enabled and result.min_replicas > result.max_replicas:
         raise InvalidSpec(
             f"targets.{target}.autoscaling: minReplicas {result.min_replicas} exceeds "
@@ -308,6 +309,7 @@ def parse(raw_spec: Mapping[str, Any], owner: Owner) -> PlatformSpec:
             class_name=ingress.get("className"),
             tls_secret=ingress.get("tlsSecretName"),
             annotations=dict(ingress.get("annotations", {})),
+            trusted_proxies=tuple(ingress.get("trustedProxies", ())),
         ),
         data_stores={name: _data_store(name, spec) for name in names.DATA_STORES},
         auth=Auth(

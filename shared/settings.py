@@ -80,12 +80,17 @@ class PlatformSettings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
+        """Addresses as given; networks with their host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`),
+        the form uvicorn's ProxyHeadersMiddleware parses: it reads any other as a host name, which
+        no peer ever matches."""
+        normal = []
         for item in value:
             try:
-                ipaddress.ip_network(item, strict=False)
+                network = ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR") from None
-        return value
+            normal.append(str(network) if "/" in item else item)
+        return normal
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from coder.gateway.config import GatewaySettings
 from coder.operator import builders, deploy, diff, names, status
 from coder.operator.builders import Observed
 from coder.operator.spec import InvalidSpec, Owner, PlatformSpec, parse
@@ -423,6 +424,46 @@ def test_ingress_and_gateway_url():
     assert ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "coder-gateway"
     assert builders.gateway_url(spec) == "https://coder.example.com"
     assert builders.gateway_url(platform()) == "http://coder-gateway.prod.svc:3000"
+
+
+def test_ingress_nginx_annotations_for_streams_under_the_users():
+    nginx = "nginx.ingress.kubernetes.io/"
+    ingress = {"enabled": True, "host": "coder.example.com"}
+    annotations = render(platform(ingress=ingress))[("Ingress", "coder-gateway")]["metadata"]["annotations"]
+    assert annotations == {
+        nginx + "proxy-read-timeout": "3600",
+        nginx + "proxy-send-timeout": "3600",
+        nginx + "proxy-buffering": "off",
+        nginx + "proxy-request-buffering": "off",
+        nginx + "proxy-body-size": "10m",
+    }
+    # The body limit is the gateway's: its default, or the one the spec gives the gateway.
+    assert GatewaySettings.model_fields["max_body_bytes"].default == builders.GATEWAY_MAX_BODY_BYTES
+    for given, size in (("1048576", "1m"), ("1000", "1000")):
+        env = [{"name": "GATEWAY_MAX_BODY_BYTES", "value": given}]
+        for spec in (
+            platform(ingress=ingress, targets={"gateway": {"env": env}}),
+            platform(ingress=ingress, mode="monolithic", defaults={"env": env}),
+        ):
+            meta = render(spec)[("Ingress", "coder-gateway")]["metadata"]
+            assert meta["annotations"][nginx + "proxy-body-size"] == size
+    # The user's annotations win, key by key.
+    mine = {nginx + "proxy-read-timeout": "86400", "traefik.ingress.kubernetes.io/router.tls": "true"}
+    spec = platform(ingress={**ingress, "annotations": mine})
+    annotations = render(spec)[("Ingress", "coder-gateway")]["metadata"]["annotations"]
+    assert annotations[nginx + "proxy-read-timeout"] == "86400"
+    assert annotations["traefik.ingress.kubernetes.io/router.tls"] == "true"
+    assert annotations[nginx + "proxy-buffering"] == "off"
+
+
+def test_trusted_proxies_are_given_to_the_gateway_only():
+    proxies = {"trustedProxies": ["10.0.0.0/8", "192.0.2.1"]}
+    out = render(platform(ingress=proxies))
+    assert env_of(out[("Deployment", "coder-gateway")])["CODER_TRUSTED_PROXIES"] == "10.0.0.0/8,192.0.2.1"
+    assert "CODER_TRUSTED_PROXIES" not in env_of(out[("Deployment", "coder-secrets")])
+    monolith = render(platform(ingress=proxies, mode="monolithic"))[("Deployment", "coder-all")]
+    assert env_of(monolith)["CODER_TRUSTED_PROXIES"] == "10.0.0.0/8,192.0.2.1"
+    assert "CODER_TRUSTED_PROXIES" not in env_of(render(platform())[("Deployment", "coder-gateway")])
 
 
 def test_service_monitor_only_when_its_kind_is_served():

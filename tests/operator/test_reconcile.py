@@ -15,6 +15,7 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from coder.operator import names
+from coder.operator.reconcile import reconcile
 from coder.runner import registry
 from coder.tests.operator.conftest import TEN_LINE_CR, Cluster, eventually, expected_children, kinds_and_names
 
@@ -367,12 +368,21 @@ async def test_missing_external_secret_is_reported(cluster: Cluster):
 
 async def test_a_spec_that_cannot_work_is_reported_not_applied(cluster: Cluster):
     # Each block is valid on its own; merged, the target's minimum exceeds the default maximum.
-    cluster.apply_cr(
-        with_spec(
-            "  defaults: {autoscaling: {enabled: true, maxReplicas: 3}}\n  targets: {usage: {autoscaling: {minReplicas: 4}}}\n"
-        )
+    merged_invalid = {
+        "defaults": {"autoscaling": {"enabled": True, "maxReplicas": 3}},
+        "targets": {"usage": {"autoscaling": {"minReplicas": 4}}},
+    }
+    cluster.apply_cr()
+    # Admission refuses it now (tests/operator/test_crd.py); an object an older CRD admitted still
+    # reaches the operator, which reports it rather than applying anything.
+    refused = cluster.kubectl(
+        "patch", "cp", "coder", "--type=merge", "-p", json.dumps({"spec": merged_invalid}), check=False
     )
-    outcome = await cluster.reconcile()
+    assert "targets.usage.autoscaling.minReplicas must not exceed maxReplicas" in refused.stderr
+    body = await cluster.cr()
+    body["spec"].update(merged_invalid)
+    outcome = await reconcile(cluster.kube, body)
+    await cluster.kube.patch_status(cluster.namespace, "coder", outcome.status_patch)
     assert (outcome.applied, await cluster.children()) == ([], {})
     body = await cluster.cr()
     assert body["status"]["phase"] == "Degraded"
@@ -384,13 +394,12 @@ async def test_a_spec_that_cannot_work_is_reported_not_applied(cluster: Cluster)
 async def test_a_refused_child_is_reported_and_the_others_still_applied(cluster: Cluster):
     cluster.apply_cr()
     await cluster.bring_up()
-    # Valid block by block (admission lets it in); merged, usage asks for more memory than its limit.
+    # Admission lets it in (tolerations pass through as they are); the Deployment's validation does not.
     cluster.patch_cr(
         {
             "spec": {
-                "defaults": {"resources": {"limits": {"memory": "1Gi"}}},
                 "targets": {
-                    "usage": {"resources": {"requests": {"memory": "2Gi"}}},
+                    "usage": {"podTemplate": {"tolerations": [{"key": "dedicated", "operator": "Bogus"}]}},
                     "gateway": {"resources": {"limits": {"memory": "4Gi"}}},
                 },
             }
@@ -406,12 +415,13 @@ async def test_a_refused_child_is_reported_and_the_others_still_applied(cluster:
     assert (degraded["status"], degraded["reason"]) == ("True", "ChildRefused")
     # The API server's own words.
     assert "Deployment/coder-usage" in degraded["message"]
-    assert "must be less than or equal to memory limit" in degraded["message"]
+    assert 'Unsupported value: "Bogus"' in degraded["message"]
     warnings = [e for e in outcome.events if e.type == "Warning" and e.reason == "ChildRefused"]
     assert warnings and "coder-usage" in warnings[0].message
 
     # Fixed: Degraded clears.
-    cluster.patch_cr({"spec": {"targets": {"usage": {"resources": {"limits": {"memory": "3Gi"}}}}}})
+    fixed = [{"key": "dedicated", "operator": "Exists"}]
+    cluster.patch_cr({"spec": {"targets": {"usage": {"podTemplate": {"tolerations": fixed}}}}})
     outcome = await cluster.reconcile()
     assert outcome.refused == [] and "Deployment/coder-usage" in outcome.applied
     assert condition(await cluster.cr(), "Degraded")["status"] == "False"

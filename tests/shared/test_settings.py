@@ -32,8 +32,11 @@ def test_malformed_keyring_names_the_setting(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_trusted_proxies_are_comma_separated_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CODER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1,")
-    assert PlatformSettings().trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
+    monkeypatch.setenv("CODER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1, 2001:db8::/32,")
+    assert PlatformSettings().trusted_proxies == ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]
+    # A network written with host bits is its network (uvicorn would take it for a host name).
+    monkeypatch.setenv("CODER_TRUSTED_PROXIES", "10.1.2.3/8")
+    assert PlatformSettings().trusted_proxies == ["10.0.0.0/8"]
     monkeypatch.setenv("CODER_TRUSTED_PROXIES", "10.0.0.0/8,ingress")
     with pytest.raises(ValidationError, match="'ingress' is not an IP address or CIDR"):
         PlatformSettings()

@@ -30,7 +30,7 @@ def platform_process(env: dict[str, str], log: Path, log_capture: LogCapture) ->
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # importing every target takes a while on a busy machine
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
