@@ -215,7 +215,16 @@ async def main() -> None:
                 "GATEWAY_RATE_LIMIT_PER_IP": str(10**7),
             }
             cli = str(Path(python).with_name("coder-platform"))
-            gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
+            gateway_argv = [
+                cli,
+                "run",
+                "--target",
+                "gateway",
+                "--port",
+                str(gateway_port),
+                "--metrics-port",
+                "0",
+            ]
             gateway = stack.enter_context(process(gateway_argv, gateway_env, work / "gateway.log"))
             (work / "nginx").mkdir()
             nginx_argv = [

@@ -80,16 +80,21 @@ def run(
     target: TargetOpt = registry.ALL,
     host: Annotated[str, typer.Option(envvar="CODER_HOST", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(envvar="CODER_PORT", help="Default: the target's own")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Prometheus /metrics for the cluster (CODER_METRICS_PORT, 9464; 0: any free)"),
+    ] = None,
 ) -> None:
-    """Serve the selected targets in this process (`all`: the gateway and every service, on :3000)."""
-    import uvicorn
-
+    """Serve the selected targets in this process (`all`: the gateway and every service, on :3000),
+    and their Prometheus /metrics on a port of its own (9464), which the public port never answers."""
     from coder.runner.process import build_process_app
-    from coder.shared.server import ProblemHttpToolsProtocol
+    from coder.shared.server import serve
     from coder.shared.settings import PlatformSettings
 
     targets = _select(target)
     settings = PlatformSettings()
+    if metrics_port is not None:
+        settings.metrics_port = metrics_port
     if "gateway" in targets:
         # The gateway that checks them runs here: a calling target without a secret gets one for
         # this process's life (in a cluster the operator generates them; `up` hands them out).
@@ -104,17 +109,21 @@ def run(
         port = 3000 if "gateway" in targets or len(targets) > 1 else next(iter(targets.values())).port
     asgi = build_process_app(settings, targets)
     typer.echo(f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}", err=True)
+    typer.echo(
+        f"coder-platform: metrics for the cluster on http://{host}:{settings.metrics_port}/metrics", err=True
+    )
     # uvicorn re-raises the signal that stopped it once it is done. SIGTERM's default action would end
     # the process there and then, skipping the exit handlers that stop an embedded PostgreSQL: turned
     # into KeyboardInterrupt like SIGINT, it ends `run` normally.
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
+        serve(
             asgi,
+            asgi.state.runtime.metrics_apps[next(iter(targets))],
             host=host,
             port=port,
+            metrics_port=settings.metrics_port,
             log_config=None,
-            http=ProblemHttpToolsProtocol,
             # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (runner/process.py).
             proxy_headers=False,
             server_header=False,
@@ -196,6 +205,9 @@ def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(f"{t.name:<15}{t.port:<7}{needs:<28}{t.title}")
 
 
+METRICS_OFFSET = 6000
+
+
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="Address the targets listen on")] = "127.0.0.1",
@@ -204,7 +216,8 @@ def up(
     """Every target as its own process on its own port, against real PostgreSQL, Redis and RabbitMQ.
 
     Uses DATABASE_URL / REDIS_URL / AMQP_URL when set; otherwise starts the embedded PostgreSQL and
-    local redis-server and rabbitmq-server processes. Ctrl-C stops everything it started.
+    local redis-server and rabbitmq-server processes. Ctrl-C stops everything it started. Each
+    target's /metrics answers on its port + 6000 (the gateway's on :9000).
     """
     from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
     from coder.shared.settings import PlatformSettings
@@ -229,6 +242,9 @@ def up(
         ports = {name: target.port + port_offset for name, target in everything.items()}
         urls = service_urls(ports, host=lambda _name: host)
         env["CODER_SERVICE_URLS"] = json.dumps(urls)
+        # Each process's /metrics on its port + 6000 (the gateway's on 9000).
+        metrics_ports = {name: port + METRICS_OFFSET for name, port in ports.items()}
+        env["CODER_METRICS_URLS"] = json.dumps(service_urls(metrics_ports, host=lambda _name: host))
         for name, secret in generated_workload_secrets(everything, settings.workload_secrets).items():
             env[workload_secret(name)] = secret
         exe = [str(Path(sys.executable).with_name("coder-platform"))]
@@ -236,7 +252,18 @@ def up(
         for name, port in ports.items():
             children.append(
                 subprocess.Popen(  # noqa: S603
-                    [*exe, "run", "--target", name, "--host", host, "--port", str(port)],
+                    [
+                        *exe,
+                        "run",
+                        "--target",
+                        name,
+                        "--host",
+                        host,
+                        "--port",
+                        str(port),
+                        "--metrics-port",
+                        str(metrics_ports[name]),
+                    ],
                     env=env,
                     # Our stdout carries only the "up" line below, which scripts and tests wait on.
                     stdout=sys.stderr,
