@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -23,7 +24,8 @@ from coder.shared.errors import Problem, Unavailable
 log = logging.getLogger(__name__)
 
 # KEYS: one per limit. ARGV: per key, its limit and period (ms). Answers
-# {allowed (0/1), remaining of the tightest limit, retry-after ms, reset ms}.
+# {allowed (0/1), remaining of the tightest limit, retry-after ms, reset ms, the refusing key's index
+# (the one that asks to wait longest; 0 when allowed)}.
 _GCRA = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -32,6 +34,7 @@ local allowed = 1
 local remaining = -1
 local retry = 0
 local reset = 0
+local refused_by = 0
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[2 * i - 1])
   local period = tonumber(ARGV[2 * i])
@@ -42,7 +45,10 @@ for i, key in ipairs(KEYS) do
   local allow_at = new_tat - period
   if allow_at > t then
     allowed = 0
-    retry = math.max(retry, allow_at - t)
+    if allow_at - t > retry then
+      retry = allow_at - t
+      refused_by = i
+    end
   end
   local left = math.floor((period - (new_tat - t)) / interval)
   if remaining < 0 or left < remaining then remaining = left end
@@ -55,8 +61,14 @@ if allowed == 1 then
   end
 end
 if remaining < 0 then remaining = 0 end
-return {allowed, remaining, math.ceil(retry), math.ceil(reset)}
+return {allowed, remaining, math.ceil(retry), math.ceil(reset), refused_by}
 """
+
+
+# By the limit that said no: `ip` or `token` (requests per window), `login` (failed sign-ins).
+REFUSALS = Counter(
+    "gateway_rate_limit_refusals", "Requests the gateway refused with 429, by limit", ["limit"]
+)
 
 
 class RateLimited(Problem):
@@ -102,11 +114,12 @@ class RateLimiter:
     ) -> tuple[Verdict | None, list[Any] | None]:
         """The verdict for one request, and the values of `also_get` read in the same round trip;
         (None, None) when Redis is down and the limiter fails open."""
-        keys = [f"gateway:rl:ip:{ip}"]
+        keys, names = [f"gateway:rl:ip:{ip}"], ["ip"]
         args: list[int] = [self.per_ip, self.window_ms]
         limit = self.per_ip
         if token:
             keys.append(f"gateway:rl:tok:{token_key(token)}")
+            names.append("token")
             args += [self.per_token, self.window_ms]
             limit = min(limit, self.per_token)
         try:
@@ -129,7 +142,9 @@ class RateLimiter:
                 slug="rate-limiter-unavailable",
                 headers={"Retry-After": "5"},
             ) from None
-        allowed, remaining, retry_ms, reset_ms = result
+        allowed, remaining, retry_ms, reset_ms, refused_by = result
+        if not allowed:
+            REFUSALS.labels(names[int(refused_by) - 1]).inc()
         verdict = Verdict(bool(allowed), limit, int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
         return verdict, values
 
@@ -179,6 +194,7 @@ class LoginThrottle:
         if int(by_ip or 0) >= self.per_ip:
             waits.append(ip_ttl if ip_ttl and ip_ttl > 0 else self.window)
         if waits:
+            REFUSALS.labels("login").inc()
             wait = max(1, math.ceil(max(waits)))
             raise RateLimited(
                 "too many failed sign-ins; try again later",

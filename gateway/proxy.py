@@ -112,6 +112,7 @@ class TargetProxy:
         if name not in self._breakers:
             s = self.gateway.settings
             self._breakers[name] = CircuitBreaker(s.breaker_failure_threshold, s.breaker_reset_seconds)
+            self._breakers[name].export(name)
         return self._breakers[name]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

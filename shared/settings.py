@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+METRICS_PORT = 9464  # every process's /metrics unless CODER_METRICS_PORT says otherwise (shared/metrics.py)
 WORKLOAD_SECRET_SUFFIX = "_WORKLOAD_SECRET"  # noqa: S105 - a name (coder.shared.target.workload_secret)
 
 
@@ -38,7 +39,7 @@ class PlatformSettings(BaseSettings):
     # Prometheus /metrics for the cluster: a listener of its own (`run`), never the public port; 0
     # picks a free one. Other targets' /metrics (observability reads them): `metrics_urls[name]`, else
     # http://<target>:<metrics_port> (its Service's `metrics` port in a cluster).
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535)
     metrics_urls: dict[str, str] = Field(default_factory=dict)
     # Token verification: a JWKS URL (the gateway's), or a JWKS document inline (tests, air-gapped).
     jwks_url: str | None = None

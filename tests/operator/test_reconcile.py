@@ -517,7 +517,7 @@ async def test_entries_another_field_manager_added_to_owned_lists_are_removed(cl
     )
     children = await cluster.children()
     ports = children[(CORE, "Service", "coder-gateway")]["spec"]["ports"]
-    assert [(p["name"], p["port"]) for p in ports] == [("http", gateway_port)]
+    assert [(p["name"], p["port"]) for p in ports] == [("http", gateway_port), ("metrics", 9464)]
     for key in ((APPS, "Deployment", "coder-secrets"), (APPS, "StatefulSet", "coder-redis")):
         have, want = children[key]["spec"]["template"]["spec"], desired[key]["spec"]["template"]["spec"]
         assert [c["name"] for c in have["containers"]] == [c["name"] for c in want["containers"]], key
