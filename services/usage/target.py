@@ -1,4 +1,5 @@
 from coder.services.usage.api import router
+from coder.services.usage.budgets import export_budgets
 from coder.services.usage.descriptor import descriptor
 from coder.services.usage.handlers import on_ai_request_completed
 from coder.services.usage.models import Base
@@ -10,4 +11,5 @@ target = Target(
     metadata=Base.metadata,
     events=Base.events,
     consumes={"ai.request.completed": on_ai_request_completed},
+    metrics=export_budgets,
 )
