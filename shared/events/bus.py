@@ -82,7 +82,8 @@ class InProcessBus:
         self._tasks.clear()
 
     async def dead_letter_depths(self, targets: Sequence[str]) -> dict[str, int]:
-        return {target: len(self.dead_letters[target]) for target in targets}
+        consuming = {target for target, _, _ in self._subscriptions}
+        return {target: len(self.dead_letters[target]) for target in targets if target in consuming}
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
         for created in events:
@@ -197,10 +198,17 @@ class RabbitBus:
         if connection is None or not self.is_ready():
             return {}
         depths = {}
-        async with connection.channel() as channel:
+        channel = await connection.channel()
+        try:
             for target in targets:
-                queue = await channel.declare_queue(f"{queue_name(target)}.dead", passive=True)
+                try:
+                    queue = await channel.declare_queue(f"{queue_name(target)}.dead", passive=True)
+                except aio_pika.exceptions.ChannelClosed:  # not declared yet: its consumer is starting
+                    channel = await connection.channel()  # the broker closed the one that asked
+                    continue
                 depths[target] = queue.declaration_result.message_count or 0
+        finally:
+            await channel.close()
         return depths
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
