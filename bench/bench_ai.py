@@ -163,7 +163,16 @@ async def main() -> None:
                 "AI_HEALTH_INTERVAL_SECONDS": "3600",
             }
             cli = str(Path(python).with_name("coder-platform"))
-            platform_argv = [cli, "run", "--target", "all", "--port", str(platform_port)]
+            platform_argv = [
+                cli,
+                "run",
+                "--target",
+                "all",
+                "--port",
+                str(platform_port),
+                "--metrics-port",
+                "0",
+            ]
             platform = stack.enter_context(process(platform_argv, platform_env, work / "platform.log"))
             provider_url, base = f"http://127.0.0.1:{provider_port}", f"http://127.0.0.1:{platform_port}"
             await ready(f"{provider_url}/v1/models", provider, work / "provider.log", up=range(200, 500))

@@ -133,7 +133,16 @@ async def main() -> None:
             }
             service = stack.enter_context(
                 process(
-                    [cli, "run", "--target", "collaboration", "--port", str(service_port)],
+                    [
+                        cli,
+                        "run",
+                        "--target",
+                        "collaboration",
+                        "--port",
+                        str(service_port),
+                        "--metrics-port",
+                        "0",
+                    ],
                     common,
                     work / "collaboration.log",
                 )
@@ -146,7 +155,7 @@ async def main() -> None:
             }
             gateway = stack.enter_context(
                 process(
-                    [cli, "run", "--target", "gateway", "--port", str(gateway_port)],
+                    [cli, "run", "--target", "gateway", "--port", str(gateway_port), "--metrics-port", "0"],
                     gateway_env,
                     work / "gateway.log",
                 )

@@ -221,7 +221,7 @@ async def main() -> None:
             for workers in WORKERS:
                 gateway_port, nginx_port = free_port(), free_port()
                 gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
-                gateway_argv += ["--workers", str(workers)]
+                gateway_argv += ["--workers", str(workers), "--metrics-port", "0"]
                 log = work / f"gateway-{workers}.log"
                 gateway = stack.enter_context(process(gateway_argv, gateway_env, log))
                 prefix = work / f"nginx-{workers}"

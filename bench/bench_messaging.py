@@ -129,7 +129,16 @@ async def _measure(work: Path, signer: TestSigner) -> list[tuple[str, float]]:
                 "CODER_LOG_LEVEL": "WARNING",
                 "CODER_DATA_DIR": str(work / "data"),
             }
-            messaging_argv = [cli, "run", "--target", "messaging", "--port", str(messaging_port)]
+            messaging_argv = [
+                cli,
+                "run",
+                "--target",
+                "messaging",
+                "--port",
+                str(messaging_port),
+                "--metrics-port",
+                "0",
+            ]
             service = stack.enter_context(process(messaging_argv, common, work / "messaging.log"))
             gateway_env = {
                 **common,
@@ -137,7 +146,16 @@ async def _measure(work: Path, signer: TestSigner) -> list[tuple[str, float]]:
                 "GATEWAY_RATE_LIMIT_PER_TOKEN": str(10**7),
                 "GATEWAY_RATE_LIMIT_PER_IP": str(10**7),
             }
-            gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
+            gateway_argv = [
+                cli,
+                "run",
+                "--target",
+                "gateway",
+                "--port",
+                str(gateway_port),
+                "--metrics-port",
+                "0",
+            ]
             gateway = stack.enter_context(process(gateway_argv, gateway_env, work / "gateway.log"))
             direct_http = f"http://127.0.0.1:{messaging_port}"
             await ready(f"{direct_http}/readyz", service, work / "messaging.log")

@@ -7,11 +7,22 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
+from prometheus_client import Gauge
+
+STATE = Gauge(
+    "gateway_circuit_state",
+    "The gateway's circuit breaker per target: 0 closed, 1 half-open, 2 open",
+    ["target"],
+)
+
 
 class State(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half-open"
+
+
+LEVELS = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
 class CircuitBreaker:
@@ -24,6 +35,10 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_running = False
+
+    def export(self, target: str) -> None:
+        """Show this breaker's state, as it is when scraped, in `gateway_circuit_state{target}`."""
+        STATE.labels(target).set_function(lambda: LEVELS[self.state])
 
     @property
     def state(self) -> State:

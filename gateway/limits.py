@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # KEYS: one per limit, then the keys to read along (the revocation list's). ARGV: the number of
 # limits, then per limit its limit and period (ms). Answers {allowed (0/1), remaining of the
-# tightest limit, retry-after ms, reset ms, the value of each key read along (nil when absent)}.
+# tightest limit, retry-after ms, reset ms, the refusing limit's index (the one that asks to wait
+# longest; 0 when allowed), the value of each key read along (nil when absent)}.
 _GCRA = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -34,6 +36,7 @@ local allowed = 1
 local remaining = -1
 local retry = 0
 local reset = 0
+local refused_by = 0
 for i = 1, limits do
   local key = KEYS[i]
   local limit = tonumber(ARGV[2 * i])
@@ -45,7 +48,10 @@ for i = 1, limits do
   local allow_at = new_tat - period
   if allow_at > t then
     allowed = 0
-    retry = math.max(retry, allow_at - t)
+    if allow_at - t > retry then
+      retry = allow_at - t
+      refused_by = i
+    end
   end
   local left = math.floor((period - (new_tat - t)) / interval)
   if remaining < 0 or left < remaining then remaining = left end
@@ -58,12 +64,18 @@ if allowed == 1 then
   end
 end
 if remaining < 0 then remaining = 0 end
-local answer = {allowed, remaining, math.ceil(retry), math.ceil(reset)}
+local answer = {allowed, remaining, math.ceil(retry), math.ceil(reset), refused_by}
 for i = limits + 1, #KEYS do
   answer[#answer + 1] = redis.call('GET', KEYS[i])
 end
 return answer
 """
+
+
+# By the limit that said no: `ip` or `token` (requests per window), `login` (failed sign-ins).
+REFUSALS = Counter(
+    "gateway_rate_limit_refusals", "Requests the gateway refused with 429, by limit", ["limit"]
+)
 
 
 class RateLimited(Problem):
@@ -109,11 +121,12 @@ class RateLimiter:
     ) -> tuple[Verdict | None, list[Any] | None]:
         """The verdict for one request, and the values of `also_get` read by the same script (one
         round trip: EVALSHA); (None, None) when Redis is down and the limiter fails open."""
-        keys = [f"gateway:rl:ip:{ip}"]
+        keys, names = [f"gateway:rl:ip:{ip}"], ["ip"]
         args: list[int] = [1, self.per_ip, self.window_ms]
         limit = self.per_ip
         if token:
             keys.append(f"gateway:rl:tok:{token_key(token)}")
+            names.append("token")
             args += [self.per_token, self.window_ms]
             args[0] = 2
             limit = min(limit, self.per_token)
@@ -130,7 +143,9 @@ class RateLimiter:
                 slug="rate-limiter-unavailable",
                 headers={"Retry-After": "5"},
             ) from None
-        allowed, remaining, retry_ms, reset_ms, *values = result
+        allowed, remaining, retry_ms, reset_ms, refused_by, *values = result
+        if not allowed:
+            REFUSALS.labels(names[int(refused_by) - 1]).inc()
         verdict = Verdict(bool(allowed), limit, int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
         return verdict, values if also_get else None
 
@@ -180,6 +195,7 @@ class LoginThrottle:
         if int(by_ip or 0) >= self.per_ip:
             waits.append(ip_ttl if ip_ttl and ip_ttl > 0 else self.window)
         if waits:
+            REFUSALS.labels("login").inc()
             wait = max(1, math.ceil(max(waits)))
             raise RateLimited(
                 "too many failed sign-ins; try again later",

@@ -21,12 +21,14 @@ from coder.shared.errors import Problem, problem_response
 
 # Probes, and the documents every verifier fetches (small, cached, and needed to check any token).
 CALLER = "coder.gateway.caller"
+# Served on a target's metrics port only (shared/metrics.py): the proxy answers 404, token or not.
+CLUSTER_ONLY = "/metrics"
 # Every target's own documents and probes: reachable without a token.
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
         "/readyz",
-        "/metrics",
+        CLUSTER_ONLY,
         "/openapi.json",
         # RFC 9728 protected-resource metadata (mcp serves it): read before the client has a token.
         "/.well-known/oauth-protected-resource",
@@ -34,9 +36,7 @@ PUBLIC_PATHS = frozenset(
     }
 )
 RESOURCE_METADATA = "/.well-known/oauth-protected-resource"
-EXEMPT = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/.well-known/openid-configuration"}
-)
+EXEMPT = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/openid-configuration"})
 TIMING = "coder.gateway.timing"
 
 

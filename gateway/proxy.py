@@ -2,7 +2,8 @@
 over HTTP (or WebSocket) otherwise.
 
 Before anything is forwarded the gateway checks the caller (a valid, unrevoked token that concerns the
-target; each target's `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are public) and then the
+target; each target's `/healthz`, `/readyz` and `/openapi.json` are public; its `/metrics` is for the
+cluster only, on its metrics port, and never proxied) and then the
 target checks again, resource by resource (defense in depth). Bodies stream both ways unbuffered.
 Calls to a remote target get per-target timeouts, retries for idempotent requests that failed before
 any byte of them was sent, and a circuit breaker. The request id and W3C traceparent go along.
@@ -29,6 +30,7 @@ from coder.gateway.breaker import CircuitBreaker
 from coder.gateway.edge import Caller, Gateway
 from coder.gateway.middleware import (
     CALLER,
+    CLUSTER_ONLY,
     PUBLIC_PATHS,
     BodyTooLarge,
     challenge,
@@ -110,6 +112,7 @@ class TargetProxy:
         if name not in self._breakers:
             s = self.gateway.settings
             self._breakers[name] = CircuitBreaker(s.breaker_failure_threshold, s.breaker_reset_seconds)
+            self._breakers[name].export(name)
         return self._breakers[name]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,6 +127,11 @@ class TargetProxy:
         if name == "gateway" or (local is None and name not in self.runtime.service_urls):
             await self._problem(
                 scope, receive, send, NotFound(f"unknown target {name!r}", slug="unknown-target")
+            )
+            return
+        if path == CLUSTER_ONLY:
+            await self._problem(
+                scope, receive, send, NotFound(f"{name}'s metrics are served inside the cluster only")
             )
             return
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from coder.operator import crd, names
 from coder.operator.spec import DataStore, PlatformSpec, TargetConfig
+from coder.shared.settings import METRICS_PORT
 from coder.shared.target import service_urls, workload_secret
 
 Manifest = dict[str, Any]
@@ -278,6 +279,7 @@ def config_map(spec: PlatformSpec) -> Manifest:
     """Settings every process shares. Target-specific settings are inline in that target's pods."""
     ports = {name: t.port for name, t in spec.enabled_targets.items()}
     urls = {} if spec.mode == "monolithic" else _service_urls(spec, ports)  # monolithic: all in-process
+    metrics = {} if spec.mode == "monolithic" else _service_urls(spec, dict.fromkeys(ports, METRICS_PORT))
     gateway = _service_urls(spec, {"gateway": spec.monolith.port})["gateway"]
     return {
         "apiVersion": "v1",
@@ -286,6 +288,8 @@ def config_map(spec: PlatformSpec) -> Manifest:
         "data": {
             "CODER_ENVIRONMENT": spec.environment,
             "CODER_SERVICE_URLS": json.dumps(urls, sort_keys=True),
+            # Each target's /metrics (observability reads them): its Service's `metrics` port.
+            "CODER_METRICS_URLS": json.dumps(metrics, sort_keys=True),
             "CODER_JWKS_URL": f"{gateway}/.well-known/jwks.json",
         },
     }
@@ -563,7 +567,11 @@ def deployment(
             *("run", "--target", selection, "--host", "0.0.0.0", "--port", str(workload.port)),  # noqa: S104
             *(("--workers", str(workload.workers)) if workload.workers > 1 else ()),
         ],
-        "ports": [{"name": "http", "containerPort": workload.port}],
+        # /metrics on a port of its own (CODER_METRICS_PORT's default), for the cluster only.
+        "ports": [
+            {"name": "http", "containerPort": workload.port},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
         "envFrom": env_from(spec, workload),
         "env": target_env(spec, workload, version),
         "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 60},
@@ -634,7 +642,10 @@ def target_service(spec: PlatformSpec, workload: TargetConfig) -> Manifest:
         "spec": {
             "type": "ClusterIP",
             "selector": names.selector_labels(spec.owner.name, workload.name),
-            "ports": [{"name": "http", "port": workload.port, "targetPort": "http"}],
+            "ports": [
+                {"name": "http", "port": workload.port, "targetPort": "http"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
         },
     }
 
@@ -697,10 +708,10 @@ def disruption_budget(spec: PlatformSpec, workload: TargetConfig) -> Manifest:
 
 
 def network_policy(
-    spec: PlatformSpec, component: str, port: int, sources: Iterable[str] | None, *, extra: bool
+    spec: PlatformSpec, component: str, ports: Iterable[int], sources: Iterable[str] | None, *, extra: bool
 ) -> Manifest:
-    """Ingress to `component` on `port` from this platform's pods of `sources` (None: from anywhere)."""
-    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+    """Ingress to `component` on `ports` from this platform's pods of `sources` (None: from anywhere)."""
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port} for port in ports]}
     if sources is not None:
         peers: list[dict[str, Any]] = [
             {
@@ -733,13 +744,15 @@ def network_policies(spec: PlatformSpec) -> list[Manifest]:
     for name, workload in workloads.items():
         public = name in ("gateway", names.MONOLITH)
         # Targets call each other (and the gateway) over HTTP; the gateway is the public entry point.
-        out.append(network_policy(spec, name, workload.port, None if public else workloads, extra=True))
+        # Observability reads every target's /metrics, as the Prometheus of `additionalIngressFrom` may.
+        ports = (workload.port, METRICS_PORT)
+        out.append(network_policy(spec, name, ports, None if public else workloads, extra=True))
     for store in spec.data_stores.values():
         if store.managed is not None and store.name in spec.needs:
             users = [name for name, w in workloads.items() if store.name in w.needs]
             if STORE_KINDS[store.name].migrations:
                 users.append(names.MIGRATION)
-            out.append(network_policy(spec, store.name, store.port, users, extra=False))
+            out.append(network_policy(spec, store.name, (store.port,), users, extra=False))
     return out
 
 
@@ -812,7 +825,7 @@ def service_monitor(spec: PlatformSpec) -> Manifest:
         "spec": {
             "selector": {"matchLabels": {names.INSTANCE_LABEL: spec.owner.name, TARGET_ROLE_LABEL: "target"}},
             "endpoints": [
-                {"port": "http", "path": "/metrics", "interval": spec.observability.scrape_interval}
+                {"port": "metrics", "path": "/metrics", "interval": spec.observability.scrape_interval}
             ],
         },
     }

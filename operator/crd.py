@@ -498,7 +498,8 @@ def _observability() -> Schema:
             },
             "propagators": string("OTEL_PROPAGATORS.", "tracecontext,baggage"),
             "serviceMonitor": obj(
-                "A Prometheus Operator ServiceMonitor for `/metrics` (created only if its CRD is installed).",
+                "A Prometheus Operator ServiceMonitor scraping every target's `metrics` port (9464; created "
+                "only if its CRD is installed).",
                 {
                     "enabled": boolean("Create the ServiceMonitor.", False),
                     "interval": string("Scrape interval.", "30s", pattern=r"^[0-9]+(ms|s|m|h)$"),

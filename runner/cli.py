@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -88,17 +88,24 @@ def run(
             envvar="CODER_WORKERS", min=1, help="Server processes sharing the port, each a copy of the app"
         ),
     ] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Prometheus /metrics for the cluster (CODER_METRICS_PORT, 9464; 0: any free)"),
+    ] = None,
 ) -> None:
-    """Serve the selected targets in this process (`all`: the gateway and every service, on :3000)."""
+    """Serve the selected targets in this process (`all`: the gateway and every service, on :3000),
+    and their Prometheus /metrics on a port of its own (9464), which the public port never answers."""
     import uvicorn
 
     from coder.runner.process import WORKER_TARGETS, build_process_app
-    from coder.shared.server import ProblemHttpToolsProtocol
+    from coder.shared.server import ProblemHttpToolsProtocol, serve
     from coder.shared.settings import PlatformSettings
     from coder.shared.target import Dependency, generated_workload_secrets, workload_secret
 
     targets = _select(target)
     settings = PlatformSettings()
+    if metrics_port is not None:
+        settings.metrics_port = metrics_port
     if "gateway" in targets:
         # The gateway that checks them runs here: a calling target without a secret gets one for
         # this process's life (in a cluster the operator generates them; `up` hands them out).
@@ -122,6 +129,11 @@ def run(
         # Each worker builds its own app (uvicorn imports the factory in every process).
         os.environ[WORKER_TARGETS] = ",".join(targets)
         asgi = "coder.runner.process:worker_app"
+    if workers == 1:
+        typer.echo(f"coder-platform: metrics for the cluster on http://{host}:{settings.metrics_port}/metrics", err=True)
+    else:
+        # Each worker counts alone (one registry per process): one scrape would see a random worker.
+        typer.echo("coder-platform: no /metrics with more than one worker: scale with replicas", err=True)
     typer.echo(
         f"coder-platform: serving {', '.join(targets)} on http://{host}:{port}"
         + (f" with {workers} workers" if workers > 1 else ""),
@@ -131,23 +143,36 @@ def run(
     # the process there and then, skipping the exit handlers that stop an embedded PostgreSQL: turned
     # into KeyboardInterrupt like SIGINT, it ends `run` normally.
     signal.signal(signal.SIGTERM, _interrupt)
+    options: dict[str, Any] = {
+        "log_config": None,
+        # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (runner/process.py).
+        "proxy_headers": False,
+        "server_header": False,
+        "ws": "websockets-sansio",
+        "timeout_graceful_shutdown": 20,
+    }
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
+        if workers > 1:
+            uvicorn.run(
+                asgi,  # type: ignore[arg-type]
+                factory=True,
+                workers=workers,
+                # A worker answers the supervisor's pings once its interpreter has imported what it
+                # needs: seconds on a busy node (uvicorn's 5 s default restarts it forever there).
+                timeout_worker_healthcheck=60,
+                http=ProblemHttpToolsProtocol,
+                host=host,
+                port=port,
+                **options,
+            )
+            return
+        serve(
             asgi,  # type: ignore[arg-type]
-            factory=workers > 1,
-            workers=workers,
-            # A worker answers the supervisor's pings once its interpreter has imported what it
-            # needs: seconds on a busy node (uvicorn's 5 s default restarts it forever there).
-            timeout_worker_healthcheck=60,
+            asgi.state.runtime.metrics_apps[next(iter(targets))],  # type: ignore[attr-defined]
             host=host,
             port=port,
-            log_config=None,
-            http=ProblemHttpToolsProtocol,
-            # X-Forwarded-For is applied by the app, from CODER_TRUSTED_PROXIES only (runner/process.py).
-            proxy_headers=False,
-            server_header=False,
-            ws="websockets-sansio",
-            timeout_graceful_shutdown=20,
+            metrics_port=settings.metrics_port,
+            **options,
         )
 
 
@@ -228,6 +253,9 @@ def targets(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(f"{t.name:<15}{t.port:<7}{needs:<28}{t.title}")
 
 
+METRICS_OFFSET = 6000
+
+
 @app.command()
 def config() -> None:
     """Print the configuration reference: every setting of every target, as Markdown."""
@@ -244,7 +272,8 @@ def up(
     """Every target as its own process on its own port, against real PostgreSQL, Redis and RabbitMQ.
 
     Uses DATABASE_URL / REDIS_URL / AMQP_URL when set; otherwise starts the embedded PostgreSQL and
-    local redis-server and rabbitmq-server processes. Ctrl-C stops everything it started.
+    local redis-server and rabbitmq-server processes. Ctrl-C stops everything it started. Each
+    target's /metrics answers on its port + 6000 (the gateway's on :9000).
     """
     from coder.shared.devservers import LocalServer, RabbitServer, RedisServer
     from coder.shared.settings import PlatformSettings
@@ -269,6 +298,9 @@ def up(
         ports = {name: target.port + port_offset for name, target in everything.items()}
         urls = service_urls(ports, host=lambda _name: host)
         env["CODER_SERVICE_URLS"] = json.dumps(urls)
+        # Each process's /metrics on its port + 6000 (the gateway's on 9000).
+        metrics_ports = {name: port + METRICS_OFFSET for name, port in ports.items()}
+        env["CODER_METRICS_URLS"] = json.dumps(service_urls(metrics_ports, host=lambda _name: host))
         for name, secret in generated_workload_secrets(everything, settings.workload_secrets).items():
             env[workload_secret(name)] = secret
         exe = [str(Path(sys.executable).with_name("coder-platform"))]
@@ -276,7 +308,18 @@ def up(
         for name, port in ports.items():
             children.append(
                 subprocess.Popen(  # noqa: S603
-                    [*exe, "run", "--target", name, "--host", host, "--port", str(port)],
+                    [
+                        *exe,
+                        "run",
+                        "--target",
+                        name,
+                        "--host",
+                        host,
+                        "--port",
+                        str(port),
+                        "--metrics-port",
+                        str(metrics_ports[name]),
+                    ],
                     env=env,
                     # Our stdout carries only the "up" line below, which scripts and tests wait on.
                     stdout=sys.stderr,

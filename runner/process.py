@@ -16,6 +16,7 @@ from coder.runner import registry
 from coder.shared.app import VERSION, _add_health, create_target_app
 from coder.shared.errors import install_problem_handlers
 from coder.shared.logship import LogShipper
+from coder.shared.metrics import metrics_app
 from coder.shared.protocol import ProtocolMiddleware
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings, TargetSettings, load_target_settings
@@ -61,6 +62,9 @@ def build_process_app(
                 logging.getLogger().removeHandler(shipper)
                 await asyncio.to_thread(shipper.close)
 
+    # One /metrics for the process (served apart by `run`, shared/metrics.py), whatever it serves.
+    metrics = metrics_app(runtime)
+    runtime.metrics_apps.update(dict.fromkeys(targets, metrics))
     root_target = targets.get("gateway") or (next(iter(targets.values())) if len(targets) == 1 else None)
     for name, target in targets.items():
         if target is not root_target:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coder.shared.errors import (
     PROBLEM_BASE,
@@ -46,10 +45,6 @@ def _add_health(app: FastAPI, runtime: Runtime, targets: list[Target]) -> None:
             return Response(_json(body), status_code=503, media_type=PROBLEM_MEDIA_TYPE)
         return Response(_json({"status": "ready", "checks": checks}), media_type="application/json")
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
 
 def _json(body: Any) -> bytes:
     import json
@@ -60,7 +55,8 @@ def _json(body: Any) -> bytes:
 def create_target_app(
     target: Target, runtime: Runtime, *, process_root: bool = False, **fastapi_kwargs: Any
 ) -> FastAPI:
-    """One target's app: its routes, health, metrics, problem+json errors and telemetry.
+    """One target's app: its routes, health, problem+json errors and telemetry (metrics are served
+    apart, shared/metrics.py).
 
     As the process root, its readiness covers every target in the process."""
     app = FastAPI(

@@ -64,6 +64,13 @@ class Runtime:
         self.service_urls = service_urls(
             {name: t.port for name, t in known_targets.items()}, given=settings.service_urls
         )
+        # The process's /metrics app (shared/metrics.py) for each target it serves, and where the
+        # others' answer: observability reads every target's, in-process or over HTTP.
+        self.metrics_apps: dict[str, ASGIApp] = {}
+        self.metrics = ServiceClients(
+            service_urls(dict.fromkeys(known_targets, settings.metrics_port), given=settings.metrics_urls),
+            self.metrics_apps,
+        )
         self.engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self.cache: Redis | None = None
@@ -104,6 +111,7 @@ class Runtime:
 
     async def _open(self, opened: contextlib.AsyncExitStack) -> None:
         opened.push_async_callback(self.clients.close)
+        opened.push_async_callback(self.metrics.close)
         needs = self.needs
         if Dependency.POSTGRES in needs:
             url = self.settings.database_url

@@ -1,4 +1,5 @@
-"""How `coder-platform run` serves an app: uvicorn, answering in problem+json at the protocol level too.
+"""How `coder-platform run` serves an app: uvicorn, answering in problem+json at the protocol level too,
+with the process's `/metrics` on a listener of its own beside it.
 
 A request uvicorn's HTTP parser (httptools) refuses never reaches the app, so no middleware can shape
 the answer: a Content-Length beyond 64 bits, a malformed request line or header. uvicorn writes a
@@ -8,8 +9,14 @@ smallest change that reaches that answer), writes the platform's problem+json an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
+import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
@@ -41,3 +48,38 @@ class ProblemHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(content))
         self.transport.close()
+
+
+class _MetricsServer(uvicorn.Server):
+    """The metrics listener: the process's own server owns the signals, and stops this one."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve(app: ASGIApp, metrics: ASGIApp, *, host: str, port: int, metrics_port: int, **options: Any) -> None:
+    """`app` on `port`, `metrics` on `metrics_port`, in one event loop until a signal stops `app`'s."""
+    main = uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=ProblemHttpToolsProtocol, **options))
+    side = _MetricsServer(
+        uvicorn.Config(
+            metrics,
+            host=host,
+            port=metrics_port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+    )
+
+    async def both() -> None:
+        listening = asyncio.create_task(side.serve())
+        try:
+            await main.serve()
+        finally:
+            side.should_exit = True
+            await listening
+
+    with asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner:
+        runner.run(both())

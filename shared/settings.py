@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+METRICS_PORT = 9464  # every process's /metrics unless CODER_METRICS_PORT says otherwise (shared/metrics.py)
 WORKLOAD_SECRET_SUFFIX = "_WORKLOAD_SECRET"  # noqa: S105 - a name (coder.shared.target.workload_secret)
 
 
@@ -40,6 +41,11 @@ class PlatformSettings(BaseSettings):
     # Where other targets listen when they do not run in this process: JSON {"secrets": "http://..."}.
     # A target missing here is reached at http://<target>:<port> (its Kubernetes Service).
     service_urls: dict[str, str] = Field(default_factory=dict)
+    # Prometheus /metrics for the cluster: a listener of its own (`run`), never the public port; 0
+    # picks a free one. Other targets' /metrics (observability reads them): `metrics_urls[name]`, else
+    # http://<target>:<metrics_port> (its Service's `metrics` port in a cluster).
+    metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535)
+    metrics_urls: dict[str, str] = Field(default_factory=dict)
     # Token verification: a JWKS URL (the gateway's), or a JWKS document inline (tests, air-gapped).
     jwks_url: str | None = None
     # The JWKS document itself, instead of `CODER_JWKS_URL`.

@@ -187,6 +187,8 @@ class Target:
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
     # Extra wiring that needs the live runtime (the gateway mounts its proxy here).
     setup: Callable[[FastAPI, Runtime], None] | None = None
+    # Refreshes the target's own gauges when /metrics is scraped (shared/metrics.py).
+    metrics: Callable[[Runtime], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         # The descriptor is what the platform is told; the wiring may not consume anything else.

@@ -1,7 +1,8 @@
 """Logs, metrics and traces for every process.
 
 - Logs are JSON lines carrying the request id and trace id of the request that wrote them.
-- Metrics are Prometheus families labelled by target, so `all` mode exposes one coherent set.
+- Metrics are Prometheus families labelled by target, so `all` mode exposes one coherent set; the
+  request counters and latency buckets carry the trace as an exemplar (shared/metrics.py serves them).
 - Traces use the OpenTelemetry SDK; spans are exported over OTLP only when an endpoint is set,
   but trace context is always kept and propagated (W3C traceparent), so logs can be joined to traces.
 """
@@ -151,6 +152,18 @@ def configure_tracing(service_name: str) -> None:
         _instrument_libraries()
 
 
+def trace_exemplar() -> dict[str, str] | None:
+    """The current trace as an exemplar (`trace_id`, `span_id`), shown with OpenMetrics: from a
+    latency bucket or a counter to the trace of one request it counted."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return {
+        "trace_id": format(span_context.trace_id, "032x"),
+        "span_id": format(span_context.span_id, "016x"),
+    }
+
+
 def _template(scope: Scope) -> str | None:
     route = scope.get("route")
     return getattr(route, "path_format", None) or getattr(route, "path", None)
@@ -229,12 +242,13 @@ class TelemetryMiddleware:
 
     def _record(self, scope: Scope, method: str, route: str, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started
-        if route in ("/healthz", "/readyz", "/metrics"):
+        if route in ("/healthz", "/readyz"):
             return
-        REQUESTS.labels(self.target, method, route, str(status)).inc()
-        LATENCY.labels(self.target, method, route).observe(elapsed)
+        exemplar = trace_exemplar()
+        REQUESTS.labels(self.target, method, route, str(status)).inc(exemplar=exemplar)
+        LATENCY.labels(self.target, method, route).observe(elapsed, exemplar=exemplar)
         if status >= 500:
-            ERRORS.labels(self.target, method, route).inc()
+            ERRORS.labels(self.target, method, route).inc(exemplar=exemplar)
         extra: dict[str, Any] = {
             "target": self.target,
             "method": method,

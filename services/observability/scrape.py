@@ -81,13 +81,16 @@ def parse_metrics(exposition: str, target: str) -> Reading:
     return reading
 
 
-async def read_target(client: httpx.AsyncClient, target: str, seconds: float) -> dict[str, object]:
-    """One poll of one target: the fields of its `Scrape` row."""
+async def read_target(
+    client: httpx.AsyncClient, metrics_client: httpx.AsyncClient, target: str, seconds: float
+) -> dict[str, object]:
+    """One poll of one target: the fields of its `Scrape` row. `/metrics` is on the target's metrics
+    port (`metrics_client`), not beside `/readyz`."""
     row: dict[str, object] = {"target": target, "up": False, "ready_status": None, "error": None}
     try:
         ready = await client.get("/readyz", timeout=seconds)
         row["ready_status"] = ready.status_code
-        metrics = await client.get("/metrics", timeout=seconds)
+        metrics = await metrics_client.get("/metrics", timeout=seconds)
         metrics.raise_for_status()
         reading = parse_metrics(metrics.text, target)
     except (httpx.HTTPError, ValueError) as exc:
@@ -108,6 +111,7 @@ async def read_target(client: httpx.AsyncClient, target: str, seconds: float) ->
 async def scrape(
     session: AsyncSession,
     clients: ServiceClients,
+    metrics: ServiceClients,
     targets: Iterable[str],
     *,
     seconds: float = 5.0,
@@ -115,7 +119,9 @@ async def scrape(
 ) -> list[Scrape]:
     """Poll `targets` at once and store a row for each (in the caller's transaction)."""
     names = sorted(set(targets))
-    rows = await asyncio.gather(*(read_target(clients.client(name), name, seconds) for name in names))
+    rows = await asyncio.gather(
+        *(read_target(clients.client(name), metrics.client(name), name, seconds) for name in names)
+    )
     at = now or datetime.now(UTC)
     scrapes = [Scrape(org_id=PLATFORM, at=at, **row) for row in rows]
     session.add_all(scrapes)
@@ -131,6 +137,7 @@ def platform_targets(urls: Mapping[str, str]) -> list[str]:
 async def poll_once(
     sessions: async_sessionmaker[AsyncSession],
     clients: ServiceClients,
+    metrics: ServiceClients,
     targets: Iterable[str],
     settings: ObservabilitySettings,
     *,
@@ -151,7 +158,7 @@ async def poll_once(
             interval = timedelta(seconds=settings.scrape_interval_seconds * 0.9)
             if last is not None and datetime.now(UTC) - last < interval:
                 return None
-        scrapes = await scrape(session, clients, targets, seconds=settings.scrape_timeout_seconds)
+        scrapes = await scrape(session, clients, metrics, targets, seconds=settings.scrape_timeout_seconds)
         now = datetime.now(UTC)
         await evaluate_all(session, now)
         await apply_retention(session, settings, now)
@@ -174,7 +181,11 @@ async def poller(runtime: Runtime) -> None:
     while True:
         try:
             await poll_once(
-                runtime.sessions, runtime.clients, platform_targets(runtime.service_urls), settings
+                runtime.sessions,
+                runtime.clients,
+                runtime.metrics,
+                platform_targets(runtime.service_urls),
+                settings,
             )
         except Exception:
             log.exception("polling the platform's targets failed; trying again at the next interval")

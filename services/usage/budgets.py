@@ -9,7 +9,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from sqlalchemy import (
     and_,
@@ -31,8 +33,12 @@ from coder.services.usage.schemas import (
     Period,
     Scope,
 )
+from coder.shared.db import transaction
 from coder.shared.errors import InvalidField
 from coder.shared.repository import OrgScoped, scoped
+
+if TYPE_CHECKING:
+    from coder.shared.runtime import Runtime
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICRO = Decimal("0.000001")
@@ -113,6 +119,31 @@ async def budget_reads(session: AsyncSession, cache: Redis, budgets: Sequence[Bu
             )
         )
     return reads
+
+
+# One series per budget (its scope and metric name what it caps), read from the ledger and Redis when
+# scraped: as many series as budgets, never one per user or request.
+BUDGET_LABELS = ["budget", "org", "scope", "metric", "period"]
+BUDGET_SPENT = Gauge("usage_budget_spent", "A budget's settled spend in its current period", BUDGET_LABELS)
+BUDGET_REMAINING = Gauge(
+    "usage_budget_remaining",
+    "What a budget leaves in its current period (limit - spent - reserved, >= 0)",
+    BUDGET_LABELS,
+)
+
+
+async def export_budgets(runtime: Runtime) -> None:
+    """Every budget's spend and remaining as gauges (usage's `metrics` hook, run at scrape time)."""
+    assert runtime.cache is not None
+    async with transaction(runtime.sessions) as session:
+        budgets = list((await session.execute(select(Budget).order_by(Budget.id))).scalars().all())
+        reads = await budget_reads(session, runtime.cache, budgets)
+    BUDGET_SPENT.clear()
+    BUDGET_REMAINING.clear()
+    for budget, read in zip(budgets, reads, strict=True):
+        labels = (str(budget.id), budget.org_id, budget.scope, budget.metric, budget.period)
+        BUDGET_SPENT.labels(*labels).set(float(read.spent))
+        BUDGET_REMAINING.labels(*labels).set(float(read.remaining))
 
 
 async def create_budget(session: AsyncSession, org_id: str, body: BudgetCreate) -> Budget:

@@ -1,6 +1,7 @@
 from fastapi import FastAPI
 
 from coder.services.usage.api import router
+from coder.services.usage.budgets import export_budgets
 from coder.services.usage.descriptor import descriptor
 from coder.services.usage.handlers import on_ai_request_completed
 from coder.services.usage.models import Base
@@ -22,4 +23,5 @@ target = Target(
     events=Base.events,
     consumes={"ai.request.completed": on_ai_request_completed},
     setup=_setup,
+    metrics=export_budgets,
 )

@@ -55,6 +55,7 @@ class Bus(Protocol):
     async def publish(self, events: Sequence[CloudEvent]) -> None: ...
     async def consume(self, target: str, bindings: Sequence[str], deliver: Deliver) -> None: ...
     def is_ready(self) -> bool: ...
+    async def dead_letter_depths(self, targets: Sequence[str]) -> dict[str, int]: ...
 
 
 class InProcessBus:
@@ -79,6 +80,10 @@ class InProcessBus:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+    async def dead_letter_depths(self, targets: Sequence[str]) -> dict[str, int]:
+        consuming = {target for target, _, _ in self._subscriptions}
+        return {target: len(self.dead_letters[target]) for target in targets if target in consuming}
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
         for created in events:
@@ -185,6 +190,26 @@ class RabbitBus:
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def dead_letter_depths(self, targets: Sequence[str]) -> dict[str, int]:
+        """The messages in each target's dead-letter queue (a passive declare: the broker's count);
+        none while the broker is away."""
+        connection = self._connection
+        if connection is None or not self.is_ready():
+            return {}
+        depths = {}
+        channel = await connection.channel()
+        try:
+            for target in targets:
+                try:
+                    queue = await channel.declare_queue(f"{queue_name(target)}.dead", passive=True)
+                except aio_pika.exceptions.ChannelClosed:  # not declared yet: its consumer is starting
+                    channel = await connection.channel()  # the broker closed the one that asked
+                    continue
+                depths[target] = queue.declaration_result.message_count or 0
+        finally:
+            await channel.close()
+        return depths
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
         exchange = self._exchange

@@ -331,7 +331,7 @@ def test_migrate_then_run_one_target(image: Image, database: str, redis_server: 
     proc = image.run("migrate", DATABASE_URL=database)
     assert proc.returncode == 0, proc.stderr
     port = free_port()
-    args = ["run", "--target", "secrets", "--host", "127.0.0.1", "--port", str(port)]
+    args = ["run", "--target", "secrets", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0"]
     with serving(image, args, port, DATABASE_URL=database, REDIS_URL=redis_server.url):
         assert get(f"http://127.0.0.1:{port}/readyz") == 200
 
@@ -341,7 +341,9 @@ def test_default_command_serves_every_target(image: Image, database: str, redis_
     port = free_port()
     args = [arg for arg in image.cmd if arg not in ("--host", "0.0.0.0")]  # noqa: S104
     stores = {"DATABASE_URL": database, "REDIS_URL": redis_server.url}
-    with serving(image, [*args, "--host", "127.0.0.1", "--port", str(port)], port, **stores):
+    with serving(
+        image, [*args, "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0"], port, **stores
+    ):
         assert get(f"http://127.0.0.1:{port}/readyz") == 200
         assert get(f"http://127.0.0.1:{port}/api/secrets/openapi.json") == 200
 

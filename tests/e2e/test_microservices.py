@@ -19,12 +19,13 @@ import httpx
 import pytest
 
 from coder.runner import registry
+from coder.runner.cli import METRICS_OFFSET
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.tests.support.tokens import TestSigner
 
 
 def _free_offset() -> int:
-    ports = [t.port for t in registry.descriptors().values()]
+    ports = [t.port + metrics for t in registry.descriptors().values() for metrics in (0, METRICS_OFFSET)]
     start = random.randrange(20000, 30000)  # runs side by side rarely pick the same range
     for offset in range(start, start + 10000, 137):
         try:
@@ -67,6 +68,12 @@ def microservices(
         for target in registry.descriptors().values():  # what `up` promises: every target is ready
             response = httpx.get(f"http://127.0.0.1:{target.port + offset}/readyz", timeout=5)
             assert response.status_code == 200, (target.name, response.text)
+            # Its /metrics on its port + 6000, and not on its public port.
+            metrics = httpx.get(
+                f"http://127.0.0.1:{target.port + offset + METRICS_OFFSET}/metrics", timeout=5
+            )
+            assert metrics.status_code == 200 and "coder_outbox_events" in metrics.text, target.name
+            assert httpx.get(f"http://127.0.0.1:{target.port + offset}/metrics", timeout=5).status_code == 404
         yield gateway
     finally:
         process.send_signal(signal.SIGTERM)

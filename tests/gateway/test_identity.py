@@ -27,7 +27,7 @@ from coder.shared.auth import LEEWAY_SECONDS
 from coder.shared.errors import install_problem_handlers
 from coder.tests.gateway.conftest import Gateway
 from coder.tests.gateway.factories import PASSWORD, bearer, member, owner, session_of, signup, unique_email
-from coder.tests.support.platform import wait_until
+from coder.tests.support.platform import sample, wait_until
 
 PROBLEM = "application/problem+json"
 SECRETS = "/api/secrets/v1/secrets"
@@ -134,6 +134,7 @@ async def test_one_address_failing_on_many_accounts_is_throttled(
 ) -> None:
     limit = 4
     monkeypatch.setattr(parts(gw).throttle, "per_ip", limit)
+    before = await sample(gw.platform, "gateway_rate_limit_refusals_total", limit="login")
     async with gw.client_from("203.0.113.99") as sprayer:
         for _ in range(limit):
             attempt = {"email": unique_email(), "password": "Winter2026!"}
@@ -141,6 +142,7 @@ async def test_one_address_failing_on_many_accounts_is_throttled(
         fresh = {"email": unique_email(), "password": "Winter2026!"}
         throttled = await sprayer.post("/auth/login", json=fresh)
         assert int(assert_problem(throttled, 429, "login-throttled")["retry_after"]) > 0
+    assert await sample(gw.platform, "gateway_rate_limit_refusals_total", limit="login") == before + 1
     # Other addresses are not concerned.
     elsewhere = await gw.client.post("/auth/login", json={"email": unique_email(), "password": "x"})
     assert_problem(elsewhere, 401, "invalid-credentials")

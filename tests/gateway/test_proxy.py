@@ -25,7 +25,7 @@ from coder.tests.gateway.factories import bearer, owner
 from coder.tests.gateway.test_identity import assert_problem
 from coder.tests.gateway.upstream import FlakyServer
 from coder.tests.support.oidc_provider import OidcProvider
-from coder.tests.support.platform import Platform, wait_until
+from coder.tests.support.platform import Platform, sample, wait_until
 
 
 @contextlib.asynccontextmanager
@@ -205,13 +205,16 @@ async def test_circuit_breaker_opens_and_recovers(gw: Gateway) -> None:
     fast = await gw.client.get(f"/api/{name}/x", headers=gw.founder.headers)
     assert_problem(fast, 503, "circuit-open")
     assert int(fast.headers["retry-after"]) >= 1
+    assert await sample(gw.platform, "gateway_circuit_state", target=name) == 2  # open
     server = await FlakyServer(drop=0, port=port).start()
     try:
         proxy = gw.platform.app.state.proxy
         await wait_for(lambda: proxy.breaker(name).state.value == "half-open")
+        assert await sample(gw.platform, "gateway_circuit_state", target=name) == 1
         back = await gw.client.get(f"/api/{name}/x", headers=gw.founder.headers)
         assert back.status_code == 200
         assert proxy.breaker(name).state.value == "closed"
+        assert await sample(gw.platform, "gateway_circuit_state", target=name) == 0
     finally:
         await server.stop()
 
@@ -261,6 +264,10 @@ async def test_rate_limits_per_token_and_per_ip(
         transport = httpx.ASGITransport(app=platform.app, client=("192.0.2.10", 1000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             boss = await owner(client)
+            refusals = {
+                k: await sample(platform, "gateway_rate_limit_refusals_total", limit=k)
+                for k in ("ip", "token")
+            }
             statuses = [
                 (await client.get("/api/echo/echo", headers=boss.headers)).status_code for _ in range(3)
             ]
@@ -276,6 +283,14 @@ async def test_rate_limits_per_token_and_per_ip(
             fresh = bearer(refreshed.json()["access_token"])
             assert (await client.get("/api/echo/echo", headers=fresh)).status_code == 200
             assert_problem(await client.get("/api/echo/echo", headers=fresh), 429, "rate-limited")
+            # Counted by the limit that said no: the first token's, then the address's.
+            assert (
+                await sample(platform, "gateway_rate_limit_refusals_total", limit="token")
+                == refusals["token"] + 1
+            )
+            assert (
+                await sample(platform, "gateway_rate_limit_refusals_total", limit="ip") == refusals["ip"] + 1
+            )
         transport = httpx.ASGITransport(app=platform.app, client=("192.0.2.11", 1000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
             assert (await other.get("/api/echo/healthz")).status_code == 200

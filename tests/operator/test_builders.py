@@ -49,11 +49,22 @@ def test_every_registered_target_gets_a_deployment_service_and_policy_on_its_por
         deployment = out[("Deployment", f"coder-{name}")]
         container = pod(deployment)["containers"][0]
         assert container["args"] == ["run", "--target", name, "--host", "0.0.0.0", "--port", str(target.port)]  # noqa: S104
-        assert container["ports"] == [{"name": "http", "containerPort": target.port}]
-        assert out[("Service", f"coder-{name}")]["spec"]["ports"][0]["port"] == target.port
-        assert out[("NetworkPolicy", f"coder-{name}")]["spec"]["ingress"][0]["ports"] == [
-            {"protocol": "TCP", "port": target.port}
+        assert container["ports"] == [
+            {"name": "http", "containerPort": target.port},
+            {"name": "metrics", "containerPort": 9464},
         ]
+        assert out[("Service", f"coder-{name}")]["spec"]["ports"] == [
+            {"name": "http", "port": target.port, "targetPort": "http"},
+            {"name": "metrics", "port": 9464, "targetPort": "metrics"},
+        ]
+        assert out[("NetworkPolicy", f"coder-{name}")]["spec"]["ingress"][0]["ports"] == [
+            {"protocol": "TCP", "port": target.port},
+            {"protocol": "TCP", "port": 9464},
+        ]
+        # Probes stay on the http port; /metrics is on its own.
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    config = out[("ConfigMap", "coder-config")]["data"]
+    assert json.loads(config["CODER_METRICS_URLS"])["usage"] == "http://coder-usage.prod.svc:9464"
 
 
 def test_every_child_is_owned_by_the_platform():
@@ -472,6 +483,7 @@ def test_service_monitor_only_when_its_kind_is_served():
     served = Observed(migration_succeeded=True, postgres_ready=True, service_monitors=True)
     monitor = render(spec, served)[("ServiceMonitor", "coder")]
     assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
 
 
 # --------------------------------------------------------------------------- the comparison

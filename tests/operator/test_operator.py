@@ -275,7 +275,7 @@ async def test_watched_children_wake_the_reconcile_without_waiting_for_a_resync(
             service = (await cluster.children())[("v1", "Service", "coder-gateway")]
             return [p["port"] for p in service["spec"]["ports"]] != [3999] and len(
                 service["spec"]["ports"]
-            ) == 1
+            ) == 2
 
         await eventually("the hand-edited Service to be restored", port_back, timeout=20)
 

@@ -58,8 +58,13 @@ async def test_ten_line_cr_converges_to_every_child_with_owner_references(cluste
             0
         ]
         assert container["args"][:3] == ["run", "--target", name]
-        assert container["ports"][0]["containerPort"] == target.port
+        ports = [("http", target.port), ("metrics", 9464)]  # /metrics on a port of its own
+        assert [(p["name"], p["containerPort"]) for p in container["ports"]] == ports
         assert container["image"] == "coderide/coder-platform:1.0.0"
+        service = children[(CORE, "Service", f"coder-{name}")]["spec"]
+        assert [(p["name"], p["port"], p["targetPort"]) for p in service["ports"]] == [
+            (n, port, n) for n, port in ports
+        ]
 
 
 async def test_second_reconcile_writes_nothing(cluster: Cluster):
@@ -527,7 +532,7 @@ async def test_entries_another_field_manager_added_to_owned_lists_are_removed(cl
     )
     children = await cluster.children()
     ports = children[(CORE, "Service", "coder-gateway")]["spec"]["ports"]
-    assert [(p["name"], p["port"]) for p in ports] == [("http", gateway_port)]
+    assert [(p["name"], p["port"]) for p in ports] == [("http", gateway_port), ("metrics", 9464)]
     for key in ((APPS, "Deployment", "coder-secrets"), (APPS, "StatefulSet", "coder-redis")):
         have, want = children[key]["spec"]["template"]["spec"], desired[key]["spec"]["template"]["spec"]
         assert [c["name"] for c in have["containers"]] == [c["name"] for c in want["containers"]], key

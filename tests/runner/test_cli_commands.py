@@ -114,7 +114,7 @@ def test_run_stops_its_embedded_postgresql(
     env["CODER_DATA_DIR"] = str(data_dir)
     port = free_port()
     process = subprocess.Popen(
-        [CLI, "run", "--target", "secrets", "--port", str(port)],
+        [CLI, "run", "--target", "secrets", "--port", str(port), "--metrics-port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),

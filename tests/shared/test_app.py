@@ -12,8 +12,19 @@ async def test_health_ready_metrics(platform: Platform) -> None:
     ready = await platform.client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["postgres"] == "ok"
-    metrics = await platform.client.get("/metrics")
+    metrics = await platform.runtime.metrics.client("gateway").get("/metrics")
     assert "http_requests_total" in metrics.text
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/api/secrets/metrics", "/api/usage/metrics"])
+async def test_metrics_are_not_on_the_public_port(
+    platform: Platform, signer: TestSigner, org: str, path: str
+) -> None:
+    for headers in ({}, signer.headers(org)):
+        answer = await platform.client.get(path, headers=headers)
+        assert answer.status_code == 404, answer.text
+        assert answer.headers["content-type"] == PROBLEM
+        assert "http_requests_total" not in answer.text
 
 
 async def test_proxied_requests_are_labelled_by_target_and_route_template(
@@ -22,7 +33,7 @@ async def test_proxied_requests_are_labelled_by_target_and_route_template(
     answer = await platform.client.get("/api/secrets/v1/secrets/some/path", headers=signer.headers(org))
     assert answer.status_code == 404, answer.text
     assert "x-coder-route" not in answer.headers  # the target names its route to the gateway only
-    metrics = (await platform.client.get("/metrics")).text
+    metrics = (await platform.runtime.metrics.client("gateway").get("/metrics")).text
     route = 'route="/api/secrets/v1/secrets/{path}"'
     assert f'http_requests_total{{method="GET",{route},status="404",target="gateway"}}' in metrics
     bucket = f'http_request_duration_seconds_bucket{{le="0.0005",method="GET",{route},target="gateway"}}'

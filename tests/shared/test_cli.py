@@ -10,18 +10,33 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from coder.shared.devservers import free_port
 from coder.tests.support.logscan import LogCapture
 from coder.tests.support.process import platform_process
 from coder.tests.support.tokens import TestSigner
 
 
 @pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def served(
-    database_url: str, signer: TestSigner, tmp_path_factory: pytest.TempPathFactory, log_capture: LogCapture
+    database_url: str,
+    signer: TestSigner,
+    tmp_path_factory: pytest.TempPathFactory,
+    log_capture: LogCapture,
+    metrics_port: int,
 ) -> Iterator[str]:
-    """`coder-platform run --target all` on a free port; its base URL."""
+    """`coder-platform run --target all` on a free port, its metrics on `metrics_port`; its base URL."""
     log = tmp_path_factory.mktemp("cli") / "process.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "CODER_JWKS": signer.jwks()}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CODER_JWKS": signer.jwks(),
+        "CODER_METRICS_PORT": str(metrics_port),
+    }
     with platform_process(env, log, log_capture) as base:
         yield base
 
@@ -63,3 +78,36 @@ def test_no_server_banner_and_the_common_headers(served: str) -> None:
         assert "server" not in response.headers, path
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_metrics_answer_on_their_own_port_only(served: str, metrics_port: int, signer: TestSigner) -> None:
+    """The public port has no /metrics, nor any target's through the gateway; the metrics port has the
+    process's, in OpenMetrics with the request's trace as exemplar when the scraper asks for it."""
+    for path in ("/metrics", "/api/secrets/metrics", "/api/gateway/metrics"):
+        public = httpx.get(f"{served}{path}", headers=signer.headers("org-cli"), timeout=10)
+        assert public.status_code == 404, (path, public.text)
+        assert public.headers["content-type"] == "application/problem+json"
+    trace_id = os.urandom(16).hex()
+    asked = httpx.get(
+        f"{served}/api/secrets/v1/secrets/some/path",
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", **signer.headers("org-cli")},
+        timeout=10,
+    )
+    assert asked.status_code == 404, asked.text
+    scrape = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = httpx.get(scrape, timeout=10)
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'http_requests_total{method="GET",route="/api/secrets/v1/secrets/{path}"' in text.text
+    assert trace_id not in text.text  # exemplars are OpenMetrics only
+    open_metrics = httpx.get(
+        scrape, headers={"accept": "application/openmetrics-text; version=1.0.0"}, timeout=10
+    )
+    assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
+    route = 'route="/api/secrets/v1/secrets/{path}"'
+    exemplars = [
+        line for line in open_metrics.text.splitlines() if route in line and f'trace_id="{trace_id}"' in line
+    ]
+    assert any(line.startswith("http_request_duration_seconds_bucket{") for line in exemplars), (
+        open_metrics.text
+    )
+    assert any(line.startswith("http_requests_total{") for line in exemplars)

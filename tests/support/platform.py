@@ -60,6 +60,19 @@ async def running(settings: PlatformSettings, backend: str, targets: str = "all"
             yield Platform(app=app, client=client, backend=backend, runtime=app.state.runtime)
 
 
+async def sample(p: Platform, name: str, **labels: str) -> float:
+    """One sample of the process's /metrics as its metrics port serves it (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = await p.runtime.metrics.client(next(iter(p.runtime.targets))).get("/metrics")
+    assert answer.status_code == 200, answer.text
+    for family in text_string_to_metric_families(answer.text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return found.value
+    return 0.0
+
+
 def target_settings(targets: Mapping[str, Target]) -> list[TargetSettings]:
     """The targets' settings from the environment as it is, development defaults allowed (tests run
     with CODER_ENVIRONMENT=test and the development keys)."""

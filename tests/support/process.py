@@ -17,9 +17,11 @@ from coder.tests.support.logscan import LogCapture
 
 @contextmanager
 def platform_process(env: dict[str, str], log: Path, log_capture: LogCapture) -> Iterator[str]:
-    """`coder-platform run --target all` on a free port, once `/healthz` answers: its base URL. The
-    process is stopped afterwards and its output joins the log scan."""
+    """`coder-platform run --target all` on a free port, once `/healthz` answers: its base URL. Its
+    /metrics listens on CODER_METRICS_PORT when `env` names one, else on any free port. The process is
+    stopped afterwards and its output joins the log scan."""
     port = free_port()
+    env = {"CODER_METRICS_PORT": "0", **env}
     cli = str(Path(sys.executable).with_name("coder-platform"))
     with log.open("wb") as out:
         process = subprocess.Popen(

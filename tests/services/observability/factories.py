@@ -24,7 +24,12 @@ API = "/api/observability/v1"
 async def poll(p: Platform, *targets: str) -> list[Scrape]:
     """One round of the poller over `targets` now (waiting for the lock another replica may hold)."""
     rows = await poll_once(
-        p.runtime.sessions, p.runtime.clients, targets, p.runtime.config(ObservabilitySettings), force=True
+        p.runtime.sessions,
+        p.runtime.clients,
+        p.runtime.metrics,
+        targets,
+        p.runtime.config(ObservabilitySettings),
+        force=True,
     )
     assert rows is not None
     return rows
@@ -96,5 +101,7 @@ class FakeTarget:
 def fake_target(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> FakeTarget:
     fake = FakeTarget(f"fake-{uuid.uuid4().hex[:8]}")
     monkeypatch.setitem(platform.runtime.service_urls, fake.name, f"http://{fake.name}.invalid")
-    monkeypatch.setitem(platform.runtime.local_apps, fake.name, fake.app())
+    app = fake.app()
+    monkeypatch.setitem(platform.runtime.local_apps, fake.name, app)
+    monkeypatch.setitem(platform.runtime.metrics_apps, fake.name, app)
     return fake

@@ -24,7 +24,7 @@ class Counters:
 
 
 async def counters(p: Platform, target: str) -> Counters:
-    text = (await p.runtime.clients.client(target).get("/metrics")).text
+    text = (await p.runtime.metrics.client(target).get("/metrics")).text
     total = errors = under = count = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:

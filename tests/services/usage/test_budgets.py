@@ -15,7 +15,7 @@ from coder.tests.services.usage.factories import (
     reserve,
     settle,
 )
-from coder.tests.support.platform import Platform, listen, wait_until
+from coder.tests.support.platform import Platform, listen, sample, wait_until
 from coder.tests.support.tokens import TestSigner
 
 
@@ -253,3 +253,27 @@ async def test_a_budget_written_elsewhere_applies_to_the_next_reservation(
     await holds.budgets_changed(platform.runtime.cache, org)  # as another replica's write would
     assert (await reserve(platform, spender, 1)).status_code == 201
     assert (await reserve(platform, spender, 0.5)).status_code == 402
+
+
+async def test_budgets_are_gauges_of_spend_and_remaining(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
+    """Each budget's settled spend (PostgreSQL) and what it leaves net of holds (Redis), as scraped."""
+    h = signer.headers(org, perms=["usage:read", "usage:admin"])
+    budget = await create_budget(platform, h, limit=10)
+    user = await create_budget(platform, h, scope="user", scope_id="u1", limit=20, period="day")
+    settled = (await reserve(platform, spender, 3)).json()["reservation_id"]
+    assert (await settle(platform, spender, settled, 2)).status_code == 200
+    assert (await reserve(platform, spender, 1)).status_code == 201  # held, not settled
+
+    async def gauges(of: dict[str, object]) -> tuple[float, float]:
+        labels = {"budget": str(of["id"]), "org": org, "scope": str(of["scope"]), "metric": "cost_usd"}
+        return (
+            await sample(platform, "usage_budget_spent", **labels),
+            await sample(platform, "usage_budget_remaining", **labels),
+        )
+
+    assert await gauges(budget) == (2, 7)
+    assert await gauges(user) == (2, 17)
+    assert (await platform.client.delete(f"{API}/budgets/{budget['id']}", headers=h)).status_code == 204
+    assert await gauges(budget) == (0, 0)  # a deleted budget's series is gone

@@ -71,7 +71,7 @@ def workflow_process(env: dict[str, str], port: int, log: Path) -> Iterator[subp
     cli = str(Path(sys.executable).with_name("coder-platform"))
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [cli, "run", "--target", "gateway,workflow", "--port", str(port)],
+            [cli, "run", "--target", "gateway,workflow", "--port", str(port), "--metrics-port", "0"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -30,8 +30,13 @@ async def test_failing_handler_is_retried_then_dead_lettered(platform: Platform)
     await bus.publish([event])
     await wait_until(lambda: len(attempts) >= limit, what=f"{limit} delivery attempts")
 
+    async def depth() -> bool:
+        # A target without a consumer yet has no queue to count (and does not hide the others).
+        return await bus.dead_letter_depths([f"none{uuid.uuid4().hex[:8]}", target]) == {target: 1}
+
+    # What /metrics reports as coder_dead_letter_events{target}: the broker's count, or the bus's own.
+    await wait_until(depth, what="a dead-letter queue of one", timeout=30)
     if isinstance(bus, InProcessBus):
-        await wait_until(lambda: bus.dead_letters[target], what="the dead letter")
         assert [e.id for e in bus.dead_letters[target]] == [event.id]
     else:
         dead = await wait_until(_dead_message(platform, target), what="the dead letter", timeout=30)
@@ -66,3 +71,11 @@ def _dead_message(platform: Platform, target: str):
             return message.body
 
     return fetch
+
+
+async def test_every_consuming_target_has_a_dead_letter_gauge(platform: Platform) -> None:
+    text = (await platform.runtime.metrics.client("usage").get("/metrics")).text
+    consumers = [name for name, t in platform.runtime.targets.items() if t.consumes]
+    assert consumers
+    for name in consumers:
+        assert f'coder_dead_letter_events{{target="{name}"}}' in text

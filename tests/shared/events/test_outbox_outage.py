@@ -13,12 +13,14 @@ from typing import ClassVar
 
 import pytest
 from fastapi import APIRouter
+from prometheus_client import REGISTRY
 from sqlalchemy import Column, Integer, String, Table, func, select
 
 from coder.shared import db
 from coder.shared.contracts import Contract
 from coder.shared.devservers import RabbitServer
 from coder.shared.events import CloudEvent, EventContext, EventTables
+from coder.shared.metrics import collect
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Dependency, Descriptor, Target
@@ -114,6 +116,10 @@ async def test_broker_outage_delays_events_but_loses_and_duplicates_none(
         async with runtime.sessions() as session:
             waiting = await session.scalar(select(func.count()).select_from(events.outbox))
         assert waiting and waiting > 0, "events produced during the outage wait in the outbox"
+        # What /metrics reports meanwhile: the rows waiting, and how long the oldest has waited.
+        await collect(runtime)
+        assert REGISTRY.get_sample_value("coder_outbox_events", {"target": "probe"}) == waiting
+        assert (REGISTRY.get_sample_value("coder_outbox_oldest_age_seconds", {"target": "probe"}) or 0) > 0
 
         await asyncio.to_thread(rabbit.start)  # same port, same data: the broker comes back
         produced += await produce(runtime, 100, 20)
@@ -123,6 +129,14 @@ async def test_broker_outage_delays_events_but_loses_and_duplicates_none(
                 return await session.scalar(select(func.count()).select_from(effects)) == len(produced)
 
         await wait_until(all_applied, timeout=90, what="every event to be applied")
+
+        async def outbox_empty() -> bool:
+            await collect(runtime)
+            return REGISTRY.get_sample_value("coder_outbox_events", {"target": "probe"}) == 0
+
+        await wait_until(outbox_empty, what="an empty outbox on /metrics")
+        assert REGISTRY.get_sample_value("coder_outbox_oldest_age_seconds", {"target": "probe"}) == 0
+        assert REGISTRY.get_sample_value("coder_dead_letter_events", {"target": "probe"}) == 0
 
         # Redeliver some on purpose, as a broker does after a consumer crash: the inbox drops them.
         async with runtime.sessions() as session:
