@@ -268,7 +268,8 @@ def target_settings(description: str, *, with_defaults: bool) -> Schema:
             "replicas": integer("Pod replicas when autoscaling is off.", 1 if d else None, 0, 100),
             "workers": integer(
                 "Server processes in each pod, sharing its port (`run --workers`): one uses one CPU; "
-                "give the pod as many CPUs as workers.",
+                "give the pod as many CPUs as workers. Above one, the pod serves no /metrics (each "
+                "worker counts alone): scale with replicas where you scrape.",
                 1 if d else None,
                 1,
                 64,
