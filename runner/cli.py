@@ -130,7 +130,10 @@ def run(
         os.environ[WORKER_TARGETS] = ",".join(targets)
         asgi = "coder.runner.process:worker_app"
     if workers == 1:
-        typer.echo(f"coder-platform: metrics for the cluster on http://{host}:{settings.metrics_port}/metrics", err=True)
+        typer.echo(
+            f"coder-platform: metrics for the cluster on http://{host}:{settings.metrics_port}/metrics",
+            err=True,
+        )
     else:
         # Each worker counts alone (one registry per process): one scrape would see a random worker.
         typer.echo("coder-platform: no /metrics with more than one worker: scale with replicas", err=True)
