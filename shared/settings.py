@@ -42,9 +42,10 @@ class PlatformSettings(BaseSettings):
     # A target missing here is reached at http://<target>:<port> (its Kubernetes Service).
     service_urls: dict[str, str] = Field(default_factory=dict)
     # Prometheus /metrics for the cluster: a listener of its own (`run`), never the public port; 0
-    # picks a free one. Other targets' /metrics (observability reads them): `metrics_urls[name]`, else
-    # http://<target>:<metrics_port> (its Service's `metrics` port in a cluster).
+    # picks a free one.
     metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535)
+    # Other targets' /metrics (observability reads them), by target; a target missing here is read at
+    # http://<target>:<metrics_port> (its Service's `metrics` port in a cluster).
     metrics_urls: dict[str, str] = Field(default_factory=dict)
     # Token verification: a JWKS URL (the gateway's), or a JWKS document inline (tests, air-gapped).
     jwks_url: str | None = None
