@@ -34,6 +34,8 @@ S = TypeVar("S", bound=TargetSettings)
 # Redis connections per process, and how long a call waits for one when all are in use.
 REDIS_CONNECTIONS = 100
 REDIS_WAIT_SECONDS = 10.0
+# How long each close, and the background tasks together, may take when the process stops.
+STOP_SECONDS = 10.0
 
 
 class Runtime:
@@ -223,14 +225,22 @@ class Runtime:
         self._tasks.append(task)
 
     async def stop(self) -> None:
+        # A stop never hangs: a close that does not finish in STOP_SECONDS is cancelled and named in
+        # the log, and the rest is closed after it.
         for close in reversed(self.on_stop):
-            await close()
+            try:
+                await asyncio.wait_for(close(), STOP_SECONDS)
+            except TimeoutError:
+                log.error("a close did not finish in time", extra={"close": _name(close), "s": STOP_SECONDS})
         await self._opened.aclose()
 
     async def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
+            for task in stuck:
+                log.error("a background task ignored its cancellation", extra={"task": task.get_name()})
         self._tasks.clear()
 
     async def readiness(self) -> dict[str, str]:
@@ -251,6 +261,11 @@ async def _check(awaitable: Any) -> str:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
     return "ok"
+
+
+def _name(close: Callable[[], Awaitable[None]]) -> str:
+    owner = getattr(close, "__self__", None)
+    return f"{type(owner).__qualname__}.{close.__name__}" if owner is not None else repr(close)
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

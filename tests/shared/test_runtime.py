@@ -9,6 +9,7 @@ import pytest
 
 from coder.runner import registry
 from coder.services.secrets.config import SecretsSettings
+from coder.shared import runtime as runtime_module
 from coder.shared.devservers import RabbitServer, RedisServer
 from coder.shared.runtime import REDIS_CONNECTIONS, Runtime
 from coder.shared.target import Dependency
@@ -54,3 +55,35 @@ async def test_a_burst_beyond_the_redis_pool_waits_for_connections(platform: Pla
     )
     assert answers == [None] * (REDIS_CONNECTIONS + 50)
     assert await cache.get("burst") == "ok"
+
+
+async def _stubborn(runtime: Runtime) -> None:
+    """A background task that swallows its cancellation (a bug the stop must survive), and ends on
+    its own a second later (so the test leaves nothing running)."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        await asyncio.sleep(1)
+
+
+async def test_a_stop_never_hangs_on_a_close_or_a_task_that_does_not_end(
+    database_url: str, signer: TestSigner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A close that never returns and a task that ignores its cancellation are named in the log, and
+    the rest of the process is closed after them."""
+    monkeypatch.setattr(runtime_module, "STOP_SECONDS", 0.2)
+    secrets = dataclasses.replace(registry.wiring("secrets"), background=[_stubborn])  # type: ignore[list-item]
+    runtime = Runtime(
+        make_settings(database_url, signer), {"secrets": secrets}, registry.descriptors(), [SecretsSettings()]
+    )
+    await runtime.start()
+    never = asyncio.Event()
+    runtime.on_stop.append(never.wait)  # type: ignore[arg-type]
+    await asyncio.wait_for(runtime.stop(), timeout=30)
+    messages = [(r.getMessage(), getattr(r, "close", None), getattr(r, "task", None)) for r in caplog.records]
+    assert ("a close did not finish in time", "Event.wait", None) in messages
+    assert any(
+        m == "a background task ignored its cancellation" and "_stubborn" in str(t) for m, _, t in messages
+    )
+    assert runtime.engine is not None
+    assert runtime.engine.pool.checkedout() == 0  # the engine was disposed after them
