@@ -17,7 +17,6 @@ from typing import Any, cast
 import pytest
 import yaml
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.types import PatchType
@@ -28,7 +27,13 @@ from coder.services.execution.kube import JOB_LABEL, KubeRunner, name_of
 from coder.services.execution.sandbox import RunSpec
 from coder.services.execution.worker import _runner
 from coder.tests.operator.conftest import Cluster
-from coder.tests.services.execution.test_kube import LIMITS, Cancel, created, job_status
+from coder.tests.services.execution.test_kube import (
+    LIMITS,
+    Cancel,
+    cancelled_while_running,
+    created,
+    job_status,
+)
 from coder.tests.support.kube import ControlPlane
 from coder.tests.support.platform import wait_until
 
@@ -163,21 +168,7 @@ async def test_the_role_is_enough_for_the_kube_backend_and_nothing_more(
             assert (result.outcome, result.exit_code, result.reason) == ("exited", 3, "exited with 3"), result
 
             # Cancelled while it runs: the Job is deleted with the account's `delete`.
-            spec = RunSpec(job_id=str(uuid.uuid4()), argv=["sleep", "600"], limits=LIMITS)
-            sink = Cancel()
-            task = asyncio.create_task(runner.run(spec, sink))
-            await created(admin, namespace, spec)
-            sink.cancel = True
-            assert (await asyncio.wait_for(task, 30)).outcome == "cancelled"
-
-            async def gone_or_deleting() -> bool:
-                try:
-                    found = await admin.get(Job, name_of(spec), namespace=namespace)
-                except ApiError:
-                    return True
-                return found.metadata is not None and found.metadata.deletionTimestamp is not None
-
-            await wait_until(gone_or_deleting, what="the Job to be deleted")
+            await cancelled_while_running(runner, admin, namespace)
         finally:
             await client.close()
 

@@ -95,6 +95,25 @@ async def job_status(client: AsyncClient, namespace: str, name: str, kind: str, 
     await client.patch(Job.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE)
 
 
+async def cancelled_while_running(run: KubeRunner, client: AsyncClient, namespace: str) -> None:
+    """A run cancelled while its Job runs ends `cancelled`, and its Job is deleted (or being deleted)."""
+    spec = RunSpec(job_id=str(uuid.uuid4()), argv=["sleep", "600"], limits=LIMITS)
+    sink = Cancel()
+    task = asyncio.create_task(run.run(spec, sink))
+    await created(client, namespace, spec)
+    sink.cancel = True
+    assert (await asyncio.wait_for(task, 30)).outcome == "cancelled"
+
+    async def gone_or_deleting() -> bool:
+        try:
+            job = await client.get(Job, name_of(spec), namespace=namespace)
+        except ApiError:
+            return True
+        return job.metadata is not None and job.metadata.deletionTimestamp is not None
+
+    await wait_until(gone_or_deleting, what="the Job to be deleted")
+
+
 async def test_a_job_per_run_restricted_and_without_network(kube: tuple[AsyncClient, str]) -> None:
     client, namespace = kube
     spec = RunSpec(
@@ -178,22 +197,7 @@ async def test_ends_read_from_the_pod_and_cancel(kube: tuple[AsyncClient, str]) 
     result = await asyncio.wait_for(task, 30)
     assert (result.outcome, result.exit_code) == ("memory", 137), result
 
-    # Cancelled while running: the Job is deleted.
-    spec = RunSpec(job_id=str(uuid.uuid4()), argv=["sleep", "600"], limits=LIMITS)
-    sink = Cancel()
-    task = asyncio.create_task(run.run(spec, sink))
-    await created(client, namespace, spec)
-    sink.cancel = True
-    assert (await asyncio.wait_for(task, 30)).outcome == "cancelled"
-
-    async def gone_or_deleting() -> bool:
-        try:
-            job = await client.get(Job, name_of(spec), namespace=namespace)
-        except ApiError:
-            return True
-        return job.metadata is not None and job.metadata.deletionTimestamp is not None
-
-    await wait_until(gone_or_deleting, what="the Job to be deleted")
+    await cancelled_while_running(run, client, namespace)
 
 
 def test_auto_is_kubernetes_in_a_pod_with_an_api_token(
