@@ -60,7 +60,8 @@ def _request(registration: CrossOrg, method: str, path: str, headers: dict[str, 
 def _answer(response: Any, values: dict[str, str]) -> tuple[int, str, str]:
     """Status, content type and body, with the addressed values written as their parameter names."""
     text = response.text
-    for name, value in values.items():
+    # Longest first: a short value (a version, "3") may occur inside a longer one (a UUID).
+    for name, value in sorted(values.items(), key=lambda item: -len(item[1])):
         text = text.replace(value, f"{{{name}}}")
     return response.status_code, response.headers.get("content-type", ""), text
 
