@@ -101,7 +101,7 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
         async def a_quiet_resync() -> bool:
             """Two whole resyncs went by without a write: what converging left in flight is done."""
             kube.requests.reset()
-            await eventually("two resyncs", lambda: kube.requests.methods["GET"] >= 9 * 2, timeout=30)
+            await eventually("two resyncs", lambda: kube.requests.methods["GET"] >= 15 * 2, timeout=30)
             return kube.requests.writes == 0
 
         await eventually("a resync that writes nothing", a_quiet_resync, timeout=60)
@@ -112,7 +112,7 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
         event_count = len(events(cluster))
         recorder.kube.requests.reset()
         # Ten resyncs (each lists every kind) ran: only then does "no write" say anything.
-        await eventually("ten resyncs", lambda: kube.requests.methods["GET"] >= 9 * 10, timeout=60)
+        await eventually("ten resyncs", lambda: kube.requests.methods["GET"] >= 15 * 10, timeout=60)
         assert recorder.kube.requests.writes == 0, recorder.kube.requests.write_paths()
         assert await cluster.versions() == versions
         assert (await cluster.cr())["metadata"]["resourceVersion"] == cr_version
