@@ -327,9 +327,9 @@ async def converge_sandbox(kube: Kube, spec: PlatformSpec) -> Outcome:
             wanted.remove(namespace)  # not the operator's: its labels are left alone
     if current is not None and current["metadata"].get("deletionTimestamp"):
         # Nothing can be created in it until it is gone; then it is made again.
-        outcome.retry = f"Namespace/{spec.sandbox.namespace} is being deleted; waiting to recreate it"
-        wanted = []
-        found = {k: v for k, v in found.items() if k[1] != "Namespace"}
+        return Outcome(
+            retry=f"Namespace/{spec.sandbox.namespace} is being deleted; it is made again once gone"
+        )
     converged = await converge(kube, spec, wanted, found, key=place_of)
     converged.add(outcome)
     return converged
