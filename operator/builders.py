@@ -433,6 +433,7 @@ def target_env(spec: PlatformSpec, workload: TargetConfig, version: str) -> list
         ]
     for target in served:
         for setting, value in spec.targets[target].cluster_settings.items():
+            value = value.replace("{sandbox_namespace}", spec.sandbox.namespace)
             ours.append({"name": setting, "value": value.replace("{namespace}", spec.owner.namespace)})
     user = [dict(item) for item in workload.env]
     taken = {item["name"] for item in user}
@@ -485,29 +486,87 @@ def kube_rules(spec: PlatformSpec, workload: TargetConfig) -> list[dict[str, lis
 
 
 def api_access(spec: PlatformSpec, workload: TargetConfig) -> list[Manifest]:
-    """A ServiceAccount of its own for a workload that calls the Kubernetes API, bound to a Role of
-    exactly its targets' rules in the platform's namespace; nothing for the others."""
-    rules = kube_rules(spec, workload)
-    if not rules:
+    """A ServiceAccount of its own for a workload that calls the Kubernetes API (its Role is in the
+    sandbox namespace, `sandbox()`); nothing for the others, whose pods get no token."""
+    if not kube_rules(spec, workload):
         return []
-    name = child(spec, workload.name)
-    rbac = "rbac.authorization.k8s.io"
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(spec, name, workload.name)},
         {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "Role",
-            "metadata": metadata(spec, name, workload.name),
-            "rules": rules,
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(spec, child(spec, workload.name), workload.name),
+        }
+    ]
+
+
+# Pod Security Admission: the sandbox's pods must meet the restricted standard (refused otherwise).
+POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+
+
+def sandbox_metadata(spec: PlatformSpec, name: str, component: str) -> dict[str, Any]:
+    """Outside the CoderPlatform's namespace no owner reference reaches: the labels say whose it is."""
+    return {
+        "name": name,
+        "namespace": spec.sandbox.namespace,
+        "labels": {
+            **names.sandbox_labels(spec.owner.namespace, spec.owner.name),
+            names.COMPONENT_LABEL: component,
+            names.PART_OF_LABEL: names.APP_NAME,
         },
+    }
+
+
+def sandbox(spec: PlatformSpec) -> list[Manifest]:
+    """The namespace the targets calling the Kubernetes API start their workloads in (execution: a Job
+    per run), apart from the platform's: whoever may create pods in a namespace can mount its Secrets.
+    In it: a Role of exactly each such workload's rules bound to its ServiceAccount (in the platform's
+    namespace), a deny-all NetworkPolicy for every pod there, and the quota if the spec sets one. The
+    Namespace comes first; the reconciler creates it only if missing and never takes over one it did
+    not make. Nothing when no enabled workload calls the API."""
+    accounts = {name: rules for name, w in spec.workloads.items() if (rules := kube_rules(spec, w))}
+    if not accounts:
+        return []
+    rbac = "rbac.authorization.k8s.io"
+    namespace = sandbox_metadata(spec, spec.sandbox.namespace, "sandbox")
+    del namespace["namespace"]
+    namespace["labels"].update(POD_SECURITY)
+    out: list[Manifest] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": namespace},
         {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "RoleBinding",
-            "metadata": metadata(spec, name, workload.name),
-            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.owner.namespace}],
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": sandbox_metadata(spec, child(spec, "deny-all"), "sandbox"),
+            # Every pod, both directions, no rule: nothing in or out unless a policy of a run allows it.
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         },
     ]
+    if spec.sandbox.quota:
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": sandbox_metadata(spec, child(spec, "sandbox"), "sandbox"),
+                "spec": {"hard": dict(spec.sandbox.quota)},
+            }
+        )
+    for workload, rules in accounts.items():
+        name = child(spec, workload)
+        out += [
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "Role",
+                "metadata": sandbox_metadata(spec, name, workload),
+                "rules": rules,
+            },
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "RoleBinding",
+                "metadata": sandbox_metadata(spec, name, workload),
+                "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": spec.owner.namespace}],
+            },
+        ]
+    return out
 
 
 def env_from(spec: PlatformSpec, workload: TargetConfig) -> list[dict[str, Any]]:

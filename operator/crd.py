@@ -530,6 +530,31 @@ def _network_policy() -> Schema:
     )
 
 
+def _sandbox() -> Schema:
+    return obj(
+        "Where the targets that run users' code start their workloads (execution: a Job per run): a "
+        "namespace apart from the platform's, since whoever may create pods in a namespace can mount "
+        "its Secrets. The operator creates it if missing (Pod Security `restricted` enforced, a "
+        "deny-all NetworkPolicy) and puts there the Roles those targets' accounts need; none is left "
+        "in the platform's namespace. A namespace that already exists is used as it is (label it for "
+        "Pod Security yourself): the operator adds only its own objects and never deletes it.",
+        {
+            "namespace": string(
+                "The sandbox namespace; unset: `<the CoderPlatform's namespace>-sandbox`. It must "
+                "differ from the CoderPlatform's namespace; two CoderPlatforms should not share one.",
+                minLength=1,
+                maxLength=63,
+                pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+            ),
+            "quota": quantity_map(
+                "A ResourceQuota's `hard` limits for the whole sandbox, e.g. `pods: 20`, "
+                "`limits.memory: 16Gi`; unset: no quota (each run has limits of its own)."
+            ),
+        },
+        default={},
+    )
+
+
 def spec_schema() -> Schema:
     schema = obj(
         "The desired Coder Platform: which targets run, how, and on which data stores.",
@@ -592,6 +617,7 @@ def spec_schema() -> Schema:
             "auth": _auth(),
             "observability": _observability(),
             "networkPolicy": _network_policy(),
+            "sandbox": _sandbox(),
         },
         required=("version",),
     )

@@ -34,9 +34,13 @@ CHILD_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("", ("pods",), ("list",)),
     ("apps", ("deployments", "statefulsets"), _OWNED),
     ("batch", ("jobs",), _OWNED),
-    # A target calling the Kubernetes API (its descriptor's `kube_rules`) gets its own account and Role.
+    # A target calling the Kubernetes API (its descriptor's `kube_rules`) gets its own account, and a
+    # Role in the sandbox namespace, which the operator creates if missing (read by name, found by its
+    # labels, its labels applied, deleted with the platform; nothing else is ever written to one).
     ("", ("serviceaccounts",), _OWNED),
     ("rbac.authorization.k8s.io", ("roles", "rolebindings"), _OWNED),
+    ("", ("namespaces",), ("get", "list", "create", "patch", "delete")),
+    ("", ("resourcequotas",), _OWNED),
     ("autoscaling", ("horizontalpodautoscalers",), _OWNED),
     ("policy", ("poddisruptionbudgets",), _OWNED),
     ("networking.k8s.io", ("networkpolicies", "ingresses"), _OWNED),

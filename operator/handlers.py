@@ -3,8 +3,10 @@
 Create/update/resume handlers are edge-triggered; the resync loop makes the operator
 level-triggered (drift, readiness and the migration gate are picked up on the next pass). The
 resync is an operator-wide task rather than a kopf timer because kopf puts a finalizer on every
-object with a timer, and a CoderPlatform must stay deletable while the operator is away (the
-garbage collector removes its children; nothing outside the cluster needs cleaning up).
+object with a timer, and a CoderPlatform must stay deletable while the operator is away: the
+garbage collector removes its children. What it has outside its namespace (the sandbox namespace and
+the Role there, which no owner reference reaches) is removed when the operator sees the deletion,
+and otherwise by the sweep at the end of each resync: level-triggered too, without a finalizer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lightkube import KubeConfig
 from coder.operator import metrics, names
 from coder.operator.kube import Kube
 from coder.operator.options import Options
-from coder.operator.reconcile import reconcile
+from coder.operator.reconcile import reconcile, remove_sandbox
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 log = logging.getLogger("coder.operator")
@@ -113,6 +115,27 @@ async def _reconcile_and_report(kube: Kube, namespace: str, name: str) -> str | 
     return outcome.retry
 
 
+async def remove_sandbox_if_gone(
+    kube: Kube, locks: dict[Any, asyncio.Lock], namespace: str, name: str
+) -> list[str]:
+    """Remove a CoderPlatform's objects outside its namespace once it is gone (never while it exists:
+    one deleted and created again under the same name keeps them)."""
+    async with locks[(namespace, name)]:
+        if await kube.platform(namespace, name) is not None:
+            return []
+        return await remove_sandbox(kube, namespace, name)
+
+
+async def sweep(
+    kube: Kube, locks: dict[Any, asyncio.Lock], options: Options, exclude: set[tuple[str, str]]
+) -> None:
+    """What CoderPlatforms deleted while the operator was away (or unseen) left outside their
+    namespace; `exclude`: the ones just listed (each still checked before anything is deleted)."""
+    for namespace, name in sorted(await kube.sandbox_owners() - exclude):
+        if not options.namespaces or namespace in options.namespaces:
+            await remove_sandbox_if_gone(kube, locks, namespace, name)
+
+
 # The children's kinds, watched so that a child edited or deleted by hand wakes its owner's
 # reconcile within a second (the periodic resync stays as the level-triggered safety net).
 # ServiceMonitors are left to the resync: their kind may not be served at all.
@@ -130,6 +153,7 @@ CHILD_RESOURCES = (
     ("policy/v1", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "networkpolicies"),
     ("networking.k8s.io/v1", "ingresses"),
+    ("v1", "resourcequotas"),  # in the sandbox namespace only
 )
 # How long a wake-up waits for more news about the same CoderPlatform: a burst of events (a
 # rollout updates a Deployment's status many times) becomes one reconcile.
@@ -138,15 +162,20 @@ WAKE_DELAY = 0.3
 RETRY_DELAY = 5.0
 
 
-def owner_of(body: Mapping[str, Any]) -> str | None:
-    """The name of the CoderPlatform controlling a child (None for anything else)."""
-    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+def owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the CoderPlatform controlling a child, by its owner reference or, in the
+    sandbox namespace, by its labels (None for anything else)."""
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
         if (
             ref.get("kind") == names.KIND
             and ref.get("apiVersion") == names.API_VERSION
             and ref.get("controller")
         ):
-            return str(ref["name"])
+            return str(meta.get("namespace")), str(ref["name"])
+    labels = meta.get("labels") or {}
+    if names.OWNER_NAMESPACE_LABEL in labels and names.INSTANCE_LABEL in labels:
+        return labels[names.OWNER_NAMESPACE_LABEL], labels[names.INSTANCE_LABEL]
     return None
 
 
@@ -204,6 +233,10 @@ async def resync_forever(kube: Kube, locks: dict[Any, asyncio.Lock], options: Op
                 log.info("resync of %s/%s: %s", namespace, name, exc)
             except Exception:
                 log.exception("resync of %s/%s failed; retried on the next pass", namespace, name)
+        try:
+            await sweep(kube, locks, options, exclude=set(platforms))
+        except Exception:
+            log.exception("resync: cannot sweep what deleted CoderPlatforms left; retried on the next pass")
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
@@ -240,10 +273,18 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         assert namespace is not None  # the CRD is namespaced
         await reconcile_and_report(memo["kube"], memo["locks"], namespace, name)
 
-    async def child_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         owner = owner_of(body)
-        if owner is not None and namespace is not None and "waker" in memo:
-            memo["waker"].wake(namespace, owner)
+        if owner is not None and "waker" in memo:
+            memo["waker"].wake(*owner)
+
+    # No finalizer (see the module's docstring): the deletion as the watch reports it, and the sweep.
+    @kopf.on.event(*RESOURCE, registry=registry, id="deleted")
+    async def deleted(
+        event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    ) -> None:
+        if event["type"] == "DELETED" and namespace is not None and "kube" in memo:
+            await remove_sandbox_if_gone(memo["kube"], memo["locks"], namespace, name)
 
     # Filtered by the label every child carries; kopf writes nothing on these (no finalizer, no
     # annotation): an event handler only reads.

@@ -19,12 +19,20 @@ from typing import Any, cast
 
 import httpx2
 from lightkube import ALL_NS, ApiError, AsyncClient, KubeConfig
-from lightkube.core.resource import NamespacedResource
+from lightkube.core.resource import GlobalResource, NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Pod, Secret, Service, ServiceAccount
+from lightkube.resources.core_v1 import (
+    ConfigMap,
+    Namespace,
+    Pod,
+    ResourceQuota,
+    Secret,
+    Service,
+    ServiceAccount,
+)
 from lightkube.resources.events_v1 import Event
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -54,11 +62,23 @@ CHILD_KINDS: tuple[type[NamespacedResource], ...] = (
     NetworkPolicy,
     Ingress,
 )
-_BY_KIND: dict[tuple[str, str], type[NamespacedResource]] = {
+# What it makes in the sandbox namespace (builders.sandbox), found by labels (no owner reference
+# crosses namespaces): the Namespace itself first, the others in any namespace.
+SANDBOX_KINDS: tuple[type[NamespacedResource] | type[GlobalResource], ...] = (
+    Namespace,
+    NetworkPolicy,
+    ResourceQuota,
+    Role,
+    RoleBinding,
+)
+# Resource classes by (apiVersion, kind): namespaced or not, which lightkube's overloads tell apart.
+_BY_KIND: dict[tuple[str, str], Any] = {
     (f"{r._api_info.resource.api_version}", r._api_info.resource.kind): r
-    for r in (*CHILD_KINDS, ServiceMonitor)
+    for r in (*CHILD_KINDS, *SANDBOX_KINDS, ServiceMonitor)
 }
 Key = tuple[str, str, str]  # apiVersion, kind, name
+# An object anywhere: apiVersion, kind, namespace ("" for a cluster-scoped one), name.
+Place = tuple[str, str, str, str]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # How long a "ServiceMonitor is not served" answer is trusted before asking again.
 DISCOVERY_TTL = 300.0
@@ -66,6 +86,11 @@ DISCOVERY_TTL = 300.0
 
 def key_of(manifest: Mapping[str, Any]) -> Key:
     return manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]
+
+
+def place_of(manifest: Mapping[str, Any]) -> Place:
+    meta = manifest["metadata"]
+    return manifest["apiVersion"], manifest["kind"], meta.get("namespace") or "", meta["name"]
 
 
 @dataclass
@@ -145,7 +170,8 @@ class Kube:
         kinds: list[type[NamespacedResource]] = list(CHILD_KINDS)
         if monitors:
             kinds.append(ServiceMonitor)
-        lists = await asyncio.gather(*(self._list(kind, namespace, instance) for kind in kinds))
+        labels = names.instance_labels(instance)
+        lists = await asyncio.gather(*(self._list(kind, namespace, labels) for kind in kinds))
         found: dict[Key, dict[str, Any]] = {}
         for items in lists:
             for item in items:
@@ -154,14 +180,38 @@ class Kube:
                     found[key_of(item)] = item
         return found
 
+    async def sandbox(self, namespace: str, instance: str) -> dict[Place, dict[str, Any]]:
+        """What one CoderPlatform made outside its namespace (builders.sandbox), by its labels."""
+        labels = names.sandbox_labels(namespace, instance)
+        lists = await asyncio.gather(*(self._list(kind, ALL_NS, labels) for kind in SANDBOX_KINDS))
+        return {place_of(item): item for items in lists for item in items}
+
+    async def sandbox_owners(self) -> set[tuple[str, str]]:
+        """(namespace, name) of every CoderPlatform something outside its namespace is labelled with."""
+        labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.OWNER_NAMESPACE_LABEL: None}
+        lists = await asyncio.gather(*(self._list(kind, ALL_NS, labels) for kind in SANDBOX_KINDS))
+        owners = set()
+        for items in lists:
+            for item in items:
+                labelled = item["metadata"]["labels"]
+                owners.add((labelled[names.OWNER_NAMESPACE_LABEL], labelled.get(names.INSTANCE_LABEL, "")))
+        return owners
+
     async def _list(
-        self, kind: type[NamespacedResource], namespace: str, instance: str
+        self,
+        kind: type[NamespacedResource] | type[GlobalResource],
+        namespace: str,
+        labels: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         info = kind._api_info.resource
         items = []
-        labels: dict[str, Any] = dict(names.instance_labels(instance))
-        async for obj in self.client.list(kind, namespace=namespace, labels=labels):
-            item: dict[str, Any] = obj.to_dict()  # type: ignore[attr-defined]  # every resource has it
+        listed = (
+            self.client.list(kind, namespace=namespace, labels=dict(labels))
+            if issubclass(kind, NamespacedResource)
+            else self.client.list(kind, labels=dict(labels))
+        )
+        async for obj in listed:
+            item: dict[str, Any] = obj.to_dict()  # type: ignore[union-attr]  # every resource has it
             # List items come without apiVersion and kind.
             item.update(apiVersion=info.api_version, kind=info.kind)
             items.append(item)
@@ -183,6 +233,18 @@ class Kube:
             served = False
         self._monitors = (time.monotonic() + DISCOVERY_TTL, served)
         return served
+
+    async def namespace(self, name: str) -> dict[str, Any] | None:
+        """A Namespace as stored now (None when there is none)."""
+        try:
+            obj = await self.client.get(Namespace, name)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        found: dict[str, Any] = obj.to_dict()
+        found.update(apiVersion="v1", kind="Namespace")
+        return found
 
     async def secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data (base64, as stored), or None when it does not exist."""
@@ -206,12 +268,12 @@ class Kube:
             kind,
             meta["name"],
             dict(manifest),
-            namespace=meta["namespace"],
+            namespace=meta.get("namespace"),
             patch_type=PatchType.APPLY,
             field_manager=manager,
             force=True,
         )
-        applied: dict[str, Any] = result.to_dict()  # type: ignore[attr-defined]
+        applied: dict[str, Any] = result.to_dict()
         applied.update(apiVersion=manifest["apiVersion"], kind=manifest["kind"])
         return applied
 
@@ -228,7 +290,7 @@ class Kube:
         kind = _BY_KIND[(manifest["apiVersion"], manifest["kind"])]
         meta = dict(manifest["metadata"])
         # Read fresh: controllers update status all the time, and the PUT must name the latest version.
-        current = (await self.client.get(kind, meta["name"], namespace=meta["namespace"])).to_dict()  # type: ignore[attr-defined]
+        current = (await self.client.get(kind, meta["name"], namespace=meta["namespace"])).to_dict()
         have = current["metadata"]
         meta["resourceVersion"] = have["resourceVersion"]
         meta["labels"] = {**(have.get("labels") or {}), **(meta.get("labels") or {})}
@@ -237,7 +299,7 @@ class Kube:
         body = {**manifest, "metadata": meta}
         if manifest["kind"] == "Deployment" and "replicas" not in manifest["spec"]:
             body["spec"] = {**manifest["spec"], "replicas": current["spec"].get("replicas", 1)}
-        obj = kind.from_dict(body)  # type: ignore[attr-defined]  # every resource class has it
+        obj = kind.from_dict(body)
         await self.client.replace(obj, meta["name"], namespace=meta["namespace"])
         return await self.apply(manifest)
 
@@ -246,7 +308,16 @@ class Kube:
         labels: dict[str, Any] = {names.NAME_LABEL: names.APP_NAME, names.INSTANCE_LABEL: instance}
         return [pod.to_dict() async for pod in self.client.list(Pod, namespace=namespace, labels=labels)]
 
-    async def delete(self, key: Key, namespace: str) -> None:
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an object that must not exist yet (ApiError 409 if it does): never takes one over."""
+        kind = _BY_KIND[(manifest["apiVersion"], manifest["kind"])]
+        result = await self.client.create(kind.from_dict(dict(manifest)))
+        created: dict[str, Any] = result.to_dict()
+        created.update(apiVersion=manifest["apiVersion"], kind=manifest["kind"])
+        return created
+
+    async def delete(self, key: Key, namespace: str | None) -> None:
+        """Delete a child (`namespace` None for a cluster-scoped object); one already gone is no error."""
         api_version, kind, name = key
         resource = _BY_KIND[(api_version, kind)]
         # A StatefulSet recreated over an immutable change adopts its running pods and volumes.

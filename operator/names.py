@@ -25,6 +25,10 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VERSION_LABEL = "app.kubernetes.io/version"
+# On what the operator makes outside the CoderPlatform's namespace (the sandbox namespace and the
+# objects in it), which no owner reference can reach: the namespace of the CoderPlatform, beside its
+# name in INSTANCE_LABEL. They are found, pruned and removed with the CoderPlatform by these labels.
+OWNER_NAMESPACE_LABEL = f"{GROUP}/owner-namespace"
 
 APP_NAME = "coder-platform"
 MANAGED_BY = "coder-operator"
@@ -56,6 +60,11 @@ def selector_labels(instance: str, component: str) -> dict[str, str]:
 def instance_labels(instance: str) -> dict[str, str]:
     """What every child carries; the operator lists its children by these."""
     return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def sandbox_labels(namespace: str, instance: str) -> dict[str, str]:
+    """What every object of a CoderPlatform outside its namespace carries (see OWNER_NAMESPACE_LABEL)."""
+    return {**instance_labels(instance), OWNER_NAMESPACE_LABEL: namespace}
 
 
 def instance_selector(instance: str) -> str:

@@ -12,14 +12,14 @@ import base64
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lightkube import ApiError
 
 from coder.operator import builders, diff, names, status
-from coder.operator.kube import Key, Kube, key_of
+from coder.operator.kube import Key, Kube, key_of, place_of
 from coder.operator.spec import InvalidSpec, Owner, PlatformSpec, parse
 
 log = logging.getLogger("coder.operator")
@@ -40,6 +40,12 @@ class Outcome:
     # Set when a child had to be deleted to be recreated (an immutable field changed): the next
     # run, once the deletion went through, creates it again.
     retry: str | None = None
+
+    def add(self, other: Outcome) -> None:
+        self.applied += other.applied
+        self.deleted += other.deleted
+        self.refused += other.refused
+        self.retry = self.retry or other.retry
 
 
 def plain(value: Any) -> Any:
@@ -175,6 +181,13 @@ def _replicas_only(manifest: Mapping[str, Any], replicas: int) -> dict[str, Any]
     }
 
 
+def describe(manifest: Mapping[str, Any], home: str) -> str:
+    """`Kind/name`, and where it is when that is not `home` (the CoderPlatform's namespace)."""
+    meta = manifest["metadata"]
+    where = meta.get("namespace")
+    return f"{manifest['kind']}/{meta['name']}" + (f" in {where}" if where and where != home else "")
+
+
 def _replaceable(manifest: Mapping[str, Any]) -> bool:
     # Never a Secret: it holds generated keys, and it has no list another manager could add to.
     return bool(manifest["kind"] != "Secret")
@@ -214,7 +227,7 @@ async def _apply_one(
         if current is None or not _immutable(exc):
             raise
         log.info("%s: %s; deleting it to recreate it", key_of(manifest), exc.status.message)
-        await kube.delete(key_of(manifest), spec.owner.namespace)
+        await kube.delete(key_of(manifest), manifest["metadata"].get("namespace"))
         return None
     if autoscaled and current is None:
         # A new autoscaled Deployment starts at the autoscaler's minimum, owned by the handover manager.
@@ -225,58 +238,114 @@ async def _apply_one(
     return result
 
 
+K = TypeVar("K", bound=Hashable)
+
+
 async def converge(
-    kube: Kube, spec: PlatformSpec, wanted: list[builders.Manifest], children: dict[Key, dict[str, Any]]
+    kube: Kube,
+    spec: PlatformSpec,
+    wanted: list[builders.Manifest],
+    children: dict[K, dict[str, Any]],
+    key: Callable[[Mapping[str, Any]], K] = key_of,  # type: ignore[assignment]  # K is Key by default
 ) -> Outcome:
     """Apply what differs, delete what is no longer wanted; `children` is updated to the result.
 
     Writes go out concurrently (a few at a time): the API server does not need them in order,
-    pods that start before their ConfigMap exists simply wait for it.
+    pods that start before their ConfigMap exists simply wait for it. `children` is keyed by `key`:
+    the name in the platform's namespace, or the whole place (`place_of`) for the sandbox's objects.
     """
     outcome = Outcome()
+    home = spec.owner.namespace
     hashed = [diff.with_spec_hash(manifest) for manifest in wanted]
-    keep = {key_of(manifest) for manifest in hashed}
-    changed = [m for m in hashed if diff.needs_apply(m, children.get(key_of(m)))]
-    stale = [key for key in children if key not in keep]
+    keep = {key(manifest) for manifest in hashed}
+    changed = [m for m in hashed if diff.needs_apply(m, children.get(key(m)))]
+    stale = [k for k in children if k not in keep]
     gate = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     async def apply(manifest: builders.Manifest) -> dict[str, Any] | ApiError | None:
         async with gate:
             try:
-                return await _apply_one(kube, spec, manifest, children.get(key_of(manifest)))
+                return await _apply_one(kube, spec, manifest, children.get(key(manifest)))
             except ApiError as exc:  # refused: reported, and the other children still go out
                 return exc
 
-    async def delete(key: Key) -> ApiError | None:
+    async def delete(k: K) -> ApiError | None:
+        current = children[k]
         async with gate:
             try:
-                await kube.delete(key, spec.owner.namespace)
+                await kube.delete(key_of(current), current["metadata"].get("namespace"))
             except ApiError as exc:
                 return exc
             return None
 
     results = await asyncio.gather(*(apply(m) for m in changed))
-    failed_deletes = await asyncio.gather(*(delete(key) for key in stale))
+    failed_deletes = await asyncio.gather(*(delete(k) for k in stale))
     for manifest, result in zip(changed, results, strict=True):
-        key = key_of(manifest)
+        k, what = key(manifest), describe(manifest, home)
         if isinstance(result, ApiError):
-            message = f"{key[1]}/{key[2]}: {result.status.message or result.status.reason}"
-            log.warning("%s/%s: the API server refused %s", spec.owner.namespace, spec.owner.name, message)
+            message = f"{what}: {result.status.message or result.status.reason}"
+            log.warning("%s/%s: the API server refused %s", home, spec.owner.name, message)
             outcome.refused.append(message)
         elif result is None:
-            children.pop(key, None)
-            outcome.deleted.append(f"{key[1]}/{key[2]}")
-            outcome.retry = f"{key[1]}/{key[2]} is recreated (an immutable field changed)"
+            children.pop(k, None)
+            outcome.deleted.append(what)
+            outcome.retry = f"{what} is recreated (an immutable field changed)"
         else:
-            children[key] = result
-            outcome.applied.append(f"{key[1]}/{key[2]}")
-    for key, error in zip(stale, failed_deletes, strict=True):
+            children[k] = result
+            outcome.applied.append(what)
+    for k, error in zip(stale, failed_deletes, strict=True):
+        what = describe(children[k], home)
         if error is not None:
-            outcome.refused.append(f"{key[1]}/{key[2]}: {error.status.message or error.status.reason}")
+            outcome.refused.append(f"{what}: {error.status.message or error.status.reason}")
             continue
-        del children[key]
-        outcome.deleted.append(f"{key[1]}/{key[2]}")
+        del children[k]
+        outcome.deleted.append(what)
     return outcome
+
+
+async def converge_sandbox(kube: Kube, spec: PlatformSpec) -> Outcome:
+    """The sandbox namespace and what is in it (builders.sandbox), found by their labels. A missing
+    namespace is created (with a create, which never takes over one made meanwhile); an existing one
+    the operator did not make is left as it is, only the objects go in it. Objects of an earlier
+    sandbox namespace, and that namespace if the operator made it, are deleted."""
+    found = await kube.sandbox(spec.owner.namespace, spec.owner.name)
+    wanted = builders.sandbox(spec)
+    outcome = Outcome()
+    if not wanted or place_of(wanted[0]) in found:
+        current = found.get(place_of(wanted[0])) if wanted else None
+    else:
+        namespace, current = wanted[0], await kube.namespace(spec.sandbox.namespace)
+        if current is None:
+            try:
+                current = found[place_of(namespace)] = await kube.create(diff.with_spec_hash(namespace))
+                outcome.applied.append(describe(namespace, spec.owner.namespace))
+            except ApiError as exc:
+                if exc.status.code != 409:
+                    raise
+                current = await kube.namespace(spec.sandbox.namespace)
+        if current is not None and place_of(current) not in found:
+            wanted.remove(namespace)  # not the operator's: its labels are left alone
+    if current is not None and current["metadata"].get("deletionTimestamp"):
+        # Nothing can be created in it until it is gone; then it is made again.
+        return Outcome(
+            retry=f"Namespace/{spec.sandbox.namespace} is being deleted; it is made again once gone"
+        )
+    converged = await converge(kube, spec, wanted, found, key=place_of)
+    converged.add(outcome)
+    return converged
+
+
+async def remove_sandbox(kube: Kube, namespace: str, name: str) -> list[str]:
+    """Delete what a CoderPlatform that is gone had outside its namespace (its Namespace only if the
+    operator made it); its children in its namespace go with it (owner references)."""
+    found = await kube.sandbox(namespace, name)
+    gone = []
+    for obj in sorted(found.values(), key=lambda obj: obj["kind"] == "Namespace"):
+        await kube.delete(key_of(obj), obj["metadata"].get("namespace"))
+        gone.append(describe(obj, namespace))
+    if gone:
+        log.info("%s/%s is gone: deleted %s", namespace, name, ", ".join(gone))
+    return gone
 
 
 # --------------------------------------------------------------------------- the reconcile
@@ -307,6 +376,7 @@ async def reconcile(
         outcome = Outcome()
     else:
         outcome = await converge(kube, spec, builders.desired(spec, observed, rand), children)
+        outcome.add(await converge_sandbox(kube, spec))
         _report_writes(owner, outcome)
     # The status describes the children as they are after the writes.
     _, seen = observe(spec, children, referenced, monitors)

@@ -135,6 +135,33 @@ class Observability:
 
 
 @dataclass(frozen=True)
+class Sandbox:
+    """The namespace the targets' own workloads run in (execution's Jobs), and its quota."""
+
+    namespace: str
+    quota: dict[str, Any] = field(default_factory=dict)
+
+
+# Namespace names are DNS labels.
+NAMESPACE_MAX = 63
+
+
+def _sandbox(block: Mapping[str, Any], owner: Owner) -> Sandbox:
+    namespace = block.get("namespace") or f"{owner.namespace}-sandbox"
+    if namespace == owner.namespace:
+        raise InvalidSpec(
+            "sandbox.namespace: must differ from the CoderPlatform's namespace (the point of a sandbox "
+            "is that its pods cannot mount the platform's Secrets)"
+        )
+    if len(namespace) > NAMESPACE_MAX:
+        raise InvalidSpec(
+            f"sandbox.namespace: the default {namespace!r} is longer than {NAMESPACE_MAX} characters; "
+            "set spec.sandbox.namespace"
+        )
+    return Sandbox(namespace=namespace, quota=dict(block.get("quota") or {}))
+
+
+@dataclass(frozen=True)
 class PlatformSpec:
     owner: Owner
     version: str
@@ -151,6 +178,7 @@ class PlatformSpec:
     auth: Auth
     observability: Observability
     network_policy: bool
+    sandbox: Sandbox
     extra_ingress_from: tuple[dict[str, Any], ...] = field(default=())
 
     @property
@@ -334,5 +362,6 @@ def parse(raw_spec: Mapping[str, Any], owner: Owner) -> PlatformSpec:
             service_monitor_labels=dict(monitor.get("labels", {})),
         ),
         network_policy=bool(spec["networkPolicy"]["enabled"]),
+        sandbox=_sandbox(spec["sandbox"], owner),
         extra_ingress_from=tuple(spec["networkPolicy"].get("additionalIngressFrom", ())),
     )

@@ -107,8 +107,8 @@ class Tool:
 
 @dataclass(frozen=True)
 class KubeRule:
-    """One RBAC rule: verbs on resources of an API group ("" is the core group), in the namespace
-    the target runs in. A rule grants exactly what the target's code calls, nothing broader."""
+    """One RBAC rule: verbs on resources of an API group ("" is the core group), in the platform's
+    sandbox namespace. A rule grants exactly what the target's code calls, nothing broader."""
 
     api_group: str
     resources: tuple[str, ...]
@@ -160,10 +160,12 @@ class Descriptor:
     own_credentials: tuple[str, ...] = ()
     # The Kubernetes API access the target needs when it runs in a cluster (execution creates a Job
     # per run): the operator gives it a ServiceAccount bound to a Role of exactly these rules in the
-    # platform's namespace. Empty for almost every target, whose pods get no API token at all.
+    # platform's sandbox namespace (never the platform's own, whose Secrets a pod there could mount).
+    # Empty for almost every target, whose pods get no API token at all.
     kube_rules: tuple[KubeRule, ...] = ()
     # Settings the target runs with in a cluster (what it cannot guess there, e.g. which backend and
-    # namespace); `{namespace}` stands for the platform's namespace. Env the spec sets wins.
+    # namespace); `{namespace}` stands for the platform's namespace, `{sandbox_namespace}` for its
+    # sandbox namespace. Env the spec sets wins.
     cluster_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -47,7 +47,7 @@ class ExecutionSettings(TargetSettings):
     work_root: Path = Path(tempfile.gettempdir()) / "coder-execution"
     # How long a reservation may wait in the queue on top of the job's wall time before it lapses.
     queue_seconds: int = Field(default=600, ge=1, le=86400)
-    # The namespace Jobs go to in Kubernetes.
+    # The namespace Jobs go to in Kubernetes (the operator sets its platform's sandbox namespace).
     kube_namespace: str = "default"
     # The image that runs commands and code in Kubernetes (python3 and sh in it).
     kube_image: str = "python:3.11-slim"

@@ -22,7 +22,8 @@ descriptor = Descriptor(
     generated_secrets={
         workload_secret("execution"): "Proves execution to the gateway when it calls resources"
     },
-    # In a cluster each run is a Job in the platform's namespace (kube.py): exactly the calls it makes.
+    # In a cluster each run is a Job in the platform's sandbox namespace (kube.py), never the platform's
+    # own: exactly the calls it makes, granted there only.
     kube_rules=(
         KubeRule("batch", ("jobs",), ("create", "get", "delete")),
         # The run's deny-all policy and its files, created first, then patched to be owned by the Job.
@@ -32,7 +33,7 @@ descriptor = Descriptor(
         KubeRule("", ("pods",), ("list",)),
         KubeRule("", ("pods/log",), ("get",)),
     ),
-    cluster_settings={"EXECUTION_BACKEND": "kubernetes", "EXECUTION_KUBE_NAMESPACE": "{namespace}"},
+    cluster_settings={"EXECUTION_BACKEND": "kubernetes", "EXECUTION_KUBE_NAMESPACE": "{sandbox_namespace}"},
     tools=(
         Tool(
             name="execution_run",

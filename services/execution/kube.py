@@ -1,6 +1,8 @@
 """Running a job in Kubernetes: a Job per run, created through the API with lightkube (as the operator
-does), with the restricted Pod Security profile, a deny-all NetworkPolicy for its pod (unless the job
-has network), resource limits, `activeDeadlineSeconds` and a TTL. The builders are pure functions of
+does), in the platform's sandbox namespace (the operator's `spec.sandbox`: Pod Security `restricted`
+enforced, deny-all by default, and nothing of the platform's to mount), with the restricted security
+context, a NetworkPolicy of its own (deny-all, or egress only for a job granted network), resource
+limits, `activeDeadlineSeconds` and a TTL. The builders are pure functions of
 the run; `KubeRunner` creates the objects, follows the Job's status and reads its pod's log.
 
 Files come in through a ConfigMap copied into an emptyDir working directory; declared output files
@@ -70,7 +72,9 @@ def config_map(spec: RunSpec, namespace: str) -> dict[str, Any] | None:
 
 
 def network_policy(spec: RunSpec, namespace: str) -> dict[str, Any]:
-    """Nothing in, nothing out for the job's pod (both policy types, no rules)."""
+    """Nothing in, nothing out for the job's pod (both policy types, no rules); with network granted,
+    out to anywhere, still nothing in (policies add up: the sandbox's default deny-all would block it)."""
+    rules: dict[str, Any] = {"egress": [{}]} if spec.network else {}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -78,6 +82,7 @@ def network_policy(spec: RunSpec, namespace: str) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": {JOB_LABEL: spec.job_id}},
             "policyTypes": ["Ingress", "Egress"],
+            **rules,
         },
     }
 
@@ -242,16 +247,19 @@ class KubeRunner:
         return result
 
     async def _create(self, spec: RunSpec, namespace: str) -> dict[str, Any]:
-        policy = None if spec.network else network_policy(spec, namespace)
+        policy = network_policy(spec, namespace)
         inputs = config_map(spec, namespace)
         # The policy first: the pod never runs a moment without it.
-        if policy is not None:
-            await self.client.create(cast(NetworkPolicy, NetworkPolicy.from_dict(policy)))
+        await self.client.create(cast(NetworkPolicy, NetworkPolicy.from_dict(policy)))
         if inputs is not None:
             await self.client.create(cast(ConfigMap, ConfigMap.from_dict(inputs)))
         manifest = job(spec, namespace, self.settings.kube_image, self.settings.kube_ttl_seconds)
         created: dict[str, Any] = (await self.client.create(cast(Job, Job.from_dict(manifest)))).to_dict()
-        for kind, child in ((NetworkPolicy, policy), (ConfigMap, inputs)):
+        children: tuple[tuple[Any, dict[str, Any] | None], ...] = (
+            (NetworkPolicy, policy),
+            (ConfigMap, inputs),
+        )
+        for kind, child in children:
             if child is not None:
                 patch = {"metadata": owned_by(child, created)["metadata"]}
                 await self.client.patch(

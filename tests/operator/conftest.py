@@ -60,8 +60,8 @@ def expected_children(enabled: list[str] | None = None) -> set[tuple[str, str]]:
             ("Service", f"coder-{name}"),
             ("NetworkPolicy", f"coder-{name}"),
         }
-        if targets[name].kube_rules:  # a target calling the Kubernetes API: its account and Role
-            out |= {(kind, f"coder-{name}") for kind in ("ServiceAccount", "Role", "RoleBinding")}
+        if targets[name].kube_rules:  # a target calling the Kubernetes API: its account (its Role is
+            out.add(("ServiceAccount", f"coder-{name}"))  # in the sandbox namespace)
     for store in stores:
         out |= {
             ("StatefulSet", f"coder-{store}"),
@@ -127,6 +127,15 @@ class Cluster:
         body = await self.cr(name)
         return await self.kube.children(self.namespace, name, body["metadata"]["uid"])
 
+    @property
+    def sandbox_namespace(self) -> str:
+        return f"{self.namespace}-sandbox"
+
+    async def sandbox(self, name: str = "coder") -> dict[tuple[str, str, str], dict[str, Any]]:
+        """What the CoderPlatform has outside its namespace, by (kind, namespace, name)."""
+        found = await self.kube.sandbox(self.namespace, name)
+        return {(kind, namespace, item): obj for (_, kind, namespace, item), obj in found.items()}
+
     async def versions(self, name: str = "coder") -> dict[Key, str]:
         return {key: obj["metadata"]["resourceVersion"] for key, obj in (await self.children(name)).items()}
 
@@ -188,6 +197,9 @@ async def cluster(cluster_with_crd: ControlPlane) -> AsyncIterator[Cluster]:
     finally:
         await kube.close()
         cp.run_kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        # The sandbox namespaces the operator made for it (it removes them itself only while it runs).
+        owned = f"{names.OWNER_NAMESPACE_LABEL}={namespace}"
+        cp.run_kubectl("delete", "namespace", "-l", owned, "--wait=false", check=False)
 
 
 async def eventually(

@@ -185,26 +185,32 @@ def test_each_target_gets_the_generated_settings_its_descriptor_names():
         assert {"secretRef": {"name": f"coder-{name}-keys"}} in refs
 
 
-def test_a_target_calling_the_kubernetes_api_gets_its_own_account_role_and_settings():
+def sandbox_of(spec: PlatformSpec) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in builders.sandbox(spec)}
+
+
+def test_a_target_calling_the_kubernetes_api_gets_its_own_account_and_a_role_in_the_sandbox():
     descriptors = registry.descriptors()
     calling = {name for name, d in descriptors.items() if d.kube_rules}
     assert "execution" in calling
-    out = render(
-        platform(targets={"execution": {"env": [{"name": "EXECUTION_KUBE_IMAGE", "value": "py:3"}]}})
-    )
+    spec = platform(targets={"execution": {"env": [{"name": "EXECUTION_KUBE_IMAGE", "value": "py:3"}]}})
+    out, sandbox = render(spec), sandbox_of(spec)
+    # No Role of any target in the platform's namespace: whoever creates pods there can mount its Secrets.
+    assert not {kind for kind, _ in out} & {"Role", "RoleBinding"}
     for name, descriptor in descriptors.items():
-        spec = pod(out[("Deployment", f"coder-{name}")])
-        accounts = {
-            kind for kind in ("ServiceAccount", "Role", "RoleBinding") if (kind, f"coder-{name}") in out
-        }
+        spec_of_pod = pod(out[("Deployment", f"coder-{name}")])
         if name not in calling:
             # No account of its own and no token.
-            assert accounts == set() and "serviceAccountName" not in spec, name
-            assert spec["automountServiceAccountToken"] is False, name
+            assert ("ServiceAccount", f"coder-{name}") not in out and ("Role", f"coder-{name}") not in sandbox
+            assert "serviceAccountName" not in spec_of_pod, name
+            assert spec_of_pod["automountServiceAccountToken"] is False, name
             continue
-        assert accounts == {"ServiceAccount", "Role", "RoleBinding"}
-        assert out[("Role", f"coder-{name}")]["rules"] == [rule.manifest() for rule in descriptor.kube_rules]
-        binding = out[("RoleBinding", f"coder-{name}")]
+        assert out[("ServiceAccount", f"coder-{name}")]["metadata"]["namespace"] == "prod"
+        role = sandbox[("Role", f"coder-{name}")]
+        assert role["metadata"]["namespace"] == "prod-sandbox"
+        assert role["rules"] == [rule.manifest() for rule in descriptor.kube_rules]
+        binding = sandbox[("RoleBinding", f"coder-{name}")]
+        assert binding["metadata"]["namespace"] == "prod-sandbox"
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
@@ -213,10 +219,13 @@ def test_a_target_calling_the_kubernetes_api_gets_its_own_account_role_and_setti
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": f"coder-{name}", "namespace": "prod"}
         ]
-        assert (spec["serviceAccountName"], spec["automountServiceAccountToken"]) == (f"coder-{name}", True)
+        assert (spec_of_pod["serviceAccountName"], spec_of_pod["automountServiceAccountToken"]) == (
+            f"coder-{name}",
+            True,
+        )
     env = env_of(out[("Deployment", "coder-execution")])
-    # The descriptor's cluster settings, `{namespace}` the platform's; the spec's env beside them.
-    assert (env["EXECUTION_BACKEND"], env["EXECUTION_KUBE_NAMESPACE"]) == ("kubernetes", "prod")
+    # The descriptor's cluster settings, `{sandbox_namespace}` the platform's sandbox; the spec's env beside.
+    assert (env["EXECUTION_BACKEND"], env["EXECUTION_KUBE_NAMESPACE"]) == ("kubernetes", "prod-sandbox")
     assert env["EXECUTION_KUBE_IMAGE"] == "py:3"
     assert "EXECUTION_BACKEND" not in env_of(out[("Deployment", "coder-gateway")])
     # The spec's env wins over a cluster setting.
@@ -231,15 +240,59 @@ def test_a_target_calling_the_kubernetes_api_gets_its_own_account_role_and_setti
     )
 
 
+def test_the_sandbox_namespace_is_restricted_deny_all_and_labelled_with_its_platform():
+    sandbox = sandbox_of(platform())
+    assert next(iter(sandbox))[0] == "Namespace"  # created before what goes in it
+    namespace = sandbox[("Namespace", "prod-sandbox")]
+    assert "namespace" not in namespace["metadata"] and "ownerReferences" not in namespace["metadata"]
+    labels = namespace["metadata"]["labels"]
+    assert {labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "warn", "audit")} == {
+        "restricted"
+    }
+    policy = sandbox[("NetworkPolicy", "coder-deny-all")]
+    assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for manifest in sandbox.values():
+        meta = manifest["metadata"]
+        # Found by labels (no owner reference crosses namespaces): the platform's namespace and name.
+        assert meta["labels"][names.OWNER_NAMESPACE_LABEL] == "prod", meta["name"]
+        assert meta["labels"][names.INSTANCE_LABEL] == "coder", meta["name"]
+        assert meta["labels"][names.MANAGED_BY_LABEL] == names.MANAGED_BY, meta["name"]
+        assert "ownerReferences" not in meta
+        if manifest["kind"] != "Namespace":
+            assert meta["namespace"] == "prod-sandbox"
+    assert not any(kind == "ResourceQuota" for kind, _ in sandbox)
+
+    named = sandbox_of(platform(sandbox={"namespace": "jobs", "quota": {"pods": "20"}}))
+    assert ("Namespace", "jobs") in named
+    assert named[("ResourceQuota", "coder-sandbox")]["spec"] == {"hard": {"pods": "20"}}
+    assert {m["metadata"].get("namespace", "jobs") for m in named.values()} == {"jobs"}
+    # Nothing without a target calling the API.
+    assert builders.sandbox(platform(targets={"execution": {"enabled": False}})) == []
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "owner", "message"),
+    [
+        ({"namespace": "prod"}, OWNER, "sandbox.namespace: must differ"),
+        ({}, dataclasses.replace(OWNER, namespace="n" * 56), "sandbox.namespace: the default"),
+    ],
+)
+def test_a_sandbox_namespace_that_cannot_work_is_refused(sandbox: dict[str, Any], owner: Owner, message: str):
+    with pytest.raises(InvalidSpec, match=message):
+        parse({"version": "1.0.0", "sandbox": sandbox}, owner)
+
+
 def test_the_monolith_gets_the_account_of_the_targets_it_serves_and_none_without_them():
-    monolith = render(platform(mode="monolithic"))
-    assert pod(monolith[("Deployment", "coder-all")])["serviceAccountName"] == "coder-all"
-    assert monolith[("Role", "coder-all")]["rules"] == [
+    monolith = platform(mode="monolithic")
+    assert pod(render(monolith)[("Deployment", "coder-all")])["serviceAccountName"] == "coder-all"
+    assert sandbox_of(monolith)[("Role", "coder-all")]["rules"] == [
         rule.manifest() for d in registry.descriptors().values() for rule in d.kube_rules
     ]
-    assert env_of(monolith[("Deployment", "coder-all")])["EXECUTION_BACKEND"] == "kubernetes"
-    without = render(platform(mode="monolithic", targets={"execution": {"enabled": False}}))
+    assert env_of(render(monolith)[("Deployment", "coder-all")])["EXECUTION_BACKEND"] == "kubernetes"
+    off = platform(mode="monolithic", targets={"execution": {"enabled": False}})
+    without = render(off)
     assert not {kind for kind, _ in without} & {"ServiceAccount", "Role", "RoleBinding"}
+    assert builders.sandbox(off) == []
     assert pod(without[("Deployment", "coder-all")])["automountServiceAccountToken"] is False
 
 

@@ -101,7 +101,7 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
         async def a_quiet_resync() -> bool:
             """Two whole resyncs went by without a write: what converging left in flight is done."""
             kube.requests.reset()
-            await eventually("two resyncs", lambda: kube.requests.methods["GET"] >= 9 * 2, timeout=30)
+            await eventually("two resyncs", lambda: kube.requests.methods["GET"] >= 15 * 2, timeout=30)
             return kube.requests.writes == 0
 
         await eventually("a resync that writes nothing", a_quiet_resync, timeout=60)
@@ -112,7 +112,7 @@ async def test_operator_converges_idles_restores_and_garbage_collection_cleans_u
         event_count = len(events(cluster))
         recorder.kube.requests.reset()
         # Ten resyncs (each lists every kind) ran: only then does "no write" say anything.
-        await eventually("ten resyncs", lambda: kube.requests.methods["GET"] >= 9 * 10, timeout=60)
+        await eventually("ten resyncs", lambda: kube.requests.methods["GET"] >= 15 * 10, timeout=60)
         assert recorder.kube.requests.writes == 0, recorder.kube.requests.write_paths()
         assert await cluster.versions() == versions
         assert (await cluster.cr())["metadata"]["resourceVersion"] == cr_version
@@ -213,6 +213,7 @@ async def test_operator_works_with_its_own_least_privilege_rbac(cluster: Cluster
             "  auth: {oidc: {clientId: ide, clientSecretRef: {name: oidc}}}\n"
             "  ingress: {enabled: true, host: coder.example.com}\n"
             "  defaults: {autoscaling: {enabled: true, minReplicas: 2}}\n"
+            "  sandbox: {quota: {pods: '20'}}\n"
         )
         with running_operator(as_operator, cluster.namespace, resync=RESYNC):
             await converge_with_fake_controllers(cluster, exact=False)
@@ -225,6 +226,21 @@ async def test_operator_works_with_its_own_least_privilege_rbac(cluster: Cluster
 
             await eventually("the status", status_written)
             assert any(e["reason"] == "Reconciled" for e in events(cluster))
+            # The sandbox namespace, made with what it has there (granting the Role's rules included).
+            sandbox = {(kind, where) for kind, where, _ in await cluster.sandbox()}
+            assert sandbox == {
+                ("Namespace", ""),
+                *((kind, cluster.sandbox_namespace) for kind in ("NetworkPolicy", "ResourceQuota")),
+                *((kind, cluster.sandbox_namespace) for kind in ("Role", "RoleBinding")),
+            }
+            # ...and removed with the platform.
+            cluster.kubectl("delete", "coderplatform", "coder", "--timeout=30s")
+
+            async def removed() -> bool:
+                left = await cluster.kube.sandbox(cluster.namespace, "coder")
+                return all(obj["metadata"].get("deletionTimestamp") for obj in left.values())
+
+            await eventually("the sandbox to be removed", removed)
     finally:
         cp.run_kubectl(
             "delete", "clusterrolebinding,clusterrole", deploy.NAME, "--ignore-not-found", check=False

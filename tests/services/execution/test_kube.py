@@ -164,8 +164,10 @@ async def test_ends_read_from_the_pod_and_cancel(kube: tuple[AsyncClient, str]) 
     spec = RunSpec(job_id=str(uuid.uuid4()), argv=["sh", "-c", "x"], limits=LIMITS, network=True)
     task = asyncio.create_task(run.run(spec, Cancel()))
     await created(client, namespace, spec)
-    with pytest.raises(ApiError):
-        await client.get(NetworkPolicy, name_of(spec), namespace=namespace)
+    # Network granted: out to anywhere (over the sandbox's default deny-all), still nothing in.
+    policy = (await client.get(NetworkPolicy, name_of(spec), namespace=namespace)).to_dict()["spec"]
+    assert (sorted(policy["policyTypes"]), policy["egress"]) == (["Egress", "Ingress"], [{}])
+    assert "ingress" not in policy
     # Its pod, as the Job controller would make it, killed past its memory limit as the kubelet says.
     labels = {JOB_LABEL: spec.job_id}
     pod: dict[str, Any] = {
