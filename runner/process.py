@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -53,6 +54,9 @@ def build_process_app(
         shipper = _ship_logs(settings, "-".join(targets))
         try:
             await runtime.start()
+            # What startup built lives as long as the process: frozen out of the collector's sight, so
+            # a full collection walks only what serving allocates (not a million objects, ~0.3 s each).
+            gc.freeze()
             try:
                 yield
             finally:
