@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     column,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,15 +62,42 @@ def _now() -> datetime:
 # --- ingestion ---
 
 
-# The columns of an incoming event in the JSON PostgreSQL unpacks: the CloudEvents attributes stored.
-INCOMING = (
-    column("source", String),
-    column("id", String),
-    column("type", String),
-    column("subject", String),
-    column("time", DateTime(timezone=True)),
-    column("data", JSONB),
-)
+def _store_statement() -> Insert:
+    """INSERT the events of a JSON document (`events`) for an org (`org_id`), those without a time at
+    `now`, except those already stored. Built once: its text and cache key are the same for any batch."""
+    incoming = (
+        func.jsonb_to_recordset(cast(bindparam("events", type_=Text), JSONB))
+        .table_valued(
+            column("source", String),
+            column("id", String),
+            column("type", String),
+            column("subject", String),
+            column("time", DateTime(timezone=True)),
+            column("data", JSONB),
+        )
+        .render_derived(name="incoming", with_types=True)
+    )
+    data = incoming.c.data
+    rows = select(
+        bindparam("org_id", type_=String),
+        incoming.c.source,
+        incoming.c.id,
+        incoming.c.type,
+        incoming.c.subject,
+        func.coalesce(incoming.c.time, bindparam("now", type_=DateTime(timezone=True))),
+        func.coalesce(data, cast(literal("{}", Text), JSONB)),
+        *(data[name].astext for name in DIMENSIONS),
+    )
+    columns = ["org_id", "source", "event_id", "type", "subject", "time", "data", *DIMENSIONS]
+    # The table rather than the mapped class: executed with parameters, an ORM INSERT is a bulk insert.
+    return (
+        insert(Event.metadata.tables[Event.__tablename__])
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
+    )
+
+
+STORE = _store_statement()
 EVENTS = TypeAdapter(list[EventIn])
 
 
@@ -77,33 +105,12 @@ async def store_events(session: AsyncSession, org_id: str, events_in: Sequence[E
     """Store the events not stored yet; returns how many were new.
 
     The batch goes as one JSON document (pydantic serializes it in one call) that PostgreSQL unpacks
-    with jsonb_to_recordset, taking the dimensions out of each event's data: one parameter and one
-    statement text whatever the batch size, and no value encoded one at a time in Python."""
+    with jsonb_to_recordset, taking the dimensions out of each event's data: one parameter whatever
+    the batch size, and no value encoded one at a time in Python."""
     if not events_in:
         return 0
     document = EVENTS.dump_json(list(events_in), exclude_unset=True).decode()
-    incoming = (
-        func.jsonb_to_recordset(cast(literal(document, Text), JSONB))
-        .table_valued(*INCOMING)
-        .render_derived(name="incoming", with_types=True)
-    )
-    data = incoming.c.data
-    source = select(
-        literal(org_id, String),
-        incoming.c.source,
-        incoming.c.id,
-        incoming.c.type,
-        incoming.c.subject,
-        func.coalesce(incoming.c.time, literal(_now(), DateTime(timezone=True))),
-        func.coalesce(data, cast(literal("{}", Text), JSONB)),
-        *(data[name].astext for name in DIMENSIONS),
-    )
-    statement = (
-        insert(Event)
-        .from_select(["org_id", "source", "event_id", "type", "subject", "time", "data", *DIMENSIONS], source)
-        .on_conflict_do_nothing(index_elements=["org_id", "source", "event_id"])
-    )
-    result = await session.execute(statement)
+    result = await session.execute(STORE, {"events": document, "org_id": org_id, "now": _now()})
     return result.rowcount  # type: ignore[attr-defined]  # a CursorResult: INSERT's own count
 
 
