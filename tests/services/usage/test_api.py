@@ -94,7 +94,7 @@ async def test_ingest_takes_the_org_from_the_token(platform: Platform, signer: T
 async def test_ingest_stores_each_attribute_and_dimension_as_sent(
     platform: Platform, signer: TestSigner, org: str
 ) -> None:
-    data = {
+    data: dict[str, Any] = {
         "user_id": "u-é",
         "team_id": "t1",
         "api_key_id": "k1",
