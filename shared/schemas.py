@@ -102,6 +102,51 @@ def _problems(value: Any, at: Location) -> Iterator[tuple[Location, str, Any]]:
             pending.extend(reversed([(item, (*at, index)) for index, item in enumerate(value)]))
 
 
+def _clean(value: Any) -> bool:
+    """Whether nothing in `value` breaks the rules `_problems` checks: the same walk, a level at a time,
+    without locations, the strings of a level checked at once. False may also mean "look closer": a
+    key that is not a string, a type the walk does not know, a value `_problems` must describe."""
+    level, depth = [value], 0
+    while level:
+        strings: list[str] = []
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is str:
+                strings.append(item)
+            elif kind is dict:
+                if depth > MAX_DEPTH:
+                    return False
+                strings.extend(item)
+                below.extend(item.values())
+            elif kind is list:
+                if depth > MAX_DEPTH:
+                    return False
+                below.extend(item)
+            elif kind is int:
+                if not INT_MIN <= item <= INT_MAX:
+                    return False
+            elif kind is float:
+                if not math.isfinite(item):
+                    return False
+            elif kind is datetime:
+                if time_problem(item):
+                    return False
+            elif item is None or kind is bool or isinstance(item, BaseModel):
+                continue
+            elif next(_problems(item, (0,) * depth), None) is not None:
+                return False  # anything else (subclasses, tuples, sets, decimals): the close look
+        try:
+            text = "".join(strings)  # a key that is not a string fails here
+            if "\x00" in text:
+                return False
+            text.encode()
+        except (TypeError, UnicodeEncodeError):
+            return False
+        level, depth = below, depth + 1
+    return True
+
+
 class Input(BaseModel):
     """Every request body model: unknown fields refused, every string and number storable."""
 
@@ -109,9 +154,11 @@ class Input(BaseModel):
 
     @model_validator(mode="after")
     def _storable(self) -> Self:
-        fields = {name: getattr(self, name) for name in type(self).model_fields}
-        # Extra fields are free-form JSON members: their names are keys, checked like any other key.
-        fields.update(self.__pydantic_extra__ or {})
+        # The declared fields' values, and the extra fields: free-form JSON members whose names are
+        # keys, checked like any other key.
+        fields = self.__dict__ | extra if (extra := self.__pydantic_extra__) else self.__dict__
+        if _clean(fields):
+            return self
         errors = [
             InitErrorDetails(type=PydanticCustomError("text_or_number", message), loc=loc, input=value)
             for loc, message, value in _problems(fields, ())

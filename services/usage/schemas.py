@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_serializer
 
 from coder.shared.schemas import Input
 
@@ -104,6 +104,12 @@ class EventIn(Input):
     time: AwareDatetime | None = Field(default=None, description="Default: when it is ingested")
     subject: str | None = Field(default=None, max_length=255)
     data: EventData = Field(default_factory=EventData)
+
+    @field_serializer("time", when_used="json")
+    def _in_utc(self, time: datetime | None) -> datetime | None:
+        """As stored: the instant, in UTC. PostgreSQL reads offsets up to 15:59 from text, Python's
+        reach 23:59."""
+        return time.astimezone(UTC) if time is not None else None
 
 
 class IngestRead(BaseModel):

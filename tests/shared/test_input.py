@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import typing
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,9 +20,10 @@ from sqlalchemy import select
 
 from coder.runner import registry
 from coder.services.secrets.models import Secret, SecretVersion
+from coder.services.usage.schemas import Dimension
 from coder.shared.errors import Problem
 from coder.shared.pagination import page_params, paginate
-from coder.shared.schemas import Input
+from coder.shared.schemas import Input, _clean, _problems
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 from coder.tests.support.workload import direct
@@ -290,3 +294,37 @@ async def test_free_form_nesting_is_bounded_so_a_stored_value_reads_back(
         await platform.client.put(url, content='{"data": {"k": [[[["ok"]]]]}}', headers=h)
     ).status_code == 200
     assert (await platform.client.get(url, headers=h)).json()["data"] == {"k": [[[["ok"]]]]}
+
+
+# --- the quick check before the close look ---
+
+CLEAN = [
+    {"a": "text", "b": [1, 2.5, None, True, {"c": "é"}], "d": datetime(2024, 1, 1, tzinfo=UTC)},
+    {"deep": [[[["ok"]]]]},
+    {"enum": Dimension.MODEL, "decimal": Decimal("1.5"), "tuple": ("a", 1), "uuid": uuid.uuid4()},
+    {1: "a key that is not a string"},
+]
+DIRTY = [
+    {"a": "x\x00"},
+    {"a\x00": 1},
+    {"a": ["\ud800"]},
+    {"\udfff": 1},
+    {"a": {"b": math.nan}},
+    {"a": [math.inf]},
+    {"a": 2**63},
+    {"a": -(2**63) - 1},
+    {"a": Decimal("NaN")},
+    {"a": ("x\x00",)},
+    {"a": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))},
+    {"a": json.loads("[" * 70 + "]" * 70)},
+]
+
+
+@pytest.mark.parametrize("value", CLEAN + DIRTY)
+def test_the_quick_check_never_passes_what_the_close_look_refuses(value: dict[Any, Any]) -> None:
+    problems = list(_problems(value, ()))
+    assert bool(problems) == (value in DIRTY)
+    if problems:
+        assert not _clean(value)
+    elif all(isinstance(k, str) for k in value):
+        assert _clean(value)  # the common case stays on the quick path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -88,6 +89,32 @@ async def test_ingest_takes_the_org_from_the_token(platform: Platform, signer: T
     assert stored == 2
     assert mine is not None and mine.user_id is None and mine.data == {"cost_usd": 1}
     assert mine.time is not None  # no time given: the time it was ingested
+
+
+async def test_ingest_stores_each_attribute_and_dimension_as_sent(
+    platform: Platform, signer: TestSigner, org: str
+) -> None:
+    data: dict[str, Any] = {
+        "user_id": "u-é",
+        "team_id": "t1",
+        "api_key_id": "k1",
+        "model": "m\u2028x",
+        "feature": None,
+        "nested": {"list": [1, 2.5, "three", None, True], "big": 2**62},
+    }
+    # An offset PostgreSQL does not read from text (beyond 15:59): the instant is stored.
+    full = {**event(**data), "time": "2024-05-01T10:05:00.123456+19:30", "subject": "req-1", "ext": "x"}
+    bare = event("other.type", id=full["id"], source="/another")
+    assert await ingest(platform, signer.headers(org), [full, bare]) == {"accepted": 2, "duplicates": 0}
+    async with platform.runtime.sessions() as session:
+        stored = await session.get(Event, (org, full["source"], full["id"]))
+        other = await session.get(Event, (org, "/another", full["id"]))
+    assert stored is not None and other is not None
+    assert (stored.type, stored.subject, stored.data) == ("ai.request.completed", "req-1", data)
+    assert stored.time == datetime.fromisoformat(full["time"])
+    dimensions = (stored.user_id, stored.team_id, stored.api_key_id, stored.model, stored.feature)
+    assert dimensions == ("u-é", "t1", "k1", "m\u2028x", None)
+    assert (other.type, other.subject, other.data, other.user_id) == ("other.type", None, {}, None)
 
 
 async def test_ingest_accepts_the_cloudevents_batch_media_type(
