@@ -11,13 +11,14 @@ from pathlib import Path
 
 import aio_pika
 from fastapi import APIRouter
-from sqlalchemy import Column, Integer, String, Table, func, select, text
+from sqlalchemy import String, func, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from coder.bench.support import CpuClock, Stopwatch, report, result, scratch_database
 from coder.shared import db
 from coder.shared.contracts import Contract
 from coder.shared.devservers import RabbitServer
-from coder.shared.events import CloudEvent, EventContext, EventTables
+from coder.shared.events import CloudEvent, EventContext
 from coder.shared.runtime import Runtime
 from coder.shared.settings import PlatformSettings
 from coder.shared.target import Dependency, Descriptor, Target
@@ -34,23 +35,26 @@ class ThingHappened(Contract):
     seq: int
 
 
-metadata = db.target_metadata("benchprobe")
-events = EventTables(metadata)
-effects = Table(
-    "benchprobe_effect",
-    metadata,
-    Column("event_id", String(64), primary_key=True),
-    Column("seq", Integer, nullable=False),
-)
+class Base(db.TargetBase, DeclarativeBase, target="benchprobe"):
+    pass
 
 
+class Effect(Base):
+    """What handling an event leaves: one row per event, committed with its inbox entry."""
+
+    __tablename__ = "benchprobe_effect"
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int]
+
+
+metadata, events = Base.metadata, Base.events
 handled = 0  # the handler's calls (a rolled-back batch runs its handlers again): a hint to look
 
 
 async def on_event(event: CloudEvent, context: EventContext) -> None:
+    # Written like a service writes its rows: added to the session, flushed with the transaction's others.
     global handled
-    session = context.session
-    await session.execute(effects.insert().values(event_id=event.id, seq=event.data["seq"]))
+    context.session.add(Effect(event_id=event.id, seq=event.data["seq"]))
     handled += 1
 
 
@@ -150,7 +154,7 @@ async def platform_pipeline(
             while handled < EVENTS:  # noqa: ASYNC110 - the bare loop's counter is in memory too
                 await asyncio.sleep(0.02)
             async with runtime.sessions() as session:
-                if await session.scalar(select(func.count()).select_from(effects)) == EVENTS:
+                if await session.scalar(select(func.count()).select_from(Effect)) == EVENTS:
                     break
             await asyncio.sleep(0.02)
         return EVENTS / clock.seconds, cpu.per(EVENTS)

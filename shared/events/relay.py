@@ -155,7 +155,7 @@ def deliverer(
         return lambda event: handle([event])
 
     waiting: list[tuple[CloudEvent, asyncio.Future[None]]] = []
-    turn = asyncio.Lock()  # one batch at a time: the next one gathers meanwhile
+    worker: asyncio.Task[None] | None = None  # runs one batch after another while there are any
 
     async def run(taken: Sequence[tuple[CloudEvent, asyncio.Future[None]]]) -> None:
         try:
@@ -170,18 +170,24 @@ def deliverer(
             for _, done in taken:
                 _settle(done, None)
 
+    async def work() -> None:
+        while waiting:
+            # A delivery whose caller is gone (the bus closing) is left to the broker's redelivery.
+            taken = [(event, done) for event, done in waiting[:batch] if not done.done()]
+            del waiting[:batch]
+            try:
+                if taken:
+                    await run(taken)
+            finally:  # cancelled part way: the callers fail, and the broker redelivers
+                for _, done in taken:
+                    _settle(done, ConnectionAbortedError("the inbox transaction was abandoned"))
+
     async def deliver(event: CloudEvent) -> None:
+        nonlocal worker
         done = asyncio.get_running_loop().create_future()
         waiting.append((event, done))
-        async with turn:
-            while not done.done():  # not handled in an earlier batch: take the next one
-                taken = waiting[:batch]
-                del waiting[:batch]
-                try:
-                    await run(taken)
-                finally:  # cancelled part way (the bus is closing): the broker redelivers these
-                    for _, other in taken:
-                        _settle(other, ConnectionAbortedError("the batch was abandoned"))
+        if worker is None or worker.done():
+            worker = asyncio.create_task(work(), name=f"inbox:{tables.target}")
         await done
 
     return deliver
