@@ -114,13 +114,10 @@ class EventTables:
     async def claim(self, session: AsyncSession, events: Sequence[CloudEvent]) -> list[CloudEvent]:
         """Record the events as handled, in one statement; return those that were not already (the
         others are redeliveries: skip them). A copy delivered twice in `events` is returned once."""
+        # One statement, its rows in key order (as every claimer's, so two never wait on each other).
         result = await session.execute(
-            insert(self.inbox)
-            .values(
-                sorted(({"event_id": e.id, "event_type": e.type} for e in events), key=itemgetter("event_id"))
-            )
-            .on_conflict_do_nothing()
-            .returning(self.inbox.c.event_id)
+            insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.event_id),
+            sorted(({"event_id": e.id, "event_type": e.type} for e in events), key=itemgetter("event_id")),
         )
         new = set(result.scalars())
         claimed = []
