@@ -211,7 +211,12 @@ class Runtime:
                     target.name,
                     list(target.consumes),
                     deliverer(
-                        sessions, target.events, dict(target.consumes), cache=self.cache, clients=self.clients
+                        sessions,
+                        target.events,
+                        dict(target.consumes),
+                        cache=self.cache,
+                        clients=self.clients,
+                        batch=target.consume_batch,
                     ),
                 )
 

@@ -184,6 +184,9 @@ class Target:
     events: EventTables | None = None
     # Routing-key pattern -> handler; the target gets one durable queue bound to all of them.
     consumes: Mapping[str, Handler] = field(default_factory=dict)
+    # Deliveries handled in one inbox transaction, at most (shared/events/relay.py `deliverer`). More
+    # than 1 is for cheap handlers: one commit for many, but a slow handler delays its whole batch.
+    consume_batch: int = 1
     settings: type[TargetSettings] | None = None
     # Long-running tasks started with the process (workers, schedulers), each given the runtime.
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()

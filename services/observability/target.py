@@ -12,6 +12,7 @@ target = Target(
     metadata=Base.metadata,
     events=Base.events,
     consumes={"ai.request.completed": on_ai_request_completed},
+    consume_batch=32,  # one idempotent insert per model call: a commit per batch, not per call
     settings=ObservabilitySettings,
     background=(poller,),
 )

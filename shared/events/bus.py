@@ -17,6 +17,7 @@ from functools import cache
 from typing import Protocol
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from coder.shared.events.envelope import CloudEvent
@@ -265,7 +266,10 @@ class RabbitBus:
         for binding in bindings:
             await queue.bind(exchange, routing_key=binding)
 
+        acks = _Acknowledgements()
+
         async def on_message(message: AbstractIncomingMessage) -> None:
+            assert message.delivery_tag is not None
             try:
                 event = CloudEvent.model_validate_json(message.body)
             except ValueError:
@@ -274,6 +278,7 @@ class RabbitBus:
                     extra={"target": target, "message_id": message.message_id},
                 )
                 await message.reject(requeue=False)
+                acks.settled.add(message.delivery_tag)
                 return
             try:
                 with processing(event, "rabbitmq", target):
@@ -285,8 +290,11 @@ class RabbitBus:
                     extra={"target": target, "event_id": event.id},
                 )
                 await message.nack(requeue=True)
+                acks.settled.add(message.delivery_tag)
             else:
-                await message.ack()
+                acks.handled.add(message.delivery_tag)
+                await asyncio.sleep(0)  # the others handled on the same commit join this ack
+                await acks.send(message.channel)
 
         # Deliveries run concurrently (up to the prefetch window): a handler is a database
         # transaction, and awaiting each in turn would cap a consumer at one commit's latency.
@@ -296,3 +304,34 @@ class RabbitBus:
             task.add_done_callback(self._handlers.discard)
 
         await queue.consume(dispatch)
+
+
+class _Acknowledgements:
+    """One consumer channel's acknowledgements, those of deliveries handled together (a batch's,
+    on one commit) sent as one `multiple` ack.
+
+    A channel numbers its deliveries 1, 2, 3...; a `multiple` ack of a tag settles every earlier
+    unsettled one, so it covers only the run of handled tags from the oldest unsettled one. One
+    handled behind a slower delivery is acknowledged alone, so it does not hold the prefetch window.
+    """
+
+    def __init__(self) -> None:
+        self.oldest = 1  # the oldest delivery not known to be settled
+        self.handled: set[int] = set()  # to acknowledge
+        self.settled: set[int] = set()  # above `oldest`: acknowledged alone, or refused
+
+    async def send(self, channel: aiormq.abc.AbstractChannel) -> None:
+        last = 0
+        while self.oldest in self.handled or self.oldest in self.settled:
+            if self.oldest in self.handled:
+                last = self.oldest
+            self.handled.discard(self.oldest)
+            self.settled.discard(self.oldest)
+            self.oldest += 1
+        alone = sorted(self.handled)
+        self.handled.clear()
+        self.settled.update(alone)
+        if last:
+            await channel.basic_ack(last, multiple=True)
+        for tag in alone:
+            await channel.basic_ack(tag)

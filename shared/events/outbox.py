@@ -8,15 +8,16 @@ is skipped: at-least-once delivery becomes exactly-once in effect.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, delete, event, func
-from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import registry
 
 from coder.shared import contracts
 from coder.shared.events.envelope import CloudEvent
@@ -40,6 +41,12 @@ class EventContext:
 Handler = Callable[[CloudEvent, EventContext], Awaitable[None]]
 
 WAKE_RELAY = "wake_relay"  # session.info key: a callable the runtime puts there to wake its relay
+
+
+class _Staged:
+    def __init__(self, **values: Any) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
 
 
 class EventTables:
@@ -66,6 +73,12 @@ class EventTables:
             ),
         )
 
+        # Staged through the ORM's unit of work: the rows a transaction stages are written together,
+        # in one statement, at its next flush (its commit at the latest, or a savepoint's start);
+        # rolled back, they vanish with the rest of its work.
+        self._row = type(f"{self.target}_outbox_row", (_Staged,), {})
+        registry().map_imperatively(self._row, self.outbox)
+
     async def publish(
         self,
         session: AsyncSession,
@@ -85,8 +98,8 @@ class EventTables:
         # reach the consumers who rely on that contract.
         contract.model_validate(data)
         cloud_event = CloudEvent.new(type, data, org_id=org_id, subject=subject)
-        await session.execute(
-            sa_insert(self.outbox).values(
+        session.add(
+            self._row(
                 event_id=cloud_event.id,
                 routing_key=cloud_event.type,
                 payload=cloud_event.model_dump(mode="json", exclude_none=True),
@@ -98,15 +111,21 @@ class EventTables:
             event.listen(session.sync_session, "after_commit", lambda _s: wake(self), once=True)
         return cloud_event
 
-    async def claim(self, session: AsyncSession, event: CloudEvent) -> bool:
-        """Record the event as handled; False when it already was (a redelivery: skip it)."""
+    async def claim(self, session: AsyncSession, events: Sequence[CloudEvent]) -> list[CloudEvent]:
+        """Record the events as handled, in one statement; return those that were not already (the
+        others are redeliveries: skip them). A copy delivered twice in `events` is returned once."""
+        # One statement, its rows in key order (as every claimer's, so two never wait on each other).
         result = await session.execute(
-            insert(self.inbox)
-            .values(event_id=event.id, event_type=event.type)
-            .on_conflict_do_nothing()
-            .returning(self.inbox.c.event_id)
+            insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.event_id),
+            sorted(({"event_id": e.id, "event_type": e.type} for e in events), key=itemgetter("event_id")),
         )
-        return result.first() is not None
+        new = set(result.scalars())
+        claimed = []
+        for delivered in events:
+            if delivered.id in new:
+                new.remove(delivered.id)
+                claimed.append(delivered)
+        return claimed
 
     async def forget_handled_before(self, session: AsyncSession, moment: datetime) -> None:
         await session.execute(delete(self.inbox).where(self.inbox.c.handled_at < moment))

@@ -132,16 +132,71 @@ def deliverer(
     *,
     cache: Redis | None = None,
     clients: ServiceClients | None = None,
+    batch: int = 1,
 ) -> Deliver:
-    """One delivery = one transaction: claim the id in the inbox, run the matching handlers."""
+    """A transaction claims its deliveries' ids in the inbox and runs their matching handlers.
+
+    With `batch` 1, each delivery has its own transaction, and deliveries run concurrently. With more
+    (a target's `consume_batch`, for cheap handlers), the deliveries that arrive while a transaction
+    runs wait for it and are then handled together in the next one, up to `batch`: one commit for
+    many. If a handler raises, its batch rolls back and each of its deliveries is handled again in
+    its own transaction, so only the failing one is retried.
+    """
+
+    async def handle(events: Sequence[CloudEvent]) -> None:
+        async with transaction(sessions) as session:
+            context = EventContext(session=session, cache=cache, clients=clients)
+            for event in await tables.claim(session, events):
+                for binding, handler in handlers.items():
+                    if topic_matches(binding, event.type):
+                        await handler(event, context)
+
+    if batch == 1:
+        return lambda event: handle([event])
+
+    waiting: list[tuple[CloudEvent, asyncio.Future[None]]] = []
+    worker: asyncio.Task[None] | None = None  # runs one batch after another while there are any
+
+    async def run(taken: Sequence[tuple[CloudEvent, asyncio.Future[None]]]) -> None:
+        try:
+            await handle([event for event, _ in taken])
+        except Exception as exc:
+            if len(taken) == 1:
+                _settle(taken[0][1], exc)
+            else:  # one transaction each: only the failing delivery fails
+                for one in taken:
+                    await run([one])
+        else:
+            for _, done in taken:
+                _settle(done, None)
+
+    async def work() -> None:
+        while waiting:
+            # A delivery whose caller is gone (the bus closing) is left to the broker's redelivery.
+            taken = [(event, done) for event, done in waiting[:batch] if not done.done()]
+            del waiting[:batch]
+            try:
+                if taken:
+                    await run(taken)
+            finally:  # cancelled part way: the callers fail, and the broker redelivers
+                for _, done in taken:
+                    _settle(done, ConnectionAbortedError("the inbox transaction was abandoned"))
 
     async def deliver(event: CloudEvent) -> None:
-        async with transaction(sessions) as session:
-            if not await tables.claim(session, event):
-                return
-            context = EventContext(session=session, cache=cache, clients=clients)
-            for binding, handler in handlers.items():
-                if topic_matches(binding, event.type):
-                    await handler(event, context)
+        nonlocal worker
+        done = asyncio.get_running_loop().create_future()
+        waiting.append((event, done))
+        if worker is None or worker.done():
+            worker = asyncio.create_task(work(), name=f"inbox:{tables.target}")
+        await done
 
     return deliver
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

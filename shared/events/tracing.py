@@ -42,11 +42,12 @@ def producing(event: CloudEvent, system: str) -> Iterator[CloudEvent]:
     carrying this span's context. A failure in the block marks the span as an error."""
     parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
     with tracer.start_as_current_span(
-        f"publish {event.type}",
-        context=parent,
-        kind=SpanKind.PRODUCER,
-        attributes=_attributes(event, system, "publish", "send"),
-    ):
+        f"publish {event.type}", context=parent, kind=SpanKind.PRODUCER
+    ) as span:
+        if not span.is_recording():  # no tracing here: the event keeps its creation context
+            yield event
+            return
+        span.set_attributes(_attributes(event, system, "publish", "send"))
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         traceparent = carrier.get("traceparent", event.traceparent)
@@ -63,12 +64,15 @@ def processing(event: CloudEvent, system: str, consumer: str) -> Iterator[None]:
         context=parent,
         kind=SpanKind.CONSUMER,
         links=[Link(sent)] if sent.is_valid else None,
-        attributes={
-            **_attributes(event, system, "process", "process"),
-            "messaging.consumer.group.name": consumer,
-            "coder.target": consumer,
-        },
         record_exception=True,
         set_status_on_exception=True,
-    ):
+    ) as span:
+        if span.is_recording():  # the attributes only where they are kept
+            span.set_attributes(
+                {
+                    **_attributes(event, system, "process", "process"),
+                    "messaging.consumer.group.name": consumer,
+                    "coder.target": consumer,
+                }
+            )
         yield

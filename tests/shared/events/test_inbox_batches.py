@@ -1,0 +1,61 @@
+"""A consumer that opts into batches (`Target.consume_batch`): deliveries share a transaction, a
+failing handler fails only its own delivery, and a copy delivered twice in one batch counts once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from coder.shared import db
+from coder.shared.events import CloudEvent, EventContext
+from coder.shared.events.relay import deliverer
+from coder.tests.shared.events import test_outbox_outage as outage
+
+effects, events = outage.effects, outage.events
+probe_tables = outage.probe_tables  # the fixture: the probe's tables, created and dropped
+
+TYPE = "probe.thing.happened"
+
+
+@pytest.mark.usefixtures("probe_tables")
+async def test_a_batch_commits_together_and_a_failing_handler_fails_alone(database_url: str) -> None:
+    calls: list[int] = []
+
+    async def handler(event: CloudEvent, context: EventContext) -> None:
+        calls.append(event.data["seq"])
+        await context.session.execute(effects.insert().values(event_id=event.id, seq=event.data["seq"]))
+        if event.data["seq"] == 3:
+            raise RuntimeError("this one fails")
+
+    engine = db.create_engine(database_url, pool_size=2)
+    try:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        deliver = deliverer(sessions, events, {TYPE: handler}, batch=8)
+        sent = [CloudEvent(source="/coder/probe", type=TYPE, data={"seq": seq}) for seq in range(6)]
+        outcomes = await asyncio.gather(*(deliver(e) for e in [*sent, sent[0]]), return_exceptions=True)
+
+        assert [type(o).__name__ for o in outcomes] == [
+            *(["NoneType"] * 3),
+            "RuntimeError",
+            *(["NoneType"] * 3),
+        ]
+        async with sessions() as session:
+            applied = sorted((await session.execute(select(effects.c.seq))).scalars())
+            claimed = set((await session.execute(select(events.inbox.c.event_id))).scalars())
+        assert applied == [0, 1, 2, 4, 5]  # 3 rolled back alone; 0 once, though delivered twice
+        assert claimed == {e.id for e in sent} - {sent[3].id}  # the failed one is retried by the broker
+        # The batch ran its handlers once, rolled back on 3's failure, then each delivery alone.
+        assert calls == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
+
+        await deliver(sent[1])  # a redelivery of a handled event: skipped
+        assert calls[-1] == 5
+
+        calls.clear()  # a batch without failures, holding a copy twice: one transaction, one call each
+        more = [CloudEvent(source="/coder/probe", type=TYPE, data={"seq": seq}) for seq in (10, 11)]
+        await asyncio.gather(*(deliver(e) for e in [more[0], more[1], more[0]]))
+        assert calls == [10, 11]
+    finally:
+        await engine.dispose()
