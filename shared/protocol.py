@@ -13,13 +13,13 @@ target's, see `app.create_target_app`):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi.routing import iter_route_contexts
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coder.shared.errors import Problem, problem_response
@@ -56,6 +56,16 @@ def route_patterns(routes: Sequence[BaseRoute]) -> list[_Pattern]:
     return found
 
 
+def direct_patterns(routes: Sequence[BaseRoute]) -> list[_Pattern]:
+    """The method-bound routes the app holds itself (its probes), read without building the routes of
+    the routers it includes: FastAPI builds those at their first request."""
+    return [
+        _Pattern(route.path.split("{", 1)[0], route.path_regex, frozenset(route.methods))
+        for route in routes
+        if isinstance(route, Route) and route.methods
+    ]
+
+
 def allowed_methods(patterns: list[_Pattern], path: str) -> set[str]:
     return {m for p in patterns if path.startswith(p.prefix) and p.regex.match(path) for m in p.methods}
 
@@ -73,7 +83,9 @@ class ProtocolMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         # The routes of the app this middleware wraps, read at its first request (routes are all
-        # added by then: the app is built before it serves).
+        # added by then: the app is built before it serves). A request its own routes serve (a probe)
+        # needs no more; any other reads them all, which builds the included routers' routes.
+        self._direct: list[_Pattern] | None = None
         self._patterns: list[_Pattern] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,16 +101,26 @@ class ProtocolMiddleware:
                 message["headers"] = _with_common(list(message.get("headers", [])))
             await send(message)
 
-        if self._patterns is None:
-            self._patterns = route_patterns(scope["app"].router.routes)
-        answer = _answer_here(scope, self._patterns)
+        answer = _answer_here(scope, self._allowed)
         if answer is not None:
             await answer(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
 
+    def _allowed(self, scope: Scope, path: str) -> set[str]:
+        """The methods `path` is served with (only its own routes' when one of them serves the request's)."""
+        routes = scope["app"].router.routes
+        if self._direct is None:
+            self._direct = direct_patterns(routes)
+        methods = allowed_methods(self._direct, path)
+        if scope["method"] in methods:
+            return methods
+        if self._patterns is None:
+            self._patterns = route_patterns(routes)
+        return allowed_methods(self._patterns, path)
 
-def _answer_here(scope: Scope, patterns: list[_Pattern]) -> Response | None:
+
+def _answer_here(scope: Scope, allowed: Callable[[Scope, str], set[str]]) -> Response | None:
     """The answer to a request the app must not see: two Authorization headers, OPTIONS, a method the
     path is not served with. None for the rest."""
     if _duplicate_authorization(scope):
@@ -111,7 +133,7 @@ def _answer_here(scope: Scope, patterns: list[_Pattern]) -> Response | None:
     method = scope["method"]
     if method == "OPTIONS" and _is_preflight(scope):
         return None
-    methods = allowed_methods(patterns, _route_path(scope))
+    methods = allowed(scope, _route_path(scope))
     if not methods or method in methods:
         return None
     allow = ", ".join(sorted(methods | {"OPTIONS"}))

@@ -132,8 +132,6 @@ class Descriptor:
     # CloudEvents types this target publishes, and those it consumes (routing keys).
     emits: tuple[str, ...] = ()
     consumes: tuple[str, ...] = ()
-    # Event type -> JSON Schema of its `data`; empty until payloads are described.
-    event_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Settings (environment variables) whose values the operator generates once and keeps in a
     # Secret of the target's own, with a line saying what each is.
     generated_secrets: Mapping[str, str] = field(default_factory=dict)
@@ -167,6 +165,15 @@ class Descriptor:
     # namespace); `{namespace}` stands for the platform's namespace, `{sandbox_namespace}` for its
     # sandbox namespace. Env the spec sets wins.
     cluster_settings: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def event_schemas(self) -> Mapping[str, Mapping[str, Any]]:
+        """Event type -> JSON Schema of the `data` of each event this target emits, from its contract
+        (built when asked: listings never load the contracts' models)."""
+        from coder.shared.contracts import contract_of, event_schemas
+
+        contracts = [contract_of(kind) for kind in self.emits]
+        return event_schemas(*(c for c in contracts if c is not None))
 
     @property
     def migrations_dir(self) -> Path:

@@ -12,6 +12,8 @@ from coder.gateway.routes.users import router as users
 from coder.gateway.routes.wellknown import router as wellknown
 from coder.gateway.routes.workload import router as workload
 
-router = APIRouter()
-for area in (auth, users, orgs, teams, wellknown, docs, workload):
-    router.include_router(area)
+# One flat router of the areas' routes (each already has its prefix and tags): FastAPI builds a route
+# again for each router that includes it, so nesting the areas would build every route once more.
+router = APIRouter(
+    routes=[route for area in (auth, users, orgs, teams, wellknown, docs, workload) for route in area.routes]
+)

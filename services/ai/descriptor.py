@@ -1,7 +1,5 @@
 """ai as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, workload_secret, write
 
 descriptor = Descriptor(
@@ -16,8 +14,7 @@ descriptor = Descriptor(
         "read": read("Read providers, deployments, model groups and deployment health"),
         "admin": admin("Create, change and delete providers, deployments and model groups"),
     },
-    emits=(AiRequestCompleted.event_type,),
-    event_schemas=event_schemas(AiRequestCompleted),
+    emits=("ai.request.completed",),
     # usage: hold budget before a call and settle it; secrets: read a provider's API key for the user.
     grants=("usage:reserve", "secrets:read"),
     generated_secrets={workload_secret("ai"): "Proves ai to the gateway when it calls usage and secrets"},

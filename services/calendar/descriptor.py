@@ -1,7 +1,5 @@
 """calendar as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.calendar import EventCreated, EventDeleted, EventUpdated, ReminderDue
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
@@ -16,12 +14,11 @@ descriptor = Descriptor(
         "admin": admin("Change and delete any calendar of the organization and its events"),
     },
     emits=(
-        EventCreated.event_type,
-        EventUpdated.event_type,
-        EventDeleted.event_type,
-        ReminderDue.event_type,
+        "calendar.event.created",
+        "calendar.event.updated",
+        "calendar.event.deleted",
+        "calendar.reminder.due",
     ),
-    event_schemas=event_schemas(EventCreated, EventUpdated, EventDeleted, ReminderDue),
     tools=(
         Tool(
             name="calendar_upcoming",

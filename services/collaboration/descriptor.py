@@ -1,12 +1,5 @@
 """collaboration as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.collaboration import (
-    DocumentCommented,
-    DocumentCreated,
-    DocumentDeleted,
-    DocumentSnapshotted,
-)
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
@@ -22,12 +15,11 @@ descriptor = Descriptor(
         "admin": admin("Manage every document of the organization, whoever its members are"),
     },
     emits=(
-        DocumentCreated.event_type,
-        DocumentDeleted.event_type,
-        DocumentSnapshotted.event_type,
-        DocumentCommented.event_type,
+        "collaboration.document.created",
+        "collaboration.document.deleted",
+        "collaboration.document.snapshotted",
+        "collaboration.document.commented",
     ),
-    event_schemas=event_schemas(DocumentCreated, DocumentDeleted, DocumentSnapshotted, DocumentCommented),
     tools=(
         Tool(
             name="collaboration_read_document",

@@ -1,7 +1,5 @@
 """dashboard as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.dashboard import DashboardDeleted, DashboardSaved
 from coder.shared.target import Dependency, Descriptor, Tool, read, write
 
 descriptor = Descriptor(
@@ -15,8 +13,7 @@ descriptor = Descriptor(
         "read": read("Read one's own and the teams' dashboards, their versions and their data"),
         "write": write("Create, save, restore and delete one's own and the teams' dashboards"),
     },
-    emits=(DashboardSaved.event_type, DashboardDeleted.event_type),
-    event_schemas=event_schemas(DashboardSaved, DashboardDeleted),
+    emits=("dashboard.dashboard.saved", "dashboard.dashboard.deleted"),
     tools=(
         Tool(
             name="dashboard_get",

@@ -1,7 +1,5 @@
 """embeddings as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.embeddings import CollectionCreated, CollectionDeleted
 from coder.shared.target import Dependency, Descriptor, Tool, read, write
 
 descriptor = Descriptor(
@@ -16,8 +14,7 @@ descriptor = Descriptor(
         "read": read("List collections and items, and search them"),
         "write": write("Create and delete collections, upsert and delete their items"),
     },
-    emits=(CollectionCreated.event_type, CollectionDeleted.event_type),
-    event_schemas=event_schemas(CollectionCreated, CollectionDeleted),
+    emits=("embeddings.collection.created", "embeddings.collection.deleted"),
     tools=(
         Tool(
             name="embeddings_search",

@@ -1,7 +1,5 @@
 """execution as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.execution import JobFinished
 from coder.shared.target import Dependency, Descriptor, KubeRule, Tool, read, workload_secret, write
 
 descriptor = Descriptor(
@@ -15,8 +13,7 @@ descriptor = Descriptor(
         "read": read("Read jobs, their output and their files"),
         "run": write("Run commands and code in a sandbox, and cancel runs"),
     },
-    emits=(JobFinished.event_type,),
-    event_schemas=event_schemas(JobFinished),
+    emits=("execution.job.finished",),
     # resources: hold a sandbox, CPU and memory for the user while a job waits and runs.
     grants=("resources:reserve",),
     generated_secrets={

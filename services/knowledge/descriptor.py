@@ -1,7 +1,5 @@
 """knowledge as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.knowledge import DocumentCreated, DocumentDeleted, DocumentUpdated
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, workload_secret, write
 
 descriptor = Descriptor(
@@ -16,9 +14,8 @@ descriptor = Descriptor(
         "write": write("Write documents, restore revisions, upload and push code sources"),
         "admin": admin("Create, change and delete collections; see every team's collections"),
     },
-    emits=(DocumentCreated.event_type, DocumentUpdated.event_type, DocumentDeleted.event_type),
-    consumes=(DocumentUpdated.event_type, DocumentDeleted.event_type),
-    event_schemas=event_schemas(DocumentCreated, DocumentUpdated, DocumentDeleted),
+    emits=("knowledge.document.created", "knowledge.document.updated", "knowledge.document.deleted"),
+    consumes=("knowledge.document.updated", "knowledge.document.deleted"),
     # embeddings holds the chunks' vectors: a search reads them for the user; indexing (an event
     # handler, with no user) writes them for the document's organization.
     grants=("embeddings:embed", "embeddings:read", "embeddings:write"),

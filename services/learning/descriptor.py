@@ -1,23 +1,14 @@
 """learning as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.learning import (
-    CourseCompleted,
-    CoursePublished,
-    EnrollmentCreated,
-    LessonCompleted,
-    PathCompleted,
-    QuizAttempted,
-)
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
-CONTRACTS = (
-    CoursePublished,
-    EnrollmentCreated,
-    LessonCompleted,
-    QuizAttempted,
-    CourseCompleted,
-    PathCompleted,
+EMITS = (
+    "learning.course.published",
+    "learning.enrollment.created",
+    "learning.lesson.completed",
+    "learning.quiz.attempted",
+    "learning.course.completed",
+    "learning.path.completed",
 )
 
 descriptor = Descriptor(
@@ -38,8 +29,7 @@ descriptor = Descriptor(
             "read every learner's statements"
         ),
     },
-    emits=tuple(c.event_type for c in CONTRACTS),
-    event_schemas=event_schemas(*CONTRACTS),
+    emits=EMITS,
     tools=(
         Tool(
             name="learning_list_courses",

@@ -1,6 +1,5 @@
 """logging as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts.secrets import SecretFingerprinted
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
@@ -15,7 +14,7 @@ descriptor = Descriptor(
         "read": read("Query log lines, discover labels and tail live"),
         "admin": admin("Set the organization's retention and delete log lines"),
     },
-    consumes=(SecretFingerprinted.event_type,),
+    consumes=("secrets.secret.fingerprinted",),
     tools=(
         Tool(
             name="logging_query",

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 import httpx
-import mcp_types as types
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -35,6 +34,7 @@ from coder.shared.errors import Forbidden, Problem, Unauthorized, problem_respon
 from coder.shared.runtime import Runtime
 
 if TYPE_CHECKING:
+    import mcp_types as types
     from mcp.server.context import ServerRequestContext
     from mcp.server.lowlevel import Server
 
@@ -215,6 +215,8 @@ class McpApp:
     async def list_tools(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        import mcp_types as types
+
         _caller(ctx)
         tools = []
         for name, offered in self.catalog.tools.items():
@@ -285,6 +287,8 @@ class McpApp:
     async def list_resources(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
+        import mcp_types as types
+
         _caller(ctx)
         return types.ListResourcesResult(
             resources=[
@@ -308,6 +312,8 @@ class McpApp:
     async def read_resource(
         self, ctx: Context, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
+        import mcp_types as types
+
         caller = _caller(ctx)
         uri = str(params.uri)
         if uri == TARGETS_URI:
@@ -346,15 +352,27 @@ class McpApp:
     async def list_prompts(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
+        import mcp_types as types
+
         _caller(ctx)
         return types.ListPromptsResult(
             prompts=[
-                types.Prompt(name=name, title=p.title, description=p.description, arguments=list(p.arguments))
+                types.Prompt(
+                    name=name,
+                    title=p.title,
+                    description=p.description,
+                    arguments=[
+                        types.PromptArgument(name=a.name, description=a.description, required=a.required)
+                        for a in p.arguments
+                    ],
+                )
                 for name, p in PROMPTS.items()
             ]
         )
 
     async def get_prompt(self, ctx: Context, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        import mcp_types as types
+
         _caller(ctx)
         prompt = PROMPTS.get(params.name)
         if prompt is None:
@@ -378,11 +396,21 @@ class _Blank(dict[str, str]):
 
 
 @dataclass(frozen=True)
+class Argument:
+    """An argument of a prompt: `PromptArgument` on the wire, built when asked (the MCP types are
+    loaded with the SDK, by the first request)."""
+
+    name: str
+    description: str
+    required: bool | None = None
+
+
+@dataclass(frozen=True)
 class PromptTemplate:
     title: str
     description: str
     template: str
-    arguments: tuple[types.PromptArgument, ...] = ()
+    arguments: tuple[Argument, ...] = ()
 
 
 PROMPTS: Mapping[str, PromptTemplate] = {
@@ -394,9 +422,7 @@ PROMPTS: Mapping[str, PromptTemplate] = {
             "For each budget, say what it limits, over which window, and whether its limit looks at risk. "
             "Focus on: {focus}"
         ),
-        arguments=(
-            types.PromptArgument(name="focus", description="What to look at first, e.g. a team or a model"),
-        ),
+        arguments=(Argument(name="focus", description="What to look at first, e.g. a team or a model"),),
     ),
     "secrets_inventory": PromptTemplate(
         title="Inventory the organization's secrets",
@@ -406,12 +432,14 @@ PROMPTS: Mapping[str, PromptTemplate] = {
             "empty) and group them by project and environment. "
             "Name secrets with many versions or none current. Do not try to read any secret's value."
         ),
-        arguments=(types.PromptArgument(name="prefix", description="A path prefix, e.g. providers/"),),
+        arguments=(Argument(name="prefix", description="A path prefix, e.g. providers/"),),
     ),
 }
 
 
 def _success(response: httpx.Response) -> types.CallToolResult:
+    import mcp_types as types
+
     if response.status_code == 204 or not response.content:
         return types.CallToolResult(content=[types.TextContent(text="done")])
     try:
@@ -426,4 +454,6 @@ def _success(response: httpx.Response) -> types.CallToolResult:
 
 
 def _error(text: str) -> types.CallToolResult:
+    import mcp_types as types
+
     return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)

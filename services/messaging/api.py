@@ -619,6 +619,5 @@ async def _act(runtime: Runtime, principal: Principal, message: dict[str, Any]) 
     await live.typing(runtime.cache, principal.org_id, others, payload)
 
 
-routes = APIRouter()
-routes.include_router(router)
-routes.include_router(hooks_router)
+# Flat (each route has its prefix already): an included router's routes are built again at inclusion.
+routes = APIRouter(routes=[*router.routes, *hooks_router.routes])

@@ -1,7 +1,5 @@
 """messaging as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.messaging import ChannelCreated, PostCreated, PostDeleted, PostUpdated
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
@@ -19,12 +17,11 @@ descriptor = Descriptor(
         "admin": admin("Delete any channel or post, and manage any bot or incoming webhook of the org"),
     },
     emits=(
-        PostCreated.event_type,
-        PostUpdated.event_type,
-        PostDeleted.event_type,
-        ChannelCreated.event_type,
+        "messaging.post.created",
+        "messaging.post.updated",
+        "messaging.post.deleted",
+        "messaging.channel.created",
     ),
-    event_schemas=event_schemas(PostCreated, PostUpdated, PostDeleted, ChannelCreated),
     # Incoming webhooks (`/hooks/<secret>`) and bot posts (`/hooks/bot/posts`, a bot token) carry
     # credentials the gateway does not issue: messaging checks them itself.
     own_credentials=("/hooks/",),

@@ -1,8 +1,5 @@
 """observability as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.ai import AiRequestCompleted
-from coder.shared.contracts.observability import AlertFiring, AlertResolved
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
@@ -19,9 +16,8 @@ descriptor = Descriptor(
         "read": read("Read the organization's service map and GenAI metrics"),
         "ingest": write("Send OTLP traces for the organization"),
     },
-    emits=(AlertFiring.event_type, AlertResolved.event_type),
-    consumes=(AiRequestCompleted.event_type,),
-    event_schemas=event_schemas(AlertFiring, AlertResolved),
+    emits=("observability.alert.firing", "observability.alert.resolved"),
+    consumes=("ai.request.completed",),
     tools=(
         Tool(
             name="observability_health",

@@ -1,8 +1,5 @@
 """planning as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.planning import TaskCreated, TaskDeleted, TaskStatusChanged, TaskUpdated
-from coder.shared.contracts.quality import GateChanged
 from coder.shared.target import Dependency, Descriptor, Tool, read, write
 
 descriptor = Descriptor(
@@ -18,14 +15,13 @@ descriptor = Descriptor(
         "generate": write("Generate plans and expand tasks into subtasks with a model (through ai)"),
     },
     emits=(
-        TaskCreated.event_type,
-        TaskUpdated.event_type,
-        TaskStatusChanged.event_type,
-        TaskDeleted.event_type,
+        "planning.task.created",
+        "planning.task.updated",
+        "planning.task.status_changed",
+        "planning.task.deleted",
     ),
-    event_schemas=event_schemas(TaskCreated, TaskUpdated, TaskStatusChanged, TaskDeleted),
     # A failing quality gate of a project linked to a plan opens fix tasks in it (quality_gate.py).
-    consumes=(GateChanged.event_type,),
+    consumes=("quality.gate.changed",),
     tools=(
         Tool(
             name="planning_next_task",

@@ -1,7 +1,5 @@
 """quality as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.quality import GateChanged
 from coder.shared.target import Dependency, Descriptor, Tool, read, write
 
 descriptor = Descriptor(
@@ -16,8 +14,7 @@ descriptor = Descriptor(
         "write": write("Create, change and delete projects, branches, pull requests and gate conditions"),
         "analyze": write("Submit code for analysis and report test results and coverage from CI"),
     },
-    emits=(GateChanged.event_type,),
-    event_schemas=event_schemas(GateChanged),
+    emits=("quality.gate.changed",),
     tools=(
         Tool(
             name="quality_gate_status",

@@ -1,7 +1,5 @@
 """resources as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.resources import QuotaExceeded
 from coder.shared.target import Access, Dependency, Descriptor, Permission, Tool, admin, read
 
 descriptor = Descriptor(
@@ -18,8 +16,7 @@ descriptor = Descriptor(
         # with its workload identity.
         "reserve": Permission(Access.SERVICE, "Reserve resources against quotas and release them"),
     },
-    emits=(QuotaExceeded.event_type,),
-    event_schemas=event_schemas(QuotaExceeded),
+    emits=("resources.quota.exceeded",),
     tools=(
         Tool(
             name="resources_my_quotas",

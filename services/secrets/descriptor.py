@@ -1,7 +1,5 @@
 """secrets as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.secrets import SecretFingerprinted, SecretRotated
 from coder.shared.target import Dependency, Descriptor, Tool, admin, read, write
 
 descriptor = Descriptor(
@@ -20,8 +18,7 @@ descriptor = Descriptor(
         "admin": admin("Rewrap stored values under the active master key"),
         "audit": admin("Read the audit trail of secret reads and writes"),
     },
-    emits=(SecretRotated.event_type, SecretFingerprinted.event_type),
-    event_schemas=event_schemas(SecretRotated, SecretFingerprinted),
+    emits=("secrets.secret.rotated", "secrets.secret.fingerprinted"),
     generated_secrets={
         "SECRETS_MASTER_KEYS": "JSON key id -> 32 random bytes (base64): the keyring that wraps values",
         "SECRETS_ACTIVE_KEY_ID": "The id in SECRETS_MASTER_KEYS new values are encrypted with",

@@ -1,8 +1,5 @@
 """usage as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.ai import AiRequestCompleted
-from coder.shared.contracts.usage import BudgetExceeded
 from coder.shared.target import Access, Dependency, Descriptor, Permission, Tool, admin, read
 
 descriptor = Descriptor(
@@ -20,9 +17,8 @@ descriptor = Descriptor(
             Access.SERVICE, "Reserve budget before spending and settle or release the reservation"
         ),
     },
-    emits=(BudgetExceeded.event_type,),
-    event_schemas=event_schemas(BudgetExceeded),
-    consumes=(AiRequestCompleted.event_type,),
+    emits=("usage.budget.exceeded",),
+    consumes=("ai.request.completed",),
     tools=(
         Tool(
             name="usage_meters_list",

@@ -1,7 +1,5 @@
 """workflow as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
-from coder.shared.contracts.workflow import RunCancelled, RunCompleted, RunFailed, RunStarted
 from coder.shared.target import Dependency, Descriptor, Tool, read, workload_secret, write
 
 # Event types a definition may wait for or be triggered by: what the target's queue is bound to (each
@@ -35,9 +33,8 @@ descriptor = Descriptor(
         "run": write("Start and cancel workflow runs (the steps act for the user who started them)"),
         "approve": write("Approve or reject the human-approval steps of workflow runs"),
     },
-    emits=(RunStarted.event_type, RunCompleted.event_type, RunFailed.event_type, RunCancelled.event_type),
+    emits=("workflow.run.started", "workflow.run.completed", "workflow.run.failed", "workflow.run.cancelled"),
     consumes=CONSUMES,
-    event_schemas=event_schemas(RunStarted, RunCompleted, RunFailed, RunCancelled),
     # The secret workflow proves itself with to the gateway when it takes a delegation for a run and
     # trades it for the user's tokens while the run lives (gateway/routes/workload.py).
     generated_secrets={workload_secret("workflow"): "Proves workflow to the gateway (run delegations)"},

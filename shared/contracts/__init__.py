@@ -13,6 +13,7 @@ consumer is left.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -53,7 +54,12 @@ def event_schemas(*contracts: type[Contract]) -> Mapping[str, Mapping[str, Any]]
 
 
 def contract_of(event_type: str) -> type[Contract] | None:
-    """The contract of `event_type`, once its producer's module is imported (its descriptor does)."""
+    """The contract of `event_type`: its producer's module here is imported on first ask (a contract
+    declared elsewhere, by a test's target, is found once its module is imported)."""
+    if event_type not in _DECLARED:
+        module = f"{__name__}.{event_type.split('.', 1)[0]}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     return _DECLARED.get(event_type)
 
 

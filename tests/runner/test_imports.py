@@ -126,3 +126,13 @@ def test_a_process_loads_only_its_own_targets_wiring(tmp_path: Path, name: str) 
     modules = _imported(tmp_path, "process", name)
     assert f"{registry.PACKAGES[name]}.target" in modules
     assert _wiring_of(modules, set(registry.PACKAGES) - {name}) == set()
+
+
+# Libraries a target needs for some requests only: its first such request loads them, not its start.
+ON_FIRST_USE = {"mcp": {"mcp", "mcp_types"}}
+
+
+@pytest.mark.parametrize("name", list(ON_FIRST_USE))
+def test_a_process_loads_some_libraries_at_first_use(tmp_path: Path, name: str) -> None:
+    modules = _imported(tmp_path, "process", name)
+    assert {m.split(".")[0] for m in modules} & ON_FIRST_USE[name] == set()

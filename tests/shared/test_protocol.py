@@ -3,12 +3,16 @@ Authorization header, OPTIONS and unsupported methods with a complete Allow, the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 
 from coder.runner import registry
+from coder.shared import protocol
+from coder.shared.protocol import route_patterns
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 
@@ -111,3 +115,40 @@ async def test_options_and_unsupported_methods_on_each_target(target: httpx.Asyn
     trace = await target.request("TRACE", "/healthz")
     assert_problem(trace, 405, "method-not-allowed")
     assert trace.headers["allow"] == "GET, OPTIONS"
+
+
+async def test_a_probe_reads_only_the_apps_own_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI builds an included router's routes at their first request: a probe must not wait for
+    every route of every target of the process (the readiness of `run --target all`)."""
+    read: list[Sequence[BaseRoute]] = []
+
+    def counted(routes: Sequence[BaseRoute]) -> list[protocol._Pattern]:
+        read.append(routes)
+        return route_patterns(routes)
+
+    monkeypatch.setattr(protocol, "route_patterns", counted)
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/items")
+    async def items() -> list[str]:
+        return []
+
+    app = FastAPI()
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    app.include_router(router)
+    app.add_middleware(protocol.ProtocolMiddleware)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        assert (await client.get("/readyz")).status_code == 200
+        assert read == []
+        trace = await client.request("TRACE", "/readyz")
+        assert_problem(trace, 405, "method-not-allowed")
+        assert trace.headers["allow"] == "GET, OPTIONS"
+        assert (await client.get("/v1/items")).json() == []
+        refused = await client.delete("/v1/items")
+        assert_problem(refused, 405, "method-not-allowed")
+        assert refused.headers["allow"] == "GET, OPTIONS"
+    assert len(read) == 1

@@ -1,6 +1,5 @@
 """notes as the platform sees it: data only (see coder.shared.target)."""
 
-from coder.shared.contracts import event_schemas
 from coder.shared.target import Dependency, Descriptor, read, write
 from coder.tests.runner.notes.contracts import NoteCreated
 
@@ -16,5 +15,4 @@ descriptor = Descriptor(
         "write": write("Create, change and delete notes"),
     },
     emits=(NoteCreated.event_type,),
-    event_schemas=event_schemas(NoteCreated),
 )
