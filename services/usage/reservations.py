@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import case, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,7 +45,7 @@ from coder.services.usage.schemas import (
 )
 from coder.shared.db import transaction
 from coder.shared.errors import NotFound, Problem
-from coder.shared.repository import OrgScoped
+from coder.shared.repository import OrgScoped, owned_by
 
 log = logging.getLogger(__name__)
 
@@ -331,20 +332,100 @@ async def get_reservation(
     return found
 
 
-async def settle_open(session: AsyncSession, cache: Redis, reservation: Reservation, actual: Decimal) -> None:
+async def settle_open(
+    session: AsyncSession,
+    cache: Redis,
+    reservation: Reservation,
+    actual: Decimal,
+    budgets: Sequence[Budget] | None = None,
+) -> None:
+    """Settle an open reservation: its holds released, `actual` charged to the budgets of its metric
+    that cover it (`budgets`, read when not given)."""
     metric = Metric(reservation.metric)
-    actual = exact(metric, actual)
-    now = _now()
-    budgets = await applicable(
-        session, reservation.org_id, metric, reservation.user_id, reservation.team_id, reservation.api_key_id
-    )
-    charges = await charge_ledger(session, metric, budgets, actual, now)
+    if budgets is None:
+        budgets = await applicable(
+            session,
+            reservation.org_id,
+            metric,
+            reservation.user_id,
+            reservation.team_id,
+            reservation.api_key_id,
+        )
+    reservation.status = ReservationStatus.SETTLED.value
+    reservation.actual = exact(metric, actual)
+    reservation.closed_at = _now()
+    await _release_and_charge(session, cache, reservation, budgets)
+    await session.flush()
+
+
+async def _release_and_charge(
+    session: AsyncSession, cache: Redis, reservation: Reservation, budgets: Sequence[Budget]
+) -> None:
+    """A settled reservation's holds dropped and its actual charged, in Redis in one step."""
+    assert reservation.actual is not None
+    assert reservation.closed_at is not None
+    metric = Metric(reservation.metric)
+    charges = await charge_ledger(session, metric, budgets, reservation.actual, reservation.closed_at)
     release = [BudgetKeys(reservation.org_id, uuid.UUID(b)) for b in reservation.budget_ids]
     await holds.settle(cache, reservation.id, release, charges)
-    reservation.status = ReservationStatus.SETTLED.value
-    reservation.actual = actual
-    reservation.closed_at = now
-    await session.flush()
+
+
+async def settle_spent(
+    session: AsyncSession,
+    cache: Redis,
+    org_id: str,
+    reservation_id: uuid.UUID,
+    spend: dict[Metric, Decimal],
+    spender: tuple[str, str | None, str | None],
+    budgets: Sequence[Budget],
+) -> Metric | None:
+    """Settle the reservation a spend names with the spend of its metric. `budgets`: every budget
+    covering `spender` (user, team, API key), of any metric. Returns the metric whose spend the
+    reservation counts (settled now or before), None when it counts none (unknown, or released).
+
+    An open reservation is settled by one UPDATE (its row lock makes a concurrent settle or release
+    wait, then find it closed); the rest (closed, or its row not in Postgres yet) goes through `find`."""
+
+    def covering(reservation: Reservation) -> list[Budget] | None:
+        if (reservation.user_id, reservation.team_id, reservation.api_key_id) != spender:
+            return None  # reserved for someone else: read the budgets covering them
+        return [b for b in budgets if b.metric == reservation.metric]
+
+    actual = case(*((Reservation.metric == m.value, exact(m, amount)) for m, amount in spend.items()))
+    settled = (
+        await session.execute(
+            update(Reservation)
+            .where(
+                owned_by(Reservation, org_id),
+                Reservation.id == reservation_id,
+                Reservation.status == ReservationStatus.RESERVED.value,
+            )
+            .values(status=ReservationStatus.SETTLED.value, actual=actual, closed_at=_now())
+            .returning(Reservation)
+        )
+    ).scalar_one_or_none()
+    if settled is not None:
+        metric = Metric(settled.metric)
+        found = covering(settled)
+        if found is None:
+            found = await applicable(
+                session, org_id, metric, settled.user_id, settled.team_id, settled.api_key_id
+            )
+        await _release_and_charge(session, cache, settled, found)
+        return metric
+    reservation = await find(session, cache, org_id, reservation_id, lock=True)
+    if reservation is None:
+        log.warning(
+            "a spend names an unknown reservation; charging directly",
+            extra={"reservation_id": str(reservation_id)},
+        )
+        return None
+    metric = Metric(reservation.metric)
+    if reservation.status == ReservationStatus.RELEASED.value:
+        return None
+    if reservation.status == ReservationStatus.RESERVED.value:
+        await settle_open(session, cache, reservation, spend[metric], covering(reservation))
+    return metric
 
 
 async def settle(
