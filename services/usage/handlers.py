@@ -14,7 +14,6 @@ from coder.services.usage.schemas import EventData, EventIn, Metric
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.events import CloudEvent, EventContext
 
-
 # --- events from the bus ---
 
 
