@@ -144,10 +144,9 @@ class RowWriter:
 
 
 async def write_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of reservations; one already written (by the writer or a reader) stays as it is."""
-    await session.execute(
-        insert(Reservation).values(list(rows)).on_conflict_do_nothing(index_elements=["id"])
-    )
+    """Rows of reservations; one already written (by the writer or a reader) stays as it is. The rows
+    are the statement's parameters, not its text: compiled once, whatever the batch's size."""
+    await session.execute(insert(Reservation).on_conflict_do_nothing(index_elements=["id"]), list(rows))
 
 
 class Reserver:
