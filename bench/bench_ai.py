@@ -191,6 +191,7 @@ async def main() -> None:
             await ready(f"{provider_url}/v1/models", provider, work / "provider.log", up=range(200, 500))
             await ready(f"{base}/healthz", platform, work / "platform.log")
             pat = await _setup_platform(base, provider_url, key)
+            assert redis.process is not None
             pids = {"provider": provider.pid, "platform": platform.pid, "redis": redis.process.pid}
             direct = await _load(
                 f"{provider_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "gpt-fake", pids

@@ -4,7 +4,8 @@ A hold touches Redis only (one script run): the budgets that apply are kept per 
 org's budgets version in Redis stands (the script checks it), and the reservation's row goes to
 Redis with the hold, then to Postgres in batches (`RowWriter`). Whatever reads a reservation
 (settle, release, read, the settling event) writes the row from Redis first if Postgres lacks it,
-so a row the writer had not written yet (a replica stopped) is never missed while its hold lives.
+so a row the writer had not written yet is never missed while its hold lives; and a sweeper writes
+the rows a stopped replica's writer never wrote, before their records leave Redis.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import case, update
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,6 +47,7 @@ from coder.services.usage.schemas import (
 from coder.shared.db import transaction
 from coder.shared.errors import NotFound, Problem
 from coder.shared.repository import OrgScoped, owned_by
+from coder.shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,12 @@ BUDGETS_CACHE_SIZE = 10_000
 # Rows per INSERT when the writer catches up (asyncpg takes at most 32767 parameters).
 WRITE_BATCH = 1000
 WRITE_RETRY_SECONDS = 1.0
+# A hold whose row Postgres still lacks this long after it was taken lost its writer (its replica
+# stopped): the sweeper writes it from Redis. It runs this often, well within the time a hold's record
+# outlives its hold (holds.HOLD_TTL_MARGIN_SECONDS), on one replica at a time.
+LOST_AFTER_SECONDS = 10.0
+SWEEP_SECONDS = 20.0
+SWEEP_LOCK = "usage:sweep-lock"
 
 
 class UsageProblem(Problem):
@@ -147,6 +155,42 @@ async def write_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
     """Rows of reservations; one already written (by the writer or a reader) stays as it is. The rows
     are the statement's parameters, not its text: compiled once, whatever the batch's size."""
     await session.execute(insert(Reservation).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+
+
+async def write_lost_rows(
+    sessions: async_sessionmaker[AsyncSession], cache: Redis, now: datetime | None = None
+) -> int:
+    """Write the rows of holds that Redis has and Postgres lacks LOST_AFTER_SECONDS after they were
+    taken, as they were held (one whose expiry has passed reads as expired): a replica stopped before
+    its writer wrote them. Returns how many were written."""
+    moment = now or _now()
+    held = [_row_from_json(row) | {"expires_at": expires} for row, expires in await holds.records(cache)]
+    old = [r for r in held if moment - r["created_at"] >= timedelta(seconds=LOST_AFTER_SECONDS)]
+    if not old:
+        return 0
+    async with transaction(sessions) as session:
+        ids = [r["id"] for r in old]
+        written = set(
+            (await session.execute(select(Reservation.id).where(Reservation.id.in_(ids)))).scalars()
+        )
+        lost = [r for r in old if r["id"] not in written]
+        if lost:
+            await write_rows(session, lost)
+    if lost:
+        log.warning("wrote reservation rows a stopped replica had not written", extra={"rows": len(lost)})
+    return len(lost)
+
+
+async def sweeper(runtime: Runtime) -> None:
+    """The background task: `write_lost_rows` every SWEEP_SECONDS, on whichever replica gets it."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        cache = runtime.cache
+        try:
+            if cache is not None and await cache.set(SWEEP_LOCK, "1", px=int(SWEEP_SECONDS * 900), nx=True):
+                await write_lost_rows(runtime.sessions, cache)
+        except Exception:
+            log.exception("writing lost reservation rows failed; trying again at the next sweep")
 
 
 class Reserver:
