@@ -31,6 +31,7 @@ SINGLE = 20  # streams one at a time
 REPLY_TOKENS = 64
 TOKEN_DELAY = 0.01  # seconds between the provider's tokens, as a fast model streams
 SETTLE_SECONDS = 1.0  # after the last round, for the settlements still running
+IDLE_SECONDS = 3.0  # each process's CPU at rest is measured over this
 MESSAGES = [{"role": "user", "content": "write a short poem about caching"}]
 
 
@@ -58,7 +59,7 @@ class Load:
     ttfts: list[float]  # of every concurrent stream
     tokens_per_second: float  # over all of them: total tokens / wall time
     alone: list[float]  # TTFTs of streams one at a time (the platform's own latency, without queueing)
-    cpu: dict[str, float]  # CPU seconds each process spent over the concurrent rounds
+    cpu: dict[str, float]  # CPU seconds each process spent over the concurrent rounds, less its idle rate
 
 
 async def _load(url: str, headers: dict[str, str], model: str, pids: dict[str, int]) -> Load:
@@ -70,7 +71,13 @@ async def _load(url: str, headers: dict[str, str], model: str, pids: dict[str, i
         alone = [(await _stream(client, url, headers, model))[0] for _ in range(SINGLE)]
         ttfts: list[float] = []
         total_tokens, wall = 0, 0.0
+        # What each process spends doing nothing (pollers, relays): taken off the rounds' CPU below,
+        # in proportion to their wall time, which a loaded machine stretches.
+        idle = {name: -cpu_seconds(pid) for name, pid in pids.items()}
+        await asyncio.sleep(IDLE_SECONDS)
+        idle = {name: (spent + cpu_seconds(pids[name])) / IDLE_SECONDS for name, spent in idle.items()}
         cpu = {name: -cpu_seconds(pid) for name, pid in pids.items()}
+        began = time.perf_counter()
         for _ in range(ROUNDS):
             started = time.perf_counter()
             results = await asyncio.gather(*(_stream(client, url, headers, model) for _ in range(STREAMS)))
@@ -79,7 +86,8 @@ async def _load(url: str, headers: dict[str, str], model: str, pids: dict[str, i
             total_tokens += sum(r[1] for r in results)
         # Settlement runs after a stream's last byte: let it finish, so its cost counts.
         await asyncio.sleep(SETTLE_SECONDS)
-        cpu = {name: spent + cpu_seconds(pids[name]) for name, spent in cpu.items()}
+        elapsed = time.perf_counter() - began
+        cpu = {name: spent + cpu_seconds(pids[name]) - idle[name] * elapsed for name, spent in cpu.items()}
     return Load(ttfts, total_tokens / wall, alone, cpu)
 
 
@@ -228,12 +236,13 @@ async def main() -> None:
         ],
         baseline="direct",
     )
-    # Load-independent: CPU each process spent per stream over the concurrent rounds. The provider
-    # does the same work either way; the platform's is what a stream through it costs on top.
+    # Load-independent: CPU each process spent per stream over the concurrent rounds, beyond what it
+    # spends at rest. The provider does the same work either way; the platform's is what a stream
+    # through it costs on top.
     streams = ROUNDS * STREAMS
     per_stream = {name: seconds * 1000 / streams for name, seconds in through.cpu.items()}
     report(
-        "  CPU per stream over the concurrent rounds",
+        "  CPU per stream over the concurrent rounds (beyond each process's idle rate)",
         [
             ("provider, direct", direct.cpu["provider"] * 1000 / streams, "ms"),
             ("provider, through the platform", per_stream["provider"], "ms"),
