@@ -3,7 +3,8 @@ to a local OpenAI-style provider, and the same streams through the platform (`co
 --target all` as its own process: gateway with a personal token, ai resolving the alias, reading the
 provider key from secrets, holding budget in usage against an org budget, passing SSE through,
 recording the call and settling the hold). Prints time to first token (p50, p99) and tokens per
-second, and their ratios (goals: TTFT at most 1.1x, throughput at least 0.9x)."""
+second, and their ratios (goals: TTFT at most 1.1x, throughput at least 0.9x); and, independent of the
+machine's load, the CPU the platform process spends per stream and per token."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from coder.bench.support import percentile, process, ready, report, scratch_database
+from coder.bench.support import cpu_seconds, percentile, process, ready, report, result, scratch_database
 from coder.runner import registry
 from coder.shared import db, migrations
 from coder.shared.devservers import RedisServer, free_port
@@ -28,6 +30,8 @@ ROUNDS = 3
 SINGLE = 20  # streams one at a time
 REPLY_TOKENS = 64
 TOKEN_DELAY = 0.01  # seconds between the provider's tokens, as a fast model streams
+SETTLE_SECONDS = 1.0  # after the last round, for the settlements still running
+IDLE_SECONDS = 3.0  # each process's CPU at rest is measured over this
 MESSAGES = [{"role": "user", "content": "write a short poem about caching"}]
 
 
@@ -50,9 +54,15 @@ async def _stream(
     return first - started, tokens, last - first
 
 
-async def _load(url: str, headers: dict[str, str], model: str) -> tuple[list[float], float, list[float]]:
-    """TTFTs of every concurrent stream, tokens per second over all of them (total tokens / wall
-    time), and TTFTs of streams one at a time (the platform's own latency, without queueing)."""
+@dataclass
+class Load:
+    ttfts: list[float]  # of every concurrent stream
+    tokens_per_second: float  # over all of them: total tokens / wall time
+    alone: list[float]  # TTFTs of streams one at a time (the platform's own latency, without queueing)
+    cpu: dict[str, float]  # CPU seconds each process spent over the concurrent rounds, less its idle rate
+
+
+async def _load(url: str, headers: dict[str, str], model: str, pids: dict[str, int]) -> Load:
     # Idle connections are dropped after 2 s, before the servers drop them (uvicorn: 5 s): on a loaded
     # machine a round outlasts that, and a POST sent on a connection the server is closing fails.
     limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS, keepalive_expiry=2)
@@ -61,13 +71,24 @@ async def _load(url: str, headers: dict[str, str], model: str) -> tuple[list[flo
         alone = [(await _stream(client, url, headers, model))[0] for _ in range(SINGLE)]
         ttfts: list[float] = []
         total_tokens, wall = 0, 0.0
+        # What each process spends doing nothing (pollers, relays): taken off the rounds' CPU below,
+        # in proportion to their wall time, which a loaded machine stretches.
+        idle = {name: -cpu_seconds(pid) for name, pid in pids.items()}
+        await asyncio.sleep(IDLE_SECONDS)
+        idle = {name: (spent + cpu_seconds(pids[name])) / IDLE_SECONDS for name, spent in idle.items()}
+        cpu = {name: -cpu_seconds(pid) for name, pid in pids.items()}
+        began = time.perf_counter()
         for _ in range(ROUNDS):
             started = time.perf_counter()
             results = await asyncio.gather(*(_stream(client, url, headers, model) for _ in range(STREAMS)))
             wall += time.perf_counter() - started
             ttfts += [r[0] for r in results]
             total_tokens += sum(r[1] for r in results)
-    return ttfts, total_tokens / wall, alone
+        # Settlement runs after a stream's last byte: let it finish, so its cost counts.
+        await asyncio.sleep(SETTLE_SECONDS)
+        elapsed = time.perf_counter() - began
+        cpu = {name: spent + cpu_seconds(pids[name]) - idle[name] * elapsed for name, spent in cpu.items()}
+    return Load(ttfts, total_tokens / wall, alone, cpu)
 
 
 async def _setup_platform(base: str, provider_url: str, provider_key: str) -> str:
@@ -178,11 +199,13 @@ async def main() -> None:
             await ready(f"{provider_url}/v1/models", provider, work / "provider.log", up=range(200, 500))
             await ready(f"{base}/healthz", platform, work / "platform.log")
             pat = await _setup_platform(base, provider_url, key)
+            assert redis.process is not None
+            pids = {"provider": provider.pid, "platform": platform.pid, "redis": redis.process.pid}
             direct = await _load(
-                f"{provider_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "gpt-fake"
+                f"{provider_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "gpt-fake", pids
             )
             through = await _load(
-                f"{base}/api/ai/v1/chat/completions", {"Authorization": f"Bearer {pat}"}, "chat"
+                f"{base}/api/ai/v1/chat/completions", {"Authorization": f"Bearer {pat}"}, "chat", pids
             )
     print(
         f"{ROUNDS} rounds of {STREAMS} concurrent streams, "
@@ -192,26 +215,44 @@ async def main() -> None:
         report(
             f"  time to first token, {label}",
             [
-                ("direct", percentile(direct[0], p) * 1000, "ms"),
-                ("platform", percentile(through[0], p) * 1000, "ms"),
+                ("direct", percentile(direct.ttfts, p) * 1000, "ms"),
+                ("platform", percentile(through.ttfts, p) * 1000, "ms"),
             ],
             baseline="direct",
         )
     report(
         f"  time to first token, p50 of {SINGLE} streams one at a time",
         [
-            ("direct", percentile(direct[2], 50) * 1000, "ms"),
-            ("platform", percentile(through[2], 50) * 1000, "ms"),
+            ("direct", percentile(direct.alone, 50) * 1000, "ms"),
+            ("platform", percentile(through.alone, 50) * 1000, "ms"),
         ],
         baseline="direct",
     )
     report(
         "  tokens per second, all streams",
-        [("direct", direct[1], "tokens/s"), ("platform", through[1], "tokens/s")],
+        [
+            ("direct", direct.tokens_per_second, "tokens/s"),
+            ("platform", through.tokens_per_second, "tokens/s"),
+        ],
         baseline="direct",
     )
-    from coder.bench.support import result
-
-    ttft = percentile(through[0], 50) / percentile(direct[0], 50)
+    # Load-independent: CPU each process spent per stream over the concurrent rounds, beyond what it
+    # spends at rest. The provider does the same work either way; the platform's is what a stream
+    # through it costs on top.
+    streams = ROUNDS * STREAMS
+    per_stream = {name: seconds * 1000 / streams for name, seconds in through.cpu.items()}
+    report(
+        "  CPU per stream over the concurrent rounds (beyond each process's idle rate)",
+        [
+            ("provider, direct", direct.cpu["provider"] * 1000 / streams, "ms"),
+            ("provider, through the platform", per_stream["provider"], "ms"),
+            ("platform process", per_stream["platform"], "ms"),
+            ("redis, through the platform", per_stream["redis"], "ms"),
+        ],
+        baseline="provider, direct",
+    )
+    print(f"  platform process CPU per token: {per_stream['platform'] * 1000 / REPLY_TOKENS:,.1f} us")
+    ttft = percentile(through.ttfts, 50) / percentile(direct.ttfts, 50)
     result("ttft_p50_vs_direct", ttft, goal=1.1, higher_is_better=False)
-    result("tokens_vs_direct", through[1] / direct[1], goal=0.9)
+    result("tokens_vs_direct", through.tokens_per_second / direct.tokens_per_second, goal=0.9)
+    result("platform_cpu_per_stream", per_stream["platform"], unit="ms")

@@ -95,6 +95,12 @@ class CpuClock:
         return {**spent, "total": sum(spent.values())}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a running process has spent so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def percentile(samples: list[float], p: float) -> float:
     return (
         statistics.quantiles(samples, n=100, method="inclusive")[int(p) - 1]

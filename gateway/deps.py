@@ -14,7 +14,7 @@ from coder.shared.auth import bearer_token
 from coder.shared.errors import Unauthorized, answers
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
@@ -22,7 +22,7 @@ def _gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
-def _client(request: Request) -> Client:
+async def _client(request: Request) -> Client:
     ip = request.client.host if request.client else ""
     return Client(ip=ip, user_agent=request.headers.get("user-agent", ""))
 
@@ -42,7 +42,7 @@ CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 @answers(401, 403)
-def _actor(caller: CallerDep, client: ClientDep) -> Actor:
+async def _actor(caller: CallerDep, client: ClientDep) -> Actor:
     principal = caller.principal
     try:
         user_id = uuid.UUID(principal.subject)

@@ -78,6 +78,10 @@ class ServiceClients:
     def url(self, target: str) -> str:
         return self._urls[target]
 
+    def source(self, target: str) -> object:
+        """What answers for `target`: its in-process app, or its URL (targets may share one)."""
+        return self._local.get(target) or self._urls[target]
+
     def client(self, target: str, *, caller: str | None = None) -> httpx.AsyncClient:
         """The client for `target`; paths are the target's own (`/v1/...`), not the gateway's.
 

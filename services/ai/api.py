@@ -41,7 +41,7 @@ from coder.shared.repository import scoped
 router = APIRouter(prefix="/v1", tags=["ai"])
 
 
-def _platform(request: Request) -> Platform:
+async def _platform(request: Request) -> Platform:
     platform: Platform = request.app.state.ai
     return platform
 

@@ -32,7 +32,7 @@ from coder.services.ai import health, metrics
 from coder.services.ai.catalog import Resolved, Route, resolve
 from coder.services.ai.config import AiSettings
 from coder.services.ai.context import ContextQuery, as_system_message, assemble
-from coder.services.ai.models import Base
+from coder.services.ai.models import Base, Provider
 from coder.services.ai.providers import (
     MILLION,
     Api,
@@ -123,7 +123,10 @@ class Platform:
     runtime: Runtime
     settings: AiSettings
     upstream: httpx.AsyncClient
-    keys: dict[tuple[str, uuid.UUID, str], tuple[float, str | None]] = field(default_factory=dict)
+    # (org, provider, key path) -> (monotonic expiry, the key's read, done or under way).
+    keys: dict[tuple[str, uuid.UUID, str], tuple[float, asyncio.Future[str | None]]] = field(
+        default_factory=dict
+    )
     # (org, alias) -> (routing version, monotonic expiry, the group and its routes).
     routing: dict[tuple[str, str], tuple[str | None, float, Resolved]] = field(default_factory=dict)
     # Settlements of streams still being written when their response ended (awaited on stop).
@@ -192,15 +195,31 @@ def _passed_on(answer: httpx.Response, target: str) -> Problem:
 
 
 async def provider_key(platform: Platform, call: Call, route: Route) -> str | None:
-    """The provider's API key, read from `secrets` for the caller (kept briefly: a read is audited)."""
+    """The provider's API key, read from `secrets` for the caller (kept briefly: a read is audited).
+    Calls that miss at once share one read."""
     provider = route.provider
     if provider.key_path is None:
         return None
     cache_key = (call.principal.org_id, provider.id, f"{provider.key_path}#{provider.key_field}")
     now = time.monotonic()
     cached = platform.keys.get(cache_key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    if cached is None or cached[0] <= now:
+        if len(platform.keys) > 10_000:
+            platform.keys.clear()
+        read = asyncio.ensure_future(_read_key(platform, provider))
+
+        def forget_failed(done: asyncio.Future[str | None]) -> None:
+            failed = done.cancelled() or done.exception() is not None
+            if failed and platform.keys.get(cache_key, (0.0, None))[1] is done:
+                del platform.keys[cache_key]  # the next call reads again
+
+        read.add_done_callback(forget_failed)
+        cached = platform.keys[cache_key] = (now + KEY_CACHE_SECONDS, read)
+    # Shielded: a caller that goes away does not cancel the read the others wait for.
+    return await asyncio.shield(cached[1])
+
+
+async def _read_key(platform: Platform, provider: Provider) -> str | None:
     secrets = platform.clients.client("secrets", caller="ai")
     answer = await secrets.get(f"/v1/secrets/{provider.key_path}")
     if answer.status_code != 200:
@@ -213,9 +232,6 @@ async def provider_key(platform: Platform, call: Call, route: Route) -> str | No
             f"provider {provider.name!r}: the secret at {provider.key_path!r} "
             f"has no field {provider.key_field!r}"
         )
-    if len(platform.keys) > 10_000:
-        platform.keys.clear()
-    platform.keys[cache_key] = (now + KEY_CACHE_SECONDS, value)
     return value
 
 

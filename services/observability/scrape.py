@@ -82,17 +82,15 @@ def parse_metrics(exposition: str, target: str) -> Reading:
 
 
 async def read_target(
-    client: httpx.AsyncClient, metrics_client: httpx.AsyncClient, target: str, seconds: float
+    client: httpx.AsyncClient, exposition: asyncio.Future[str], target: str, seconds: float
 ) -> dict[str, object]:
-    """One poll of one target: the fields of its `Scrape` row. `/metrics` is on the target's metrics
-    port (`metrics_client`), not beside `/readyz`."""
+    """One poll of one target: the fields of its `Scrape` row. `exposition`: the text of its `/metrics`
+    being read (on its metrics port, not beside `/readyz`; shared by the targets of one registry)."""
     row: dict[str, object] = {"target": target, "up": False, "ready_status": None, "error": None}
     try:
         ready = await client.get("/readyz", timeout=seconds)
         row["ready_status"] = ready.status_code
-        metrics = await metrics_client.get("/metrics", timeout=seconds)
-        metrics.raise_for_status()
-        reading = parse_metrics(metrics.text, target)
+        reading = parse_metrics(await exposition, target)
     except (httpx.HTTPError, ValueError) as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         return row
@@ -108,6 +106,12 @@ async def read_target(
     return row
 
 
+async def _exposition(client: httpx.AsyncClient, seconds: float) -> str:
+    metrics = await client.get("/metrics", timeout=seconds)
+    metrics.raise_for_status()
+    return metrics.text
+
+
 async def scrape(
     session: AsyncSession,
     clients: ServiceClients,
@@ -117,11 +121,26 @@ async def scrape(
     seconds: float = 5.0,
     now: datetime | None = None,
 ) -> list[Scrape]:
-    """Poll `targets` at once and store a row for each (in the caller's transaction)."""
+    """Poll `targets` at once and store a row for each (in the caller's transaction). Targets whose
+    `/metrics` is one (those a process serves share its registry) have it read once."""
     names = sorted(set(targets))
-    rows = await asyncio.gather(
-        *(read_target(clients.client(name), metrics.client(name), name, seconds) for name in names)
-    )
+    expositions: dict[object, asyncio.Future[str]] = {}
+    for name in names:
+        if metrics.source(name) not in expositions:
+            expositions[metrics.source(name)] = asyncio.ensure_future(
+                _exposition(metrics.client(name), seconds)
+            )
+    try:
+        rows = await asyncio.gather(
+            *(
+                read_target(clients.client(name), expositions[metrics.source(name)], name, seconds)
+                for name in names
+            )
+        )
+    finally:
+        for read in expositions.values():
+            read.cancel()
+        await asyncio.gather(*expositions.values(), return_exceptions=True)
     at = now or datetime.now(UTC)
     scrapes = [Scrape(org_id=PLATFORM, at=at, **row) for row in rows]
     session.add_all(scrapes)

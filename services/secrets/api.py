@@ -64,7 +64,7 @@ def addressed(permission: str) -> Any:
 SettingsDep = Annotated[SecretsSettings, Depends(settings_of(SecretsSettings))]
 
 
-def _keyring(settings: SettingsDep) -> Keyring:
+async def _keyring(settings: SettingsDep) -> Keyring:
     return Keyring(settings.keyring(), settings.active_key_id)
 
 

@@ -42,7 +42,7 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 MAX_BATCH = 1000
 
 
-def _reserver(request: Request) -> reservations.Reserver:
+async def _reserver(request: Request) -> reservations.Reserver:
     reserver: reservations.Reserver = request.app.state.usage
     return reserver
 

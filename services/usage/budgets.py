@@ -199,26 +199,22 @@ async def delete_budget(session: AsyncSession, org_id: str, budget_id: uuid.UUID
 async def applicable(
     session: AsyncSession,
     org_id: str,
-    metric: Metric,
+    metric: Metric | None,
     user_id: str | None,
     team_id: str | None,
     api_key_id: str | None,
 ) -> list[Budget]:
-    """The org's budgets of `metric` covering this spend: the org's own, the team's, the user's, the key's."""
+    """The org's budgets of `metric` (None: of every metric) covering this spend: the org's own, the
+    team's, the user's, the key's."""
     covers = [Budget.scope == Scope.ORG.value]
     for scope, scope_id in ((Scope.TEAM, team_id), (Scope.USER, user_id), (Scope.API_KEY, api_key_id)):
         if scope_id is not None:
             covers.append(and_(Budget.scope == scope.value, Budget.scope_id == scope_id))
+    query = scoped(Budget, org_id).where(or_(*covers))
+    if metric is not None:
+        query = query.where(Budget.metric == metric.value)
     # Sorted by id: every transaction upserts spend rows in one order, so two never deadlock.
-    return list(
-        (
-            await session.execute(
-                scoped(Budget, org_id).where(Budget.metric == metric.value, or_(*covers)).order_by(Budget.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    return list((await session.execute(query.order_by(Budget.id))).scalars().all())
 
 
 async def charge_ledger(
@@ -246,17 +242,8 @@ def exact(metric: Metric, amount: Decimal) -> Decimal:
 
 
 async def charge(
-    session: AsyncSession,
-    cache: Redis,
-    org_id: str,
-    metric: Metric,
-    amount: Decimal,
-    *,
-    user_id: str | None,
-    team_id: str | None,
-    api_key_id: str | None,
+    session: AsyncSession, cache: Redis, metric: Metric, budgets: Sequence[Budget], amount: Decimal
 ) -> None:
-    """Spend that was never reserved: it counts against every budget that covers it."""
-    budgets = await applicable(session, org_id, metric, user_id, team_id, api_key_id)
+    """Spend that was never reserved: it counts against every budget of `budgets` (those that cover it)."""
     charges = await charge_ledger(session, metric, budgets, exact(metric, amount), _now())
     await holds.settle(cache, None, [], charges)

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC
 from decimal import Decimal
 
 from pydantic import ValidationError
 
-from coder.services.usage.budgets import charge
+from coder.services.usage.budgets import applicable, charge
 from coder.services.usage.meters import store_events
-from coder.services.usage.reservations import find, settle_open
-from coder.services.usage.schemas import (
-    EventData,
-    EventIn,
-    Metric,
-    ReservationStatus,
-)
+from coder.services.usage.reservations import settle_spent
+from coder.services.usage.schemas import EventData, EventIn, Metric
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.events import CloudEvent, EventContext
-
-log = logging.getLogger(__name__)
-
 
 # --- events from the bus ---
 
 
 async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> None:
     """Store the request as a usage event and charge its cost and tokens to the budgets: through its
-    reservation when it names one that is still open, directly otherwise. The inbox makes this run
-    once per event id; a malformed event raises and ends in the dead-letter queue."""
+    reservation when it names one that is still open (settled over HTTP already: counted), directly
+    otherwise. The inbox makes this run once per event id; a malformed event raises and ends in the
+    dead-letter queue."""
     session, cache = context.session, context.cache
     org_id = event.orgid
     if not org_id:
@@ -48,30 +40,16 @@ async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> N
         raise ValueError(f"event {event.id} has malformed data: {exc}") from None
     await store_events(session, org_id, [stored])
     assert cache is not None, "usage needs redis"
-    reservation = None
+    spend = {
+        Metric.COST_USD: usage.cost_usd,
+        Metric.TOKENS: Decimal(usage.prompt_tokens + usage.completion_tokens),
+    }
+    # Every budget covering the spender, of either metric, in one query.
+    spender = (usage.user_id, usage.team_id, usage.api_key_id)
+    budgets = await applicable(session, org_id, None, *spender)
+    counted = None
     if usage.reservation_id is not None:
-        reservation = await find(session, cache, org_id, usage.reservation_id, lock=True)
-        if reservation is None:
-            log.warning(
-                "ai.request.completed names an unknown reservation; charging directly",
-                extra={"event_id": event.id, "reservation_id": str(usage.reservation_id)},
-            )
-    tokens = Decimal(usage.prompt_tokens + usage.completion_tokens)
-    spend = {Metric.COST_USD: usage.cost_usd, Metric.TOKENS: tokens}
+        counted = await settle_spent(session, cache, org_id, usage.reservation_id, spend, spender, budgets)
     for metric, amount in spend.items():
-        if reservation is not None and reservation.metric == metric.value:
-            if reservation.status == ReservationStatus.RESERVED.value:
-                await settle_open(session, cache, reservation, amount)
-                continue
-            if reservation.status == ReservationStatus.SETTLED.value:
-                continue  # settled over HTTP already: this spend is counted
-        await charge(
-            session,
-            cache,
-            org_id,
-            metric,
-            amount,
-            user_id=usage.user_id,
-            team_id=usage.team_id,
-            api_key_id=usage.api_key_id,
-        )
+        if metric is not counted:
+            await charge(session, cache, metric, [b for b in budgets if b.metric == metric.value], amount)

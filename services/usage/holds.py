@@ -72,6 +72,9 @@ def record_key(org_id: str, reservation_id: uuid.UUID) -> str:
     return f"usage:{{{org_id}}}:reservation:{reservation_id}"
 
 
+RECORD_KEYS = "usage:{*}:reservation:*"  # every org's (a SCAN pattern)
+
+
 @dataclass(frozen=True)
 class Check:
     """One budget a reservation must fit in."""
@@ -319,6 +322,20 @@ async def record(cache: Redis, org_id: str, reservation_id: uuid.UUID) -> tuple[
     if found[0] is None or found[1] is None:
         return None
     return str(found[0]), _instant(str(found[1]))
+
+
+async def records(cache: Redis) -> list[tuple[str, datetime]]:
+    """Every reservation's row (JSON) and expiry held in Redis: a SCAN of the keyspace, for the
+    sweeper (reservations.write_lost_rows), never for a request."""
+    keys = [key async for key in cache.scan_iter(match=RECORD_KEYS, count=1000)]
+    found = []
+    for start in range(0, len(keys), 1000):
+        async with cache.pipeline(transaction=False) as pipe:
+            for key in keys[start : start + 1000]:
+                pipe.hmget(key, ["row", "expires"])
+            replies = await pipe.execute()
+        found += [(str(row), _instant(str(expires))) for row, expires in replies if row and expires]
+    return found
 
 
 async def settle(

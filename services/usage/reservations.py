@@ -4,7 +4,8 @@ A hold touches Redis only (one script run): the budgets that apply are kept per 
 org's budgets version in Redis stands (the script checks it), and the reservation's row goes to
 Redis with the hold, then to Postgres in batches (`RowWriter`). Whatever reads a reservation
 (settle, release, read, the settling event) writes the row from Redis first if Postgres lacks it,
-so a row the writer had not written yet (a replica stopped) is never missed while its hold lives.
+so a row the writer had not written yet is never missed while its hold lives; and a sweeper writes
+the rows a stopped replica's writer never wrote, before their records leave Redis.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,7 +46,8 @@ from coder.services.usage.schemas import (
 )
 from coder.shared.db import transaction
 from coder.shared.errors import NotFound, Problem
-from coder.shared.repository import OrgScoped
+from coder.shared.repository import OrgScoped, owned_by
+from coder.shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,12 @@ BUDGETS_CACHE_SIZE = 10_000
 # Rows per INSERT when the writer catches up (asyncpg takes at most 32767 parameters).
 WRITE_BATCH = 1000
 WRITE_RETRY_SECONDS = 1.0
+# A hold whose row Postgres still lacks this long after it was taken lost its writer (its replica
+# stopped): the sweeper writes it from Redis. It runs this often, well within the time a hold's record
+# outlives its hold (holds.HOLD_TTL_MARGIN_SECONDS), on one replica at a time.
+LOST_AFTER_SECONDS = 10.0
+SWEEP_SECONDS = 20.0
+SWEEP_LOCK = "usage:sweep-lock"
 
 
 class UsageProblem(Problem):
@@ -143,10 +152,45 @@ class RowWriter:
 
 
 async def write_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of reservations; one already written (by the writer or a reader) stays as it is."""
-    await session.execute(
-        insert(Reservation).values(list(rows)).on_conflict_do_nothing(index_elements=["id"])
-    )
+    """Rows of reservations; one already written (by the writer or a reader) stays as it is. The rows
+    are the statement's parameters, not its text: compiled once, whatever the batch's size."""
+    await session.execute(insert(Reservation).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+
+
+async def write_lost_rows(
+    sessions: async_sessionmaker[AsyncSession], cache: Redis, now: datetime | None = None
+) -> int:
+    """Write the rows of holds that Redis has and Postgres lacks LOST_AFTER_SECONDS after they were
+    taken, as they were held (one whose expiry has passed reads as expired): a replica stopped before
+    its writer wrote them. Returns how many were written."""
+    moment = now or _now()
+    held = [_row_from_json(row) | {"expires_at": expires} for row, expires in await holds.records(cache)]
+    old = [r for r in held if moment - r["created_at"] >= timedelta(seconds=LOST_AFTER_SECONDS)]
+    if not old:
+        return 0
+    async with transaction(sessions) as session:
+        ids = [r["id"] for r in old]
+        written = set(
+            (await session.execute(select(Reservation.id).where(Reservation.id.in_(ids)))).scalars()
+        )
+        lost = [r for r in old if r["id"] not in written]
+        if lost:
+            await write_rows(session, lost)
+    if lost:
+        log.warning("wrote reservation rows a stopped replica had not written", extra={"rows": len(lost)})
+    return len(lost)
+
+
+async def sweeper(runtime: Runtime) -> None:
+    """The background task: `write_lost_rows` every SWEEP_SECONDS, on whichever replica gets it."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        cache = runtime.cache
+        try:
+            if cache is not None and await cache.set(SWEEP_LOCK, "1", px=int(SWEEP_SECONDS * 900), nx=True):
+                await write_lost_rows(runtime.sessions, cache)
+        except Exception:
+            log.exception("writing lost reservation rows failed; trying again at the next sweep")
 
 
 class Reserver:
@@ -331,20 +375,100 @@ async def get_reservation(
     return found
 
 
-async def settle_open(session: AsyncSession, cache: Redis, reservation: Reservation, actual: Decimal) -> None:
+async def settle_open(
+    session: AsyncSession,
+    cache: Redis,
+    reservation: Reservation,
+    actual: Decimal,
+    budgets: Sequence[Budget] | None = None,
+) -> None:
+    """Settle an open reservation: its holds released, `actual` charged to the budgets of its metric
+    that cover it (`budgets`, read when not given)."""
     metric = Metric(reservation.metric)
-    actual = exact(metric, actual)
-    now = _now()
-    budgets = await applicable(
-        session, reservation.org_id, metric, reservation.user_id, reservation.team_id, reservation.api_key_id
-    )
-    charges = await charge_ledger(session, metric, budgets, actual, now)
+    if budgets is None:
+        budgets = await applicable(
+            session,
+            reservation.org_id,
+            metric,
+            reservation.user_id,
+            reservation.team_id,
+            reservation.api_key_id,
+        )
+    reservation.status = ReservationStatus.SETTLED.value
+    reservation.actual = exact(metric, actual)
+    reservation.closed_at = _now()
+    await _release_and_charge(session, cache, reservation, budgets)
+    await session.flush()
+
+
+async def _release_and_charge(
+    session: AsyncSession, cache: Redis, reservation: Reservation, budgets: Sequence[Budget]
+) -> None:
+    """A settled reservation's holds dropped and its actual charged, in Redis in one step."""
+    assert reservation.actual is not None
+    assert reservation.closed_at is not None
+    metric = Metric(reservation.metric)
+    charges = await charge_ledger(session, metric, budgets, reservation.actual, reservation.closed_at)
     release = [BudgetKeys(reservation.org_id, uuid.UUID(b)) for b in reservation.budget_ids]
     await holds.settle(cache, reservation.id, release, charges)
-    reservation.status = ReservationStatus.SETTLED.value
-    reservation.actual = actual
-    reservation.closed_at = now
-    await session.flush()
+
+
+async def settle_spent(
+    session: AsyncSession,
+    cache: Redis,
+    org_id: str,
+    reservation_id: uuid.UUID,
+    spend: dict[Metric, Decimal],
+    spender: tuple[str, str | None, str | None],
+    budgets: Sequence[Budget],
+) -> Metric | None:
+    """Settle the reservation a spend names with the spend of its metric. `budgets`: every budget
+    covering `spender` (user, team, API key), of any metric. Returns the metric whose spend the
+    reservation counts (settled now or before), None when it counts none (unknown, or released).
+
+    An open reservation is settled by one UPDATE (its row lock makes a concurrent settle or release
+    wait, then find it closed); the rest (closed, or its row not in Postgres yet) goes through `find`."""
+
+    def covering(reservation: Reservation) -> list[Budget] | None:
+        if (reservation.user_id, reservation.team_id, reservation.api_key_id) != spender:
+            return None  # reserved for someone else: read the budgets covering them
+        return [b for b in budgets if b.metric == reservation.metric]
+
+    actual = case(*((Reservation.metric == m.value, exact(m, amount)) for m, amount in spend.items()))
+    settled = (
+        await session.execute(
+            update(Reservation)
+            .where(
+                owned_by(Reservation, org_id),
+                Reservation.id == reservation_id,
+                Reservation.status == ReservationStatus.RESERVED.value,
+            )
+            .values(status=ReservationStatus.SETTLED.value, actual=actual, closed_at=_now())
+            .returning(Reservation)
+        )
+    ).scalar_one_or_none()
+    if settled is not None:
+        metric = Metric(settled.metric)
+        found = covering(settled)
+        if found is None:
+            found = await applicable(
+                session, org_id, metric, settled.user_id, settled.team_id, settled.api_key_id
+            )
+        await _release_and_charge(session, cache, settled, found)
+        return metric
+    reservation = await find(session, cache, org_id, reservation_id, lock=True)
+    if reservation is None:
+        log.warning(
+            "a spend names an unknown reservation; charging directly",
+            extra={"reservation_id": str(reservation_id)},
+        )
+        return None
+    metric = Metric(reservation.metric)
+    if reservation.status == ReservationStatus.RELEASED.value:
+        return None
+    if reservation.status == ReservationStatus.RESERVED.value:
+        await settle_open(session, cache, reservation, spend[metric], covering(reservation))
+    return metric
 
 
 async def settle(

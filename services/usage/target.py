@@ -5,7 +5,7 @@ from coder.services.usage.budgets import export_budgets
 from coder.services.usage.descriptor import descriptor
 from coder.services.usage.handlers import on_ai_request_completed
 from coder.services.usage.models import Base
-from coder.services.usage.reservations import Reserver
+from coder.services.usage.reservations import Reserver, sweeper
 from coder.shared.runtime import Runtime
 from coder.shared.target import Target
 
@@ -23,5 +23,6 @@ target = Target(
     events=Base.events,
     consumes={"ai.request.completed": on_ai_request_completed},
     setup=_setup,
+    background=(sweeper,),
     metrics=export_budgets,
 )

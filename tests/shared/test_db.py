@@ -114,3 +114,24 @@ def test_one_class_statement_gives_a_target_its_base_and_its_event_tables() -> N
 
         class Wrong(DeclarativeBase, db.TargetBase, target="wrong"):
             pass
+
+
+async def test_an_idle_connection_that_died_is_replaced_before_use(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection whose server side ended (a database restart, an idle timeout) is pinged
+    when it is taken again after sitting idle, and replaced: the statement runs on a new one."""
+    engine = db.create_engine(database_url, pool_size=1)
+    pid = text("SELECT pg_backend_pid()")
+    try:
+        async with engine.connect() as other:
+            # Beside the pooled connection: one more (max_overflow), closed when it is returned.
+            async with engine.connect() as conn:
+                first = (await conn.execute(pid)).scalar_one()
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
+        async with engine.connect() as conn:
+            second = (await conn.execute(pid)).scalar_one()
+    finally:
+        await engine.dispose()
+    assert second != first

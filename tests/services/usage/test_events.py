@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import delete, func, select
 
+from coder.services.usage.holds import record_key
 from coder.services.usage.models import Event, Reservation
+from coder.services.usage.reservations import LOST_AFTER_SECONDS, Reserver, write_lost_rows
 from coder.shared.events import CloudEvent
 from coder.tests.services.usage.factories import (
     completed,
@@ -154,3 +158,44 @@ async def test_a_reservation_whose_row_postgres_lacks_settles_from_redis(
     assert (state["spent"], state["reserved"]) == (3, 0)  # settled through its hold, not charged beside it
     read = (await read_reservation(platform, spender, reservation)).json()
     assert (read["status"], read["actual"], read["budget_ids"]) == ("settled", 3, [dollars["id"]])
+
+
+async def test_a_hold_whose_replica_stopped_before_writing_its_row_still_leaves_a_row(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row goes to Postgres after the hold answered: a replica that stopped in between leaves it in
+    Redis only, until the hold's record lapses. The sweeper writes it first, so the reservation still
+    reads (as expired, never settled) once Redis has forgotten it."""
+    h = signer.headers(org)
+    dollars = await create_budget(platform, h, limit=10)
+    reserver: Reserver = platform.runtime.local_apps["usage"].state.usage  # type: ignore[attr-defined]
+    with monkeypatch.context() as stopping:
+        stopping.setattr(reserver.writer, "add", lambda row: None)  # the replica stops before writing
+        held = await reserve(platform, spender, 4, ttl_seconds=1)
+    assert held.status_code == 201, held.text
+    reservation = uuid.UUID(held.json()["reservation_id"])
+    sessions, cache = platform.runtime.sessions, platform.runtime.cache
+    assert cache is not None
+
+    async def row() -> Reservation | None:
+        async with sessions() as session:
+            return await session.get(Reservation, reservation)
+
+    # Within LOST_AFTER_SECONDS the writer may still be on its way: the sweeper leaves the row to it.
+    await write_lost_rows(sessions, cache)
+    assert await row() is None
+    later = datetime.now(UTC) + timedelta(seconds=LOST_AFTER_SECONDS)
+    assert await write_lost_rows(sessions, cache, now=later) >= 1
+    assert await write_lost_rows(sessions, cache, now=later) == 0  # written once
+    await cache.delete(record_key(org, reservation))  # the hold's record lapses
+
+    async def expired() -> dict[str, Any] | None:
+        answer = await read_reservation(platform, spender, str(reservation))
+        assert answer.status_code == 200, answer.text
+        read: dict[str, Any] = answer.json()
+        return read if read["status"] == "expired" else None
+
+    read = await wait_until(expired, what="the reservation's expiry")
+    assert (read["amount"], read["budget_ids"], read["closed_at"]) == (4, [dollars["id"]], None)
+    state = await read_budget(platform, h, dollars["id"])
+    assert (state["spent"], state["reserved"]) == (0, 0)
