@@ -12,10 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from coder.shared import db
 from coder.shared.events import CloudEvent, EventContext
 from coder.shared.events.relay import deliverer
-from coder.tests.shared.events import test_outbox_outage as outage
-
-effects, events = outage.effects, outage.events
-probe_tables = outage.probe_tables  # the fixture: the probe's tables, created and dropped
+from coder.tests.shared.events.probe import effects, events, probe_tables  # noqa: F401  (a fixture)
 
 TYPE = "probe.thing.happened"
 
