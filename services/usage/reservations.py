@@ -63,7 +63,7 @@ WRITE_RETRY_SECONDS = 1.0
 # outlives its hold (holds.HOLD_TTL_MARGIN_SECONDS), on one replica at a time.
 LOST_AFTER_SECONDS = 10.0
 SWEEP_SECONDS = 20.0
-SWEEP_LOCK = "usage:sweep-lock"
+SWEEP_LOCK = "usage.reservations.sweep-lock"
 
 
 class UsageProblem(Problem):

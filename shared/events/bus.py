@@ -313,14 +313,22 @@ class _Acknowledgements:
     A channel numbers its deliveries 1, 2, 3...; a `multiple` ack of a tag settles every earlier
     unsettled one, so it covers only the run of handled tags from the oldest unsettled one. One
     handled behind a slower delivery is acknowledged alone, so it does not hold the prefetch window.
+    One `send` at a time, each writing its acks before the next reckons: a tag marked settled must be
+    acknowledged before a later `multiple` ack covers it, or the broker gets it twice and closes the
+    channel ("unknown delivery tag").
     """
 
     def __init__(self) -> None:
         self.oldest = 1  # the oldest delivery not known to be settled
         self.handled: set[int] = set()  # to acknowledge
         self.settled: set[int] = set()  # above `oldest`: acknowledged alone, or refused
+        self.lock = asyncio.Lock()
 
     async def send(self, channel: aiormq.abc.AbstractChannel) -> None:
+        async with self.lock:
+            await self._send(channel)
+
+    async def _send(self, channel: aiormq.abc.AbstractChannel) -> None:
         last = 0
         while self.oldest in self.handled or self.oldest in self.settled:
             if self.oldest in self.handled:
