@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from pgvector.sqlalchemy import HALFVEC, Vector
+from pgvector.sqlalchemy import Vector
 from sqlalchemy import Select, cast, delete, func, literal_column, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -208,18 +208,17 @@ def nearest(
     size = collection.dimensions
     # The same expression and predicate as the partial index of this size, with the size written
     # out: a generic plan of a prepared statement cannot match a bound parameter to the index's
-    # predicate. The index orders by half-precision copies; the distance answered is the exact one.
-    query = cast(vector, Vector(size))
-    nearness = cast(Item.embedding, HALFVEC(size)).cosine_distance(cast(query, HALFVEC(size)))
-    distance = cast(Item.embedding, Vector(size)).cosine_distance(query).label("distance")
-    statement = (
+    # predicate.
+    indexed = cast(Item.embedding, Vector(size))
+    distance = indexed.cosine_distance(cast(vector, Vector(size))).label("distance")
+    query = (
         scoped(Item, org_id)
         .with_only_columns(Item.id, Item.text, Item.meta, distance)
         .where(Item.dimensions == literal_column(str(int(size))), Item.collection_id == collection.id)
-        .order_by(nearness)
+        .order_by(distance)
         .limit(k)
     )
-    return statement.where(Item.meta.contains(where)) if where else statement
+    return query.where(Item.meta.contains(where)) if where else query
 
 
 async def search(
@@ -248,8 +247,7 @@ async def search(
             vector, tokens = result.vectors[0], result.tokens
     query = nearest(org_id, collection, vector, body.k, body.filter)
     await session.execute(SEARCH_SETTINGS, {"ef": str(max(settings.search_ef, body.k))})
-    # relaxed_order may return rows slightly out of order, and half precision may swap near ties:
-    # sorted again here by the exact distance.
+    # relaxed_order may return rows slightly out of order: sorted again here.
     rows = sorted((await session.execute(query)).all(), key=lambda row: row.distance)
     hits = [Hit(id=row.id, score=1.0 - float(row.distance), text=row.text, metadata=row.meta) for row in rows]
     return SearchRead(

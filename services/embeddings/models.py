@@ -22,7 +22,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from coder.shared.db import TargetBase
 
 # A collection's vectors have one of these sizes, each with its own HNSW index (pgvector indexes
-# one size per index: the column holds any size, each index covers the rows of one).
+# one size per index: the column holds any size, each index covers the rows of one). 2000 is the
+# largest size an HNSW index over `vector` takes.
 INDEXED_DIMENSIONS = (64, 128, 256, 384, 512, 768, 1024, 1536)
 
 
@@ -46,14 +47,10 @@ class Collection(Base):
 
 
 def _hnsw(dimensions: int) -> Index:
-    # Over half-precision copies of the vectors (half the index, the same neighbours found), with
-    # a denser graph than pgvector's default (m 16, ef_construction 64), which finds more of them
-    # at a smaller `hnsw.ef_search` (bench knowledge; migration 0003).
     return Index(
         f"embeddings_ix_item_hnsw_{dimensions}",
-        text(f"(embedding::halfvec({dimensions})) halfvec_cosine_ops"),
+        text(f"(embedding::vector({dimensions})) vector_cosine_ops"),
         postgresql_using="hnsw",
-        postgresql_with={"m": 32, "ef_construction": 128},
         postgresql_where=text(f"dimensions = {dimensions}"),
     )
 
