@@ -202,8 +202,9 @@ async def delete_items(session: AsyncSession, org_id: str, name: str, body: Item
 def nearest(
     org_id: str, collection: Collection, vector: np.ndarray, k: int, where: dict[str, Any]
 ) -> Select[Any]:
-    """The `k` items of `collection` nearest to `vector` whose metadata contains `where`, with their
-    cosine distance (column `distance`), served by the HNSW index of the collection's size."""
+    """The `k` items of `collection` nearest to `vector` whose metadata contains `where` (their id,
+    text and metadata, not their vectors), with their cosine distance (column `distance`), served by
+    the HNSW index of the collection's size."""
     size = collection.dimensions
     # The same expression and predicate as the partial index of this size, with the size written
     # out: a generic plan of a prepared statement cannot match a bound parameter to the index's
@@ -212,7 +213,7 @@ def nearest(
     distance = indexed.cosine_distance(cast(vector, Vector(size))).label("distance")
     query = (
         scoped(Item, org_id)
-        .add_columns(distance)
+        .with_only_columns(Item.id, Item.text, Item.meta, distance)
         .where(Item.dimensions == literal_column(str(int(size))), Item.collection_id == collection.id)
         .order_by(distance)
         .limit(k)
@@ -248,7 +249,7 @@ async def search(
     await session.execute(SEARCH_SETTINGS, {"ef": str(max(settings.search_ef, body.k))})
     # relaxed_order may return rows slightly out of order: sorted again here.
     rows = sorted((await session.execute(query)).all(), key=lambda row: row.distance)
-    hits = [Hit(id=item.id, score=1.0 - float(d), text=item.text, metadata=item.meta) for item, d in rows]
+    hits = [Hit(id=row.id, score=1.0 - float(row.distance), text=row.text, metadata=row.meta) for row in rows]
     return SearchRead(
         data=hits, model=collection.model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
     )

@@ -7,7 +7,8 @@ the Hugging Face hub at run time (or fail with downloads disabled). Nothing here
 tests/services/embeddings/test_offline.py proves it with the network unreachable.
 
 The weights (16 MB of float16, 32 MB once widened) load on the first embedding, not at import, so a
-process that never embeds stays small; loading and embedding run in a worker thread, off the event loop.
+process that never embeds stays small; loading and embedding run in a worker thread, off the event loop
+(but for a short query: `INLINE_CHARS`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ TOKENIZER = ("tokenizers", "l2_supercat_tokenizer_config.json")
 # Texts whose token vectors are gathered at a time (as the library's own `embed`): the block
 # (their tokens, 256) stays in cache.
 BATCH = 64
+# Texts of at most this many characters in all (a search query) are embedded on the event loop:
+# a fraction of a millisecond, less than the hop to a worker thread.
+INLINE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class LocalModel:
         return Embedded(normalise(vectors), lengths.tolist())
 
     async def embed(self, texts: list[str]) -> Embedded:
+        if self.loaded and sum(map(len, texts)) <= INLINE_CHARS:
+            return self.embed_sync(texts)
         return await asyncio.to_thread(self.embed_sync, texts)
 
 

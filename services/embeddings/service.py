@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import LargeBinary, any_, func, literal, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, LargeBinary, any_, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.embeddings import local
@@ -25,6 +24,7 @@ from coder.shared.repository import owned_by, scoped
 from coder.shared.runtime import Runtime
 
 FLOAT32 = np.dtype("<f4")
+DIGEST = 32  # bytes of a SHA-256
 # Texts computed and written to the cache at a time (see `embed`).
 CHUNK = 256
 # One statement per chunk, its rows cut out of two blobs (the digests, 32 bytes each, and the
@@ -122,7 +122,7 @@ async def embed(
         .where(
             CacheEntry.model == model.name,
             CacheEntry.dimensions == model.dimensions,
-            CacheEntry.sha256 == any_(literal(distinct, ARRAY(LargeBinary))),
+            CacheEntry.sha256 == any_(_digest_array(distinct)),
         )
     )
     # The vectors and token counts of the distinct texts, filled from the cache then the model; the
@@ -145,7 +145,7 @@ async def embed(
                 owned_by(CacheEntry, org_id),
                 CacheEntry.model == model.name,
                 CacheEntry.dimensions == model.dimensions,
-                CacheEntry.sha256.in_(stale),
+                CacheEntry.sha256 == any_(_digest_array(stale)),
             )
             .values(last_used_at=func.now())
         )
@@ -172,6 +172,14 @@ async def embed(
     out = table[at_rows]
     total = int(counts[at_rows].sum())
     return Embeddings(out, total, len(missing))
+
+
+def _digest_array(digests: list[bytes]) -> ColumnElement[Any]:
+    """The digests as a `bytea[]` the database cuts out of one byte string (32 bytes each), as
+    `CACHE_INSERT` does: the driver sends one value, not an array of a thousand to encode one by one."""
+    start = func.generate_series(1, len(digests) * DIGEST, DIGEST).column_valued("start")
+    packed = literal(b"".join(digests), LargeBinary)
+    return func.array(select(func.substring(packed, start, DIGEST)).scalar_subquery())
 
 
 async def _cache(

@@ -169,26 +169,38 @@ async def search(session: AsyncSession, reader: Reader, body: SearchQuery) -> Se
     words = await text_half
     fused = fuse(words, meaning)
     wanted = [c for c, _, _ in fused]
+    # What a hit shows, not the chunks' full-text vectors nor their documents' whole content.
     statement = (
         scoped(Chunk, org_id)
-        .add_columns(Document)
+        .with_only_columns(
+            Chunk.id,
+            Chunk.collection_id,
+            Chunk.content,
+            Chunk.revision,
+            Chunk.heading,
+            Chunk.start_line,
+            Chunk.end_line,
+            Document.id.label("document_id"),
+            Document.source_id,
+            Document.path,
+            Document.title,
+        )
         .join(Document, Document.id == Chunk.document_id)
         .where(Chunk.id.in_(wanted), Chunk.collection_id.in_(ids))
     )
     if body.sources:
         statement = statement.where(Chunk.source_id.in_(body.sources))
-    rows = {chunk.id: (chunk, document) for chunk, document in (await session.execute(statement)).all()}
+    rows = {row.id: row for row in (await session.execute(statement)).all()}
     by_id = {c.id: c for c in allowed}
     hits: list[SearchHit] = []
     for chunk_id, score, (text_rank, vector_rank) in fused:
-        found = rows.get(chunk_id)
-        if found is None:
+        row = rows.get(chunk_id)
+        if row is None:
             continue  # a vector of a chunk replaced or deleted since
-        chunk, document = found
-        collection = by_id[chunk.collection_id]
+        collection = by_id[row.collection_id]
         hits.append(
             SearchHit(
-                snippet=chunk.content,
+                snippet=row.content,
                 score=score,
                 text_rank=text_rank,
                 vector_rank=vector_rank,
@@ -196,14 +208,14 @@ async def search(session: AsyncSession, reader: Reader, body: SearchQuery) -> Se
                 citation=Citation(
                     collection_id=collection.id,
                     collection=collection.name,
-                    document_id=document.id,
-                    source_id=document.source_id,
-                    path=document.path,
-                    title=document.title,
-                    revision=chunk.revision,
-                    heading=chunk.heading,
-                    start_line=chunk.start_line,
-                    end_line=chunk.end_line,
+                    document_id=row.document_id,
+                    source_id=row.source_id,
+                    path=row.path,
+                    title=row.title,
+                    revision=row.revision,
+                    heading=row.heading,
+                    start_line=row.start_line,
+                    end_line=row.end_line,
                 ),
             )
         )

@@ -88,6 +88,19 @@ async def test_free_form_values_are_refused_at_their_nested_key(
     assert (await platform.client.get(f"{SECRETS}/secrets/input/nested", headers=h)).status_code == 404
 
 
+@pytest.mark.parametrize(("value", "why"), BAD_VALUES[:3], ids=[v for v, _ in BAD_VALUES[:3]])
+async def test_a_bad_text_among_texts_is_named(
+    platform: Platform, signer: TestSigner, org: str, value: str, why: str
+) -> None:
+    # A list of strings is checked joined; the one that breaks the rule is still the one named.
+    h = {**signer.headers(org), "content-type": "application/json"}
+    body = '{"data": {"list": ["ok", "fine", %s, "ok"]}}' % value  # noqa: UP031 - JSON braces
+    response = await platform.client.put(f"{SECRETS}/secrets/input/texts", content=body, headers=h)
+    problem = _problem(response, 422)
+    assert [e["field"] for e in problem["errors"]] == ["body.data.list.2"], problem
+    assert why in problem["errors"][0]["message"]
+
+
 @pytest.mark.parametrize("key", ['"a\\u0000"', '"\\ud800"'])
 async def test_free_form_keys_are_refused(platform: Platform, signer: TestSigner, org: str, key: str) -> None:
     h = {**signer.headers(org), "content-type": "application/json"}
