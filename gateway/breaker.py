@@ -31,7 +31,7 @@ class CircuitBreaker:
     ) -> None:
         self.threshold = threshold
         self.reset_seconds = reset_seconds
-        self._clock = clock
+        self.clock = clock
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_running = False
@@ -44,7 +44,7 @@ class CircuitBreaker:
     def state(self) -> State:
         if self._opened_at is None:
             return State.CLOSED
-        if self._clock() - self._opened_at >= self.reset_seconds:
+        if self.clock() - self._opened_at >= self.reset_seconds:
             return State.HALF_OPEN
         return State.OPEN
 
@@ -61,7 +61,7 @@ class CircuitBreaker:
     def retry_after(self) -> float:
         if self._opened_at is None:
             return 0.0
-        return max(0.0, self.reset_seconds - (self._clock() - self._opened_at))
+        return max(0.0, self.reset_seconds - (self.clock() - self._opened_at))
 
     def success(self) -> None:
         self._failures = 0
@@ -71,11 +71,11 @@ class CircuitBreaker:
     def failure(self) -> None:
         self._trial_running = False
         if self._opened_at is not None:
-            self._opened_at = self._clock()  # the trial failed: stay open for another period
+            self._opened_at = self.clock()  # the trial failed: stay open for another period
             return
         self._failures += 1
         if self._failures >= self.threshold:
-            self._opened_at = self._clock()
+            self._opened_at = self.clock()
 
     def release(self) -> None:
         """A call that ended neither way (e.g. the client went away): free the trial slot."""
