@@ -127,8 +127,10 @@ class RabbitBus:
 
     One supervisor task owns the connection: it connects (retrying with backoff), declares the
     topology, starts every registered consumer, and when the connection drops does all of it again
-    on a fresh one. Deliveries unacknowledged at a drop come back from the broker; the inbox drops
-    the ones already handled.
+    on a fresh one. A channel the broker closes while the connection stays up (a channel error,
+    such as an unknown delivery tag) counts as a drop: left alone, its consumer would stop silently.
+    Deliveries unacknowledged at a drop come back from the broker; the inbox drops the ones already
+    handled.
     """
 
     def __init__(self, url: str, delivery_limit: int = 5, prefetch: int = 64) -> None:
@@ -137,6 +139,7 @@ class RabbitBus:
         self.prefetch = prefetch
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._lost = asyncio.Event()  # set when the connection, or one of its channels, closes
         self._supervisor: asyncio.Task[None] | None = None
         self._consumers: list[tuple[str, Sequence[str], Deliver]] = []
         self._handlers: set[asyncio.Task[None]] = set()
@@ -155,21 +158,23 @@ class RabbitBus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            closed = asyncio.Event()
-            connection.close_callbacks.add(lambda *_, done=closed: done.set())
+            lost = self._lost = asyncio.Event()
+            connection.close_callbacks.add(lambda *_: lost.set())
             try:
                 publish_channel = await connection.channel(publisher_confirms=True)
+                _watch(publish_channel, lost)
                 exchange = await self._declare_exchanges(publish_channel)
                 for target, bindings, deliver in list(self._consumers):
                     await self._start_consumer(connection, target, bindings, deliver)
                 self._connection, self._exchange = connection, exchange
                 delay = 0.5
                 log.info("AMQP broker connected")
-                await closed.wait()
-                log.warning("AMQP connection lost; reconnecting")
+                await lost.wait()
+                log.warning("AMQP connection or channel lost; reconnecting")
             except Exception as exc:
                 log.warning("AMQP setup failed; reconnecting", extra={"error": repr(exc)})
             finally:
+                lost.set()  # its channels closing with it are no news
                 self._connection = self._exchange = None
                 with contextlib.suppress(Exception):
                     await connection.close()
@@ -247,6 +252,7 @@ class RabbitBus:
         deliver: Deliver,
     ) -> None:
         channel = await connection.channel()
+        _watch(channel, self._lost)
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await self._declare_exchanges(channel)
         dead = await channel.declare_queue(
@@ -269,6 +275,16 @@ class RabbitBus:
         acks = _Acknowledgements()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                await handle(message)
+            except Exception as exc:
+                if not message.channel.is_closed:
+                    raise
+                # Its channel closed under it (and the supervisor starts a new one): the broker
+                # delivers again what was not settled.
+                log.info("delivery left unsettled", extra={"target": target, "error": repr(exc)})
+
+        async def handle(message: AbstractIncomingMessage) -> None:
             assert message.delivery_tag is not None
             try:
                 event = CloudEvent.model_validate_json(message.body)
@@ -304,6 +320,18 @@ class RabbitBus:
             task.add_done_callback(self._handlers.discard)
 
         await queue.consume(dispatch)
+
+
+def _watch(channel: aio_pika.abc.AbstractChannel, lost: asyncio.Event) -> None:
+    """A channel closing (the broker closes one on a channel error) sets `lost`: the supervisor then
+    connects again and starts every consumer afresh."""
+
+    def closed(_: object, error: BaseException | None) -> None:
+        if not lost.is_set():
+            log.warning("AMQP channel closed", extra={"error": repr(error)})
+        lost.set()
+
+    channel.close_callbacks.add(closed)
 
 
 class _Acknowledgements:
