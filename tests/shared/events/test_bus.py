@@ -39,7 +39,7 @@ class _Broker:
     def __init__(self, deliveries: int) -> None:
         self.outstanding = set(range(1, deliveries + 1))
 
-    async def basic_ack(self, tag: int, multiple: bool = False) -> None:
+    async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
         await asyncio.sleep(0)
         if tag not in self.outstanding:
             raise AssertionError(f"unknown delivery tag {tag}")
@@ -84,11 +84,10 @@ async def test_a_consumer_survives_the_broker_closing_its_channel(rabbit_server:
         await wait_until(lambda: first.id in received, what="an event before the channel error")
 
         connection = bus._connection
-        assert connection is not None
+        assert connection is not None and connection.transport is not None
+        channels = connection.transport.connection.channels.values()
         consuming = [
-            channel
-            for channel in connection.transport.connection.channels.values()  # type: ignore[union-attr]
-            if channel.consumers
+            channel for channel in channels if isinstance(channel, aiormq.Channel) and channel.consumers
         ]
         assert len(consuming) == 1
         with contextlib.suppress(aiormq.exceptions.AMQPError):
