@@ -127,16 +127,19 @@ class RabbitBus:
 
     One supervisor task owns the connection: it connects (retrying with backoff), declares the
     topology, starts every registered consumer, and when the connection drops does all of it again
-    on a fresh one. Deliveries unacknowledged at a drop come back from the broker; the inbox drops
-    the ones already handled.
+    on a fresh one. A channel the broker closes while the connection stays up (a channel error,
+    such as an unknown delivery tag) counts as a drop: left alone, its consumer would stop silently.
+    Deliveries unacknowledged at a drop come back from the broker; the inbox drops the ones already
+    handled.
     """
 
     def __init__(self, url: str, delivery_limit: int = 5, prefetch: int = 64) -> None:
         self.url = url
         self.delivery_limit = delivery_limit
         self.prefetch = prefetch
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._publisher: aiormq.Channel | None = None  # with publisher confirms
         self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._lost = asyncio.Event()  # set when the connection, or one of its channels, closes
         self._supervisor: asyncio.Task[None] | None = None
         self._consumers: list[tuple[str, Sequence[str], Deliver]] = []
         self._handlers: set[asyncio.Task[None]] = set()
@@ -155,22 +158,26 @@ class RabbitBus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            closed = asyncio.Event()
-            connection.close_callbacks.add(lambda *_, done=closed: done.set())
+            lost = self._lost = asyncio.Event()
+            connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
             try:
                 publish_channel = await connection.channel(publisher_confirms=True)
-                exchange = await self._declare_exchanges(publish_channel)
+                _watch(publish_channel, lost)
+                await self._declare_exchanges(publish_channel)
+                publisher = await publish_channel.get_underlay_channel()
+                assert isinstance(publisher, aiormq.Channel)
                 for target, bindings, deliver in list(self._consumers):
                     await self._start_consumer(connection, target, bindings, deliver)
-                self._connection, self._exchange = connection, exchange
+                self._connection, self._publisher = connection, publisher
                 delay = 0.5
                 log.info("AMQP broker connected")
-                await closed.wait()
-                log.warning("AMQP connection lost; reconnecting")
+                await lost.wait()
+                log.warning("AMQP connection or channel lost; reconnecting")
             except Exception as exc:
                 log.warning("AMQP setup failed; reconnecting", extra={"error": repr(exc)})
             finally:
-                self._connection = self._exchange = None
+                lost.set()  # its channels closing with it are no news
+                self._connection = self._publisher = None
                 with contextlib.suppress(Exception):
                     await connection.close()
             await asyncio.sleep(delay)
@@ -181,7 +188,7 @@ class RabbitBus:
         return await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
 
     def is_ready(self) -> bool:
-        return self._exchange is not None and self._connection is not None and not self._connection.is_closed
+        return self._publisher is not None and self._connection is not None and not self._connection.is_closed
 
     async def close(self) -> None:
         if self._supervisor is not None:
@@ -213,21 +220,25 @@ class RabbitBus:
         return depths
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
-        exchange = self._exchange
-        if exchange is None or not self.is_ready():
+        publisher = self._publisher
+        if publisher is None or not self.is_ready():
             raise ConnectionError("AMQP broker not connected")
 
         async def send(created: CloudEvent) -> None:
             with producing(created, "rabbitmq") as event:
-                await exchange.publish(
-                    aio_pika.Message(
-                        body=event.to_json(),
+                # On the channel itself (aio-pika's Message and Exchange add only copies): it returns
+                # once the broker confirms, and raises if the broker refuses.
+                await publisher.basic_publish(
+                    event.to_json(),
+                    exchange=EXCHANGE,
+                    routing_key=event.type,
+                    properties=aiormq.spec.Basic.Properties(
                         message_id=event.id,
-                        type=event.type,
+                        message_type=event.type,
                         content_type="application/cloudevents+json",
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
-                    routing_key=event.type,
+                    wait=False,  # not for the socket's drain: the confirm comes after it
                 )
 
         # Confirms are awaited together: one round trip's latency for the batch, not one per event.
@@ -247,6 +258,7 @@ class RabbitBus:
         deliver: Deliver,
     ) -> None:
         channel = await connection.channel()
+        _watch(channel, self._lost)
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await self._declare_exchanges(channel)
         dead = await channel.declare_queue(
@@ -268,7 +280,25 @@ class RabbitBus:
 
         acks = _Acknowledgements()
 
+        # Each delivery is a task of its own (aio-pika's), so they run concurrently up to the
+        # prefetch window: a handler is a database transaction, and awaiting each in turn would cap a
+        # consumer at one commit's latency.
         async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
+            try:
+                await handle(message)
+            except Exception as exc:
+                if not message.channel.is_closed:
+                    raise
+                # Its channel closed under it (and the supervisor starts a new one): the broker
+                # delivers again what was not settled.
+                log.info("delivery left unsettled", extra={"target": target, "error": repr(exc)})
+            finally:
+                self._handlers.discard(task)
+
+        async def handle(message: AbstractIncomingMessage) -> None:
             assert message.delivery_tag is not None
             try:
                 event = CloudEvent.model_validate_json(message.body)
@@ -296,14 +326,19 @@ class RabbitBus:
                 await asyncio.sleep(0)  # the others handled on the same commit join this ack
                 await acks.send(message.channel)
 
-        # Deliveries run concurrently (up to the prefetch window): a handler is a database
-        # transaction, and awaiting each in turn would cap a consumer at one commit's latency.
-        async def dispatch(message: AbstractIncomingMessage) -> None:
-            task = asyncio.create_task(on_message(message))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
+        await queue.consume(on_message)
 
-        await queue.consume(dispatch)
+
+def _watch(channel: aio_pika.abc.AbstractChannel, lost: asyncio.Event) -> None:
+    """A channel closing (the broker closes one on a channel error) sets `lost`: the supervisor then
+    connects again and starts every consumer afresh."""
+
+    def closed(_: object, error: BaseException | None) -> None:
+        if not lost.is_set():
+            log.warning("AMQP channel closed", extra={"error": repr(error)})
+        lost.set()
+
+    channel.close_callbacks.add(closed)
 
 
 class _Acknowledgements:
@@ -340,6 +375,6 @@ class _Acknowledgements:
         self.handled.clear()
         self.settled.update(alone)
         if last:
-            await channel.basic_ack(last, multiple=True)
+            await channel.basic_ack(last, multiple=True, wait=False)
         for tag in alone:
-            await channel.basic_ack(tag)
+            await channel.basic_ack(tag, wait=False)
