@@ -513,19 +513,38 @@ async def _answered(
 async def _events(response: aiohttp.ClientResponse, stream: Stream) -> AsyncIterator[bytes]:
     """The client's bytes for the provider's SSE events, all those one read brought in one piece: a
     busy process sends fewer, larger pieces (each goes through the gateway's and ai's middleware), an
-    idle one still sends each event as it comes. Stops when the stream has spent its hold."""
+    idle one still sends each event as it comes. Stops when the stream has spent its hold.
+
+    A stream that passes through (OpenAI to OpenAI) is split into events on its bytes, and an event
+    that is one `data:` line goes on as it is (`Stream.feed_data`); the others, and every stream once
+    a carriage return shows up in it, go through the SSE decoders."""
     if "text/event-stream" not in response.headers.get("content-type", ""):
         return  # not an event stream: nothing of it reaches the client, the stream counts as cut
     lines, decoder = SSELineDecoder(), SSEDecoder()
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    raw, pending = stream.passes_through, b""
     async for data in response.content.iter_any():
         out: list[bytes] = []
-        for line in lines.decode(text.decode(data)):
-            event = decoder.decode(line)
-            if event is not None:
-                out += stream.feed(event.event, event.data)
+        if raw and b"\r" in data:
+            raw, data, pending = False, pending + data, b""
+        if raw:
+            *blocks, pending = (pending + data).split(b"\n\n")
+            for block in blocks:
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    out += stream.feed_data(block[6:])
+                else:  # a split at a blank line leaves UTF-8 whole
+                    for line in [*block.decode(errors="replace").split("\n"), ""]:
+                        if (event := decoder.decode(line)) is not None:
+                            out += stream.feed(event.event, event.data)
                 if stream.over_budget:
                     break
+        else:
+            for line in lines.decode(text.decode(data)):
+                event = decoder.decode(line)
+                if event is not None:
+                    out += stream.feed(event.event, event.data)
+                    if stream.over_budget:
+                        break
         if out:
             yield b"".join(out)
         if stream.over_budget:
