@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
@@ -182,7 +183,7 @@ class EdgeMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        async def timed_send(message: Message) -> None:
+        def timed_send(message: Message) -> Awaitable[None]:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -192,7 +193,7 @@ class EdgeMiddleware:
                     *extra,
                     (b"server-timing", f"gateway;dur={overhead:.2f}".encode()),
                 ]
-            await send(message)
+            return send(message)
 
         try:
             inbound = limited_receive if scope["type"] == "http" else receive

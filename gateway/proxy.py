@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -205,7 +205,7 @@ class TargetProxy:
         began = time.perf_counter()
         started = False
 
-        async def tracking_send(message: Message) -> None:
+        def tracking_send(message: Message) -> Awaitable[None]:
             nonlocal started
             if message["type"] in ("http.response.start", "websocket.accept") and not started:
                 started = True
@@ -215,7 +215,7 @@ class TargetProxy:
                     message["headers"] = take_route(
                         scope, name, [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                     )
-            await send(message)
+            return send(message)
 
         try:
             await app(child, receive, tracking_send)

@@ -13,7 +13,7 @@ target's, see `app.create_target_app`):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi.routing import iter_route_contexts
@@ -96,10 +96,12 @@ class ProtocolMiddleware:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Message) -> None:
+        # A plain function handing on `send`'s awaitable (as every send wrapper of the platform): no
+        # coroutine of its own for each chunk of a streamed answer.
+        def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 message["headers"] = _with_common(list(message.get("headers", [])))
-            await send(message)
+            return send(message)
 
         answer = _answer_here(scope, self._allowed)
         if answer is not None:

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any, TextIO
 
 from opentelemetry import trace
@@ -214,7 +215,7 @@ class TelemetryMiddleware:
         # FastAPI's native OpenTelemetry middleware (outside this one) owns the server span.
         trace.get_current_span().set_attribute("coder.target", self.target)
 
-        async def send_wrapper(message: Message) -> None:
+        def send_wrapper(message: Message) -> Awaitable[None]:
             # A WebSocket session is 101 once accepted, 403 when closed before (as uvicorn answers).
             if message["type"] == "websocket.accept":
                 status["code"] = 101
@@ -231,7 +232,7 @@ class TelemetryMiddleware:
                 if route and self.target != "gateway":
                     headers.append((ROUTE_HEADER, route.encode("latin-1")))
                 message["headers"] = headers
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)

@@ -10,21 +10,22 @@ answer has gone to the client, nothing is retried."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 
 # The library's SSE decoders, fed per network read (its EventSource yields one event at a time).
-from httpx_sse import SSEError
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -100,6 +101,9 @@ class Call:
     feature: str | None = None
     started: float = field(default_factory=time.monotonic)
     context: ContextRequest | None = None
+    # Deployments found healthy within the last health interval (plan): a call that succeeds on one
+    # leaves its record as it is, rather than writing it again.
+    healthy: frozenset[uuid.UUID] = frozenset()
 
     @property
     def alias(self) -> str:
@@ -122,7 +126,6 @@ class Platform:
 
     runtime: Runtime
     settings: AiSettings
-    upstream: httpx.AsyncClient
     # (org, provider, key path) -> (monotonic expiry, the key's read, done or under way).
     keys: dict[tuple[str, uuid.UUID, str], tuple[float, asyncio.Future[str | None]]] = field(
         default_factory=dict
@@ -131,15 +134,35 @@ class Platform:
     routing: dict[tuple[str, str], tuple[str | None, float, Resolved]] = field(default_factory=dict)
     # Settlements of streams still being written when their response ended (awaited on stop).
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _upstream: aiohttp.ClientSession | None = None
 
     @property
     def clients(self) -> ServiceClients:
         return self.runtime.clients
 
+    @property
+    def upstream(self) -> aiohttp.ClientSession:
+        """One pool to the providers for the process, opened on first use (in the serving loop).
+        aiohttp, not httpx: a streamed chunk costs a fraction of the CPU (a C parser, no layers of
+        async generators), and a model's answer is hundreds of chunks. An idle connection is dropped
+        before a server would close it (uvicorn after 5 s): a call sent on a connection the server is
+        closing fails with no answer, and its deployment would cool down for nothing."""
+        if self._upstream is None:
+            s = self.settings
+            self._upstream = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=2.0),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=s.connect_timeout_seconds, sock_read=s.read_timeout_seconds
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._upstream
+
     async def close(self) -> None:
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
-        await self.upstream.aclose()
+        if self._upstream is not None:
+            await self._upstream.close()
 
 
 # --- budget ---
@@ -303,6 +326,12 @@ async def plan(platform: Platform, call: Call) -> tuple[bool, list[Route]]:
         if s.state is not HealthState.COOLDOWN and s.state is not HealthState.UNHEALTHY
     ]
     sick = [r for r, s in zip(able, states, strict=True) if s.state is HealthState.UNHEALTHY]
+    recent = datetime.now(UTC) - timedelta(seconds=platform.settings.health_interval_seconds)
+    call.healthy = frozenset(
+        r.deployment.id
+        for r, s in zip(able, states, strict=True)
+        if s.state is HealthState.HEALTHY and s.checked_at is not None and s.checked_at > recent
+    )
     if not ready and not sick:
         wait = min((s.cooldown_seconds or 0) for s in states)
         raise NoDeployment(
@@ -344,8 +373,8 @@ async def hold(
     return held, [r for r, e in zip(routes, estimates, strict=True) if e <= cheapest]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -358,23 +387,22 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-async def send(platform: Platform, call: Call, route: Route) -> tuple[httpx.Response, Protocol]:
-    """The provider's answer, opened (its body not read yet when it streams)."""
+async def send(platform: Platform, call: Call, route: Route) -> tuple[aiohttp.ClientResponse, Protocol]:
+    """The provider's answer, opened (its body not read yet)."""
     key = await provider_key(platform, call, route)
     out = outgoing(call.api, call.body, route, key)
-    request = platform.upstream.build_request("POST", out.url, json=out.body, headers=out.headers)
     try:
-        response = await platform.upstream.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        response = await platform.upstream.post(out.url, json=out.body, headers=out.headers)
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise UpstreamError(None, f"{type(exc).__name__}: no answer") from None
-    if response.status_code >= 400:
+    if response.status >= 400:
         try:
-            text = (await response.aread()).decode(errors="replace")[:500]
-        except httpx.HTTPError:
+            text = (await response.read()).decode(errors="replace")[:500]
+        except (aiohttp.ClientError, TimeoutError):
             text = ""
         finally:
-            await response.aclose()
-        raise UpstreamError(response.status_code, text, _retry_after(response))
+            response.release()
+        raise UpstreamError(response.status, text, _retry_after(response.headers))
     return response, out.protocol
 
 
@@ -462,16 +490,16 @@ async def _answered(
     call: Call,
     route: Route,
     proto: Protocol,
-    response: httpx.Response,
+    response: aiohttp.ClientResponse,
     reservation: uuid.UUID,
     platform_time: float,
 ) -> Response:
     try:
-        answer = await response.aread()
-    except httpx.HTTPError as exc:
+        answer = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise NoDeployment(f"{route.deployment.name}: the answer broke off ({type(exc).__name__})") from None
     finally:
-        await response.aclose()
+        response.release()
     answered = time.monotonic()
     body = json.loads(answer)
     usage = usage_of(proto, body)
@@ -482,21 +510,41 @@ async def _answered(
     return JSONResponse(out, headers={OVERHEAD_HEADER: f"{overhead_ms:.2f}"})
 
 
-async def _events(response: httpx.Response, stream: Stream) -> AsyncIterator[bytes]:
+async def _events(response: aiohttp.ClientResponse, stream: Stream) -> AsyncIterator[bytes]:
     """The client's bytes for the provider's SSE events, all those one read brought in one piece: a
     busy process sends fewer, larger pieces (each goes through the gateway's and ai's middleware), an
-    idle one still sends each event as it comes. Stops when the stream has spent its hold."""
+    idle one still sends each event as it comes. Stops when the stream has spent its hold.
+
+    A stream that passes through (OpenAI to OpenAI) is split into events on its bytes, and an event
+    that is one `data:` line goes on as it is (`Stream.feed_data`); the others, and every stream once
+    a carriage return shows up in it, go through the SSE decoders."""
     if "text/event-stream" not in response.headers.get("content-type", ""):
-        raise SSEError("the provider's answer is not an event stream")  # an httpx error: the stream is cut
+        return  # not an event stream: nothing of it reaches the client, the stream counts as cut
     lines, decoder = SSELineDecoder(), SSEDecoder()
-    async for text in response.aiter_text():
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    raw, pending = stream.passes_through, b""
+    async for data in response.content.iter_any():
         out: list[bytes] = []
-        for line in lines.decode(text):
-            event = decoder.decode(line)
-            if event is not None:
-                out += stream.feed(event.event, event.data)
+        if raw and b"\r" in data:
+            raw, data, pending = False, pending + data, b""
+        if raw:
+            *blocks, pending = (pending + data).split(b"\n\n")
+            for block in blocks:
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    out += stream.feed_data(block[6:])
+                else:  # a split at a blank line leaves UTF-8 whole
+                    for line in [*block.decode(errors="replace").split("\n"), ""]:
+                        if (event := decoder.decode(line)) is not None:
+                            out += stream.feed(event.event, event.data)
                 if stream.over_budget:
                     break
+        else:
+            for line in lines.decode(text.decode(data)):
+                event = decoder.decode(line)
+                if event is not None:
+                    out += stream.feed(event.event, event.data)
+                    if stream.over_budget:
+                        break
         if out:
             yield b"".join(out)
         if stream.over_budget:
@@ -508,7 +556,7 @@ def _streamed(
     call: Call,
     route: Route,
     proto: Protocol,
-    response: httpx.Response,
+    response: aiohttp.ClientResponse,
     held: Hold,
     platform_time: float,
 ) -> Response:
@@ -524,7 +572,7 @@ def _streamed(
             try:
                 async for pieces in _events(response, stream):
                     yield pieces
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass  # the provider's connection broke: what arrived is what was spent
             if stream.over_budget:
                 # The hold is spent: stop here (closing the provider's stream below) as at max_tokens.
@@ -538,9 +586,11 @@ def _streamed(
                 for piece in stream.cut():
                     yield piece
         finally:
-            # A client that went away cancels this generator: closing the response ends the provider's
-            # call. The settlement runs as its own task, so the cancellation cannot interrupt it.
-            await response.aclose()
+            # A client that went away cancels this generator: releasing a response not read to its
+            # end closes its connection, which ends the provider's call (one read to its end serves
+            # the next call). The settlement runs as its own task, so the cancellation cannot
+            # interrupt it.
+            response.release()
             ttft = stream.first_token_at
             task = asyncio.create_task(
                 record(
@@ -610,7 +660,7 @@ async def record(
                 session, "ai.request.completed", data, org_id=principal.org_id, subject=call.alias
             )
         cache = platform.runtime.cache
-        if cache is not None and outcome != "cut":
+        if cache is not None and outcome != "cut" and route.deployment.id not in call.healthy:
             await health.mark(
                 cache,
                 route.deployment.id,

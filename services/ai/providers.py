@@ -8,6 +8,7 @@ read and given its cost), different ones are translated event by event, never bu
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -461,6 +462,23 @@ class Stream:
         )
         return [] if self.over_budget else out
 
+    @property
+    def passes_through(self) -> bool:
+        """OpenAI's protocol on both sides: events go on as the provider wrote them (`feed_data`)."""
+        return self.api is not Api.MESSAGES and self.proto is not Protocol.MESSAGES
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """A `data:` event of a stream that passes through, its bytes sent on as they came: only the
+        end, the usage chunk, errors and empty chunks are parsed (`feed`); the rest are looked at for
+        content, which counts one token per event."""
+        if _READ.search(data):
+            return self.feed("", data.decode(errors="replace"))
+        if _CONTENT.search(data):
+            self._token()
+            if self.over_budget:
+                return []
+        return [b"data: " + data + b"\n\n"]
+
     def budget_end(self) -> list[bytes]:
         """The end of a stream stopped at the budget hold: as if the model had reached max_tokens."""
         self.usage.completion_tokens = self._pieces
@@ -670,6 +688,13 @@ class Stream:
                 )
             ]
         return [sse(json.dumps({"error": error}))]
+
+
+# What `feed_data` hands to `feed`: `[DONE]`, a usage object, an error, a chunk without choices.
+_READ = re.compile(rb'^\s*\[DONE\]|"usage"\s*:\s*\{|"error"\s*:|"choices"\s*:\s*\[\s*\]')
+# Content: a non-empty `content` or `text` string, or tool calls (JSON escapes a quote in a string:
+# these never match inside one).
+_CONTENT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")|"tool_calls"\s*:\s*\[\s*\{')
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
