@@ -16,7 +16,7 @@ from coder.services.usage.schemas import (
     BudgetRead,
     BudgetUpdate,
     Dimension,
-    EventIn,
+    EventBatch,
     IngestRead,
     MeterCreate,
     MeterQueryRead,
@@ -69,7 +69,7 @@ DimensionValues = Annotated[list[Annotated[str, Field(max_length=200)]] | None, 
 @router.post("/events", response_model=IngestRead)
 async def ingest_events(
     events: Annotated[
-        list[EventIn], Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
+        EventBatch, Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
     ],
     session: SessionDep,
     principal: Annotated[Principal, require("usage:ingest")],

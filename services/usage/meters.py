@@ -7,7 +7,6 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import TypeAdapter
 from sqlalchemy import (
     ColumnElement,
     DateTime,
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.usage.models import Event, Meter
 from coder.services.usage.schemas import (
+    EVENTS,
     Aggregation,
     Dimension,
     EventIn,
@@ -98,7 +98,6 @@ def _store_statement() -> Insert:
 
 
 STORE = _store_statement()
-EVENTS = TypeAdapter(list[EventIn])
 
 
 async def store_events(session: AsyncSession, org_id: str, events_in: Sequence[EventIn]) -> int:
@@ -109,7 +108,7 @@ async def store_events(session: AsyncSession, org_id: str, events_in: Sequence[E
     the batch size, and no value encoded one at a time in Python."""
     if not events_in:
         return 0
-    document = EVENTS.dump_json(list(events_in), exclude_unset=True).decode()
+    document = EVENTS.dump_json(list(events_in)).decode()
     result = await session.execute(STORE, {"events": document, "org_id": org_id, "now": _now()})
     return result.rowcount  # type: ignore[attr-defined]  # a CursorResult: INSERT's own count
 
