@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -71,13 +72,18 @@ async def ingest_events(
     events: Annotated[
         EventBatch, Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
     ],
+    request: Request,
     session: SessionDep,
     principal: Annotated[Principal, require("usage:ingest")],
 ) -> IngestRead:
     """Ingest up to 1000 usage events (CloudEvents, any `type`) for the caller's organization. An event
     already stored under the same `source` and `id` (or repeated in the batch) counts as a duplicate and
     is not stored again, so retrying a batch is safe."""
-    return await meters.ingest(session, principal.org_id, events)
+    body = await request.body()
+    # Validated, the body is what PostgreSQL reads, as sent: when it is UTF-8 without a byte order
+    # mark (FastAPI's JSON parser reads the other UTF encodings too; those events are serialized again).
+    document = body.decode() if json.detect_encoding(body) == "utf-8" else None
+    return await meters.ingest(session, principal.org_id, events, document)
 
 
 # --- meters ---

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal, NotRequired
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 from typing_extensions import TypedDict
 
 from coder.shared.schemas import Input, Storable
@@ -80,19 +80,6 @@ class ReservationStatus(StrEnum):
 # --- ingestion ---
 
 
-def _in_utc(time: datetime) -> datetime:
-    """As stored: the instant, in UTC. PostgreSQL reads offsets up to 15:59 from text, Python's reach
-    23:59."""
-    try:
-        return time.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must be between years 1 and 9999 in UTC") from None
-
-
-EventTime = Annotated[
-    AwareDatetime | None, AfterValidator(_in_utc), Field(description="Default: when it is ingested")
-]
-
 # Events are TypedDicts rather than models: a batch of a thousand builds no model per event, and its
 # text and number rules are checked in one walk of the whole batch (`EventBatch`).
 
@@ -119,7 +106,7 @@ class EventIn(TypedDict):
     id: Annotated[str, Field(min_length=1, max_length=255)]
     source: Annotated[str, Field(min_length=1, max_length=255)]
     type: EventType
-    time: NotRequired[EventTime]
+    time: NotRequired[Annotated[AwareDatetime | None, Field(description="Default: when it is ingested")]]
     subject: NotRequired[Annotated[str | None, Field(max_length=255)]]
     data: NotRequired[EventData]
 
