@@ -31,7 +31,7 @@ from coder.services.usage.schemas import (
     WindowSize,
 )
 from coder.shared.auth import Principal, require
-from coder.shared.db import SessionDep
+from coder.shared.db import AutocommitDep, SessionDep
 from coder.shared.deps import CacheDep
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
@@ -73,6 +73,7 @@ async def ingest_events(
         EventBatch, Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
     ],
     request: Request,
+    connection: AutocommitDep,
     principal: Annotated[Principal, require("usage:ingest")],
 ) -> IngestRead:
     """Ingest up to 1000 usage events (CloudEvents, any `type`) for the caller's organization. An event
@@ -82,10 +83,8 @@ async def ingest_events(
     # Validated, the body is what PostgreSQL reads, as sent: when it is UTF-8 without a byte order
     # mark (FastAPI's JSON parser reads the other UTF encodings too; those events are serialized again).
     document = body.decode() if json.detect_encoding(body) == "utf-8" else None
-    # The batch is one statement, atomic by itself: run without BEGIN and COMMIT, two round trips fewer.
-    async with request.app.state.runtime.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return await meters.ingest(connection, principal.org_id, events, document)
+    # The batch is one statement: no transaction around it.
+    return await meters.ingest(connection, principal.org_id, events, document)
 
 
 # --- meters ---
