@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -16,7 +17,7 @@ from coder.services.usage.schemas import (
     BudgetRead,
     BudgetUpdate,
     Dimension,
-    EventIn,
+    EventBatch,
     IngestRead,
     MeterCreate,
     MeterQueryRead,
@@ -30,7 +31,7 @@ from coder.services.usage.schemas import (
     WindowSize,
 )
 from coder.shared.auth import Principal, require
-from coder.shared.db import SessionDep
+from coder.shared.db import AutocommitDep, SessionDep
 from coder.shared.deps import CacheDep
 from coder.shared.errors import problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
@@ -69,15 +70,21 @@ DimensionValues = Annotated[list[Annotated[str, Field(max_length=200)]] | None, 
 @router.post("/events", response_model=IngestRead)
 async def ingest_events(
     events: Annotated[
-        list[EventIn], Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
+        EventBatch, Body(min_length=1, max_length=MAX_BATCH, description="CloudEvents 1.0, JSON format")
     ],
-    session: SessionDep,
+    request: Request,
+    connection: AutocommitDep,
     principal: Annotated[Principal, require("usage:ingest")],
 ) -> IngestRead:
     """Ingest up to 1000 usage events (CloudEvents, any `type`) for the caller's organization. An event
     already stored under the same `source` and `id` (or repeated in the batch) counts as a duplicate and
     is not stored again, so retrying a batch is safe."""
-    return await meters.ingest(session, principal.org_id, events)
+    body = await request.body()
+    # Validated, the body is what PostgreSQL reads, as sent: when it is UTF-8 without a byte order
+    # mark (FastAPI's JSON parser reads the other UTF encodings too; those events are serialized again).
+    document = body.decode() if json.detect_encoding(body) == "utf-8" else None
+    # The batch is one statement: no transaction around it.
+    return await meters.ingest(connection, principal.org_id, events, document)
 
 
 # --- meters ---

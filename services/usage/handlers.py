@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from coder.services.usage.budgets import applicable, charge
 from coder.services.usage.meters import store_events
 from coder.services.usage.reservations import settle_spent
-from coder.services.usage.schemas import EventData, EventIn, Metric
+from coder.services.usage.schemas import EVENTS, Metric
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.events import CloudEvent, EventContext
 
@@ -28,17 +28,21 @@ async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> N
         raise ValueError(f"event {event.id} has no orgid: it cannot be attributed to an organization")
     try:
         usage = AiRequestCompleted.model_validate(event.data)
-        stored = EventIn(
-            id=event.id,
-            source=event.source,
-            type=event.type,
-            subject=event.subject,
-            time=event.time if event.time.tzinfo else event.time.replace(tzinfo=UTC),
-            data=EventData.model_validate(event.data),
+        stored = EVENTS.validate_python(
+            [
+                {
+                    "id": event.id,
+                    "source": event.source,
+                    "type": event.type,
+                    "subject": event.subject,
+                    "time": event.time if event.time.tzinfo else event.time.replace(tzinfo=UTC),
+                    "data": event.data,
+                }
+            ]
         )
     except ValidationError as exc:
         raise ValueError(f"event {event.id} has malformed data: {exc}") from None
-    await store_events(session, org_id, [stored])
+    await store_events(session, org_id, stored)
     assert cache is not None, "usage needs redis"
     spend = {
         Metric.COST_USD: usage.cost_usd,

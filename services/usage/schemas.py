@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_serializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+from typing_extensions import TypedDict
 
-from coder.shared.schemas import Input
+from coder.shared.schemas import Input, Storable
 
 # Amounts are exact decimals inside and plain JSON numbers outside.
 Amount = Annotated[
@@ -79,37 +80,39 @@ class ReservationStatus(StrEnum):
 # --- ingestion ---
 
 
-class EventData(Input):
+# Events are TypedDicts rather than models: a batch of a thousand builds no model per event, and its
+# text and number rules are checked in one walk of the whole batch (`EventBatch`).
+
+
+class EventData(TypedDict, total=False):
     """The event's payload: any JSON object. These keys, when present, are what meters group by."""
 
-    model_config = ConfigDict(extra="allow")
+    __pydantic_config__ = ConfigDict(extra="allow", allow_inf_nan=False)  # type: ignore[misc]
 
-    user_id: str | None = Field(default=None, max_length=128)
-    team_id: str | None = Field(default=None, max_length=128)
-    api_key_id: str | None = Field(default=None, max_length=128)
-    model: str | None = Field(default=None, max_length=200)
-    feature: str | None = Field(default=None, max_length=128)
+    user_id: Annotated[str | None, Field(max_length=128)]
+    team_id: Annotated[str | None, Field(max_length=128)]
+    api_key_id: Annotated[str | None, Field(max_length=128)]
+    model: Annotated[str | None, Field(max_length=200)]
+    feature: Annotated[str | None, Field(max_length=128)]
 
 
-class EventIn(Input):
+class EventIn(TypedDict):
     """A CloudEvents 1.0 event (JSON format). Extension attributes are accepted and ignored; the
     organization is always the caller's."""
 
-    model_config = ConfigDict(extra="allow")
+    __pydantic_config__ = ConfigDict(extra="allow", allow_inf_nan=False)  # type: ignore[misc]
 
-    specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1, max_length=255)
-    source: str = Field(min_length=1, max_length=255)
+    specversion: NotRequired[Literal["1.0"]]
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    source: Annotated[str, Field(min_length=1, max_length=255)]
     type: EventType
-    time: AwareDatetime | None = Field(default=None, description="Default: when it is ingested")
-    subject: str | None = Field(default=None, max_length=255)
-    data: EventData = Field(default_factory=EventData)
+    time: NotRequired[Annotated[AwareDatetime | None, Field(description="Default: when it is ingested")]]
+    subject: NotRequired[Annotated[str | None, Field(max_length=255)]]
+    data: NotRequired[EventData]
 
-    @field_serializer("time", when_used="json")
-    def _in_utc(self, time: datetime | None) -> datetime | None:
-        """As stored: the instant, in UTC. PostgreSQL reads offsets up to 15:59 from text, Python's
-        reach 23:59."""
-        return time.astimezone(UTC) if time is not None else None
+
+EventBatch = Annotated[list[EventIn], Storable]
+EVENTS: TypeAdapter[list[EventIn]] = TypeAdapter(EventBatch)
 
 
 class IngestRead(BaseModel):

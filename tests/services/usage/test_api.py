@@ -125,6 +125,23 @@ async def test_ingest_accepts_the_cloudevents_batch_media_type(
     assert response.status_code == 200 and response.json() == {"accepted": 1, "duplicates": 0}
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32-le"])
+async def test_ingest_reads_every_json_encoding(
+    platform: Platform, signer: TestSigner, org: str, encoding: str
+) -> None:
+    """A UTF-8 body is stored as sent; one that PostgreSQL cannot read as is (a byte order mark, UTF-16
+    or -32, which JSON parsers read) is stored all the same, serialized again."""
+    sent = event(time="2024-05-01T10:05:00.5-23:59", user_id="u-é", cost_usd=0.5, tags=["a", {"b": None}])
+    headers = {**signer.headers(org), "content-type": "application/json"}
+    body = json.dumps([sent], ensure_ascii=False).encode(encoding)
+    response = await platform.client.post(f"{API}/events", content=body, headers=headers)
+    assert response.status_code == 200 and response.json() == {"accepted": 1, "duplicates": 0}, response.text
+    async with platform.runtime.sessions() as session:
+        stored = await session.get(Event, (org, sent["source"], sent["id"]))
+    assert stored is not None and stored.data == sent["data"] and stored.user_id == "u-é"
+    assert stored.time == datetime.fromisoformat(sent["time"])
+
+
 async def test_meter_aggregations_windows_and_groups(
     platform: Platform, signer: TestSigner, org: str
 ) -> None:
