@@ -200,7 +200,6 @@ class TargetProxy:
         child["headers"] = headers
         # The target's app opens its own server span, a child of the gateway's (the traceparent in
         # `headers`), as it would in a process of its own.
-        child.pop("fastapi.telemetry", None)
         timing = timing_of(scope)
         began = time.perf_counter()
         started = False

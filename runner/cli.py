@@ -95,10 +95,9 @@ def run(
 ) -> None:
     """Serve the selected targets in this process (`all`: the gateway and every service, on :3000),
     and their Prometheus /metrics on a port of its own (9464), which the public port never answers."""
-    import uvicorn
 
     from coder.runner.process import WORKER_TARGETS, build_process_app
-    from coder.shared.server import ProblemHttpToolsProtocol, serve
+    from coder.shared.server import serve, serve_workers
     from coder.shared.settings import PlatformSettings
     from coder.shared.target import Dependency, generated_workload_secrets, workload_secret
 
@@ -156,14 +155,12 @@ def run(
     }
     with contextlib.suppress(KeyboardInterrupt):
         if workers > 1:
-            uvicorn.run(
+            serve_workers(
                 asgi,  # type: ignore[arg-type]
-                factory=True,
-                workers=workers,
+                workers,
                 # A worker answers the supervisor's pings once its interpreter has imported what it
                 # needs: seconds on a busy node (uvicorn's 5 s default restarts it forever there).
                 timeout_worker_healthcheck=60,
-                http=ProblemHttpToolsProtocol,
                 host=host,
                 port=port,
                 **options,

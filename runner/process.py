@@ -15,7 +15,7 @@ from starlette.routing import Mount
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from coder.runner import registry
-from coder.shared.app import VERSION, _add_health, create_target_app
+from coder.shared.app import NO_NATIVE_TELEMETRY, VERSION, _add_health, create_target_app
 from coder.shared.errors import install_problem_handlers
 from coder.shared.logship import LogShipper
 from coder.shared.metrics import metrics_app
@@ -76,7 +76,14 @@ def build_process_app(
         root = create_target_app(root_target, runtime, process_root=True, lifespan=lifespan)
         runtime.local_apps[root_target.name] = root
         return _behind_proxies(root, settings)
-    root = FastAPI(title="Coder Platform", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    root = FastAPI(
+        title="Coder Platform",
+        version=VERSION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        telemetry=NO_NATIVE_TELEMETRY,
+    )
     root.state.runtime = runtime
     install_problem_handlers(root)
     root.add_middleware(ProtocolMiddleware)

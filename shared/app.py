@@ -19,6 +19,9 @@ from coder.shared.target import Target
 from coder.shared.telemetry import TelemetryMiddleware
 
 VERSION = "0.1.0"
+# FastAPI's native OpenTelemetry (on by default once a tracer provider is set) stays off: its wrapper
+# cost a third of a proxied request's CPU. TelemetryMiddleware makes the server span instead.
+NO_NATIVE_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def _add_health(app: FastAPI, runtime: Runtime, targets: list[Target]) -> None:
@@ -55,14 +58,12 @@ def _json(body: Any) -> bytes:
 def create_target_app(
     target: Target, runtime: Runtime, *, process_root: bool = False, **fastapi_kwargs: Any
 ) -> FastAPI:
-    """One target's app: its routes, health, problem+json errors and telemetry (metrics are served
-    apart, shared/metrics.py).
+    """One target's app: its routes, health, problem+json errors and telemetry (server spans, access log
+    and metrics: TelemetryMiddleware; metrics are served apart, shared/metrics.py).
 
     As the process root, its readiness covers every target in the process."""
     app = FastAPI(
-        # FastAPI's native OpenTelemetry: server spans (traceparent in, context for logs and
-        # outgoing calls). Metrics stay Prometheus (telemetry.py), logs stay JSON on stderr.
-        telemetry={"tracing": True, "metrics": False, "logs": False},
+        telemetry=NO_NATIVE_TELEMETRY,
         title=f"Coder Platform: {target.title}",
         version=VERSION,
         docs_url=None,

@@ -5,6 +5,11 @@ A request uvicorn's HTTP parser (httptools) refuses never reaches the app, so no
 the answer: a Content-Length beyond 64 bits, a malformed request line or header. uvicorn writes a
 plain-text 400 for those from `send_400_response`; this protocol, a subclass of uvicorn's own (the
 smallest change that reaches that answer), writes the platform's problem+json and common headers.
+
+With several workers each accepts on a listening socket of its own, bound to the same port with
+SO_REUSEPORT, and the kernel spreads new connections evenly across them. (uvicorn's own way, one
+socket shared by all, lets whichever worker wakes first accept a whole burst: of 32 keep-alive
+connections opened at once, 28 went to one of two workers, and a second worker added nothing.)
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from coder.shared.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from coder.shared.protocol import COMMON_HEADERS
@@ -83,3 +90,32 @@ def serve(app: ASGIApp, metrics: ASGIApp, *, host: str, port: int, metrics_port:
 
     with asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner:
         runner.run(both())
+
+
+class _SharedPort(socket.socket):
+    """A port several worker processes listen on, each with a socket of its own (SO_REUSEPORT).
+
+    Bound in the supervisor first (a port in use stops `run` at once; unlistened, it takes no
+    connections). Handed to a worker (uvicorn pickles its sockets into each process it spawns), it
+    is bound again there: one socket, one accept queue per worker."""
+
+    @classmethod
+    def open(cls, family: int, address: Any) -> socket.socket:
+        sock = cls(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        return sock
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _SharedPort.open, (self.family, self.getsockname())
+
+
+def serve_workers(app: str, workers: int, *, host: str, port: int, **options: Any) -> None:
+    """`workers` processes, each building `app` (a factory's import string) and serving it on `port`,
+    under uvicorn's supervisor (health checks, restarts, signals)."""
+    config = uvicorn.Config(
+        app, factory=True, workers=workers, http=ProblemHttpToolsProtocol, host=host, port=port, **options
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    Multiprocess(config, sockets=[_SharedPort.open(family, (host, port))]).run()

@@ -17,10 +17,12 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TextIO
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +44,8 @@ LATENCY = Histogram(
 # scope, a dict each request's own middleware makes: middleware in between may copy the scope.
 ROUTE_HEADER = b"x-coder-route"
 ROUTE_KEY = "coder.route"
+# W3C trace context and baggage: what the propagator reads from a request.
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 class _ContextFilter(logging.Filter):
@@ -192,28 +196,47 @@ def take_route(scope: Scope, target: str, headers: list[tuple[bytes, bytes]]) ->
 
 
 class TelemetryMiddleware:
-    """Request id, JSON access log and RED metrics for one target's ASGI app."""
+    """Request id, server span, JSON access log and RED metrics for one target's ASGI app.
+
+    The span is a child of the request's W3C traceparent and current while the app runs (so logs,
+    exemplars and outgoing calls carry it); it is named `<method> <route template>` once routed, with
+    the `http.*`/`url.path` attributes the observability service keeps."""
 
     def __init__(self, app: ASGIApp, target: str) -> None:
         self.app = app
         self.target = target
         self.log = logging.getLogger(f"coder.{target}.access")
+        self.tracer = trace.get_tracer("coder.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        rid = headers.get("x-request-id") or uuid.uuid4().hex
-        auth = headers.get("authorization", "")
-        token = auth[7:] if auth[:7].lower() == "bearer " else None
+        rid = token = None
+        carrier: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = value.decode("latin-1")
+            elif key == b"authorization":
+                auth = value.decode("latin-1")
+                token = auth[7:] if auth[:7].lower() == "bearer " else None
+            elif key in _TRACE_HEADERS:
+                carrier[key.decode("latin-1")] = value.decode("latin-1")
+        rid = rid or uuid.uuid4().hex
         method = scope.get("method", "WS")
         status = {"code": 500}
         started = time.perf_counter()
         tokens = [context.request_id.set(rid), context.bearer_token.set(token)]
         scope[ROUTE_KEY] = {}
-        # FastAPI's native OpenTelemetry middleware (outside this one) owns the server span.
-        trace.get_current_span().set_attribute("coder.target", self.target)
+        parent = propagate.extract(carrier) if carrier else None
+        span = self.tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"coder.target": self.target, "url.path": scope["path"]}
+            | ({"http.request.method": method} if scope["type"] == "http" else {}),
+        )
+        attached = otel_context.attach(trace.set_span_in_context(span, parent))
 
         def send_wrapper(message: Message) -> Awaitable[None]:
             # A WebSocket session is 101 once accepted, 403 when closed before (as uvicorn answers).
@@ -234,12 +257,30 @@ class TelemetryMiddleware:
                 message["headers"] = headers
             return send(message)
 
+        error: BaseException | None = None
         try:
             await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            self._record(scope, method, _route_of(scope), status["code"], started)
+            route = _route_of(scope)
+            self._record(scope, method, route, status["code"], started)
+            self._end(span, method, route, status["code"], error)
+            otel_context.detach(attached)
             context.bearer_token.reset(tokens[1])
             context.request_id.reset(tokens[0])
+
+    @staticmethod
+    def _end(span: trace.Span, method: str, route: str, status: int, error: BaseException | None) -> None:
+        if route != "unmatched":
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.route", route)
+        span.set_attribute("http.response.status_code", status)
+        if error is not None or status >= 500:
+            span.set_attribute("error.type", type(error).__qualname__ if error else str(status))
+            span.set_status(StatusCode.ERROR)
+        span.end()
 
     def _record(self, scope: Scope, method: str, route: str, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started

@@ -156,7 +156,7 @@ def test_run_with_workers_serves_from_several_processes(
     database_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """`run --workers 2`: two processes accept on the one port (told apart by who holds each
-    connection), and stopping `run` stops both."""
+    connection), each on a listening socket of its own, and stopping `run` stops both."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODER_", "GATEWAY_"))}
     env |= {"DATABASE_URL": database_url, "REDIS_URL": redis_server.url, "CODER_DATA_DIR": str(tmp_path)}
     log = tmp_path / "run.log"
@@ -180,6 +180,13 @@ def test_run_with_workers_serves_from_several_processes(
                     time.sleep(0.2)
                     continue
                 serving |= _holders(port)
+        # Each worker listens on a socket of its own (SO_REUSEPORT), so the kernel spreads connections
+        # evenly; one socket shared by both let whichever woke first accept a whole burst.
+        listening = subprocess.run(
+            ["ss", "-Htlnp", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        owners = [set(re.findall(r"pid=(\d+)", line)) for line in listening]
+        assert len(owners) == 2 and all(len(o) == 1 for o in owners) and owners[0] != owners[1], listening
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     finally:
