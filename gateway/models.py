@@ -1,7 +1,5 @@
 """The gateway's tables: identities, organizations and their people, credentials, signing keys, audit."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any

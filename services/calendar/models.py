@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -71,7 +69,7 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
-    overrides: Mapped[list[Override]] = relationship(
+    overrides: Mapped[list["Override"]] = relationship(
         back_populates="event",
         cascade="all, delete-orphan",
         lazy="selectin",

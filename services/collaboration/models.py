@@ -1,8 +1,6 @@
 """collaboration's tables: documents with their members, the append-only update log, snapshots, and
 comments anchored with Yjs relative positions."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 

@@ -2,8 +2,6 @@
 one stream. Queries resolve the label matchers against the few streams first, then read lines by
 (org, stream, time) with the text filters on a trigram index."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

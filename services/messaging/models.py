@@ -1,8 +1,6 @@
 """messaging's tables (Mattermost's model: channels, members with their unread marks, posts with
 `root_id` threads, reactions), plus the per-user event streams a WebSocket client catches up from."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any

@@ -6,8 +6,6 @@ window's numbers are increases between rows (Prometheus' `increase`, counter res
 Scrapes are platform-wide: their `org_id` is `PLATFORM`. Everything else belongs to one org.
 """
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any

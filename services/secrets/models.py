@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any
@@ -35,7 +33,7 @@ class Secret(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
-    versions: Mapped[list[SecretVersion]] = relationship(
+    versions: Mapped[list["SecretVersion"]] = relationship(
         back_populates="secret",
         order_by="SecretVersion.version",
         cascade="all, delete-orphan",

@@ -1,7 +1,5 @@
 """workflow's tables: definitions and their immutable versions, runs, steps and every attempt."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any
