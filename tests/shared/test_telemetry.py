@@ -223,13 +223,13 @@ def test_one_trace_from_the_gateway_through_the_broker_to_the_consumer(
         if "postgresql" in (s.attributes.get("db.system"), s.attributes.get("db.system.name"))
     ]
     assert any(secrets in ancestors(s) and "INSERT" in s.name for s in statements), spans
-    # The outbox row leaves in the same trace: the relay's PRODUCER span, then aio-pika's publish.
+    # The outbox row leaves in the same trace: the relay's PRODUCER span is the publish (the relay
+    # publishes on the confirming channel itself, beneath aio-pika, so no library span nests in it).
     [produced] = [
         s for s in spans if s.kind == "PRODUCER" and s.name == "publish secrets.secret.fingerprinted"
     ]
     assert produced.attributes["messaging.system"] == "rabbitmq"
     assert produced.parent_id in by_id and secrets in ancestors(produced)
-    assert any(s.kind == "PRODUCER" and s.parent_id == produced.span_id for s in spans), "no aio-pika span"
     # The consumer: a CONSUMER span beneath the producer's, and its inbox statements beneath it.
     [process] = consumed()
     assert process.name == "process secrets.secret.fingerprinted"
