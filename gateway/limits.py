@@ -7,6 +7,7 @@ request at once (per token and per IP) and charges none of them when one says no
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -17,7 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from coder.shared.errors import Problem, Unavailable
 
@@ -115,6 +116,58 @@ class RateLimiter:
         self.window_ms = window_seconds * 1000
         self.fail_open = fail_open
         self._script = cache.register_script(_GCRA)
+        # Checks made in one turn of the event loop, sent together (see `_evaluate`).
+        self._pending: list[tuple[list[str], list[int], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def _evaluate(self, keys: list[str], args: list[int]) -> asyncio.Future[Any]:
+        """The script's answer for one request. The requests that arrive in the same turn of the event
+        loop (under load, most of them) share one round trip to Redis: a pipeline of their EVALSHAs,
+        each still atomic on its own, so a pipeline counts exactly as the same calls one by one."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._dispatch)
+        self._pending.append((keys, args, answer))
+        return answer
+
+    def _dispatch(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[list[str], list[int], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, _ = batch[0]
+                results: list[Any] = [await self._script(keys=keys, args=args)]
+            else:
+                results = await self._pipeline(batch)
+                if any(isinstance(r, NoScriptError) for r in results):  # Redis was restarted or flushed
+                    await self._cache.script_load(_GCRA)
+                    results = await self._pipeline(batch)
+        except Exception as exc:
+            for *_, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            for *_, answer in batch:
+                answer.cancel()
+            raise
+        for (*_, answer), result in zip(batch, results, strict=True):
+            if not answer.done():
+                if isinstance(result, Exception):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
+
+    async def _pipeline(self, batch: list[tuple[list[str], list[int], asyncio.Future[Any]]]) -> list[Any]:
+        async with self._cache.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
 
     async def check(
         self, ip: str, token: str | None, also_get: list[str] | None = None
@@ -131,7 +184,7 @@ class RateLimiter:
             args[0] = 2
             limit = min(limit, self.per_token)
         try:
-            result = await self._script(keys=keys + (also_get or []), args=args)
+            result = await self._evaluate(keys + (also_get or []), args)
         except (RedisError, OSError) as exc:
             if self.fail_open:
                 log.warning(
