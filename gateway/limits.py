@@ -7,6 +7,7 @@ request at once (per token and per IP) and charges none of them when one says no
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -23,52 +24,64 @@ from coder.shared.errors import Problem, Unavailable
 
 log = logging.getLogger(__name__)
 
-# KEYS: one per limit, then the keys to read along (the revocation list's). ARGV: the number of
-# limits, then per limit its limit and period (ms). Answers {allowed (0/1), remaining of the
-# tightest limit, retry-after ms, reset ms, the refusing limit's index (the one that asks to wait
-# longest; 0 when allowed), the value of each key read along (nil when absent)}.
+# The checks of several requests, in order, each charging its limits only when all of them allow it.
+# ARGV: the number of requests, then per request the number of its limits, the number of keys to
+# read along (the revocation list's), and per limit its limit and period (ms). KEYS: per request,
+# one per limit, then those to read. Answers, per request: {allowed (0/1), remaining of the tightest
+# limit, retry-after ms, reset ms, the refusing limit's index (the one that asks to wait longest; 0
+# when allowed), the value of each key read along (nil when absent)}.
 _GCRA = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local limits = tonumber(ARGV[1])
-local results = {}
-local allowed = 1
-local remaining = -1
-local retry = 0
-local reset = 0
-local refused_by = 0
-for i = 1, limits do
-  local key = KEYS[i]
-  local limit = tonumber(ARGV[2 * i])
-  local period = tonumber(ARGV[2 * i + 1])
-  local interval = period / limit
-  local tat = tonumber(redis.call('GET', key) or t)
-  if tat < t then tat = t end
-  local new_tat = tat + interval
-  local allow_at = new_tat - period
-  if allow_at > t then
-    allowed = 0
-    if allow_at - t > retry then
-      retry = allow_at - t
-      refused_by = i
+local answers = {}
+local k = 0
+local a = 1
+for r = 1, tonumber(ARGV[1]) do
+  local limits = tonumber(ARGV[a + 1])
+  local reads = tonumber(ARGV[a + 2])
+  a = a + 2
+  local results = {}
+  local allowed = 1
+  local remaining = -1
+  local retry = 0
+  local reset = 0
+  local refused_by = 0
+  for i = 1, limits do
+    local key = KEYS[k + i]
+    local limit = tonumber(ARGV[a + 2 * i - 1])
+    local period = tonumber(ARGV[a + 2 * i])
+    local interval = period / limit
+    local tat = tonumber(redis.call('GET', key) or t)
+    if tat < t then tat = t end
+    local new_tat = tat + interval
+    local allow_at = new_tat - period
+    if allow_at > t then
+      allowed = 0
+      if allow_at - t > retry then
+        retry = allow_at - t
+        refused_by = i
+      end
+    end
+    local left = math.floor((period - (new_tat - t)) / interval)
+    if remaining < 0 or left < remaining then remaining = left end
+    reset = math.max(reset, new_tat - t)
+    results[i] = new_tat
+  end
+  if allowed == 1 then
+    for i = 1, limits do
+      redis.call('SET', KEYS[k + i], results[i], 'PX', math.max(1, math.ceil(results[i] - t)))
     end
   end
-  local left = math.floor((period - (new_tat - t)) / interval)
-  if remaining < 0 or left < remaining then remaining = left end
-  reset = math.max(reset, new_tat - t)
-  results[i] = new_tat
-end
-if allowed == 1 then
-  for i = 1, limits do
-    redis.call('SET', KEYS[i], results[i], 'PX', math.max(1, math.ceil(results[i] - t)))
+  if remaining < 0 then remaining = 0 end
+  local answer = {allowed, remaining, math.ceil(retry), math.ceil(reset), refused_by}
+  for j = 1, reads do
+    answer[#answer + 1] = redis.call('GET', KEYS[k + limits + j])
   end
+  answers[r] = answer
+  k = k + limits + reads
+  a = a + 2 * limits
 end
-if remaining < 0 then remaining = 0 end
-local answer = {allowed, remaining, math.ceil(retry), math.ceil(reset), refused_by}
-for i = limits + 1, #KEYS do
-  answer[#answer + 1] = redis.call('GET', KEYS[i])
-end
-return answer
+return answers
 """
 
 
@@ -115,14 +128,52 @@ class RateLimiter:
         self.window_ms = window_seconds * 1000
         self.fail_open = fail_open
         self._script = cache.register_script(_GCRA)
+        # Checks made in one turn of the event loop, sent together (see `_evaluate`).
+        self._pending: list[tuple[list[str], list[int], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def _evaluate(self, keys: list[str], args: list[int]) -> asyncio.Future[Any]:
+        """The script's answer for one request. The requests that arrive in the same turn of the event
+        loop (under load, most of them) share one round trip to Redis, and one run of the script,
+        which checks them in order as it would one by one."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._dispatch)
+        self._pending.append((keys, args, answer))
+        return answer
+
+    def _dispatch(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[list[str], list[int], asyncio.Future[Any]]]) -> None:
+        keys = [key for request in batch for key in request[0]]
+        args = [len(batch), *(arg for request in batch for arg in request[1])]
+        try:
+            results = await self._script(keys=keys, args=args)
+        except Exception as exc:
+            for *_, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            for *_, answer in batch:
+                answer.cancel()
+            raise
+        for (*_, answer), result in zip(batch, results, strict=True):
+            if not answer.done():
+                answer.set_result(result)
 
     async def check(
         self, ip: str, token: str | None, also_get: list[str] | None = None
     ) -> tuple[Verdict | None, list[Any] | None]:
         """The verdict for one request, and the values of `also_get` read by the same script (one
-        round trip: EVALSHA); (None, None) when Redis is down and the limiter fails open."""
+        round trip, shared: `_evaluate`); (None, None) when Redis is down and the limiter fails open."""
         keys, names = [f"gateway:rl:ip:{ip}"], ["ip"]
-        args: list[int] = [1, self.per_ip, self.window_ms]
+        args: list[int] = [1, len(also_get or ()), self.per_ip, self.window_ms]
         limit = self.per_ip
         if token:
             keys.append(f"gateway:rl:tok:{token_key(token)}")
@@ -131,7 +182,7 @@ class RateLimiter:
             args[0] = 2
             limit = min(limit, self.per_token)
         try:
-            result = await self._script(keys=keys + (also_get or []), args=args)
+            result = await self._evaluate(keys + (also_get or []), args)
         except (RedisError, OSError) as exc:
             if self.fail_open:
                 log.warning(

@@ -60,6 +60,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Set by the gateway itself on the way in (and by the target's own telemetry on the way out).
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
 REPLACED = frozenset(
     {"authorization", "x-api-key", "x-request-id", "traceparent", "tracestate", "x-forwarded-for"}
 )
@@ -95,6 +96,7 @@ class TargetProxy:
         self._limit = s.max_upstream_connections
         self._session: aiohttp.ClientSession | None = None
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -290,16 +292,14 @@ class TargetProxy:
                 if not message.get("more_body", False):
                     return
 
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=settings.connect_timeout_seconds,
-            connect=settings.connect_timeout_seconds,
-            sock_read=settings.timeout_for(name),
-        )
-        outgoing = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in headers
-            if k.decode("latin-1").lower() not in HOP_BY_HOP
-        ]
+        if (timeout := self._timeouts.get(name)) is None:
+            timeout = self._timeouts[name] = aiohttp.ClientTimeout(
+                sock_connect=settings.connect_timeout_seconds,
+                connect=settings.connect_timeout_seconds,
+                sock_read=settings.timeout_for(name),
+            )
+        # ASGI header names are lower case.
+        outgoing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in _HOP_BY_HOP]
         attempts = 1 + (settings.retries if method in IDEMPOTENT else 0)
         content = body() if has_body else None
         upstream: aiohttp.ClientResponse | None = None
@@ -368,10 +368,16 @@ class TargetProxy:
         )
         try:
             await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
-            if scope["method"] != "HEAD":
-                async for chunk in upstream.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            content = upstream.content
+            more = scope["method"] != "HEAD"
+            while more:
+                chunk = await content.readany()
+                # A small answer is usually whole by now: its one chunk ends the response too.
+                more = not content.at_eof()
+                if chunk or not more:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Too late for a problem: end the response unfinished so the client sees it was cut.
             log.warning("target stream broke", extra={"target": name, "error": repr(exc)})

@@ -19,7 +19,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -39,7 +39,57 @@ _UNPARSABLE = json.dumps(
 ).encode()
 
 
+class _CorkedTransport:
+    """A connection's writes within one turn of the event loop, sent as one (a response's head and
+    its body were two system calls, each as costly as a small request's whole parse): the buffer
+    goes out at the end of the turn, or at once on close or past `LIMIT` bytes (where the transport's
+    own flow control takes over). Everything else is the transport's own."""
+
+    LIMIT = 65536
+    __slots__ = ("_buffered", "_loop", "_size", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._buffered: list[bytes] = []
+        self._size = 0
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if not self._buffered:
+            self._loop.call_soon(self.flush)
+        self._buffered.append(data)
+        self._size += len(data)
+        if self._size > self.LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffered:
+            data = b"".join(self._buffered)
+            self._buffered.clear()
+            self._size = 0
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class ProblemHttpToolsProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._corked = _CorkedTransport(transport)
+        self.transport = cast(asyncio.Transport, self._corked)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes the connection over with the transport itself.
+        self._corked.flush()
+        self.transport = self._corked.transport
+        super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         content = [STATUS_LINE[400]]
         for name, value in [*self.server_state.default_headers, *COMMON_HEADERS]:
