@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 from sqlalchemy import (
+    Table,
     and_,
     func,
     or_,
@@ -217,7 +218,7 @@ async def applicable(
     return list((await session.execute(query.order_by(Budget.id))).scalars().all())
 
 
-_SPEND = insert(BudgetSpend.__table__)
+_SPEND = insert(cast(Table, BudgetSpend.__table__))
 # The rows are the statement's parameters, not its text (as `values([...])` would make them): compiled
 # once, whatever the number of budgets.
 _CHARGE = _SPEND.on_conflict_do_update(
