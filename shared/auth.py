@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -82,6 +83,9 @@ class TokenVerifier:
         self._keys: dict[str, Any] = self._parse(jwks) if jwks is not None else {}
         self._fetched_at = time.monotonic() if jwks is not None else 0.0
         self._lock = asyncio.Lock()
+        # Tokens already verified, until they expire: a token's signature does not change, and its
+        # check is a large share of a short request. Revocation is checked apart, on every use.
+        self._verified: OrderedDict[tuple[str, bool], Principal] = OrderedDict()
 
     @staticmethod
     def _parse(document: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +119,17 @@ class TokenVerifier:
 
     async def verify(self, token: str, *, workload: bool = False) -> Principal:
         """The token's principal. With `workload`, a workload token (aud a target) is accepted too."""
+        principal = self._verified.get((token, workload))
+        if principal is not None and (principal.claims or {}).get("exp", 0) > time.time():
+            self._verified.move_to_end((token, workload))
+            return principal
+        principal = await self._verify(token, workload)
+        self._verified[(token, workload)] = principal
+        while len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str, workload: bool) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -165,6 +180,7 @@ class TokenVerifier:
         )
 
 
+VERIFIED_CACHE_SIZE = 10_000
 # How far the clocks of the signer and a verifier may disagree (on `exp`, `iat`, `nbf`).
 LEEWAY_SECONDS = 5
 

@@ -66,6 +66,7 @@ KEY_CACHE_SECONDS = 30.0
 ROUTING_CACHE_SECONDS = 30.0
 ROUTING_VERSION_KEY = "ai:routing:version"
 RETRYABLE = frozenset({401, 403, 408, 409, 429})
+PUBLISH_BATCH = 64  # events in one outbox transaction at most
 
 
 class NoDeployment(Problem):
@@ -134,6 +135,9 @@ class Platform:
     routing: dict[tuple[str, str], tuple[str | None, float, Resolved]] = field(default_factory=dict)
     # Settlements of streams still being written when their response ended (awaited on stop).
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    # `ai.request.completed` events waiting for the transaction under way to end (`_publish`).
+    _unpublished: list[tuple[dict[str, Any], str, str, asyncio.Future[None]]] = field(default_factory=list)
+    _publisher: asyncio.Task[None] | None = None
     _upstream: aiohttp.ClientSession | None = None
 
     @property
@@ -655,10 +659,7 @@ async def record(
         "outcome": outcome,
     }
     try:
-        async with transaction(platform.runtime.sessions) as session:
-            await Base.events.publish(
-                session, "ai.request.completed", data, org_id=principal.org_id, subject=call.alias
-            )
+        await _publish(platform, data, principal.org_id, call.alias)
         cache = platform.runtime.cache
         if cache is not None and outcome != "cut" and route.deployment.id not in call.healthy:
             await health.mark(
@@ -671,3 +672,45 @@ async def record(
     except Exception:
         # The reservation lapses at its expiry: the hold is given back, only this spend goes unrecorded.
         log.exception("recording a model call failed", extra={"deployment": route.deployment.name})
+
+
+async def _publish(platform: Platform, data: dict[str, Any], org_id: str, alias: str) -> None:
+    """The call's event, committed to the outbox. Calls that end while a transaction writes others'
+    share the next one: streams end together, and a transaction each would cost more than its row."""
+    done = asyncio.get_running_loop().create_future()
+    platform._unpublished.append((data, org_id, alias, done))
+    if platform._publisher is None or platform._publisher.done():
+        platform._publisher = asyncio.create_task(_publish_waiting(platform), name="ai:publish")
+    # Shielded: a settlement cancelled part way leaves the others' transaction alone.
+    await asyncio.shield(done)
+
+
+async def _publish_waiting(platform: Platform) -> None:
+    while platform._unpublished:
+        taken = platform._unpublished[:PUBLISH_BATCH]
+        del platform._unpublished[:PUBLISH_BATCH]
+        try:
+            await _publish_taken(platform, taken)
+        finally:  # cancelled part way (the process stopping): the callers fail, not wait
+            for *_, done in taken:
+                if not done.done():
+                    done.set_exception(ConnectionAbortedError("the outbox transaction was abandoned"))
+
+
+async def _publish_taken(
+    platform: Platform, taken: list[tuple[dict[str, Any], str, str, asyncio.Future[None]]]
+) -> None:
+    try:
+        async with transaction(platform.runtime.sessions) as session:
+            for data, org_id, alias, _ in taken:
+                await Base.events.publish(session, "ai.request.completed", data, org_id=org_id, subject=alias)
+    except Exception as exc:
+        if len(taken) > 1:  # one transaction each: only the failing event is lost
+            for one in taken:
+                await _publish_taken(platform, [one])
+        elif not taken[0][3].done():
+            taken[0][3].set_exception(exc)
+    else:
+        for *_, done in taken:
+            if not done.done():
+                done.set_result(None)

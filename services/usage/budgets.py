@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 from sqlalchemy import (
+    Table,
     and_,
     func,
     or_,
@@ -217,6 +218,15 @@ async def applicable(
     return list((await session.execute(query.order_by(Budget.id))).scalars().all())
 
 
+_SPEND = insert(cast(Table, BudgetSpend.__table__))
+# The rows are the statement's parameters, not its text (as `values([...])` would make them): compiled
+# once, whatever the number of budgets.
+_CHARGE = _SPEND.on_conflict_do_update(
+    index_elements=["budget_id", "period_start"],
+    set_={"spent": _SPEND.table.c.spent + _SPEND.excluded.spent, "updated_at": func.now()},
+).returning(_SPEND.table.c.budget_id, _SPEND.table.c.period_start, _SPEND.table.c.spent)
+
+
 async def charge_ledger(
     session: AsyncSession, metric: Metric, budgets: Sequence[Budget], amount: Decimal, now: datetime
 ) -> list[Charge]:
@@ -227,12 +237,7 @@ async def charge_ledger(
         {"budget_id": b.id, "period_start": period_bounds(Period(b.period), now)[0], "spent": amount}
         for b in budgets
     ]
-    upsert = insert(BudgetSpend).values(values)
-    statement = upsert.on_conflict_do_update(
-        index_elements=["budget_id", "period_start"],
-        set_={"spent": BudgetSpend.spent + upsert.excluded.spent, "updated_at": func.now()},
-    ).returning(BudgetSpend.budget_id, BudgetSpend.period_start, BudgetSpend.spent)
-    totals = {row.budget_id: (row.period_start, row.spent) for row in await session.execute(statement)}
+    totals = {row.budget_id: (row.period_start, row.spent) for row in await session.execute(_CHARGE, values)}
     units = to_units(metric, amount)
     return [Charge(keys_of(b), totals[b.id][0], units, to_units(metric, totals[b.id][1])) for b in budgets]
 

@@ -22,6 +22,9 @@ target = Target(
     metadata=Base.metadata,
     events=Base.events,
     consumes={"ai.request.completed": on_ai_request_completed},
+    # Model calls that end together settle in one transaction (one inbox claim, one commit): each
+    # one's spend lands on the same budget rows, which concurrent transactions would take in turn.
+    consume_batch=32,
     setup=_setup,
     background=(sweeper,),
     metrics=export_budgets,

@@ -3,6 +3,7 @@ after it through `ai.request.completed`, streams cut or stopped included; a refu
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -114,3 +115,28 @@ async def test_a_stream_the_provider_cuts_is_settled_with_what_arrived(world: Wo
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]) == "Hello from the"
     prompt = prompt_estimate(Api.CHAT, {"messages": MESSAGES})
     assert (await settled(world, org, budget_id))["spent"] == pytest.approx(float(prompt * IN + 3 * OUT))
+
+
+async def test_calls_ending_together_are_each_settled_once(world: World) -> None:
+    # Streams that end together share an outbox transaction in ai and a settling one in usage.
+    org = await new_org(world)
+    budget_id = await budget(world, org, 10)
+    body = {"model": "chat", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    async with httpx.AsyncClient(base_url=world.url, timeout=30) as client:
+
+        async def cost() -> Decimal:
+            response = await client.post(f"{API}/chat/completions", json=body, headers=org.key)
+            assert response.status_code == 200, response.text
+            last = [
+                json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+            ][-1]
+            return Decimal(str(last["usage"]["cost"]))
+
+        costs = await asyncio.gather(*(cost() for _ in range(12)))
+
+    async def all_settled() -> dict[str, Any] | None:
+        read = await spent(world, org, budget_id)
+        return read if read["reserved"] == 0 and read["spent"] >= float(sum(costs)) * 0.999 else None
+
+    read = await wait_until(all_settled, what="usage to settle every call")
+    assert read["spent"] == pytest.approx(float(sum(costs)))
