@@ -4,8 +4,10 @@ asyncpg `executemany` into the same table, in the same run.
 
 Both sides are warmed by one batch first (the first request builds routes, the first statement is
 prepared), and neither times building what it sends: the bare side's rows and the platform's JSON
-bodies are made beforehand. Next to the rates, the Python process's CPU time per event: the gateway
-and the service (in-process) against asyncpg's own encoding."""
+bodies are made beforehand. The platform's Redis (rate limits, revocations) is a real server, as
+deployed: not fakeredis, whose in-process emulation of Lua scripts would be charged to the platform.
+Next to the rates, the Python process's CPU time per event: the gateway and the service (in-process,
+with the in-process client, httpx's ASGI transport) against asyncpg's own encoding; and Redis's."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from coder.bench.support import Stopwatch, report, result, scratch_database
+from coder.bench.support import CpuClock, Stopwatch, report, result, scratch_database
 from coder.runner import registry
 from coder.runner.process import build_process_app
 from coder.shared import db, migrations
+from coder.shared.devservers import RedisServer
 from coder.shared.settings import PlatformSettings
 from coder.tests.support.tokens import TestSigner
 
@@ -62,10 +65,11 @@ class Meter:
         return EVENTS / self.clock.seconds, (time.process_time() - self.cpu) / EVENTS * 1e6
 
 
-async def through_api(database_url: str) -> tuple[float, float]:
+async def through_api(database_url: str, redis: RedisServer) -> tuple[float, float, float]:
+    """(events per second, CPU microseconds per event of this process, and of Redis)."""
     signer = TestSigner()
     settings = PlatformSettings.model_validate(
-        {"database_url": database_url, "jwks": signer.jwks(), "environment": "test"}
+        {"database_url": database_url, "redis_url": redis.url, "jwks": signer.jwks(), "environment": "test"}
     )
     targets = registry.resolve("all")
     # The development keys, as in the tests: the bench measures, it keeps nothing.
@@ -81,10 +85,12 @@ async def through_api(database_url: str) -> tuple[float, float]:
                 assert response.status_code == 200 and response.json()["accepted"] == BATCH, response.text
 
             await post(warmup)
+            assert redis.process is not None
+            servers = CpuClock({"redis": redis.process.pid})  # reads /proc: before the clock starts
             meter = Meter()
             for body in bodies:
                 await post(body)
-            return meter.rates()
+            return *meter.rates(), servers.per(EVENTS)["redis"]
 
 
 async def bare_asyncpg(database_url: str) -> tuple[float, float]:
@@ -134,7 +140,11 @@ async def main() -> None:
         await migrations.upgrade(engine, list(registry.resolve("all").values()))
         await engine.dispose()
         bare, bare_cpu = await bare_asyncpg(database_url)
-        api, api_cpu = await through_api(database_url)
+        redis = RedisServer().start()
+        try:
+            api, api_cpu, redis_cpu = await through_api(database_url, redis)
+        finally:
+            redis.stop()
     title = f"usage ingestion, {BATCHES} batches of {BATCH} events"
     report(
         title,
@@ -146,6 +156,7 @@ async def main() -> None:
         [
             ("bare asyncpg executemany", bare_cpu, "us/event"),
             ("POST /api/usage/v1/events", api_cpu, "us/event"),
+            ("redis, through the platform", redis_cpu, "us/event"),
         ],
         baseline="bare asyncpg executemany",
     )
