@@ -204,6 +204,10 @@ def json_body(adapter: TypeAdapter[T], body: bytes) -> T:
     Errors are located under `body`, as FastAPI locates them. A body that parser refuses is read again
     by `json`, which names more: the field of a lone surrogate escape, the position of a syntax error;
     it also reads UTF-16 and -32 and a byte order mark."""
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
     try:
         return adapter.validate_json(body)
     except ValidationError as exc:
