@@ -14,16 +14,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from coder.runner import registry
 from coder.services.secrets.models import Secret, SecretVersion
+from coder.services.usage.api import BATCH
 from coder.services.usage.schemas import Dimension
-from coder.shared.errors import Problem
+from coder.shared.errors import Problem, field_errors
 from coder.shared.pagination import page_params, paginate
-from coder.shared.schemas import Input, _clean, _problems
+from coder.shared.schemas import Input, _clean, _problems, json_body
 from coder.tests.support.platform import Platform
 from coder.tests.support.tokens import TestSigner
 from coder.tests.support.workload import direct
@@ -309,6 +311,34 @@ async def test_free_form_nesting_is_bounded_so_a_stored_value_reads_back(
     assert (await platform.client.get(url, headers=h)).json()["data"] == {"k": [[[["ok"]]]]}
 
 
+# --- a large body validated as it is parsed (`json_body`) ---
+
+EVENT = '{"id": "1", "source": "s", "type": "t"'
+JSON_BODIES = [
+    # pydantic's parser refuses a lone surrogate escape outright; Python's json reads it, and it is named
+    (f'[{EVENT}, "data": {{"k": "\\ud800"}}}}]', "body.0.data.k"),
+    (f'[{EVENT}, "data": {{"k": NaN}}}}]', "body.0.data.k"),
+    (f'[{EVENT}, "data": {{"k": 1}}}}, {EVENT}, "subject": 5}}]', "body.1.subject"),
+    ("[]", "body"),
+    ("{not json", "body.1"),
+    ("", "body"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), JSON_BODIES)
+def test_a_json_body_is_named_where_it_breaks_a_rule(body: str, field: str) -> None:
+    with pytest.raises(RequestValidationError) as caught:
+        json_body(BATCH, body.encode())
+    assert field in [e["field"] for e in field_errors(caught.value)], caught.value.errors()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32-be"])
+def test_a_json_body_is_read_in_any_utf_encoding(encoding: str) -> None:
+    sent = [{"id": "1", "source": "s", "type": "t", "time": "9999-12-31T00:00:00+01:00", "data": {"k": "é"}}]
+    (event,) = json_body(BATCH, json.dumps(sent).encode(encoding))
+    assert event.get("data") == {"k": "é"} and event.get("time") == datetime(9999, 12, 30, 23, tzinfo=UTC)
+
+
 # --- the quick check before the close look ---
 
 CLEAN = [
@@ -316,6 +346,7 @@ CLEAN = [
     {"deep": [[[["ok"]]]]},
     {"enum": Dimension.MODEL, "decimal": Decimal("1.5"), "tuple": ("a", 1), "uuid": uuid.uuid4()},
     {1: "a key that is not a string"},
+    {"edge": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=1)))},
 ]
 DIRTY = [
     {"a": "x\x00"},
@@ -329,6 +360,7 @@ DIRTY = [
     {"a": Decimal("NaN")},
     {"a": ("x\x00",)},
     {"a": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))},
+    {"a": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-1)))},
     {"a": json.loads("[" * 70 + "]" * 70)},
 ]
 
