@@ -78,10 +78,13 @@ class CacheEntry(Base):
 
     Bounded: `last_used_at` is when a request last wrote or read the row (refreshed at most every
     `service.TOUCH_AFTER`), and `service.prune_cache` drops the rows unused for longer than
-    `cache_max_age_days` and, beyond `cache_max_rows`, the least recently used ones."""
+    `cache_max_age_days` and, beyond `cache_max_rows`, the least recently used ones.
+
+    Unlogged (migration 0003): no WAL is written for its rows, and a crash empties it (those texts
+    are embedded again); nor is it copied to standbys, which start with an empty cache."""
 
     __tablename__ = "embeddings_cache"
-    __table_args__ = (Index("embeddings_ix_cache_last_used_at", "last_used_at"),)
+    __table_args__ = (Index("embeddings_ix_cache_last_used_at", "last_used_at"), {"prefixes": ["UNLOGGED"]})
 
     org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnElement, LargeBinary, any_, func, literal, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from coder.services.embeddings import local
 from coder.services.embeddings.config import EmbeddingsSettings, ModelSpec
@@ -25,9 +25,7 @@ from coder.shared.runtime import Runtime
 
 FLOAT32 = np.dtype("<f4")
 DIGEST = 32  # bytes of a SHA-256
-# Texts computed and written to the cache at a time (see `embed`).
-CHUNK = 256
-# One statement per chunk, its rows cut out of two blobs (the digests, 32 bytes each, and the
+# One statement, its rows cut out of two blobs (the digests, 32 bytes each, and the
 # vectors, `:width` bytes each): the driver sends two byte strings instead of encoding an array of
 # a thousand, and no Python object is made per row.
 CACHE_INSERT = text(
@@ -98,7 +96,11 @@ def resolve(
 
 
 async def embed(
-    session: AsyncSession, clients: ServiceClients, org_id: str, model: Model, texts: list[str]
+    session: AsyncSession | AsyncConnection,
+    clients: ServiceClients,
+    org_id: str,
+    model: Model,
+    texts: list[str],
 ) -> Embeddings:
     """The texts' vectors: from the cache where the org embedded the same text with the same model
     and size before, else computed (each distinct text once) and cached."""
@@ -150,24 +152,15 @@ async def embed(
             .values(last_used_at=func.now())
         )
     missing = np.flatnonzero(~known)
-    # In chunks, each written to the cache while the model computes the next: the database works in
-    # its own process, so the write costs the request little time.
-    writing: asyncio.Task[Any] | None = None
-    try:
-        for start in range(0, len(missing), CHUNK):
-            rows = missing[start : start + CHUNK]
-            vectors, tokens = await compute(clients, model, [texts[first[r]] for r in rows])
-            table[rows] = vectors
-            counts[rows] = tokens
-            if writing is not None:
-                await writing
-            chunk = [distinct[r] for r in rows]
-            writing = asyncio.create_task(_cache(session, org_id, model, chunk, vectors, tokens))
-        if writing is not None:
-            await writing
-    finally:
-        if writing is not None and not writing.done():
-            writing.cancel()
+    # The model on every missing text at once, then their rows in one statement: on a busy machine
+    # a write overlapping the model (the database and the tokenizer's threads sharing the cores, the
+    # event loop sending megabytes while the model thread waits for the GIL) slowed the model more
+    # than the write cost (bench/bench_embeddings.py).
+    if missing.size:
+        vectors, tokens = await compute(clients, model, [texts[first[r]] for r in missing])
+        table[missing] = vectors
+        counts[missing] = tokens
+        await _cache(session, org_id, model, [distinct[r] for r in missing], vectors, tokens)
     at_rows = np.fromiter((row[digest] for digest in hashes), dtype=np.intp, count=len(hashes))
     out = table[at_rows]
     total = int(counts[at_rows].sum())
@@ -183,7 +176,7 @@ def _digest_array(digests: list[bytes]) -> ColumnElement[Any]:
 
 
 async def _cache(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     org_id: str,
     model: Model,
     digests: list[bytes],

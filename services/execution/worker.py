@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable
@@ -74,6 +75,8 @@ class Executor:
         # False: the workers take no new job (a replica draining before it stops); queued jobs wait
         # for another replica or for this one to take them again.
         self.accepting = True
+        # When a worker last looked at the queue, and for lost jobs (time.monotonic()).
+        self._looked = self._ended_lost = 0.0
 
     @property
     def clients(self) -> ServiceClients:
@@ -95,20 +98,31 @@ class Executor:
             log.error("this process runs no jobs", extra={"why": str(exc)})
             return
         log.info("execution workers started", extra={"sandbox": kind, "workers": self.settings.workers})
-        await asyncio.gather(*(self._worker(i) for i in range(self.settings.workers)))
+        await asyncio.gather(*(self._worker() for _ in range(self.settings.workers)))
 
-    async def _worker(self, index: int) -> None:
+    async def _worker(self) -> None:
+        woken = True
         while True:
-            try:
-                job = await self._claim(index) if self.accepting else None
-            except Exception:
-                log.exception("claiming a job failed")
-                job = None
+            job = None
+            # An idle worker looks at the queue when woken, else once per `poll_seconds` for all the
+            # idle workers together (not each: an idle process's polls cost it more CPU than its
+            # requests; bench/bench_embeddings.py).
+            if self.accepting and (woken or time.monotonic() - self._looked >= self.settings.poll_seconds):
+                self._looked = time.monotonic()
+                try:
+                    job = await self._claim()
+                except Exception:
+                    log.exception("claiming a job failed")
             if job is None:
+                woken = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+                    woken = True
                 self.wake.clear()
                 continue
+            # A job was there: the idle workers look for the next one now, as does this one after it.
+            woken = True
+            self.wake.set()
             try:
                 await self.run(job)
             except Exception as exc:
@@ -119,9 +133,11 @@ class Executor:
                 with contextlib.suppress(Exception):
                     await self._end(job.id, failed)
 
-    async def _claim(self, index: int) -> Job | None:
+    async def _claim(self) -> Job | None:
         async with self.runtime.sessions() as session, session.begin():
-            if index == 0:
+            # Lost jobs are looked for at most once per poll interval, by whichever worker looks then.
+            if time.monotonic() - self._ended_lost >= self.settings.poll_seconds:
+                self._ended_lost = time.monotonic()
                 await service.end_lost(session, self.settings.lost_after_seconds)
             return await service.claim(session, self.name, self.runner.kind)
 

@@ -339,3 +339,12 @@ async def test_the_cache_is_bounded_by_age_and_rows(platform: Platform, signer: 
     before = local.model.texts_embedded
     await embed(platform, h, {"input": newest})
     assert local.model.texts_embedded == before  # the newest row is the one kept
+
+
+async def test_the_cache_is_an_unlogged_table(platform: Platform) -> None:
+    # Its rows write no WAL and a crash empties it: cached texts are embedded again, nothing is lost.
+    async with platform.runtime.sessions() as session:
+        persistence = await session.scalar(
+            text("SELECT relpersistence::text FROM pg_class WHERE relname = 'embeddings_cache'")
+        )
+    assert persistence == "u"

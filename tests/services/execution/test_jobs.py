@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, update
 
 from coder.services.execution import service
+from coder.services.execution.models import Job
 from coder.services.execution.worker import Executor, executor
 from coder.tests.services.execution.factories import API, SMALL, ended, output, read, run, submit
 from coder.tests.support.platform import Platform, listen, wait_until
@@ -167,6 +171,31 @@ async def test_the_queue(platform: Platform, signer: TestSigner, org: str, pause
     done = [await ended(platform, h, j["id"]) for j in jobs]
     assert [d["outcome"] for d in done] == ["exited", "exited"]
     assert [(await output(platform, h, j["id"]))["stdout"] for j in jobs] == ["0\n", "1\n"]
+
+
+async def test_a_job_whose_worker_died_is_ended_as_lost(
+    platform: Platform, signer: TestSigner, org: str, paused: Executor
+) -> None:
+    h = signer.headers(org)
+    job = await submit(platform, h, command=["true"])
+    # Claimed by a replica that then died: running, its last heartbeat long ago.
+    async with platform.runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(Job)
+            .where(Job.id == uuid.UUID(job["id"]))
+            .values(
+                status="running",
+                worker="dead-replica",
+                started_at=func.now() - timedelta(hours=1),
+                heartbeat_at=func.now() - timedelta(seconds=paused.settings.lost_after_seconds + 60),
+            )
+        )
+    # No wake: the idle workers' timed look ends it, and never runs it again.
+    paused.accepting = True
+    done = await ended(platform, h, job["id"])
+    assert (done["status"], done["outcome"]) == ("finished", "error")
+    assert done["reason"] == "its worker (dead-replica) stopped while it ran"
+    assert (await output(platform, h, job["id"]))["stdout"] == ""
 
 
 @pytest.mark.parametrize(
