@@ -680,7 +680,7 @@ async def _publish(platform: Platform, data: dict[str, Any], org_id: str, alias:
     done = asyncio.get_running_loop().create_future()
     platform._unpublished.append((data, org_id, alias, done))
     if platform._publisher is None or platform._publisher.done():
-        platform._publisher = asyncio.create_task(_publish_waiting(platform), name="ai:publish")
+        platform._publisher = asyncio.create_task(_publish_waiting(platform), name="ai.calls.publish")
     # Shielded: a settlement cancelled part way leaves the others' transaction alone.
     await asyncio.shield(done)
 
