@@ -36,10 +36,6 @@ from coder.shared.runtime import Runtime
 log = logging.getLogger(__name__)
 
 PERSONAL_CACHE_SIZE = 10_000
-# Access tokens already verified, until they expire: a signature check per request is the largest
-# share of the proxy's CPU time, and a token's signature does not change. Revocation is still
-# checked on every request.
-VERIFIED_CACHE_SIZE = 10_000
 # A personal token's exchanged access token is reused this long (also how often last-used moves).
 PERSONAL_CACHE_SECONDS = 60.0
 
@@ -93,7 +89,6 @@ class Gateway:
         self.runtime = runtime
         self.settings = settings
         self._personal: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
-        self._verified: OrderedDict[str, Principal] = OrderedDict()
         # The merged OpenAPI document of /docs, with when it goes stale.
         self.docs_cache: tuple[float, dict[str, Any]] | None = None
 
@@ -204,19 +199,13 @@ class Gateway:
         return Admission(verdict, Caller(principal, token))
 
     async def _verify(self, token: str) -> Principal:
-        principal = self._verified.get(token)
-        if principal is not None and (principal.claims or {}).get("exp", 0) > time.time():
-            self._verified.move_to_end(token)
-            return principal
+        # The verifier keeps verified claims until the token's `exp` (no signature check per request).
         verifier = self.runtime.verifier
         assert verifier is not None
         principal = await verifier.verify(token)
         if (principal.claims or {}).get("act") is not None:
             # A target acting for a user (a delegated token) reaches targets, never the user's account.
             raise Unauthorized("a token of a target acting for a user is no credential at the gateway")
-        self._verified[token] = principal
-        while len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
         return principal
 
     async def _exchange_personal(self, token: str) -> Caller:

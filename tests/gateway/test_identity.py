@@ -228,16 +228,19 @@ async def test_logout_and_revocation(gw: Gateway) -> None:
 async def test_verified_tokens_are_kept_until_they_expire_and_revocations_read_every_time(
     gw: Gateway,
 ) -> None:
-    """The edge keeps a verified token's claims (no signature check per request) only until its
-    `exp`, and reads the revocation list on every request: a logout refuses the very next one."""
+    """The gateway keeps a verified token's claims (its runtime's `TokenVerifier`: no signature check
+    per request) only until its `exp`, and reads the revocation list on every request: a logout
+    refuses the very next one."""
     edge = parts(gw)
+    verifier = gw.platform.runtime.verifier
+    assert verifier is not None
     alice = await owner(gw.client)
     claims = jwt.decode(alice.access_token, options={"verify_signature": False})
     short, _ = await edge.keys.access_token(
         subject=claims["sub"], org=claims["org"], permissions=claims["perms"], session=claims["sid"], ttl=1
     )
     assert (await write_secret(gw, bearer(short), "cache/a")).status_code == 200
-    assert short in edge._verified
+    assert (short, False) in verifier._verified
     expiry = jwt.decode(short, options={"verify_signature": False})["exp"] + LEEWAY_SECONDS
     await asyncio.sleep(expiry - time.time() + 0.1)
     expired = await write_secret(gw, bearer(short), "cache/b")
@@ -245,7 +248,7 @@ async def test_verified_tokens_are_kept_until_they_expire_and_revocations_read_e
     assert expired.json()["detail"] == "token expired"
 
     assert (await write_secret(gw, alice.headers, "cache/c")).status_code == 200
-    assert alice.access_token in edge._verified
+    assert (alice.access_token, False) in verifier._verified
     assert (await gw.client.post("/auth/logout", json={}, headers=alice.headers)).status_code == 204
     assert_problem(await write_secret(gw, alice.headers, "cache/d"), 401, "token-revoked")
 
