@@ -24,6 +24,9 @@ from coder.shared.errors import Problem, Unavailable
 
 log = logging.getLogger(__name__)
 
+# Requests checked in one run of the script at most (see `RateLimiter._evaluate`).
+MAX_BATCH = 256
+
 # The checks of several requests, in order, each charging its limits only when all of them allow it.
 # ARGV: the number of requests, then per request the number of its limits, the number of keys to
 # read along (the revocation list's), and per limit its limit and period (ms). KEYS: per request,
@@ -141,9 +144,13 @@ class RateLimiter:
         if not self._pending:
             loop.call_soon(self._dispatch)
         self._pending.append((keys, args, answer))
+        if len(self._pending) >= MAX_BATCH:
+            self._dispatch()  # a script run is atomic in Redis: a bounded one keeps others' waits short
         return answer
 
     def _dispatch(self) -> None:
+        if not self._pending:
+            return  # sent already, the batch full
         batch, self._pending = self._pending, []
         task = asyncio.create_task(self._send(batch))
         self._sending.add(task)

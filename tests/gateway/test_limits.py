@@ -57,3 +57,28 @@ async def test_checks_of_one_turn_share_a_round_trip_and_count_exactly(redis_ser
         assert alone is not None and alone.allowed and alone.remaining == 1
     finally:
         await cache.aclose()
+
+
+async def test_a_turn_with_more_checks_than_a_batch_holds_is_split(
+    redis_server: RedisServer, monkeypatch: Any
+) -> None:
+    """A script run is atomic in Redis: one turn's checks go in runs of at most `MAX_BATCH`, in order."""
+    monkeypatch.setattr("coder.gateway.limits.MAX_BATCH", 4)
+    cache = Redis.from_url(redis_server.url)
+    limiter = RateLimiter(cache, per_token=6, per_ip=1000, window_seconds=60, fail_open=False)
+    runs: list[int] = []
+    script = limiter._script
+
+    async def counted(keys: list[str], args: list[int]) -> Any:
+        runs.append(args[0])
+        return await script(keys=keys, args=args)
+
+    limiter._script = counted  # type: ignore[assignment]
+    token = uuid.uuid4().hex
+    try:
+        verdicts = await asyncio.gather(*(limiter.check("10.0.1.1", token) for _ in range(10)))
+        assert runs == [4, 4, 2]
+        allowed = [v is not None and v.allowed for v, _ in verdicts]
+        assert allowed == [True] * 6 + [False] * 4
+    finally:
+        await cache.aclose()
