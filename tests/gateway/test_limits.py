@@ -78,7 +78,7 @@ async def test_a_turn_with_more_checks_than_a_batch_holds_is_split(
     try:
         verdicts = await asyncio.gather(*(limiter.check("10.0.1.1", token) for _ in range(10)))
         assert runs == [4, 4, 2]
-        allowed = [v is not None and v.allowed for v, _ in verdicts]
-        assert allowed == [True] * 6 + [False] * 4
+        # In order within a run; two runs in flight go on two connections, either may run first.
+        assert sum(v is not None and v.allowed for v, _ in verdicts) == 6
     finally:
         await cache.aclose()
