@@ -108,6 +108,9 @@ def values_schema() -> Schema:
     version = dict(properties["version"])
     version["pattern"] = f"^({version['pattern'].removeprefix('^').removesuffix('$')})?$"
     version["description"] += " Empty: the chart's appVersion."
+    # `--set version=7992055` (an all-digit commit tag, as skaffold passes it) reaches helm as a
+    # number, which the templates print unchanged; only strings need the pattern.
+    version["type"] = ["string", "integer"]
     properties["version"] = version
     return {
         "$schema": "https://json-schema.org/draft-07/schema#",

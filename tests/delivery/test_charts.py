@@ -214,6 +214,21 @@ def test_chart_tests_use_the_platform_image_and_gateway_port(dry_run_cluster: Cl
     assert f"coder-gateway.coder.svc:{gateway_port}/healthz" in pod["spec"]["containers"][0]["command"][-1]
 
 
+def test_an_all_digit_tag_stays_the_tag(dry_run_cluster: Cluster):
+    """A short commit SHA can be all digits; `--set` (skaffold's way too) hands it to helm as a number."""
+    c = dry_run_cluster
+    tag = "7992055"
+    operator = documents(
+        template(c, "coder-operator", OPERATOR_CHART, "-n", "coder-system", "--set", f"image.tag={tag}")
+    )
+    (deployment,) = [doc for doc in operator if doc["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{tag}")
+    rendered = template(c, "coder", PLATFORM_CHART, "-n", "coder", "--set", f"version={tag}")
+    (platform,) = [doc for doc in documents(rendered) if doc["kind"] == names.KIND]
+    assert platform["spec"]["version"] == tag  # a string, as the CRD wants
+    assert "(server dry run)" in c.dry_run(rendered)
+
+
 def test_notes_say_how_to_wait_and_reach_the_gateway(dry_run_cluster: Cluster):
     c = dry_run_cluster
     plain = c.helm("install", "coder", str(PLATFORM_CHART), "-n", "coder", "--dry-run=server").stdout
