@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -120,8 +121,16 @@ WORKER_TARGETS = "CODER_WORKER_TARGETS"
 
 def worker_app() -> FastAPI:
     """The app of one of `run --workers N`'s processes (uvicorn's factory, called in each of them)."""
+    # uvicorn re-raises the SIGTERM that stopped a worker once it is done: its default action would end
+    # the worker there, skipping the exit handlers (the one that stops an embedded PostgreSQL when its
+    # last user leaves). A normal exit instead, as `run` does for itself.
+    signal.signal(signal.SIGTERM, _exit)
     names = registry.select(os.environ[WORKER_TARGETS])
     return build_process_app(PlatformSettings(), {name: registry.wiring(name) for name in names})
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _ship_logs(settings: PlatformSettings, service: str) -> LogShipper | None:

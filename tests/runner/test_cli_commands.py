@@ -152,13 +152,13 @@ def _holders(port: int) -> set[int]:
     return {int(pid) for pid in re.findall(r"pid=(\d+)", found.stdout)}
 
 
-def test_run_with_workers_serves_from_several_processes(
-    database_url: str, redis_server: RedisServer, tmp_path: Path
-) -> None:
+def test_run_with_workers_serves_from_several_processes(redis_server: RedisServer, tmp_path: Path) -> None:
     """`run --workers 2`: two processes accept on the one port (told apart by who holds each
-    connection), each on a listening socket of its own, and stopping `run` stops both."""
+    connection), each on a listening socket of its own, and stopping `run` stops both, and the
+    embedded PostgreSQL they shared."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODER_", "GATEWAY_"))}
-    env |= {"DATABASE_URL": database_url, "REDIS_URL": redis_server.url, "CODER_DATA_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    env |= {"REDIS_URL": redis_server.url, "CODER_DATA_DIR": str(tmp_path)}
     log = tmp_path / "run.log"
     port = free_port()
     argv = [CLI, "run", "--target", "gateway", "--port", str(port), "--workers", "2"]
@@ -176,7 +176,7 @@ def test_run_with_workers_serves_from_several_processes(
                 try:
                     for client in clients:
                         assert client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-                except httpx.ConnectError:  # not listening yet
+                except (httpx.ConnectError, httpx.TimeoutException):  # not serving yet
                     time.sleep(0.2)
                     continue
                 serving |= _holders(port)
@@ -197,6 +197,7 @@ def test_run_with_workers_serves_from_several_processes(
     assert process.pid not in serving
     assert not [pid for pid in serving if Path(f"/proc/{pid}").exists()]
     assert "with 2 workers" in log.read_text()
+    assert _postmasters(tmp_path) == []
 
 
 def test_run_refuses_workers_without_a_shared_redis(tmp_path: Path) -> None:
