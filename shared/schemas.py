@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, Validat
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from starlette.requests import HTTPConnection
 
-from coder.shared.errors import InvalidField
+from coder.shared.errors import InvalidField, Problem
 
 # JSON numbers beyond 64 bits lose precision in most clients and overflow every integer column.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
@@ -198,12 +198,19 @@ class Input(BaseModel):
         return self
 
 
-def json_body(adapter: TypeAdapter[T], body: bytes) -> T:
+def json_body(adapter: TypeAdapter[T], body: bytes, content_type: str | None = None) -> T:
     """A JSON request body validated by `adapter` as it is parsed: one pass of pydantic's own parser
     rather than Python's `json` and a walk of what it built, for a route whose body is large (a batch).
     Errors are located under `body`, as FastAPI locates them. A body that parser refuses is read again
     by `json`, which names more: the field of a lone surrogate escape, the position of a syntax error;
-    it also reads UTF-16 and -32 and a byte order mark."""
+    it also reads UTF-16 and -32 and a byte order mark. A body sent as another media type than JSON
+    (`application/json` or `application/*+json`; none at all reads as JSON, as FastAPI reads it) is
+    refused with 415."""
+    if content_type is not None:
+        media = content_type.partition(";")[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            message = f"the body must be JSON (application/json), not {media or 'an empty media type'}"
+            raise Problem(message, status=415, errors=[{"field": "header.content-type", "message": message}])
     if not body:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]

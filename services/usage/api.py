@@ -86,7 +86,7 @@ BATCH_BODY = {
 @router.post(
     "/events",
     response_model=IngestRead,
-    responses=problem_responses({400, 413, 422}),
+    responses=problem_responses({400, 413, 415, 422}),
     openapi_extra={"requestBody": BATCH_BODY},
 )
 async def ingest_events(
@@ -98,7 +98,7 @@ async def ingest_events(
     already stored under the same `source` and `id` (or repeated in the batch) counts as a duplicate and
     is not stored again, so retrying a batch is safe."""
     body = await request.body()
-    events = json_body(BATCH, body)
+    events = json_body(BATCH, body, request.headers.get("content-type"))
     # Validated, the body is what PostgreSQL reads, as sent: when it is UTF-8 without a byte order
     # mark (the other UTF encodings are JSON too; those events are serialized again).
     document = body.decode() if json.detect_encoding(body) == "utf-8" else None

@@ -125,6 +125,20 @@ async def test_ingest_accepts_the_cloudevents_batch_media_type(
     assert response.status_code == 200 and response.json() == {"accepted": 1, "duplicates": 0}
 
 
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+async def test_ingest_refuses_a_body_that_is_not_json(
+    platform: Platform, signer: TestSigner, org: str, media: str
+) -> None:
+    headers = {**signer.headers(org), "content-type": media}
+    response = await platform.client.post(f"{API}/events", content=json.dumps([event()]), headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == ["header.content-type"]
+    assert media in response.json()["detail"]
+    async with platform.runtime.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Event).where(Event.org_id == org)) == 0
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32-le"])
 async def test_ingest_reads_every_json_encoding(
     platform: Platform, signer: TestSigner, org: str, encoding: str
