@@ -324,6 +324,15 @@ async def converge_sandbox(kube: Kube, spec: PlatformSpec) -> Outcome:
                     raise
                 current = await kube.namespace(spec.sandbox.namespace)
         if current is not None and place_of(current) not in found:
+            other = _sandbox_owner(current)
+            if other is not None:
+                # Another CoderPlatform's: its removal would delete this one's Jobs with it.
+                message = (
+                    f"Namespace/{spec.sandbox.namespace}: the sandbox of CoderPlatform {other}; give this "
+                    "one a spec.sandbox.namespace of its own"
+                )
+                log.warning("%s/%s: %s", spec.owner.namespace, spec.owner.name, message)
+                return Outcome(refused=[message])
             wanted.remove(namespace)  # not the operator's: its labels are left alone
     if current is not None and current["metadata"].get("deletionTimestamp"):
         # Nothing can be created in it until it is gone; then it is made again.
@@ -333,6 +342,14 @@ async def converge_sandbox(kube: Kube, spec: PlatformSpec) -> Outcome:
     converged = await converge(kube, spec, wanted, found, key=place_of)
     converged.add(outcome)
     return converged
+
+
+def _sandbox_owner(namespace: Mapping[str, Any]) -> str | None:
+    """`namespace/name` of the CoderPlatform whose sandbox this Namespace is (the operator made it)."""
+    labels = namespace["metadata"].get("labels") or {}
+    if labels.get(names.MANAGED_BY_LABEL) != names.MANAGED_BY or names.OWNER_NAMESPACE_LABEL not in labels:
+        return None
+    return f"{labels[names.OWNER_NAMESPACE_LABEL]}/{labels.get(names.INSTANCE_LABEL)}"
 
 
 async def remove_sandbox(kube: Kube, namespace: str, name: str) -> list[str]:

@@ -244,9 +244,7 @@ def conditions_for(
 
     trouble = _deployment_trouble(spec, children)
     if seen.refused:
-        degraded = Condition(
-            "Degraded", True, "ChildRefused", "the API server refused " + "; ".join(seen.refused)
-        )
+        degraded = Condition("Degraded", True, "ChildRefused", "not applied: " + "; ".join(seen.refused))
     elif migration.state == "Failed":
         degraded = Condition("Degraded", True, "MigrationFailed", migration.message)
     elif stuck:

@@ -35,6 +35,7 @@ from coder.services.execution.sandbox import RunSpec
 from coder.services.execution.worker import _runner
 from coder.shared.target import KubeRule
 from coder.tests.operator.conftest import TEN_LINE_CR, Cluster, eventually, running_operator
+from coder.tests.operator.test_reconcile import condition
 from coder.tests.services.execution.test_kube import (
     LIMITS,
     Cancel,
@@ -338,3 +339,27 @@ async def _pod_exited(
         namespace=namespace,
         patch_type=PatchType.MERGE,
     )
+
+
+async def test_a_second_platform_may_not_share_the_first_ones_sandbox(cluster: Cluster):
+    """Both in one namespace, both on the default sandbox namespace: the first one's, whose removal
+    would take the second one's Jobs with it. The second is told, and puts nothing there."""
+    cluster.apply_cr()
+    await cluster.reconcile()
+    cluster.apply_cr(TEN_LINE_CR.replace("name: coder", "name: second"))
+    outcome = await cluster.reconcile("second")
+    sandbox = cluster.sandbox_namespace
+    assert [r.split(":")[0] for r in outcome.refused] == [f"Namespace/{sandbox}"]
+    assert f"the sandbox of CoderPlatform {cluster.namespace}/coder" in outcome.refused[0]
+    assert await cluster.sandbox("second") == {}
+    degraded = condition(await cluster.cr("second"), "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ChildRefused")
+    assert "spec.sandbox.namespace" in degraded["message"]
+
+    # A namespace of its own: the second's objects go there, the first one's stay where they were.
+    cluster.patch_cr({"spec": {"sandbox": {"namespace": f"{cluster.namespace}-second"}}}, name="second")
+    outcome = await cluster.reconcile("second")
+    assert not outcome.refused
+    assert ("Namespace", "", f"{cluster.namespace}-second") in await cluster.sandbox("second")
+    assert ("Namespace", "", sandbox) in await cluster.sandbox()
+    assert condition(await cluster.cr("second"), "Degraded")["status"] == "False"
