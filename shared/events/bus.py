@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 import aio_pika
@@ -35,6 +35,7 @@ def queue_name(target: str) -> str:
     return f"coder.{target}"
 
 
+@lru_cache(maxsize=4096)  # asked per delivery and binding, of a few patterns and event types
 def topic_matches(pattern: str, routing_key: str) -> bool:
     """AMQP topic matching: dot-separated words, `*` is exactly one word, `#` zero or more."""
     words, keys = pattern.split("."), routing_key.split(".")
