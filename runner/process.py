@@ -57,7 +57,7 @@ def build_process_app(
         try:
             await runtime.start()
             try:
-                with _collector_tuned():
+                with collector_tuned():
                     yield
             finally:
                 await runtime.stop()
@@ -99,7 +99,7 @@ GC_THRESHOLD = 10_000
 
 
 @contextlib.contextmanager
-def _collector_tuned() -> Iterator[None]:
+def collector_tuned() -> Iterator[None]:
     """While serving. What startup built lives as long as the process: frozen out of the collector's
     sight, so a full collection walks only what serving allocates (not a million objects, ~0.3 s
     each). And a request that holds a few thousand objects at once (a batch of 500 events) no longer

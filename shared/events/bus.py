@@ -13,12 +13,12 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from coder.shared.events.envelope import CloudEvent
 from coder.shared.events.tracing import processing, producing
@@ -35,6 +35,7 @@ def queue_name(target: str) -> str:
     return f"coder.{target}"
 
 
+@lru_cache(maxsize=4096)  # asked per delivery and binding, of a few patterns and event types
 def topic_matches(pattern: str, routing_key: str) -> bool:
     """AMQP topic matching: dot-separated words, `*` is exactly one word, `#` zero or more."""
     words, keys = pattern.split("."), routing_key.split(".")
@@ -279,11 +280,15 @@ class RabbitBus:
             await queue.bind(exchange, routing_key=binding)
 
         acks = _Acknowledgements()
+        # Consumed on the channel itself, as the relay publishes: aio-pika's message wrapper and its
+        # extra task per delivery cost more than the rest of the delivery's own handling.
+        consumer = await channel.get_underlay_channel()
+        assert isinstance(consumer, aiormq.Channel)
 
-        # Each delivery is a task of its own (aio-pika's), so they run concurrently up to the
-        # prefetch window: a handler is a database transaction, and awaiting each in turn would cap a
-        # consumer at one commit's latency.
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        # Each delivery is a task of its own (aiormq's), so they run concurrently up to the prefetch
+        # window: a handler is a database transaction, and awaiting each in turn would cap a consumer
+        # at one commit's latency.
+        async def on_message(message: DeliveredMessage) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._handlers.add(task)
@@ -298,17 +303,18 @@ class RabbitBus:
             finally:
                 self._handlers.discard(task)
 
-        async def handle(message: AbstractIncomingMessage) -> None:
-            assert message.delivery_tag is not None
+        async def handle(message: DeliveredMessage) -> None:
+            tag = message.delivery_tag
+            assert tag is not None
             try:
                 event = CloudEvent.model_validate_json(message.body)
             except ValueError:
                 log.error(
                     "malformed event dead-lettered",
-                    extra={"target": target, "message_id": message.message_id},
+                    extra={"target": target, "message_id": message.header.properties.message_id},
                 )
-                await message.reject(requeue=False)
-                acks.settled.add(message.delivery_tag)
+                await message.channel.basic_reject(tag, requeue=False)
+                acks.settled.add(tag)
                 return
             try:
                 with processing(event, "rabbitmq", target):
@@ -319,14 +325,14 @@ class RabbitBus:
                     exc_info=True,
                     extra={"target": target, "event_id": event.id},
                 )
-                await message.nack(requeue=True)
-                acks.settled.add(message.delivery_tag)
+                await message.channel.basic_nack(tag, requeue=True)
+                acks.settled.add(tag)
             else:
-                acks.handled.add(message.delivery_tag)
+                acks.handled.add(tag)
                 await asyncio.sleep(0)  # the others handled on the same commit join this ack
                 await acks.send(message.channel)
 
-        await queue.consume(on_message)
+        await consumer.basic_consume(queue.name, on_message)
 
 
 def _watch(channel: aio_pika.abc.AbstractChannel, lost: asyncio.Event) -> None:

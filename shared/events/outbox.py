@@ -73,6 +73,9 @@ class EventTables:
             ),
         )
 
+        # One statement, its rows in key order (as every claimer's, so two never wait on each other).
+        self._claim = insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.event_id)
+
         # Staged through the ORM's unit of work: the rows a transaction stages are written together,
         # in one statement, at its next flush (its commit at the latest, or a savepoint's start);
         # rolled back, they vanish with the rest of its work.
@@ -114,9 +117,8 @@ class EventTables:
     async def claim(self, session: AsyncSession, events: Sequence[CloudEvent]) -> list[CloudEvent]:
         """Record the events as handled, in one statement; return those that were not already (the
         others are redeliveries: skip them). A copy delivered twice in `events` is returned once."""
-        # One statement, its rows in key order (as every claimer's, so two never wait on each other).
         result = await session.execute(
-            insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.event_id),
+            self._claim,
             sorted(({"event_id": e.id, "event_type": e.type} for e in events), key=itemgetter("event_id")),
         )
         new = set(result.scalars())

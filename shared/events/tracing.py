@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
 from coder.shared.events.envelope import CloudEvent
@@ -36,43 +37,45 @@ def _attributes(event: CloudEvent, system: str, operation: str, kind: str) -> di
     }
 
 
+def _parent(event: CloudEvent) -> Context:
+    """The context the event was sent from (none: a root, whatever is current where it is handled)."""
+    return propagate.extract({"traceparent": event.traceparent}) if event.traceparent else Context()
+
+
 @contextmanager
 def producing(event: CloudEvent, system: str) -> Iterator[CloudEvent]:
     """A PRODUCER span around sending one event (current inside the block): the event to send,
     carrying this span's context. A failure in the block marks the span as an error."""
-    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
-    with tracer.start_as_current_span(
-        f"publish {event.type}", context=parent, kind=SpanKind.PRODUCER
-    ) as span:
-        if not span.is_recording():  # no tracing here: the event keeps its creation context
-            yield event
-            return
+    span = tracer.start_span(f"publish {event.type}", context=_parent(event), kind=SpanKind.PRODUCER)
+    if not span.is_recording():  # no tracing here: the event keeps its creation context
+        yield event
+        return
+    with trace.use_span(span, end_on_exit=True):
         span.set_attributes(_attributes(event, system, "publish", "send"))
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        traceparent = carrier.get("traceparent", event.traceparent)
-        yield event.model_copy(update={"traceparent": traceparent})
+        yield event.model_copy(update={"traceparent": carrier.get("traceparent", event.traceparent)})
 
 
 @contextmanager
 def processing(event: CloudEvent, system: str, consumer: str) -> Iterator[None]:
     """A CONSUMER span around one target handling one event, in the event's trace."""
-    parent = propagate.extract({"traceparent": event.traceparent} if event.traceparent else {})
+    parent = _parent(event)
     sent = trace.get_current_span(parent).get_span_context()
-    with tracer.start_as_current_span(
+    span = tracer.start_span(
         f"process {event.type}",
         context=parent,
         kind=SpanKind.CONSUMER,
         links=[Link(sent)] if sent.is_valid else None,
-        record_exception=True,
-        set_status_on_exception=True,
-    ) as span:
-        if span.is_recording():  # the attributes only where they are kept
-            span.set_attributes(
-                {
-                    **_attributes(event, system, "process", "process"),
-                    "messaging.consumer.group.name": consumer,
-                    "coder.target": consumer,
-                }
-            )
+    )
+    if span.is_recording():  # the attributes only where they are kept
+        span.set_attributes(
+            {
+                **_attributes(event, system, "process", "process"),
+                "messaging.consumer.group.name": consumer,
+                "coder.target": consumer,
+            }
+        )
+    # Current even when not recording: what the handler publishes carries the event's trace on.
+    with trace.use_span(span, end_on_exit=True, record_exception=True, set_status_on_exception=True):
         yield
