@@ -61,6 +61,9 @@ BUDGETS_CACHE_SIZE = 10_000
 # Rows per INSERT when the writer catches up (asyncpg takes at most 32767 parameters).
 WRITE_BATCH = 1000
 WRITE_RETRY_SECONDS = 1.0
+# The writer waits this long after a hold before writing: the hold's call is under way then (a model
+# call's first token is due), and the holds taken meanwhile join the same INSERT.
+WRITE_LINGER_SECONDS = 0.05
 # A hold whose row Postgres still lacks this long after it was taken lost its writer (its replica
 # stopped): the sweeper writes it from Redis. It runs this often, well within the time a hold's record
 # outlives its hold (holds.HOLD_TTL_MARGIN_SECONDS), on one replica at a time.
@@ -132,6 +135,7 @@ class RowWriter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(WRITE_LINGER_SECONDS)
             self._wake.clear()
             try:
                 await self.flush()
