@@ -22,9 +22,10 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import Uuid, case, column, select, update, values
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Uuid, bindparam, case, column, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import BindParameter
 
 from coder.services.usage import holds
 from coder.services.usage.budgets import (
@@ -508,8 +509,15 @@ async def settle_batch(session: AsyncSession, cache: Redis, org_id: str, spends:
     settled: dict[uuid.UUID, Reservation] = {}
     if first:
         metrics = list(Metric)
-        spent = values(column("id", Uuid()), *(column(m.value, AMOUNT) for m in metrics), name="spent").data(
-            [(rid, *(exact(m, s.amounts.get(m, Decimal(0))) for m in metrics)) for rid, s in first.items()]
+        # unnest of one array per column: the statement is the same whatever the batch's size, so it
+        # is compiled once (a VALUES list is compiled again for every batch).
+        amounts = {m: [exact(m, s.amounts.get(m, Decimal(0))) for s in first.values()] for m in metrics}
+        arrays: list[BindParameter[Any]] = [bindparam("ids", list(first), type_=ARRAY(Uuid()))]
+        arrays += [bindparam(m.value, amounts[m], type_=ARRAY(AMOUNT)) for m in metrics]
+        spent = (
+            func.unnest(*arrays)
+            .table_valued(column("id", Uuid()), *(column(m.value, AMOUNT) for m in metrics))
+            .render_derived(name="spent")
         )
         actual = case(*((Reservation.metric == m.value, spent.c[m.value]) for m in metrics))
         rows = await session.execute(
