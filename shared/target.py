@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
     from sqlalchemy import MetaData
 
-    from coder.shared.events.outbox import EventTables, Handler
+    from coder.shared.events.outbox import Consumer, EventTables
     from coder.shared.runtime import Runtime
     from coder.shared.settings import TargetSettings
 
@@ -190,7 +190,7 @@ class Target:
     metadata: MetaData | None = None
     events: EventTables | None = None
     # Routing-key pattern -> handler; the target gets one durable queue bound to all of them.
-    consumes: Mapping[str, Handler] = field(default_factory=dict)
+    consumes: Mapping[str, Consumer] = field(default_factory=dict)
     # Deliveries handled in one inbox transaction, at most (shared/events/relay.py `deliverer`). More
     # than 1 is for cheap handlers: one commit for many, but a slow handler delays its whole batch.
     consume_batch: int = 1

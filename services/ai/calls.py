@@ -67,6 +67,9 @@ ROUTING_CACHE_SECONDS = 30.0
 ROUTING_VERSION_KEY = "ai:routing:version"
 RETRYABLE = frozenset({401, 403, 408, 409, 429})
 PUBLISH_BATCH = 64  # events in one outbox transaction at most
+# A call's event waits this long for others to share its transaction: calls end together under load,
+# and the caller's next call (sent as this one's last byte arrived) gets its first token first.
+PUBLISH_LINGER_SECONDS = 0.05
 
 
 class NoDeployment(Problem):
@@ -686,6 +689,7 @@ async def _publish(platform: Platform, data: dict[str, Any], org_id: str, alias:
 
 
 async def _publish_waiting(platform: Platform) -> None:
+    await asyncio.sleep(PUBLISH_LINGER_SECONDS)
     while platform._unpublished:
         taken = platform._unpublished[:PUBLISH_BATCH]
         del platform._unpublished[:PUBLISH_BATCH]

@@ -3,6 +3,7 @@ model, per org (the OpenTelemetry GenAI semantic conventions' client metrics).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,29 +18,34 @@ from coder.shared.events import CloudEvent, EventContext
 from coder.shared.repository import owned_by
 
 
-async def on_ai_request_completed(event: CloudEvent, context: EventContext) -> None:
-    """Keep one row per model call (the event id makes a redelivery a no-op). Malformed events raise
-    and end in the dead-letter queue."""
-    if not event.orgid:
-        raise ValueError(f"event {event.id} has no orgid")
-    try:
-        data = AiRequestCompleted.model_validate(event.data)
-    except ValidationError as exc:
-        raise ValueError(f"event {event.id} has malformed data: {exc}") from None
-    values = {
-        "org_id": event.orgid,
-        "event_id": event.id,
-        "model": data.model or "unknown",
-        "provider": data.provider,
-        "input_tokens": data.prompt_tokens,
-        "output_tokens": data.completion_tokens,
-        "duration_ms": data.latency_ms,
-        "ttft_ms": data.ttft_ms,
-        "stream": data.stream,
-        "outcome": data.outcome,
-        "at": event.time,
-    }
-    await context.session.execute(insert(GenAiCall).values(**values).on_conflict_do_nothing())
+async def on_ai_requests_completed(events: Sequence[CloudEvent], context: EventContext) -> None:
+    """Keep one row per model call (the event id makes a redelivery a no-op), a delivery batch in one
+    statement. Malformed events raise (the batch is handled again event by event) and end in the
+    dead-letter queue."""
+    rows = []
+    for event in events:
+        if not event.orgid:
+            raise ValueError(f"event {event.id} has no orgid")
+        try:
+            data = AiRequestCompleted.model_validate(event.data)
+        except ValidationError as exc:
+            raise ValueError(f"event {event.id} has malformed data: {exc}") from None
+        rows.append(
+            {
+                "org_id": event.orgid,
+                "event_id": event.id,
+                "model": data.model or "unknown",
+                "provider": data.provider,
+                "input_tokens": data.prompt_tokens,
+                "output_tokens": data.completion_tokens,
+                "duration_ms": data.latency_ms,
+                "ttft_ms": data.ttft_ms,
+                "stream": data.stream,
+                "outcome": data.outcome,
+                "at": event.time,
+            }
+        )
+    await context.session.execute(insert(GenAiCall).on_conflict_do_nothing(), rows)
 
 
 def _quantiles(column: Any, name: str) -> list[Any]:

@@ -231,15 +231,31 @@ async def charge_ledger(
     session: AsyncSession, metric: Metric, budgets: Sequence[Budget], amount: Decimal, now: datetime
 ) -> list[Charge]:
     """Add `amount` to each budget's spend for the current period; returns the charges for Redis."""
-    if amount == 0 or not budgets:
+    return await charge_ledgers(session, [(b, amount) for b in budgets], now)
+
+
+async def charge_ledgers(
+    session: AsyncSession, amounts: Sequence[tuple[Budget, Decimal]], now: datetime
+) -> list[Charge]:
+    """Add each amount to its budget's spend for the current period (in the budget's metric; one
+    statement for all, a budget at most once); returns the charges for Redis."""
+    amounts = [(b, amount) for b, amount in amounts if amount != 0]
+    if not amounts:
         return []
     values = [
         {"budget_id": b.id, "period_start": period_bounds(Period(b.period), now)[0], "spent": amount}
-        for b in budgets
+        for b, amount in amounts
     ]
     totals = {row.budget_id: (row.period_start, row.spent) for row in await session.execute(_CHARGE, values)}
-    units = to_units(metric, amount)
-    return [Charge(keys_of(b), totals[b.id][0], units, to_units(metric, totals[b.id][1])) for b in budgets]
+    return [
+        Charge(
+            keys_of(b),
+            totals[b.id][0],
+            to_units(Metric(b.metric), amount),
+            to_units(Metric(b.metric), totals[b.id][1]),
+        )
+        for b, amount in amounts
+    ]
 
 
 def exact(metric: Metric, amount: Decimal) -> Decimal:

@@ -190,28 +190,36 @@ return {'ok', string.format('%d', expires)}
 """
 )
 
-# KEYS: holds, expiry per budget to release, then spent per budget to charge.
-# ARGV: reservation id, number of budgets to release, spent ttl s, then per charge: units, seed.
-# A missing counter is set to the seed: the ledger's value including this charge, read in the
-# charging transaction, so a counter is never rebuilt without it.
+# KEYS: holds, expiry per budget to release, reservation after reservation, then spent per budget
+# to charge. ARGV: spent ttl s, number of reservations, then per reservation: its id and number of
+# budgets to release, then per charge: units, seed. A missing counter is set to the seed: the
+# ledger's value including this charge, read in the charging transaction, so a counter is never
+# rebuilt without it.
 _SETTLE = """
-local rid, released, spent_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 1, released do
-  local holds = KEYS[2 * i - 1]
-  local held = redis.call('HGET', holds, rid)
-  if held then
-    redis.call('HDEL', holds, rid)
-    redis.call('HINCRBY', holds, '_total', string.format('%d', -tonumber(held)))
+local spent_ttl, reservations = tonumber(ARGV[1]), tonumber(ARGV[2])
+local k, a = 0, 2
+for r = 1, reservations do
+  local rid, released = ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 2
+  for i = 1, released do
+    local holds = KEYS[k + 1]
+    local held = redis.call('HGET', holds, rid)
+    if held then
+      redis.call('HDEL', holds, rid)
+      redis.call('HINCRBY', holds, '_total', string.format('%d', -tonumber(held)))
+    end
+    redis.call('ZREM', KEYS[k + 2], rid)
+    k = k + 2
   end
-  redis.call('ZREM', KEYS[2 * i], rid)
 end
-for j = 1, #KEYS - 2 * released do
-  local spent = KEYS[2 * released + j]
+for j = k + 1, #KEYS do
+  local spent = KEYS[j]
   if redis.call('EXISTS', spent) == 1 then
-    redis.call('INCRBY', spent, ARGV[2 + 2 * j])
+    redis.call('INCRBY', spent, ARGV[a + 1])
   else
-    redis.call('SET', spent, ARGV[3 + 2 * j], 'EX', spent_ttl)
+    redis.call('SET', spent, ARGV[a + 2], 'EX', spent_ttl)
   end
+  a = a + 2
 end
 return 'ok'
 """
@@ -343,12 +351,25 @@ async def settle(
 ) -> None:
     """Drop the reservation's holds on `release` and add the charges to the spent counters, in one
     atomic step: no check ever sees the amount both held and spent, or neither."""
-    if not release and not charges:
+    await settle_many(cache, [(reservation_id, release)] if release else [], charges)
+
+
+async def settle_many(
+    cache: Redis,
+    releases: Sequence[tuple[uuid.UUID | None, Sequence[BudgetKeys]]],
+    charges: Sequence[Charge],
+) -> None:
+    """`settle` for several reservations of one org at once (their keys share its hash slot): every
+    hold dropped and every charge added in one atomic step."""
+    if not any(release for _, release in releases) and not charges:
         return
-    keys = [key for b in release for key in (b.holds, b.expiry)]
+    keys = [key for _, release in releases for b in release for key in (b.holds, b.expiry)]
     keys += [c.keys.spent(c.period_start) for c in charges]
-    tail = [str(v) for c in charges for v in (c.units, c.total)]
-    await _settle(cache, keys, [str(reservation_id or ""), len(release), SPENT_TTL_SECONDS, *tail])
+    argv: list[str | int] = [SPENT_TTL_SECONDS, len(releases)]
+    for reservation_id, release in releases:
+        argv += [str(reservation_id or ""), len(release)]
+    argv += [str(v) for c in charges for v in (c.units, c.total)]
+    await _settle(cache, keys, argv)
 
 
 async def reserved(cache: Redis, budgets: Sequence[BudgetKeys]) -> list[int]:

@@ -40,6 +40,18 @@ class EventContext:
 
 Handler = Callable[[CloudEvent, EventContext], Awaitable[None]]
 
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler given every event of a delivery batch (`Target.consume_batch`) it matches at once,
+    in the batch's transaction, after the batch's plain handlers: one statement for many events
+    rather than one each. If it raises, each event is handled again in a batch of its own."""
+
+    handle: Callable[[Sequence[CloudEvent], EventContext], Awaitable[None]]
+
+
+Consumer = Handler | Batched
+
 WAKE_RELAY = "wake_relay"  # session.info key: a callable the runtime puts there to wake its relay
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from coder.shared.db import transaction
 from coder.shared.events.bus import Bus, Deliver, topic_matches
 from coder.shared.events.envelope import CloudEvent
-from coder.shared.events.outbox import EventContext, EventTables, Handler
+from coder.shared.events.outbox import Batched, Consumer, EventContext, EventTables
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -143,7 +143,7 @@ class Relay:
 def deliverer(
     sessions: async_sessionmaker[AsyncSession],
     tables: EventTables,
-    handlers: dict[str, Handler],
+    handlers: dict[str, Consumer],
     *,
     cache: Redis | None = None,
     clients: ServiceClients | None = None,
@@ -161,10 +161,18 @@ def deliverer(
     async def handle(events: Sequence[CloudEvent]) -> None:
         async with transaction(sessions) as session:
             context = EventContext(session=session, cache=cache, clients=clients)
-            for event in await tables.claim(session, events):
+            claimed = await tables.claim(session, events)
+            batched: dict[Batched, list[CloudEvent]] = {}
+            for event in claimed:
                 for binding, handler in handlers.items():
-                    if topic_matches(binding, event.type):
+                    if not topic_matches(binding, event.type):
+                        continue
+                    if isinstance(handler, Batched):
+                        batched.setdefault(handler, []).append(event)
+                    else:
                         await handler(event, context)
+            for handler, matched in batched.items():
+                await handler.handle(matched, context)
 
     if batch == 1:
         return lambda event: handle([event])

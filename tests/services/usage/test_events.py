@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select
 
+from coder.services.usage.handlers import on_ai_requests_completed
 from coder.services.usage.holds import record_key
 from coder.services.usage.models import Event, Reservation
 from coder.services.usage.reservations import LOST_AFTER_SECONDS, Reserver, write_lost_rows
-from coder.shared.events import CloudEvent
+from coder.shared.events import CloudEvent, EventContext
 from coder.tests.services.usage.factories import (
     completed,
     create_budget,
@@ -199,3 +200,51 @@ async def test_a_hold_whose_replica_stopped_before_writing_its_row_still_leaves_
     assert (read["amount"], read["budget_ids"], read["closed_at"]) == (4, [dollars["id"]], None)
     state = await read_budget(platform, h, dollars["id"])
     assert (state["spent"], state["reserved"]) == (0, 0)
+
+
+async def test_a_batch_settles_as_its_events_one_by_one_would(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str]
+) -> None:
+    """Deliveries handled together (`consume_batch`) settle their open reservations in one UPDATE and
+    charge the ledgers in one statement; the result is what handling them in turn gives: a second
+    event naming a settled reservation counts its tokens only, one naming a reservation settled over
+    HTTP the same, one naming a row Postgres lacks settles from Redis, one naming none is charged."""
+    h = signer.headers(org)
+    dollars = await create_budget(platform, h, limit=100)
+    tokens = await create_budget(platform, h, metric="tokens", limit=10_000, scope="user", scope_id="u1")
+    held = [(await reserve(platform, spender, 5)).json()["reservation_id"] for _ in range(4)]
+    one, two, closed, unwritten = held
+    assert (await settle(platform, spender, closed, 2)).status_code == 200
+    reserver: Reserver = platform.runtime.local_apps["usage"].state.usage  # type: ignore[attr-defined]
+    await reserver.writer.flush()
+    async with platform.runtime.sessions() as session, session.begin():
+        await session.execute(delete(Reservation).where(Reservation.id == uuid.UUID(unwritten)))
+    other = "org-other-" + org[-8:]
+    theirs = await create_budget(platform, signer.headers(other), limit=10)
+
+    batch = [
+        completed(org, reservation_id=one, cost_usd=1, prompt_tokens=10),
+        completed(org, reservation_id=two, cost_usd=2, prompt_tokens=20),
+        completed(org, reservation_id=two, cost_usd=2, prompt_tokens=20),
+        completed(org, reservation_id=closed, cost_usd=3, prompt_tokens=30),
+        completed(org, reservation_id=unwritten, cost_usd=0.25, completion_tokens=4),
+        completed(org, cost_usd=0.5, completion_tokens=5),
+        completed(other, cost_usd=1),
+    ]
+    async with platform.runtime.sessions() as session, session.begin():
+        await on_ai_requests_completed(batch, EventContext(session=session, cache=platform.runtime.cache))
+
+    state = await read_budget(platform, h, dollars["id"])
+    assert (state["spent"], state["reserved"]) == (2 + 1 + 2 + 0.25 + 0.5, 0)
+    assert await spent(platform, h, tokens) == 10 + 20 + 20 + 30 + 4 + 5
+    assert await spent(platform, signer.headers(other), theirs) == 1
+    actual = {r: (await read_reservation(platform, spender, r)).json() for r in held}
+    assert [(a["status"], a["actual"]) for a in actual.values()] == [
+        ("settled", 1),
+        ("settled", 2),
+        ("settled", 2),
+        ("settled", 0.25),
+    ]
+    async with platform.runtime.sessions() as session:
+        stored = await session.scalar(select(func.count()).where(Event.org_id == org))
+    assert stored == 6
