@@ -30,14 +30,12 @@ from coder.shared.errors import Conflict, InvalidField
 from coder.shared.http import ServiceClients
 from coder.shared.repository import OrgScoped, owned_by, scoped
 
-# For the search's transaction, in one round trip: the HNSW walk's candidates (`ef_search`);
-# iterative scans, which go on past them until enough rows pass a metadata filter (pgvector >= 0.8);
-# and no wait for the WAL flush at commit, the transaction writing at most the query's cache row
-# (which a crash may lose at no cost).
+# For the search's connection (an autocommit one: no transaction to scope them to), in one round
+# trip: the HNSW walk's candidates (`ef_search`) and iterative scans, which go on past them until
+# enough rows pass a metadata filter (pgvector >= 0.8). They stay with the pooled connection, read
+# only by HNSW scans, and every search sets both first.
 SEARCH_SETTINGS = text(
-    "SELECT set_config('hnsw.ef_search', :ef, true), "
-    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-    "set_config('synchronous_commit', 'off', true)"
+    "SELECT set_config('hnsw.ef_search', :ef, false), set_config('hnsw.iterative_scan', 'relaxed_order', false)"
 )
 
 

@@ -44,6 +44,13 @@ def candidates(k: int) -> int:
 RANKED = 2000
 
 
+def parsed(terms: str) -> Any:
+    """`terms` as a tsquery, parsed once per statement: an uncorrelated subquery is an InitPlan. (A
+    prepared statement's generic plan, which PostgreSQL picks after a few runs, would otherwise call
+    `to_tsquery` of the bound terms again for every row it filters or ranks.)"""
+    return select(func.to_tsquery(TS_CONFIG, terms)).scalar_subquery()
+
+
 async def full_text(
     session: AsyncSession,
     org_id: str,
@@ -69,10 +76,10 @@ async def full_text(
     if any_terms is None:
         return []
     counted = sum(
-        (cast(Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, w)), Integer) for w in words),
+        (cast(Chunk.tsv.bool_op("@@")(parsed(w)), Integer) for w in words),
         start=literal(0),
     )
-    rank = func.ts_rank_cd(Chunk.tsv, func.to_tsquery(TS_CONFIG, any_terms)).label("rank")
+    rank = func.ts_rank_cd(Chunk.tsv, parsed(any_terms)).label("rank")
 
     def matching(terms: str, held: Any) -> Select[Any]:
         statement = (
@@ -80,7 +87,7 @@ async def full_text(
             .with_only_columns(Chunk.id, held.label("held"), rank)
             .where(
                 Chunk.collection_id.in_(collections),
-                Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, terms)),
+                Chunk.tsv.bool_op("@@")(parsed(terms)),
             )
         )
         return statement.where(Chunk.source_id.in_(sources)) if sources else statement
