@@ -95,6 +95,22 @@ class CpuClock:
         return {**spent, "total": sum(spent.values())}
 
 
+async def postgres_server(database_url: str) -> dict[str, int]:
+    """{"postgres": the server's pid} (a backend's parent), for `CpuClock`; {} when the server is not a
+    process of this machine (DATABASE_URL elsewhere): its CPU time is then not counted."""
+    engine = db.create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:  # the backend is read while it runs
+            backend = await conn.scalar(text("SELECT pg_backend_pid()"))
+            with contextlib.suppress(OSError):
+                stat = await asyncio.to_thread(Path(f"/proc/{backend}/stat").read_text)
+                if "(postgres)" in stat:
+                    return {"postgres": int(stat.rsplit(")", 1)[1].split()[1])}
+    finally:
+        await engine.dispose()
+    return {}
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU seconds (user and system) a running process has spent so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -169,3 +169,15 @@ async def _autocommit_connection(request: Request) -> AsyncIterator[AsyncConnect
 
 
 AutocommitDep = Annotated[AsyncConnection, Depends(_autocommit_connection, scope="function")]
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # For a route that only reads (a search): a session over an autocommit connection, each statement
+    # its own snapshot, two round trips (BEGIN, COMMIT) fewer than SessionDep. Nothing it adds is
+    # written: it is never flushed nor committed.
+    async for connection in _autocommit_connection(request):
+        async with request.app.state.runtime.sessions(bind=connection) as session:
+            yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]

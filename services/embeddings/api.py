@@ -35,7 +35,7 @@ from coder.services.embeddings.schemas import (
     UpsertRead,
 )
 from coder.shared.auth import Principal, require
-from coder.shared.db import AutocommitDep, SessionDep
+from coder.shared.db import AutocommitDep, ReadSessionDep, SessionDep
 from coder.shared.deps import ClientsDep, settings_of
 from coder.shared.errors import InvalidField, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
@@ -266,7 +266,7 @@ async def delete_items(
 async def search(
     name: CollectionName,
     body: Search,
-    session: SessionDep,
+    session: ReadSessionDep,
     clients: ClientsDep,
     settings: SettingsDep,
     principal: Annotated[Principal, require("embeddings:read")],

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Select, cast, delete, func, literal_column, text
+from sqlalchemy import ColumnElement, Select, cast, delete, func, literal_column
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,19 +26,20 @@ from coder.services.embeddings.schemas import (
     UpsertRead,
     Usage,
 )
-from coder.shared.errors import Conflict, InvalidField
+from coder.shared.errors import Conflict, InvalidField, NotFound
 from coder.shared.http import ServiceClients
 from coder.shared.repository import OrgScoped, owned_by, scoped
 
-# For the search's transaction, in one round trip: the HNSW walk's candidates (`ef_search`);
-# iterative scans, which go on past them until enough rows pass a metadata filter (pgvector >= 0.8);
-# and no wait for the WAL flush at commit, the transaction writing at most the query's cache row
-# (which a crash may lose at no cost).
-SEARCH_SETTINGS = text(
-    "SELECT set_config('hnsw.ef_search', :ef, true), "
-    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-    "set_config('synchronous_commit', 'off', true)"
-)
+
+def _search_settings(ef: int) -> tuple[ColumnElement[Any], ...]:
+    """Columns setting, for the search's connection, the HNSW walk's candidates (`ef_search`) and
+    iterative scans, which go on past them until enough rows pass a metadata filter (pgvector >= 0.8).
+    For the connection, not a transaction (a search has none): they stay with the pooled connection,
+    read by HNSW scans only, and every search sets both first."""
+    return (
+        func.set_config("hnsw.ef_search", str(ef), False),
+        func.set_config("hnsw.iterative_scan", "relaxed_order", False),
+    )
 
 
 def _collections(session: AsyncSession, org_id: str) -> OrgScoped[Collection]:
@@ -229,7 +230,16 @@ async def search(
     name: str,
     body: Search,
 ) -> SearchRead:
-    collection = await get(session, org_id, name)
+    # The collection, and the search's settings, in one round trip.
+    ef = max(settings.search_ef, body.k)
+    row = (
+        await session.execute(
+            scoped(Collection, org_id).where(Collection.name == name).add_columns(*_search_settings(ef))
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no collection {name}")
+    collection: Collection = row[0]
     if (body.query is None) == (body.embedding is None):
         raise InvalidField("body", "give either `query` or `embedding`")
     tokens = 0
@@ -246,7 +256,6 @@ async def search(
             result = await service.embed(session, clients, org_id, model, [body.query or ""])
             vector, tokens = result.vectors[0], result.tokens
     query = nearest(org_id, collection, vector, body.k, body.filter)
-    await session.execute(SEARCH_SETTINGS, {"ef": str(max(settings.search_ef, body.k))})
     # relaxed_order may return rows slightly out of order: sorted again here.
     rows = sorted((await session.execute(query)).all(), key=lambda row: row.distance)
     hits = [Hit(id=row.id, score=1.0 - float(row.distance), text=row.text, metadata=row.meta) for row in rows]

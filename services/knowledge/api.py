@@ -32,7 +32,7 @@ from coder.services.knowledge.schemas import (
 from coder.services.knowledge.search import search as hybrid_search
 from coder.services.knowledge.service import Reader
 from coder.shared.auth import Principal, require
-from coder.shared.db import SessionDep
+from coder.shared.db import ReadSessionDep, SessionDep
 from coder.shared.deps import ClientsDep, settings_of
 from coder.shared.errors import InvalidField, problem_responses
 from coder.shared.pagination import Page, PageDep, paginate
@@ -339,7 +339,9 @@ async def upload_archive(
 
 
 @router.post("/search", response_model=SearchRead)
-async def search(body: SearchQuery, session: SessionDep, clients: ClientsDep, principal: Read) -> SearchRead:
+async def search(
+    body: SearchQuery, session: ReadSessionDep, clients: ClientsDep, principal: Read
+) -> SearchRead:
     """Hybrid search over the collections the caller may read (optionally only some collections,
     teams' collections or code sources): full text and vector k-NN fused by reciprocal rank. Each hit
     is a snippet citing its collection, document or file path, revision and heading path or lines;

@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import Integer, Select, cast, func, literal, select, union_all
+from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.knowledge import vectors
@@ -44,6 +44,69 @@ def candidates(k: int) -> int:
 RANKED = 2000
 
 
+# The full text's one statement, the same for every query (prepared once per connection): the query's
+# tsqueries parsed once (`parsed`, read through InitPlans: a generic plan would otherwise parse
+# bound terms again for every row), then three groups of chunks (`terms0..2`, see `full_text`),
+# each read only if the narrower one fell short of `n`.
+FULL_TEXT = sql(
+    """
+WITH parsed AS MATERIALIZED (
+    SELECT to_tsquery(CAST(:config AS regconfig), :terms0) AS terms0,
+        to_tsquery(CAST(:config AS regconfig), :terms1) AS terms1,
+        to_tsquery(CAST(:config AS regconfig), :terms2) AS terms2,
+        to_tsquery(CAST(:config AS regconfig), :any_word) AS any_word,
+        ARRAY(SELECT to_tsquery(CAST(:config AS regconfig), w) FROM unnest(CAST(:words AS text[])) AS w)
+            AS each_word
+),
+level0 AS (
+    SELECT id,
+        CASE WHEN :counted0 THEN (
+            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
+        ) ELSE :held0 END AS held,
+        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
+    FROM knowledge_chunk
+    WHERE org_id = :org AND collection_id = ANY(CAST(:collections AS uuid[]))
+        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
+        AND tsv @@ (SELECT terms0 FROM parsed)
+    LIMIT :ranked
+),
+level1 AS (
+    SELECT id,
+        CASE WHEN :counted1 THEN (
+            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
+        ) ELSE :held1 END AS held,
+        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
+    FROM knowledge_chunk
+    WHERE org_id = :org AND collection_id = ANY(CAST(:collections AS uuid[]))
+        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
+        AND tsv @@ (SELECT terms1 FROM parsed)
+        AND (SELECT count(*) FROM level0) < :n
+    LIMIT :ranked
+),
+level2 AS (
+    SELECT id,
+        CASE WHEN :counted2 THEN (
+            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
+        ) ELSE :held2 END AS held,
+        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
+    FROM knowledge_chunk
+    WHERE org_id = :org AND collection_id = ANY(CAST(:collections AS uuid[]))
+        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
+        AND tsv @@ (SELECT terms2 FROM parsed)
+        AND (SELECT count(*) FROM level1) < :n
+    LIMIT :ranked
+)
+SELECT id FROM (
+    SELECT id, max(held) AS held, rank
+    FROM (SELECT * FROM level0 UNION ALL SELECT * FROM level1 UNION ALL SELECT * FROM level2) AS found
+    GROUP BY id, rank
+) AS pool
+ORDER BY held DESC, rank DESC, id
+LIMIT :n
+"""
+)
+
+
 async def full_text(
     session: AsyncSession,
     org_id: str,
@@ -59,58 +122,38 @@ async def full_text(
 
     The chunks holding every word, all words but one and any word are nested groups, each ranked
     wholly above the rest of the next; so once a group holds `n` chunks, the best `n` are among
-    them and the wider groups are not read. One statement: each group is a GIN index scan that runs
-    only if the narrower one fell short of `n` (a one-time filter), scoring its rows as it reads
-    them. Exact unless the group that holds the best `n` has more than `RANKED` chunks (then its
-    first `RANKED` are ranked); `exact` ranks every matching chunk (the reference the benchmark
-    measures recall against)."""
+    them and the wider groups are not read. One statement (`FULL_TEXT`, the same for every query, so
+    prepared once): each group is a GIN index scan that runs only if the narrower one fell short of
+    `n` (a one-time filter), scoring its rows as it reads them. Exact unless the group that holds the
+    best `n` has more than `RANKED` chunks (then its first `RANKED` are ranked); `exact` ranks every
+    matching chunk (the reference the benchmark measures recall against)."""
     words = query_words(text)
-    any_terms = ts_query(words)
-    if any_terms is None:
+    any_word = ts_query(words)
+    if any_word is None:
         return []
-    counted = sum(
-        (cast(Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, w)), Integer) for w in words),
-        start=literal(0),
-    )
-    rank = func.ts_rank_cd(Chunk.tsv, func.to_tsquery(TS_CONFIG, any_terms)).label("rank")
-
-    def matching(terms: str, held: Any) -> Select[Any]:
-        statement = (
-            scoped(Chunk, org_id)
-            .with_only_columns(Chunk.id, held.label("held"), rank)
-            .where(
-                Chunk.collection_id.in_(collections),
-                Chunk.tsv.bool_op("@@")(func.to_tsquery(TS_CONFIG, terms)),
-            )
-        )
-        return statement.where(Chunk.source_id.in_(sources)) if sources else statement
-
+    # (terms, how many words a chunk first met there holds, or None: counted word by word).
     if exact:
-        pool = matching(any_terms, counted).subquery()
+        groups: list[tuple[str, int | None]] = [(any_word, None)] * 3
     else:
-        # (terms, how many words a chunk first met here holds): each group nests in the next, so a
-        # chunk of the any-word group that the all-but-one group lacks holds one word when the query
-        # has at most three (and is counted word by word beyond).
-        groups: list[tuple[str, Any]] = [(any_terms, literal(1) if len(words) <= 3 else counted)]
-        if len(words) > 1:
-            groups.insert(0, (ts_query(words, " & ") or any_terms, literal(len(words))))
-        if len(words) > 2:
-            every_but_one = (f"({' & '.join(words[:i] + words[i + 1 :])})" for i in range(len(words)))
-            groups.insert(1, (" | ".join(every_but_one), literal(len(words) - 1)))
-        levels: list[Any] = []
-        for terms, held in groups:
-            level = matching(terms, held).limit(RANKED)
-            if levels:  # read only if the narrower group (a subset of this one) fell short
-                level = level.where(select(func.count()).select_from(levels[-1]).scalar_subquery() < n)
-            levels.append(level.cte(f"level{len(levels)}"))
-        found = union_all(*(select(level) for level in levels)).subquery()
-        pool = (
-            select(found.c.id, func.max(found.c.held).label("held"), found.c.rank)
-            .group_by(found.c.id, found.c.rank)
-            .subquery()
-        )
-    statement = select(pool.c.id).order_by(pool.c.held.desc(), pool.c.rank.desc(), pool.c.id).limit(n)
-    return list((await session.execute(statement)).scalars())
+        every = ts_query(words, " & ") or any_word
+        but_one = " | ".join(f"({' & '.join(words[:i] + words[i + 1 :])})" for i in range(len(words)))
+        # A query of one or two words has fewer groups: the wider ones repeat (a repeated group is
+        # read only if it fell short already, and its chunks are the same).
+        widest = (any_word, 1 if len(words) <= 3 else None)
+        groups = [(every, len(words)), (but_one, len(words) - 1) if len(words) > 2 else widest, widest]
+    parameters: dict[str, Any] = {
+        "config": TS_CONFIG,
+        "any_word": any_word,
+        "words": words,
+        "org": org_id,
+        "collections": collections,
+        "sources": sources or None,
+        "ranked": None if exact else RANKED,
+        "n": n,
+    }
+    for i, (terms, held) in enumerate(groups):
+        parameters |= {f"terms{i}": terms, f"held{i}": held or 0, f"counted{i}": held is None}
+    return list((await session.execute(FULL_TEXT, parameters)).scalars())
 
 
 async def nearest(
