@@ -1,7 +1,8 @@
 """The gateway's proxy cost, side by side on loopback: the same target reached directly, through nginx
 (Debian's, upstream keep-alive) and through the gateway (real Redis, bearer token verified, revocation
 list and rate limits checked), each with 1 and 2 worker processes. Prints requests/s and p50/p99
-latency, and the latency each proxy adds over going direct, as ratios."""
+latency, the latency each proxy adds over going direct, and the CPU each server spends per request
+(a figure the machine's load changes far less than a rate), as ratios."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from coder.bench.support import percentile, process, ready, report, result
+from coder.bench.support import CpuClock, percentile, process, ready, report, result
 from coder.shared.devservers import RedisServer, free_port
 
 CONCURRENCY = 32  # throughput: this many keep-alive clients share REQUESTS
@@ -57,6 +58,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     gateway_ms: float | None = None
+    cpu_us: float = 0.0  # the server's processes' CPU per request, under load
 
 
 def _token() -> tuple[str, str]:
@@ -138,8 +140,11 @@ class _Connection:
         return status, headers
 
 
-async def _load(name: str, port: int, path: str, token: str, concurrency: int, requests: int) -> Result:
-    """`concurrency` clients on keep-alive connections share a fixed number of requests."""
+async def _load(
+    name: str, port: int, path: str, pid: int, token: str, concurrency: int, requests: int
+) -> Result:
+    """`concurrency` clients on keep-alive connections share a fixed number of requests, served by the
+    process `pid` (with its children)."""
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
         "Accept: application/json\r\n\r\n"
@@ -168,9 +173,11 @@ async def _load(name: str, port: int, path: str, token: str, concurrency: int, r
     try:
         await asyncio.gather(*(worker(c, False) for c in connections))
         remaining = requests
+        cpu = CpuClock({name: pid})
         began = time.perf_counter()
         await asyncio.gather(*(worker(c, True) for c in connections))
         wall = time.perf_counter() - began
+        cpu_us = cpu.per(requests)[name]
     finally:
         for connection in connections:
             connection.writer.close()
@@ -180,6 +187,7 @@ async def _load(name: str, port: int, path: str, token: str, concurrency: int, r
         percentile(latencies, 50) * 1000,
         percentile(latencies, 99) * 1000,
         percentile(overheads, 50) if overheads else None,
+        cpu_us,
     )
 
 
@@ -218,7 +226,7 @@ async def main() -> None:
                 "GATEWAY_RATE_LIMIT_PER_IP": str(10**7),
             }
             cli = str(Path(python).with_name("coder-platform"))
-            paths = {"direct": (upstream_port, "/v1/item")}
+            paths = {"direct": (upstream_port, "/v1/item", upstream.pid)}
             for workers in WORKERS:
                 gateway_port, nginx_port = free_port(), free_port()
                 gateway_argv = [cli, "run", "--target", "gateway", "--port", str(gateway_port)]
@@ -234,8 +242,8 @@ async def main() -> None:
                 )
                 await ready(f"http://127.0.0.1:{nginx_port}/api/secrets/healthz", nginx, nginx_log)
                 await ready(f"http://127.0.0.1:{gateway_port}/api/secrets/healthz", gateway, log)
-                paths[f"nginx x{workers}"] = (nginx_port, "/api/secrets/v1/item")
-                paths[f"gateway x{workers}"] = (gateway_port, "/api/secrets/v1/item")
+                paths[f"nginx x{workers}"] = (nginx_port, "/api/secrets/v1/item", nginx.pid)
+                paths[f"gateway x{workers}"] = (gateway_port, "/api/secrets/v1/item", gateway.pid)
             loaded = [await _load(n, *where, token, CONCURRENCY, REQUESTS) for n, where in paths.items()]
             one = [n for n in paths if not n.endswith(tuple(f"x{w}" for w in WORKERS[1:]))]
             single = [await _load(n, *paths[n], token, 1, LATENCY_REQUESTS) for n in one]
@@ -249,6 +257,7 @@ async def main() -> None:
         suffix = "" if workers == 1 else f"_x{workers}"
         result(f"rps_vs_nginx{suffix}", ours.rps / theirs.rps, goal=0.5)
         result(f"p99_vs_nginx{suffix}", ours.p99_ms / theirs.p99_ms, goal=10, higher_is_better=False)
+        result(f"cpu_per_request_vs_nginx{suffix}", ours.cpu_us / theirs.cpu_us, higher_is_better=False)
     by = {r.name: r for r in single}
     added = by["gateway x1"].p50_ms - by["direct"].p50_ms
     result("added_p50_ms", added, goal=ADDED_P50_GOAL_MS, higher_is_better=False, unit="ms")
@@ -261,6 +270,11 @@ def _print(loaded: list[Result], single: list[Result]) -> None:
     print(f"throughput: {REQUESTS} GETs over {CONCURRENCY} concurrent keep-alive clients, loopback")
     report("  requests per second", [(r.name, r.rps, "req/s") for r in loaded], baseline="direct")
     report("  p99 latency under that load", [(r.name, r.p99_ms, "ms") for r in loaded], baseline="direct")
+    report(
+        "  CPU per request under that load (the server's processes; direct: the target's)",
+        [(r.name, r.cpu_us, "us") for r in loaded],
+        baseline="direct",
+    )
     print(f"latency: {LATENCY_REQUESTS} GETs, one at a time (one worker each)")
     report("  p50 latency", [(r.name, r.p50_ms, "ms") for r in single], baseline="direct")
     report("  p99 latency", [(r.name, r.p99_ms, "ms") for r in single], baseline="direct")
@@ -276,6 +290,7 @@ def _print(loaded: list[Result], single: list[Result]) -> None:
         ours, theirs = under[f"gateway x{workers}"], under[f"nginx x{workers}"]
         print(f"  {f'requests per second, {workers} worker(s)':<38} {ours.rps / theirs.rps:>10.3f}")
         print(f"  {f'p99 under load, {workers} worker(s)':<38} {ours.p99_ms / theirs.p99_ms:>10.3f}")
+        print(f"  {f'CPU per request, {workers} worker(s)':<38} {ours.cpu_us / theirs.cpu_us:>10.3f}")
     for label, index in (("added p50 latency", 0), ("added p99 latency", 1)):
         g, n = added["gateway"][index], added["nginx"][index]
         ratio = f"{g / n:>10.3f}" if n > 0.01 else f"{'n/a':>10} (nginx adds under 0.01 ms)"
