@@ -541,8 +541,8 @@ def _sandbox() -> Schema:
         {
             "namespace": string(
                 "The sandbox namespace; unset: `<the CoderPlatform's namespace>-sandbox`. It must "
-                "differ from the CoderPlatform's namespace, and from any other CoderPlatform's sandbox (the second one is "
-                "refused: Degraded, ChildRefused).",
+                "differ from the CoderPlatform's namespace, and from any other CoderPlatform's "
+                "sandbox (the second one is refused: Degraded, ChildRefused).",
                 minLength=1,
                 maxLength=63,
                 pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
