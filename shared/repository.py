@@ -29,6 +29,12 @@ def owned_by(model: type[Any], org_id: OrgId) -> ColumnElement[bool]:
     return column == org_id
 
 
+def owned_by_sql(parameter: str) -> str:
+    """The same condition in a hand-written statement (one SQL text compiled once and prepared), for
+    the org bound as `:parameter`."""
+    return f"org_id = :{parameter}"
+
+
 def scoped(model: type[Row], org_id: OrgId) -> Select[Row]:
     """`SELECT model WHERE org_id = :org_id`; add conditions, order, paginate as usual."""
     return select(model).where(owned_by(model, org_id))

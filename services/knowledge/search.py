@@ -17,7 +17,7 @@ from coder.services.knowledge import vectors
 from coder.services.knowledge.models import TS_CONFIG, Chunk, Collection, Document
 from coder.services.knowledge.schemas import Citation, SearchHit, SearchQuery, SearchRead
 from coder.services.knowledge.service import Reader, readable
-from coder.shared.repository import scoped
+from coder.shared.repository import owned_by_sql, scoped
 
 RRF_K = 60
 MAX_TERMS = 32
@@ -48,8 +48,10 @@ RANKED = 2000
 # tsqueries parsed once (`parsed`, read through InitPlans: a generic plan would otherwise parse
 # bound terms again for every row), then three groups of chunks (`terms0..2`, see `full_text`),
 # each read only if the narrower one fell short of `n`.
+# The org condition, spelled where every one is (shared/repository.py).
+OWNED = owned_by_sql("org")
 FULL_TEXT = sql(
-    """
+    f"""
 WITH parsed AS MATERIALIZED (
     SELECT to_tsquery(CAST(:config AS regconfig), :terms0) AS terms0,
         to_tsquery(CAST(:config AS regconfig), :terms1) AS terms1,
@@ -65,7 +67,7 @@ level0 AS (
         ) ELSE :held0 END AS held,
         ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
     FROM knowledge_chunk
-    WHERE org_id = :org AND collection_id = ANY(CAST(:collections AS uuid[]))
+    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
         AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
         AND tsv @@ (SELECT terms0 FROM parsed)
     LIMIT :ranked
@@ -77,7 +79,7 @@ level1 AS (
         ) ELSE :held1 END AS held,
         ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
     FROM knowledge_chunk
-    WHERE org_id = :org AND collection_id = ANY(CAST(:collections AS uuid[]))
+    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
         AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
         AND tsv @@ (SELECT terms1 FROM parsed)
         AND (SELECT count(*) FROM level0) < :n
@@ -90,7 +92,7 @@ level2 AS (
         ) ELSE :held2 END AS held,
         ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
     FROM knowledge_chunk
-    WHERE org_id = :org AND collection_id = ANY(CAST(:collections AS uuid[]))
+    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
         AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
         AND tsv @@ (SELECT terms2 FROM parsed)
         AND (SELECT count(*) FROM level1) < :n
@@ -103,7 +105,7 @@ SELECT id FROM (
 ) AS pool
 ORDER BY held DESC, rank DESC, id
 LIMIT :n
-"""
+"""  # noqa: S608  (only OWNED, a constant, is interpolated)
 )
 
 
