@@ -44,12 +44,35 @@ def candidates(k: int) -> int:
 RANKED = 2000
 
 
+# The org condition, spelled where every one is (shared/repository.py).
+OWNED = owned_by_sql("org")
+
+
+def _level(i: int) -> str:
+    """Group `i` of the full text's chunks: those matching `terms<i>`, read only if group `i - 1` fell
+    short of `n`; `held` is how many of the query's words a chunk holds (counted, or known as
+    `held<i>` when the group's terms imply it)."""
+    after_short = f"\n        AND (SELECT count(*) FROM level{i - 1}) < :n" if i else ""  # noqa: S608
+    return f"""level{i} AS (
+    SELECT id,
+        CASE WHEN :counted{i} THEN (
+            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
+        ) ELSE :held{i} END AS held,
+        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
+    FROM knowledge_chunk
+    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
+        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
+        AND tsv @@ (SELECT terms{i} FROM parsed){after_short}
+    LIMIT :ranked
+)"""  # noqa: S608  (only constants are interpolated)
+
+
+LEVELS = ",\n".join(_level(i) for i in range(3))
+
 # The full text's one statement, the same for every query (prepared once per connection): the query's
 # tsqueries parsed once (`parsed`, read through InitPlans: a generic plan would otherwise parse
 # bound terms again for every row), then three groups of chunks (`terms0..2`, see `full_text`),
 # each read only if the narrower one fell short of `n`.
-# The org condition, spelled where every one is (shared/repository.py).
-OWNED = owned_by_sql("org")
 FULL_TEXT = sql(
     f"""
 WITH parsed AS MATERIALIZED (
@@ -60,44 +83,7 @@ WITH parsed AS MATERIALIZED (
         ARRAY(SELECT to_tsquery(CAST(:config AS regconfig), w) FROM unnest(CAST(:words AS text[])) AS w)
             AS each_word
 ),
-level0 AS (
-    SELECT id,
-        CASE WHEN :counted0 THEN (
-            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
-        ) ELSE :held0 END AS held,
-        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
-    FROM knowledge_chunk
-    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
-        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
-        AND tsv @@ (SELECT terms0 FROM parsed)
-    LIMIT :ranked
-),
-level1 AS (
-    SELECT id,
-        CASE WHEN :counted1 THEN (
-            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
-        ) ELSE :held1 END AS held,
-        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
-    FROM knowledge_chunk
-    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
-        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
-        AND tsv @@ (SELECT terms1 FROM parsed)
-        AND (SELECT count(*) FROM level0) < :n
-    LIMIT :ranked
-),
-level2 AS (
-    SELECT id,
-        CASE WHEN :counted2 THEN (
-            SELECT count(*) FROM unnest((SELECT each_word FROM parsed)) AS word (q) WHERE tsv @@ q
-        ) ELSE :held2 END AS held,
-        ts_rank_cd(tsv, (SELECT any_word FROM parsed)) AS rank
-    FROM knowledge_chunk
-    WHERE {OWNED} AND collection_id = ANY(CAST(:collections AS uuid[]))
-        AND (CAST(:sources AS uuid[]) IS NULL OR source_id = ANY(CAST(:sources AS uuid[])))
-        AND tsv @@ (SELECT terms2 FROM parsed)
-        AND (SELECT count(*) FROM level1) < :n
-    LIMIT :ranked
-)
+{LEVELS}
 SELECT id FROM (
     SELECT id, max(held) AS held, rank
     FROM (SELECT * FROM level0 UNION ALL SELECT * FROM level1 UNION ALL SELECT * FROM level2) AS found

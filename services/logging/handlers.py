@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pydantic import ValidationError
-
 from coder.services.logging import service
 from coder.services.logging.config import LoggingSettings
 from coder.shared.contracts.secrets import SecretFingerprinted
@@ -22,10 +20,7 @@ async def on_secret_fingerprinted(event: CloudEvent, context: EventContext) -> N
     that value has it redacted. Malformed events raise and end in the dead-letter queue."""
     if not event.orgid:
         raise ValueError(f"event {event.id} has no orgid")
-    try:
-        data = SecretFingerprinted.model_validate(event.data)
-    except ValidationError as exc:
-        raise ValueError(f"event {event.id} has malformed data: {exc}") from None
+    data = event.data_as(SecretFingerprinted)
     found = [(bytes.fromhex(f.digest), f.length) for f in data.fingerprints]
     await service.store_fingerprints(context.session, event.orgid, found)
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,10 +25,7 @@ async def on_ai_requests_completed(events: Sequence[CloudEvent], context: EventC
     for event in events:
         if not event.orgid:
             raise ValueError(f"event {event.id} has no orgid")
-        try:
-            data = AiRequestCompleted.model_validate(event.data)
-        except ValidationError as exc:
-            raise ValueError(f"event {event.id} has malformed data: {exc}") from None
+        data = event.data_as(AiRequestCompleted)
         rows.append(
             {
                 "org_id": event.orgid,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-from pydantic import ValidationError
-
 from coder.services.planning.models import Plan, Task
 from coder.services.planning.schemas import Priority, Status, TaskCreate
 from coder.services.planning.service import NewTask, add_tasks, plans
@@ -50,10 +48,7 @@ def fix_task(gate: GateChanged, condition: FailingCondition) -> TaskCreate:
 
 async def on_quality_gate_changed(event: CloudEvent, context: EventContext) -> None:
     session = context.session
-    try:
-        gate = GateChanged.model_validate(event.data)
-    except ValidationError as exc:
-        raise ValueError(f"event {event.id} has malformed data: {exc}") from None
+    gate = event.data_as(GateChanged)
     if gate.status != "ERROR" or gate.plan_id is None or not gate.failing:
         return
     org_id = event.orgid

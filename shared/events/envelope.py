@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import propagate
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _now() -> datetime:
@@ -28,6 +31,14 @@ class CloudEvent(BaseModel):
     # Extensions (CloudEvents attribute names are lowercase alphanumerics).
     orgid: str | None = None
     traceparent: str | None = None
+
+    def data_as(self, model: builtins.type[M]) -> M:
+        """`data` read as `model`. Malformed data is a ValueError naming the event: a handler that lets
+        it raise sends the event to the dead-letter queue."""
+        try:
+            return model.model_validate(self.data)
+        except ValidationError as exc:
+            raise ValueError(f"event {self.id} has malformed data: {exc}") from None
 
     @classmethod
     def new(
