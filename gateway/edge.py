@@ -177,26 +177,32 @@ class Gateway:
         return caller
 
     async def admit(self, ip: str, token: str | None, *, authenticate: bool) -> Admission:
-        """Rate limits, and (with `authenticate`) the caller's access token: verified here, checked
-        against the revocation list in the same Redis round trip as the rate limits. Personal access
-        tokens are left to `authenticate` (they need the database anyway)."""
-        principal: Principal | None = None
+        """Rate limits, and (with `authenticate`) the caller: an access token verified here, or a
+        personal access token this process exchanged lately; either checked against the revocation
+        list in the same Redis round trip as the rate limits. Any other personal token is left to
+        `authenticate` (it needs the database anyway), and so is a cached one the list refuses (that
+        may only mean its owner's role changed: `authenticate` exchanges it again)."""
+        caller: Caller | None = None
         refusal: Problem | None = None
-        if authenticate and token and not token.startswith(PERSONAL_PREFIX):
-            try:
-                principal = await self._verify(token)
-            except Problem as problem:
-                refusal = problem
-        deny = Revocations.keys_for(principal) if principal is not None else None
+        personal = token is not None and token.startswith(PERSONAL_PREFIX)
+        if authenticate and token:
+            if personal:
+                caller = self._cached_personal(token)
+            else:
+                try:
+                    caller = Caller(await self._verify(token), token)
+                except Problem as problem:
+                    refusal = problem
+        deny = Revocations.keys_for(caller.principal) if caller is not None else None
         verdict, values = await self.limiter.check(ip, token, deny)
-        if principal is None or token is None:
+        if caller is None:
             return Admission(verdict, None, refusal)
         try:
             if values is not None:  # None: Redis is down and the gateway fails open
-                Revocations.judge(principal, values)
+                Revocations.judge(caller.principal, values)
         except Problem as problem:
-            return Admission(verdict, None, problem)
-        return Admission(verdict, Caller(principal, token))
+            return Admission(verdict) if personal else Admission(verdict, None, problem)
+        return Admission(verdict, caller)
 
     async def _verify(self, token: str) -> Principal:
         # The verifier keeps verified claims until the token's `exp` (no signature check per request).
@@ -208,12 +214,19 @@ class Gateway:
             raise Unauthorized("a token of a target acting for a user is no credential at the gateway")
         return principal
 
-    async def _exchange_personal(self, token: str) -> Caller:
+    def _cached_personal(self, token: str) -> Caller | None:
+        """What this process exchanged the personal token for, while that is fresh."""
         key = digest(token)
         cached = self._personal.get(key)
         if cached is not None and cached[0] > time.monotonic():
             self._personal.move_to_end(key)
             return cached[1]
+        return None
+
+    async def _exchange_personal(self, token: str) -> Caller:
+        if (cached := self._cached_personal(token)) is not None:
+            return cached
+        key = digest(token)
         async with transaction(self.runtime.sessions) as session:
             grant = await accounts.use_personal_token(session, token)
         remaining = int(grant.expires_at.timestamp() - time.time())
