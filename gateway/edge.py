@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import functools
 import logging
 import time
 import uuid
@@ -89,6 +92,8 @@ class Gateway:
         self.runtime = runtime
         self.settings = settings
         self._personal: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        # Exchanges of personal tokens under way, by token digest (see `_exchange_personal`).
+        self._exchanging: dict[str, asyncio.Future[Caller]] = {}
         # The merged OpenAPI document of /docs, with when it goes stale.
         self.docs_cache: tuple[float, dict[str, Any]] | None = None
 
@@ -224,9 +229,29 @@ class Gateway:
         return None
 
     async def _exchange_personal(self, token: str) -> Caller:
+        """The personal token's access token: cached, else exchanged once for every request that
+        wants it meanwhile (a burst on a hot token, or its expiry under load, is one database
+        transaction and one signature, not one per request)."""
         if (cached := self._cached_personal(token)) is not None:
             return cached
         key = digest(token)
+        exchange = self._exchanging.get(key)
+        if exchange is None:
+            exchange = self._exchanging[key] = asyncio.ensure_future(self._exchange(token, key))
+            exchange.add_done_callback(functools.partial(self._exchanged, key))
+        try:
+            # Shielded: a caller that gives up (its client went away) leaves the others their exchange.
+            return await asyncio.shield(exchange)
+        except Problem as problem:
+            raise copy.copy(problem) from None  # each its own: a refusal is amended per request
+
+    def _exchanged(self, key: str, exchange: asyncio.Future[Caller]) -> None:
+        if self._exchanging.get(key) is exchange:
+            del self._exchanging[key]
+        if not exchange.cancelled():
+            exchange.exception()  # retrieved: every caller waiting for it was cancelled
+
+    async def _exchange(self, token: str, key: str) -> Caller:
         async with transaction(self.runtime.sessions) as session:
             grant = await accounts.use_personal_token(session, token)
         remaining = int(grant.expires_at.timestamp() - time.time())
@@ -247,16 +272,21 @@ class Gateway:
             claims=claims,
         )
         caller = Caller(principal, access)
-        self._personal[key] = (time.monotonic() + min(PERSONAL_CACHE_SECONDS, ttl / 2), caller)
-        while len(self._personal) > PERSONAL_CACHE_SIZE:
-            self._personal.popitem(last=False)
+        # Not kept if the token was forgotten meanwhile (its grant may predate what made it so).
+        if self._exchanging.get(key) is asyncio.current_task():
+            self._personal[key] = (time.monotonic() + min(PERSONAL_CACHE_SECONDS, ttl / 2), caller)
+            while len(self._personal) > PERSONAL_CACHE_SIZE:
+                self._personal.popitem(last=False)
         return caller
 
     def forget_personal(self, token_hash: str | None = None) -> None:
+        """Drop exchanges made, and those under way: the next use exchanges the token again."""
         if token_hash is None:
             self._personal.clear()
+            self._exchanging.clear()
         else:
             self._personal.pop(token_hash, None)
+            self._exchanging.pop(token_hash, None)
 
     async def close(self) -> None:
         if "http" in self.__dict__:
