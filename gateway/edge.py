@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import functools
 import logging
 import time
 import uuid
@@ -89,6 +92,8 @@ class Gateway:
         self.runtime = runtime
         self.settings = settings
         self._personal: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        # Exchanges of personal tokens under way, by token digest (see `_exchange_personal`).
+        self._exchanging: dict[str, asyncio.Future[Caller]] = {}
         # The merged OpenAPI document of /docs, with when it goes stale.
         self.docs_cache: tuple[float, dict[str, Any]] | None = None
 
@@ -177,26 +182,32 @@ class Gateway:
         return caller
 
     async def admit(self, ip: str, token: str | None, *, authenticate: bool) -> Admission:
-        """Rate limits, and (with `authenticate`) the caller's access token: verified here, checked
-        against the revocation list in the same Redis round trip as the rate limits. Personal access
-        tokens are left to `authenticate` (they need the database anyway)."""
-        principal: Principal | None = None
+        """Rate limits, and (with `authenticate`) the caller: an access token verified here, or a
+        personal access token this process exchanged lately; either checked against the revocation
+        list in the same Redis round trip as the rate limits. Any other personal token is left to
+        `authenticate` (it needs the database anyway), and so is a cached one the list refuses (that
+        may only mean its owner's role changed: `authenticate` exchanges it again)."""
+        caller: Caller | None = None
         refusal: Problem | None = None
-        if authenticate and token and not token.startswith(PERSONAL_PREFIX):
-            try:
-                principal = await self._verify(token)
-            except Problem as problem:
-                refusal = problem
-        deny = Revocations.keys_for(principal) if principal is not None else None
+        personal = token is not None and token.startswith(PERSONAL_PREFIX)
+        if authenticate and token:
+            if personal:
+                caller = self._cached_personal(token)
+            else:
+                try:
+                    caller = Caller(await self._verify(token), token)
+                except Problem as problem:
+                    refusal = problem
+        deny = Revocations.keys_for(caller.principal) if caller is not None else None
         verdict, values = await self.limiter.check(ip, token, deny)
-        if principal is None or token is None:
+        if caller is None:
             return Admission(verdict, None, refusal)
         try:
             if values is not None:  # None: Redis is down and the gateway fails open
-                Revocations.judge(principal, values)
+                Revocations.judge(caller.principal, values)
         except Problem as problem:
-            return Admission(verdict, None, problem)
-        return Admission(verdict, Caller(principal, token))
+            return Admission(verdict) if personal else Admission(verdict, None, problem)
+        return Admission(verdict, caller)
 
     async def _verify(self, token: str) -> Principal:
         # The verifier keeps verified claims until the token's `exp` (no signature check per request).
@@ -208,12 +219,39 @@ class Gateway:
             raise Unauthorized("a token of a target acting for a user is no credential at the gateway")
         return principal
 
-    async def _exchange_personal(self, token: str) -> Caller:
+    def _cached_personal(self, token: str) -> Caller | None:
+        """What this process exchanged the personal token for, while that is fresh."""
         key = digest(token)
         cached = self._personal.get(key)
         if cached is not None and cached[0] > time.monotonic():
             self._personal.move_to_end(key)
             return cached[1]
+        return None
+
+    async def _exchange_personal(self, token: str) -> Caller:
+        """The personal token's access token: cached, else exchanged once for every request that
+        wants it meanwhile (a burst on a hot token, or its expiry under load, is one database
+        transaction and one signature, not one per request)."""
+        if (cached := self._cached_personal(token)) is not None:
+            return cached
+        key = digest(token)
+        exchange = self._exchanging.get(key)
+        if exchange is None:
+            exchange = self._exchanging[key] = asyncio.ensure_future(self._exchange(token, key))
+            exchange.add_done_callback(functools.partial(self._exchanged, key))
+        try:
+            # Shielded: a caller that gives up (its client went away) leaves the others their exchange.
+            return await asyncio.shield(exchange)
+        except Problem as problem:
+            raise copy.copy(problem) from None  # each its own: a refusal is amended per request
+
+    def _exchanged(self, key: str, exchange: asyncio.Future[Caller]) -> None:
+        if self._exchanging.get(key) is exchange:
+            del self._exchanging[key]
+        if not exchange.cancelled():
+            exchange.exception()  # retrieved: every caller waiting for it was cancelled
+
+    async def _exchange(self, token: str, key: str) -> Caller:
         async with transaction(self.runtime.sessions) as session:
             grant = await accounts.use_personal_token(session, token)
         remaining = int(grant.expires_at.timestamp() - time.time())
@@ -234,16 +272,21 @@ class Gateway:
             claims=claims,
         )
         caller = Caller(principal, access)
-        self._personal[key] = (time.monotonic() + min(PERSONAL_CACHE_SECONDS, ttl / 2), caller)
-        while len(self._personal) > PERSONAL_CACHE_SIZE:
-            self._personal.popitem(last=False)
+        # Not kept if the token was forgotten meanwhile (its grant may predate what made it so).
+        if self._exchanging.get(key) is asyncio.current_task():
+            self._personal[key] = (time.monotonic() + min(PERSONAL_CACHE_SECONDS, ttl / 2), caller)
+            while len(self._personal) > PERSONAL_CACHE_SIZE:
+                self._personal.popitem(last=False)
         return caller
 
     def forget_personal(self, token_hash: str | None = None) -> None:
+        """Drop exchanges made, and those under way: the next use exchanges the token again."""
         if token_hash is None:
             self._personal.clear()
+            self._exchanging.clear()
         else:
             self._personal.pop(token_hash, None)
+            self._exchanging.pop(token_hash, None)
 
     async def close(self) -> None:
         if "http" in self.__dict__:

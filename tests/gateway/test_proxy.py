@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from coder.gateway import sessions as accounts
+from coder.gateway.edge import Gateway as Gateway_
+from coder.gateway.tokens import digest
 from coder.shared.devservers import RedisServer, free_port
 from coder.tests.gateway.conftest import Gateway, gateway_env, gateway_platform
 from coder.tests.gateway.factories import bearer, owner
@@ -105,6 +109,89 @@ async def test_forwards_request_id_traceparent_and_the_verified_token(gw: Gatewa
     through_pat = (await gw.client.get("/api/echo/echo", headers=bearer(pat))).json()
     forwarded = through_pat["headers"]["authorization"]
     assert forwarded.startswith("Bearer ey") and pat not in forwarded  # targets only ever see signed JWTs
+
+
+async def test_a_known_personal_token_costs_one_redis_round_trip(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once exchanged, a personal token's revocation keys ride along the rate limits' script: one
+    round trip to Redis per proxied request, and a revocation still refuses the very next one."""
+    created = (
+        await gw.client.post(
+            "/auth/tokens",
+            json={"name": "loop", "scopes": ["*"], "expires_in_days": 1},
+            headers=gw.founder.headers,
+        )
+    ).json()
+    pat = created["token"]
+    assert (await gw.client.get("/api/echo/echo", headers=bearer(pat))).status_code == 200  # exchanged
+    cache = gw.platform.runtime.cache
+    assert cache is not None
+    commands: list[tuple[str, list[str]]] = []
+    execute: Any = cache.execute_command  # untyped in redis-py
+
+    async def counted(*args: object, **options: object) -> object:
+        keys = [a.decode() if isinstance(a, bytes) else str(a) for a in args[1:]]
+        if any(k.startswith("gateway:") for k in keys):  # the gateway's, not a background task's
+            commands.append((str(args[0]).upper(), keys))
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(cache, "execute_command", counted)
+    assert (await gw.client.get("/api/echo/echo", headers=bearer(pat))).status_code == 200
+    assert [name for name, _ in commands] == ["EVALSHA"], commands
+    stale = f"gateway:stale:{gw.founder.org_id}:{gw.founder.user_id}"
+    assert stale in commands[0][1] and f"gateway:revoked:pat:{created['id']}" in commands[0][1]
+
+    # Revoked by another replica (this one's exchange stays cached): refused at once all the same.
+    await cache.set(f"gateway:revoked:pat:{created['id']}", "1", ex=60)
+    assert_problem(await gw.client.get("/api/echo/echo", headers=bearer(pat)), 401, "token-revoked")
+
+
+async def test_a_burst_on_a_personal_token_exchanges_it_once(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that find no exchange cached wait for the one under way; one forgotten meanwhile (the
+    token revoked, its owner's role changed) is not kept."""
+    exchanges: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+    release.set()
+    use = accounts.use_personal_token
+
+    async def counted(session: Any, token: str) -> Any:
+        exchanges.append(token)
+        started.set()
+        await release.wait()
+        return await use(session, token)
+
+    monkeypatch.setattr(accounts, "use_personal_token", counted)
+    pat = (
+        await gw.client.post(
+            "/auth/tokens",
+            json={"name": "burst", "scopes": ["*"], "expires_in_days": 1},
+            headers=gw.founder.headers,
+        )
+    ).json()["token"]
+    burst = await asyncio.gather(*(gw.client.get("/api/echo/echo", headers=bearer(pat)) for _ in range(8)))
+    assert [r.status_code for r in burst] == [200] * 8 and exchanges == [pat]
+    # A refusal too, each request its own problem.
+    unknown = "cdr_pat_" + "x" * 40
+    refused = await asyncio.gather(
+        *(gw.client.get("/api/echo/echo", headers=bearer(unknown)) for _ in range(4))
+    )
+    assert {assert_problem(r, 401, "invalid-personal-token")["status"] for r in refused} == {401}
+    assert exchanges.count(unknown) == 1
+
+    gateway: Gateway_ = gw.platform.runtime.local_apps["gateway"].state.gateway  # type: ignore[attr-defined]
+    gateway.forget_personal(digest(pat))
+    started.clear()
+    release.clear()
+    first = asyncio.create_task(gw.client.get("/api/echo/echo", headers=bearer(pat)))
+    await started.wait()
+    gateway.forget_personal(digest(pat))  # while that exchange is under way
+    release.set()
+    assert (await first).status_code == 200
+    assert (await gw.client.get("/api/echo/echo", headers=bearer(pat))).status_code == 200
+    assert exchanges.count(pat) == 3  # the forgotten exchange served its request, and was not kept
 
 
 async def test_server_sent_events_stream_unbuffered(gw: Gateway, gateway_url: str) -> None:
