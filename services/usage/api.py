@@ -294,14 +294,14 @@ async def delete_budget(
 async def create_reservation(
     body: ReservationCreate,
     reserver: ReserverDep,
-    session: SessionDep,
     cache: CacheDep,
     principal: Annotated[Principal, require("usage:reserve")],
 ) -> ReservationRead:
     """Hold `amount` against every budget that covers this spend (the org's, the team's, the user's,
     the API key's), atomically across replicas: either all have room, or nothing is held and the answer
     is 402 naming the budget that would be exceeded. Settle or release it; it lapses after `ttl_seconds`."""
-    return await reservations.reserve(session, cache, reserver, principal.org_id, body)
+    # No request session: a hold is a Redis script run, and opens one only when it reads the database.
+    return await reservations.reserve(reserver, cache, principal.org_id, body)
 
 
 @router.get("/reservations/{reservation_id}", response_model=ReservationRead)

@@ -9,19 +9,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import Gauge
 from redis.asyncio import Redis
-from sqlalchemy import (
-    Table,
-    and_,
-    func,
-    or_,
-    select,
-)
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import String, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from coder.services.usage import holds
 from coder.services.usage.holds import BudgetKeys, Charge, from_units, to_units
@@ -36,7 +30,7 @@ from coder.services.usage.schemas import (
 )
 from coder.shared.db import transaction
 from coder.shared.errors import InvalidField
-from coder.shared.repository import OrgScoped, scoped
+from coder.shared.repository import OrgScoped, owned_by_sql
 
 if TYPE_CHECKING:
     from coder.shared.runtime import Runtime
@@ -72,7 +66,24 @@ def checked_units(metric: Metric, amount: Decimal, field: str) -> int:
     return units
 
 
-def keys_of(budget: Budget) -> BudgetKeys:
+class Limit(NamedTuple):
+    """A budget as a hold or a charge reads it: a row, not an ORM object (no identity map, no change
+    tracking, for what is only read)."""
+
+    id: uuid.UUID
+    org_id: str
+    name: str
+    scope: str
+    scope_id: str | None
+    metric: str
+    limit: Decimal
+    period: str
+
+
+Spender = tuple[str, str | None, str | None]  # user, team, API key
+
+
+def keys_of(budget: Budget | Limit) -> BudgetKeys:
     return BudgetKeys(budget.org_id, budget.id)
 
 
@@ -197,64 +208,100 @@ async def delete_budget(session: AsyncSession, org_id: str, budget_id: uuid.UUID
     await _budgets(session, org_id).delete(budget_id, Budget.id == budget_id)
 
 
+# The org's budgets covering any of the spenders whose teams, users and API keys are the arrays: one
+# statement text whatever their number (compiled once, prepared once per connection). Sorted by id:
+# every transaction upserts spend rows in one order, so two never deadlock.
+COVERING = (
+    text(f"""
+    SELECT id, org_id, name, scope, scope_id, metric, "limit", period FROM usage_budget
+    WHERE {owned_by_sql("org_id")} AND (
+        scope = '{Scope.ORG.value}'
+        OR scope = '{Scope.TEAM.value}' AND scope_id = ANY(:teams)
+        OR scope = '{Scope.USER.value}' AND scope_id = ANY(:users)
+        OR scope = '{Scope.API_KEY.value}' AND scope_id = ANY(:api_keys))
+    ORDER BY id
+""")  # noqa: S608  (only constants are interpolated)
+    .bindparams(*(bindparam(name, type_=ARRAY(String)) for name in ("teams", "users", "api_keys")))
+    .columns(*(Budget.__table__.c[name] for name in Limit._fields))
+)
+
+
+async def covering(
+    db: AsyncSession | AsyncConnection, org_id: str, spenders: Sequence[Spender]
+) -> dict[Spender, list[Limit]]:
+    """Each spender's budgets (of every metric): the org's own, its team's, its user's, its key's.
+    One statement for them all."""
+    users, teams, keys = ({s[i] for s in spenders if s[i] is not None} for i in range(3))
+    parameters = {"org_id": org_id, "users": list(users), "teams": list(teams), "api_keys": list(keys)}
+    found = [Limit._make(row) for row in await db.execute(COVERING, parameters)]
+    by_spender = {}
+    for spender in spenders:
+        user_id, team_id, api_key_id = spender
+        wanted = {
+            (Scope.ORG.value, None),
+            (Scope.USER.value, user_id),
+            (Scope.TEAM.value, team_id),
+            (Scope.API_KEY.value, api_key_id),
+        }
+        by_spender[spender] = [b for b in found if (b.scope, b.scope_id) in wanted]
+    return by_spender
+
+
 async def applicable(
-    session: AsyncSession,
+    db: AsyncSession | AsyncConnection,
     org_id: str,
     metric: Metric | None,
-    user_id: str | None,
+    user_id: str,
     team_id: str | None,
     api_key_id: str | None,
-) -> list[Budget]:
+) -> list[Limit]:
     """The org's budgets of `metric` (None: of every metric) covering this spend: the org's own, the
     team's, the user's, the key's."""
-    covers = [Budget.scope == Scope.ORG.value]
-    for scope, scope_id in ((Scope.TEAM, team_id), (Scope.USER, user_id), (Scope.API_KEY, api_key_id)):
-        if scope_id is not None:
-            covers.append(and_(Budget.scope == scope.value, Budget.scope_id == scope_id))
-    query = scoped(Budget, org_id).where(or_(*covers))
-    if metric is not None:
-        query = query.where(Budget.metric == metric.value)
-    # Sorted by id: every transaction upserts spend rows in one order, so two never deadlock.
-    return list((await session.execute(query.order_by(Budget.id))).scalars().all())
+    spender = (user_id, team_id, api_key_id)
+    found = (await covering(db, org_id, [spender]))[spender]
+    return found if metric is None else [b for b in found if b.metric == metric.value]
 
 
-_SPEND = insert(cast(Table, BudgetSpend.__table__))
-# The rows are the statement's parameters, not its text (as `values([...])` would make them): compiled
-# once, whatever the number of budgets.
-_CHARGE = _SPEND.on_conflict_do_update(
-    index_elements=["budget_id", "period_start"],
-    set_={"spent": _SPEND.table.c.spent + _SPEND.excluded.spent, "updated_at": func.now()},
-).returning(_SPEND.table.c.budget_id, _SPEND.table.c.period_start, _SPEND.table.c.spent)
+# Adds each amount to its budget's spend in a period, the rows as one array per column: one statement
+# text whatever the number of budgets (compiled once; a VALUES list is another text for every count).
+_CHARGE = text("""
+    INSERT INTO usage_budget_spend (budget_id, period_start, spent)
+    SELECT * FROM unnest(
+        CAST(:budgets AS uuid[]), CAST(:periods AS timestamptz[]), CAST(:amounts AS numeric[]))
+    ON CONFLICT (budget_id, period_start)
+    DO UPDATE SET spent = usage_budget_spend.spent + excluded.spent, updated_at = now()
+    RETURNING budget_id, spent
+""").columns(BudgetSpend.__table__.c.budget_id, BudgetSpend.__table__.c.spent)
 
 
 async def charge_ledger(
-    session: AsyncSession, metric: Metric, budgets: Sequence[Budget], amount: Decimal, now: datetime
+    session: AsyncSession, metric: Metric, budgets: Sequence[Limit], amount: Decimal, now: datetime
 ) -> list[Charge]:
     """Add `amount` to each budget's spend for the current period; returns the charges for Redis."""
     return await charge_ledgers(session, [(b, amount) for b in budgets], now)
 
 
 async def charge_ledgers(
-    session: AsyncSession, amounts: Sequence[tuple[Budget, Decimal]], now: datetime
+    session: AsyncSession, amounts: Sequence[tuple[Limit, Decimal]], now: datetime
 ) -> list[Charge]:
     """Add each amount to its budget's spend for the current period (in the budget's metric; one
-    statement for all, a budget at most once); returns the charges for Redis."""
-    amounts = [(b, amount) for b, amount in amounts if amount != 0]
+    statement for all, a budget at most once, in the order of their ids); returns the charges for
+    Redis."""
+    amounts = sorted(((b, amount) for b, amount in amounts if amount != 0), key=lambda c: c[0].id)
     if not amounts:
         return []
-    values = [
-        {"budget_id": b.id, "period_start": period_bounds(Period(b.period), now)[0], "spent": amount}
-        for b, amount in amounts
-    ]
-    totals = {row.budget_id: (row.period_start, row.spent) for row in await session.execute(_CHARGE, values)}
+    periods = [period_bounds(Period(b.period), now)[0] for b, _ in amounts]
+    parameters = {
+        "budgets": [b.id for b, _ in amounts],
+        "periods": periods,
+        "amounts": [amount for _, amount in amounts],
+    }
+    totals = {row.budget_id: row.spent for row in await session.execute(_CHARGE, parameters)}
     return [
         Charge(
-            keys_of(b),
-            totals[b.id][0],
-            to_units(Metric(b.metric), amount),
-            to_units(Metric(b.metric), totals[b.id][1]),
+            keys_of(b), period, to_units(Metric(b.metric), amount), to_units(Metric(b.metric), totals[b.id])
         )
-        for b, amount in amounts
+        for (b, amount), period in zip(amounts, periods, strict=True)
     ]
 
 
@@ -263,7 +310,7 @@ def exact(metric: Metric, amount: Decimal) -> Decimal:
 
 
 async def charge(
-    session: AsyncSession, cache: Redis, metric: Metric, budgets: Sequence[Budget], amount: Decimal
+    session: AsyncSession, cache: Redis, metric: Metric, budgets: Sequence[Limit], amount: Decimal
 ) -> None:
     """Spend that was never reserved: it counts against every budget of `budgets` (those that cover it)."""
     charges = await charge_ledger(session, metric, budgets, exact(metric, amount), _now())

@@ -15,32 +15,34 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import Uuid, bindparam, case, column, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy import DateTime, bindparam, case, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from coder.services.usage import holds
 from coder.services.usage.budgets import (
+    Limit,
+    Spender,
     applicable,
     charge,
     charge_ledger,
     charge_ledgers,
     checked_units,
+    covering,
     exact,
     keys_of,
     ledger,
     period_bounds,
 )
 from coder.services.usage.holds import BudgetKeys, Check, Held, Stale, from_units, to_units
-from coder.services.usage.models import AMOUNT, Base, Budget, Reservation
+from coder.services.usage.models import Base, Reservation
 from coder.services.usage.schemas import (
     Metric,
     Period,
@@ -50,7 +52,7 @@ from coder.services.usage.schemas import (
 )
 from coder.shared.db import transaction
 from coder.shared.errors import NotFound, Problem
-from coder.shared.repository import OrgScoped, owned_by
+from coder.shared.repository import OrgScoped, owned_by, owned_by_sql
 from coder.shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,6 @@ class UsageProblem(Problem):
 
 class BudgetExceeded(UsageProblem):
     status, slug, title = 402, "budget-exceeded", "Budget exceeded"
-    commit = True  # the refusal's `usage.budget.exceeded` event commits with the answer
 
 
 class ReservationClosed(UsageProblem):
@@ -113,7 +114,7 @@ def reservation_read(reservation: Reservation, now: datetime | None = None) -> R
     )
 
 
-BudgetsKey = tuple[str, Metric, str | None, str | None, str | None]
+BudgetsKey = tuple[str, Metric, str, str | None, str | None]
 
 
 class RowWriter:
@@ -121,13 +122,14 @@ class RowWriter:
     INSERT runs goes in the next, so rows are written in batches however many holds run at once. A
     failed write is tried again; rows still waiting at stop are written then."""
 
-    def __init__(self, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
-        self._sessions = sessions  # looked up at the write: set up before the process opens its database
-        self._rows: list[dict[str, Any]] = []
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime  # its engine is read at the write: opened after this is set up
+        self._rows: list[tuple[str, datetime]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: tuple[str, datetime]) -> None:
+        """`row`: the reservation's row as JSON, as Redis holds it (`_row_json`), and its expiry."""
         self._rows.append(row)
         self._wake.set()
         if self._task is None or self._task.done():
@@ -146,10 +148,15 @@ class RowWriter:
                 self._wake.set()
 
     async def flush(self) -> None:
+        engine = self._runtime.engine
+        if engine is None:
+            raise RuntimeError("the database is not open in this process")
         while self._rows:
             rows = self._rows[:WRITE_BATCH]
-            async with transaction(self._sessions()) as session:
-                await write_rows(session, rows)
+            # One statement, atomic by itself: no transaction around it (BEGIN and COMMIT saved).
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await write_rows(connection, rows)
             del self._rows[: len(rows)]
 
     async def close(self) -> None:
@@ -159,10 +166,36 @@ class RowWriter:
         await self.flush()
 
 
-async def write_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of reservations; one already written (by the writer or a reader) stays as it is. The rows
-    are the statement's parameters, not its text: compiled once, whatever the batch's size."""
-    await session.execute(insert(Reservation).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+# Reservation rows from their JSON as Redis holds it (`_row_json`), next to their expiries (Redis's
+# clock decided them after the JSON was made): the rows go as one JSON document PostgreSQL unpacks,
+# one statement text whatever the batch's size, and no value encoded one at a time in Python. A row
+# already written (by the writer, a reader or the sweeper) stays as it is.
+_COLUMNS = "id, org_id, metric, amount, actual, user_id, team_id, api_key_id, budget_ids, status, created_at"
+_WRITE_ROWS = text(f"""
+    INSERT INTO usage_reservation ({_COLUMNS}, closed_at, expires_at)
+    SELECT {_COLUMNS}, closed_at, expires_at
+    FROM ROWS FROM (
+        jsonb_to_recordset(CAST(:rows AS jsonb)) AS (id uuid, org_id text, metric text, amount numeric,
+            actual numeric, user_id text, team_id text, api_key_id text, budget_ids jsonb, status text,
+            created_at timestamptz, closed_at timestamptz),
+        unnest(CAST(:expires AS timestamptz[]))
+    ) AS incoming ({_COLUMNS}, closed_at, expires_at)
+    ON CONFLICT (id) DO NOTHING
+""").bindparams(bindparam("expires", type_=ARRAY(DateTime(timezone=True))))  # noqa: S608  (constants only)
+
+
+async def write_rows(db: AsyncSession | AsyncConnection, rows: Sequence[tuple[str, datetime]]) -> int:
+    """Write reservations' rows (JSON, as Redis holds them) with their expiries; returns how many
+    were not written yet."""
+    if not rows:
+        return 0
+    parameters = {"rows": f"[{','.join(row for row, _ in rows)}]", "expires": [e for _, e in rows]}
+    result = await db.execute(_WRITE_ROWS, parameters)
+    return result.rowcount  # type: ignore[attr-defined]  # a CursorResult: INSERT's own count
+
+
+def _created_at(row: str) -> datetime:
+    return datetime.fromisoformat(json.loads(row)["created_at"])
 
 
 async def write_lost_rows(
@@ -172,21 +205,19 @@ async def write_lost_rows(
     taken, as they were held (one whose expiry has passed reads as expired): a replica stopped before
     its writer wrote them. Returns how many were written."""
     moment = now or _now()
-    held = [_row_from_json(row) | {"expires_at": expires} for row, expires in await holds.records(cache)]
-    old = [r for r in held if moment - r["created_at"] >= timedelta(seconds=LOST_AFTER_SECONDS)]
+    lost_after = timedelta(seconds=LOST_AFTER_SECONDS)
+    old = [
+        (row, expires)
+        for row, expires in await holds.records(cache)
+        if moment - _created_at(row) >= lost_after
+    ]
     if not old:
         return 0
     async with transaction(sessions) as session:
-        ids = [r["id"] for r in old]
-        written = set(
-            (await session.execute(select(Reservation.id).where(Reservation.id.in_(ids)))).scalars()
-        )
-        lost = [r for r in old if r["id"] not in written]
-        if lost:
-            await write_rows(session, lost)
+        lost = await write_rows(session, old)
     if lost:
-        log.warning("wrote reservation rows a stopped replica had not written", extra={"rows": len(lost)})
-    return len(lost)
+        log.warning("wrote reservation rows a stopped replica had not written", extra={"rows": lost})
+    return lost
 
 
 async def sweeper(runtime: Runtime) -> None:
@@ -202,15 +233,15 @@ async def sweeper(runtime: Runtime) -> None:
 
 
 class Reserver:
-    """What holds keep per process: the budgets applying to each caller, and the row writer."""
+    """What holds keep per process: the budgets applying to each caller, and the row writer. A hold
+    whose budgets are known opens no database session."""
 
-    def __init__(self, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
-        self.writer = RowWriter(sessions)
-        self._budgets: dict[BudgetsKey, tuple[str, float, list[Budget]]] = {}
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.writer = RowWriter(runtime)
+        self._budgets: dict[BudgetsKey, tuple[str, float, list[Limit]]] = {}
 
-    async def budgets(
-        self, session: AsyncSession, cache: Redis, key: BudgetsKey, *, fresh: bool = False
-    ) -> tuple[str, list[Budget]]:
+    async def budgets(self, cache: Redis, key: BudgetsKey, *, fresh: bool = False) -> tuple[str, list[Limit]]:
         """The budgets applying to `key`, and the org's budgets version they were read at."""
         now = time.monotonic()
         cached = self._budgets.get(key)
@@ -219,7 +250,8 @@ class Reserver:
         org_id, metric, user_id, team_id, api_key_id = key
         # The version first: a budget written after this read changes it, so the hold sees it stale.
         version = await holds.budgets_version(cache, org_id)
-        found = await applicable(session, org_id, metric, user_id, team_id, api_key_id)
+        async with self.runtime.sessions() as session:
+            found = await applicable(session, org_id, metric, user_id, team_id, api_key_id)
         if len(self._budgets) >= BUDGETS_CACHE_SIZE:
             self._budgets.clear()
         self._budgets[key] = (version, now + BUDGETS_CACHE_SECONDS, found)
@@ -233,27 +265,17 @@ def _row_json(row: dict[str, Any]) -> str:
     return json.dumps({k: v if v is None or isinstance(v, list) else str(v) for k, v in row.items()})
 
 
-def _row_from_json(text: str) -> dict[str, Any]:
-    row: dict[str, Any] = json.loads(text)
-    row["id"] = uuid.UUID(row["id"])
-    row["amount"] = Decimal(row["amount"])
-    for name in ("created_at", "expires_at"):
-        row[name] = datetime.fromisoformat(row[name])
-    return row
-
-
-async def reserve(
-    session: AsyncSession, cache: Redis, reserver: Reserver, org_id: str, body: ReservationCreate
-) -> ReservationRead:
+async def reserve(reserver: Reserver, cache: Redis, org_id: str, body: ReservationCreate) -> ReservationRead:
     """Hold `amount` against every budget that covers the caller, or refuse (BudgetExceeded) naming the
-    budget it would overrun."""
+    budget it would overrun. Postgres is read only for what the process does not know (the budgets
+    applying, once in a while; a spend counter Redis lost), and written only for a refusal."""
     metric = body.metric
     amount = checked_units(metric, body.amount, "amount")
     now = _now()
     reservation_id = uuid.uuid4()
     key: BudgetsKey = (org_id, metric, body.user_id, body.team_id, body.api_key_id)
     for attempt in range(3):
-        version, budgets = await reserver.budgets(session, cache, key, fresh=attempt > 0)
+        version, budgets = await reserver.budgets(cache, key, fresh=attempt > 0)
         row: dict[str, Any] = {
             "id": reservation_id,
             "org_id": org_id,
@@ -276,24 +298,18 @@ async def reserve(
 
         async def load_spent(indexes: Sequence[int]) -> list[int]:
             wanted = [(budgets[i].id, checks[i].period_start) for i in indexes]  # noqa: B023 - used here
-            return [to_units(metric, s) for s in await ledger(session, wanted)]
+            async with reserver.runtime.sessions() as session:
+                return [to_units(metric, s) for s in await ledger(session, wanted)]
 
+        held = _row_json(row)
         outcome = await holds.reserve(
-            cache,
-            org_id,
-            version,
-            reservation_id,
-            _row_json(row),
-            checks,
-            amount,
-            body.ttl_seconds,
-            load_spent,
+            cache, org_id, version, reservation_id, held, checks, amount, body.ttl_seconds, load_spent
         )
         if isinstance(outcome, Stale):
             continue
         if not isinstance(outcome, Held):
             raise await _refuse(
-                session,
+                reserver.runtime.sessions,
                 org_id,
                 body,
                 budgets[outcome.index],
@@ -302,17 +318,29 @@ async def reserve(
                 now,
             )
         # The row is in Redis with the hold; Postgres gets it in the writer's next batch.
-        row["expires_at"] = outcome.expires_at
-        reserver.writer.add(row)
-        return reservation_read(Reservation(**row), now)
+        reserver.writer.add((held, outcome.expires_at))
+        return ReservationRead(
+            reservation_id=reservation_id,
+            status=ReservationStatus.RESERVED,
+            metric=metric,
+            amount=body.amount,
+            actual=None,
+            user_id=body.user_id,
+            team_id=body.team_id,
+            api_key_id=body.api_key_id,
+            budget_ids=[b.id for b in budgets],
+            created_at=now,
+            expires_at=outcome.expires_at,
+            closed_at=None,
+        )
     raise RuntimeError("the org's budgets kept changing during a reservation")
 
 
 async def _refuse(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     org_id: str,
     body: ReservationCreate,
-    budget: Budget,
+    budget: Limit,
     spent: Decimal,
     reserved: Decimal,
     now: datetime,
@@ -331,18 +359,20 @@ async def _refuse(
         "reserved": float(reserved),
         "requested": float(body.amount),
     }
-    await Base.events.publish(
-        session,
-        "usage.budget.exceeded",
-        {
-            **details,
-            "user_id": body.user_id,
-            "team_id": body.team_id,
-            "api_key_id": body.api_key_id,
-        },
-        org_id=org_id,
-        subject=str(budget.id),
-    )
+    # The refusal leaves a trace before it is answered: its event commits on its own.
+    async with transaction(sessions) as session:
+        await Base.events.publish(
+            session,
+            "usage.budget.exceeded",
+            {
+                **details,
+                "user_id": body.user_id,
+                "team_id": body.team_id,
+                "api_key_id": body.api_key_id,
+            },
+            org_id=org_id,
+            subject=str(budget.id),
+        )
     scope = budget.scope if budget.scope_id is None else f"{budget.scope} {budget.scope_id}"
     return BudgetExceeded(
         f"budget {budget.name!r} ({scope}) would be exceeded: limit {details['limit']}, spent "
@@ -365,12 +395,9 @@ async def find(
     if found is not None:
         return found
     held = await holds.record(cache, org_id, reservation_id)
-    if held is None:
+    if held is None or json.loads(held[0])["org_id"] != org_id:
         return None
-    row = _row_from_json(held[0])
-    if row["org_id"] != org_id:
-        return None
-    await write_rows(session, [{**row, "expires_at": held[1]}])
+    await write_rows(session, [held])
     return await rows.find(Reservation.id == reservation_id, lock=lock)
 
 
@@ -388,7 +415,7 @@ async def settle_open(
     cache: Redis,
     reservation: Reservation,
     actual: Decimal,
-    budgets: Sequence[Budget] | None = None,
+    budgets: Sequence[Limit] | None = None,
 ) -> None:
     """Settle an open reservation: its holds released, `actual` charged to the budgets of its metric
     that cover it (`budgets`, read when not given)."""
@@ -410,7 +437,7 @@ async def settle_open(
 
 
 async def _release_and_charge(
-    session: AsyncSession, cache: Redis, reservation: Reservation, budgets: Sequence[Budget]
+    session: AsyncSession, cache: Redis, reservation: Reservation, budgets: Sequence[Limit]
 ) -> None:
     """A settled reservation's holds dropped and its actual charged, in Redis in one step."""
     assert reservation.actual is not None
@@ -427,8 +454,8 @@ async def settle_spent(
     org_id: str,
     reservation_id: uuid.UUID,
     spend: dict[Metric, Decimal],
-    spender: tuple[str, str | None, str | None],
-    budgets: Sequence[Budget],
+    spender: Spender,
+    budgets: Sequence[Limit],
 ) -> Metric | None:
     """Settle the reservation a spend names with the spend of its metric. `budgets`: every budget
     covering `spender` (user, team, API key), of any metric. Returns the metric whose spend the
@@ -437,7 +464,7 @@ async def settle_spent(
     An open reservation is settled by one UPDATE (its row lock makes a concurrent settle or release
     wait, then find it closed); the rest (closed, or its row not in Postgres yet) goes through `find`."""
 
-    def covering(reservation: Reservation) -> list[Budget] | None:
+    def theirs(reservation: Reservation) -> list[Limit] | None:
         if (reservation.user_id, reservation.team_id, reservation.api_key_id) != spender:
             return None  # reserved for someone else: read the budgets covering them
         return [b for b in budgets if b.metric == reservation.metric]
@@ -457,7 +484,7 @@ async def settle_spent(
     ).scalar_one_or_none()
     if settled is not None:
         metric = Metric(settled.metric)
-        found = covering(settled)
+        found = theirs(settled)
         if found is None:
             found = await applicable(
                 session, org_id, metric, settled.user_id, settled.team_id, settled.api_key_id
@@ -475,11 +502,8 @@ async def settle_spent(
     if reservation.status == ReservationStatus.RELEASED.value:
         return None
     if reservation.status == ReservationStatus.RESERVED.value:
-        await settle_open(session, cache, reservation, spend[metric], covering(reservation))
+        await settle_open(session, cache, reservation, spend[metric], theirs(reservation))
     return metric
-
-
-Spender = tuple[str, str | None, str | None]  # user, team, API key
 
 
 @dataclass(frozen=True)
@@ -491,50 +515,47 @@ class Spend:
     reservation_id: uuid.UUID | None = None
 
 
+_SETTLED, _RESERVED = ReservationStatus.SETTLED.value, ReservationStatus.RESERVED.value
+# Settles the org's open reservations among `ids` with the spend of each one's metric (an array per
+# metric, in the order of `ids`): one statement text whatever the batch's size, compiled once (a VALUES
+# list is compiled again for every size). The rows come back as read, not as ORM objects.
+_SETTLE_OPEN = text(f"""
+    UPDATE usage_reservation
+    SET status = '{_SETTLED}', closed_at = :now,
+        actual = CASE metric {" ".join(f"WHEN '{m.value}' THEN spent.{m.value}" for m in Metric)} END
+    FROM unnest(CAST(:ids AS uuid[]), {", ".join(f"CAST(:{m.value} AS numeric[])" for m in Metric)})
+        AS spent (reservation_id, {", ".join(m.value for m in Metric)})
+    WHERE {owned_by_sql("org_id")} AND id = spent.reservation_id AND status = '{_RESERVED}'
+    RETURNING id, metric, actual, user_id, team_id, api_key_id, budget_ids
+""").columns(  # noqa: S608  (only constants are interpolated)
+    *(
+        Reservation.__table__.c[name]
+        for name in ("id", "metric", "actual", "user_id", "team_id", "api_key_id", "budget_ids")
+    )
+)
+
+
 async def settle_batch(session: AsyncSession, cache: Redis, org_id: str, spends: Sequence[Spend]) -> None:
     """Charge the spends of one org to its budgets: through the reservation a spend names when it is
     still open (settled with the spend of its metric, the rest charged directly), directly otherwise.
-    The open reservations are settled by one UPDATE, the budgets' ledgers charged by one statement and
-    Redis told in one step (holds dropped, counters raised); a spend whose reservation is not open in
-    Postgres (closed, unknown, or its row not written yet) goes through `settle_spent` on its own."""
+    The open reservations are settled by one UPDATE, the budgets covering every spender read by one
+    SELECT, their ledgers charged by one statement and Redis told in one step (holds dropped, counters
+    raised); a spend whose reservation is not open in Postgres (closed, unknown, or its row not written
+    yet) goes through `settle_spent` on its own."""
     now = _now()
-    covering: dict[Spender, list[Budget]] = {}
-
-    async def budgets_of(spender: Spender) -> list[Budget]:
-        if spender not in covering:  # every budget covering the spender, of either metric
-            covering[spender] = await applicable(session, org_id, None, *spender)
-        return covering[spender]
-
     first = {s.reservation_id: s for s in reversed(spends) if s.reservation_id is not None}
-    settled: dict[uuid.UUID, Reservation] = {}
+    settled = {}
     if first:
-        metrics = list(Metric)
-        # unnest of one array per column: the statement is the same whatever the batch's size, so it
-        # is compiled once (a VALUES list is compiled again for every batch).
-        amounts = {m: [exact(m, s.amounts.get(m, Decimal(0))) for s in first.values()] for m in metrics}
-        arrays: list[BindParameter[Any]] = [bindparam("ids", list(first), type_=ARRAY(Uuid()))]
-        arrays += [bindparam(m.value, amounts[m], type_=ARRAY(AMOUNT)) for m in metrics]
-        spent = (
-            func.unnest(*arrays)
-            .table_valued(column("id", Uuid()), *(column(m.value, AMOUNT) for m in metrics))
-            .render_derived(name="spent")
-        )
-        actual = case(*((Reservation.metric == m.value, spent.c[m.value]) for m in metrics))
-        rows = await session.execute(
-            update(Reservation)
-            .where(
-                owned_by(Reservation, org_id),
-                Reservation.id == spent.c.id,
-                Reservation.status == ReservationStatus.RESERVED.value,
-            )
-            .values(status=ReservationStatus.SETTLED.value, actual=actual, closed_at=now)
-            .returning(Reservation)
-        )
-        settled = {r.id: r for r in rows.scalars()}
-    charged: dict[uuid.UUID, tuple[Budget, Decimal]] = {}
+        parameters: dict[str, Any] = {"org_id": org_id, "now": now, "ids": list(first)}
+        for m in Metric:
+            parameters[m.value] = [exact(m, s.amounts.get(m, Decimal(0))) for s in first.values()]
+        settled = {row.id: row for row in await session.execute(_SETTLE_OPEN, parameters)}
+    owners = {row.id: (row.user_id, row.team_id, row.api_key_id) for row in settled.values()}
+    budgets = await covering(session, org_id, list({*(s.spender for s in spends), *owners.values()}))
+    charged: dict[uuid.UUID, tuple[Limit, Decimal]] = {}
 
-    def add(budgets: Sequence[Budget], metric: Metric, amount: Decimal) -> None:
-        for b in budgets:
+    def add(found: Sequence[Limit], metric: Metric, amount: Decimal) -> None:
+        for b in found:
             if b.metric == metric.value:
                 charged[b.id] = (b, charged.get(b.id, (b, Decimal(0)))[1] + amount)
 
@@ -547,25 +568,23 @@ async def settle_batch(session: AsyncSession, cache: Redis, org_id: str, spends:
             continue
         counted = None
         if reservation is not None:
-            assert reservation.actual is not None
             counted = Metric(reservation.metric)
-            owner = (reservation.user_id, reservation.team_id, reservation.api_key_id)
-            add(await budgets_of(owner), counted, reservation.actual)
+            add(budgets[owners[reservation.id]], counted, reservation.actual)
             releases.append(
                 (reservation.id, [BudgetKeys(org_id, uuid.UUID(b)) for b in reservation.budget_ids])
             )
         for metric, amount in s.amounts.items():
             if metric is not counted:
-                add(await budgets_of(s.spender), metric, exact(metric, amount))
+                add(budgets[s.spender], metric, exact(metric, amount))
     charges = await charge_ledgers(session, list(charged.values()), now)
     await holds.settle_many(cache, releases, charges)
     for s in alone:
         assert s.reservation_id is not None
-        budgets = await budgets_of(s.spender)
-        counted = await settle_spent(session, cache, org_id, s.reservation_id, s.amounts, s.spender, budgets)
+        theirs = budgets[s.spender]
+        counted = await settle_spent(session, cache, org_id, s.reservation_id, s.amounts, s.spender, theirs)
         for metric, amount in s.amounts.items():
             if metric is not counted:
-                await charge(session, cache, metric, [b for b in budgets if b.metric == metric.value], amount)
+                await charge(session, cache, metric, [b for b in theirs if b.metric == metric.value], amount)
 
 
 async def settle(

@@ -12,7 +12,7 @@ from coder.shared.target import Target
 
 
 def _setup(app: FastAPI, runtime: Runtime) -> None:
-    reserver = Reserver(lambda: runtime.sessions)
+    reserver = Reserver(runtime)
     app.state.usage = reserver
     runtime.on_stop.append(reserver.close)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.usage import holds
 from coder.tests.services.usage.factories import (
@@ -116,6 +120,27 @@ async def test_every_covering_budget_must_have_room(
     assert over_team.json()["budget"]["reserved"] == 2
     assert (await reserve(platform, spender, 3, user_id="u2", team_id="t1")).status_code == 201
     assert (await reserve(platform, spender, 100, user_id="u3")).status_code == 201  # no budget covers u3
+
+
+async def test_a_hold_whose_budgets_are_known_opens_no_database_session(
+    platform: Platform, signer: TestSigner, org: str, spender: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the process knows the caller's budgets, a hold is one Redis script run: no session, no
+    transaction (its row reaches Postgres in the writer's next batch)."""
+    h = signer.headers(org)
+    budget = await create_budget(platform, h, limit=10)
+    assert (await reserve(platform, spender, 1)).status_code == 201  # reads the budgets
+    sessions, opened = platform.runtime.sessions, []
+
+    def counted(*args: Any, **kwargs: Any) -> AsyncSession:
+        opened.append(asyncio.current_task())  # the request runs in this task (ASGITransport)
+        return sessions(*args, **kwargs)
+
+    monkeypatch.setattr(platform.runtime, "_sessions", counted)
+    held = await reserve(platform, spender, 2)
+    assert held.status_code == 201 and held.json()["budget_ids"] == [budget["id"]]
+    assert asyncio.current_task() not in opened
+    assert (await read_budget(platform, h, budget["id"]))["reserved"] == 3
 
 
 async def test_concurrent_reservations_never_overrun(
