@@ -7,14 +7,42 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coder.services.observability.models import GenAiCall
 from coder.shared.contracts.ai import AiRequestCompleted
 from coder.shared.events import CloudEvent, EventContext
 from coder.shared.repository import owned_by
+
+_COLUMNS = (
+    "org_id",
+    "event_id",
+    "model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "duration_ms",
+    "ttft_ms",
+    "stream",
+    "outcome",
+    "at",
+)
+# A batch's rows as one array per column: one statement, the same SQL text (one prepared statement)
+# whatever the batch's size, built once.
+_calls = GenAiCall.__table__
+assert isinstance(_calls, Table)
+_rows = (
+    func.unnest(*(bindparam(c, type_=ARRAY(_calls.c[c].type)) for c in _COLUMNS))
+    .table_valued(*_COLUMNS)
+    .render_derived()
+)
+_INSERT = (
+    insert(_calls)
+    .from_select(list(_COLUMNS), select(*(_rows.c[c] for c in _COLUMNS)))
+    .on_conflict_do_nothing()
+)
 
 
 async def on_ai_requests_completed(events: Sequence[CloudEvent], context: EventContext) -> None:
@@ -27,21 +55,23 @@ async def on_ai_requests_completed(events: Sequence[CloudEvent], context: EventC
             raise ValueError(f"event {event.id} has no orgid")
         data = event.data_as(AiRequestCompleted)
         rows.append(
-            {
-                "org_id": event.orgid,
-                "event_id": event.id,
-                "model": data.model or "unknown",
-                "provider": data.provider,
-                "input_tokens": data.prompt_tokens,
-                "output_tokens": data.completion_tokens,
-                "duration_ms": data.latency_ms,
-                "ttft_ms": data.ttft_ms,
-                "stream": data.stream,
-                "outcome": data.outcome,
-                "at": event.time,
-            }
+            (
+                event.orgid,
+                event.id,
+                data.model or "unknown",
+                data.provider,
+                data.prompt_tokens,
+                data.completion_tokens,
+                data.latency_ms,
+                data.ttft_ms,
+                data.stream,
+                data.outcome,
+                event.time,
+            )
         )
-    await context.session.execute(insert(GenAiCall).on_conflict_do_nothing(), rows)
+    if rows:
+        columns = zip(*rows, strict=True)
+        await context.session.execute(_INSERT, dict(zip(_COLUMNS, map(list, columns), strict=True)))
 
 
 def _quantiles(column: Any, name: str) -> list[Any]:

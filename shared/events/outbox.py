@@ -11,11 +11,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, delete, event, func
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 
@@ -85,8 +97,22 @@ class EventTables:
             ),
         )
 
-        # One statement, its rows in key order (as every claimer's, so two never wait on each other).
-        self._claim = insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.event_id)
+        # One statement, its rows in key order (as every claimer's, so two never wait on each other),
+        # the ids as two arrays: the same SQL text (one prepared statement) whatever the batch's size.
+        delivered = (
+            func.unnest(bindparam("ids", type_=ARRAY(String)), bindparam("types", type_=ARRAY(String)))
+            .table_valued("event_id", "event_type")
+            .render_derived()
+        )
+        self._claim = (
+            insert(self.inbox)
+            .from_select(
+                ["event_id", "event_type"],
+                select(delivered.c.event_id, delivered.c.event_type).order_by(delivered.c.event_id),
+            )
+            .on_conflict_do_nothing()
+            .returning(self.inbox.c.event_id)
+        )
 
         # Staged through the ORM's unit of work: the rows a transaction stages are written together,
         # in one statement, at its next flush (its commit at the latest, or a savepoint's start);
@@ -130,8 +156,7 @@ class EventTables:
         """Record the events as handled, in one statement; return those that were not already (the
         others are redeliveries: skip them). A copy delivered twice in `events` is returned once."""
         result = await session.execute(
-            self._claim,
-            sorted(({"event_id": e.id, "event_type": e.type} for e in events), key=itemgetter("event_id")),
+            self._claim, {"ids": [e.id for e in events], "types": [e.type for e in events]}
         )
         new = set(result.scalars())
         claimed = []

@@ -1,7 +1,7 @@
 """The outbox relay: moves committed outbox rows to the bus, then deletes them.
 
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, so replicas share the work without double sends;
-a row is deleted only after the bus confirmed it. If the broker is down the transaction rolls back
+a row's delete commits only after the bus confirmed it. If the broker is down the transaction rolls back
 and the rows wait for the next round: an outage delays events, it never loses them. A crash between
 confirm and delete re-sends a few events, which consumers drop through their inbox.
 """
@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from sqlalchemy import delete, exists, literal, select, union_all
+from sqlalchemy import Text, cast, delete, exists, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import ReturningDelete
 
 from coder.shared.db import transaction
 from coder.shared.events.bus import Bus, Deliver, topic_matches
@@ -61,6 +62,7 @@ class Relay:
         self._holding_rows = union_all(
             *(select(literal(i)).where(exists().select_from(t.outbox)) for i, t in enumerate(self.tables))
         )
+        self._take = {id(t): _take(t, batch) for t in self.tables}
 
     def wake(self, tables: EventTables | None = None) -> None:
         if tables is None:
@@ -111,24 +113,16 @@ class Relay:
         return {id(self.tables[i]) for i in found}
 
     async def drain_once(self, tables: EventTables) -> int:
-        outbox = tables.outbox
         async with transaction(self.sessions) as session:
             # The polls would make a trace a second of their own: the relay's statements stay out of
             # traces, and each event's publish continues the trace that created it (bus.publish).
             with suppress_instrumentation():
-                rows = (
-                    await session.execute(
-                        select(outbox.c.seq, outbox.c.payload)
-                        .order_by(outbox.c.seq)
-                        .limit(self.batch)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).all()
-            if not rows:
+                taken = (await session.execute(self._take[id(tables)])).all()
+            if not taken:
                 return 0
-            await self.bus.publish([CloudEvent.model_validate(row.payload) for row in rows])
-            with suppress_instrumentation():
-                await session.execute(delete(outbox).where(outbox.c.seq.in_([row.seq for row in rows])))
+            rows = sorted(taken, key=lambda row: row.seq)  # DELETE ... RETURNING keeps no order
+            # Rolled back (the bus refused, or the process stops) the rows are still there.
+            await self.bus.publish([CloudEvent.model_validate_json(row.payload) for row in rows])
         return len(rows)
 
     async def _forget_old_inbox_entries(self) -> None:
@@ -138,6 +132,19 @@ class Relay:
         async with transaction(self.sessions) as session:
             for tables in self.tables:
                 await tables.forget_handled_before(session, datetime.now(UTC) - INBOX_RETENTION)
+
+
+def _take(tables: EventTables, batch: int) -> ReturningDelete[int, str]:
+    """The oldest `batch` rows no other relay holds, deleted in the statement that reads them (one
+    round trip, not a select and then a delete): the delete commits only after the bus has the
+    events. The payload comes as JSON text, parsed straight into the envelope."""
+    outbox = tables.outbox
+    oldest = select(outbox.c.seq).order_by(outbox.c.seq).limit(batch).with_for_update(skip_locked=True)
+    return (
+        delete(outbox)
+        .where(outbox.c.seq.in_(oldest))
+        .returning(outbox.c.seq, cast(outbox.c.payload, Text).label("payload"))
+    )
 
 
 def deliverer(
