@@ -199,12 +199,15 @@ class _InProcessClient(httpx.AsyncClient):
             merged = httpx.Headers(merged)
             merged.update(headers)
         request = httpx.Request(method, self._url(url), content=content, json=json, headers=merged)
+        if self._signer is not None:  # first, as httpx's auth flow runs before the request hooks
+            await self._signer.sign(request)
         for hook in self._event_hooks["request"]:
             await hook(request)
-        if self._signer is not None:
-            await self._signer.sign(request)
         # No timeout, as over httpx's ASGITransport: the app runs in this task to its end.
-        return await self._app.handle_async_request(request)
+        response = await self._app.handle_async_request(request)
+        for hook in self._event_hooks["response"]:
+            await hook(response)
+        return response
 
 
 class ServiceClients:
