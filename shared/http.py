@@ -9,12 +9,16 @@ identity"), kept until shortly before it expires.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import httpx
+from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
+from httpx._types import HeaderTypes, QueryParamTypes, RequestContent, RequestExtensions, TimeoutTypes
 from opentelemetry import propagate
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message
 
 from coder.shared import context
 from coder.shared.errors import Problem, Unauthorized
@@ -53,10 +57,157 @@ class _WorkloadAuth(httpx.Auth):
         self._caller = caller
         self._audience = audience
 
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def sign(self, request: httpx.Request) -> None:
         token = await self._clients.workload_token(self._caller, self._audience)
         request.headers["authorization"] = f"Bearer {token}"
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await self.sign(request)
         yield request
+
+
+class _InProcessTransport(httpx.AsyncBaseTransport):
+    """Calls an ASGI app in this process with the request's scope and body, and answers with what it
+    sent, read to its end (as httpx's ASGITransport, without its per-request event and async byte
+    streams: a target's answer is read whole, so a streamed one arrives once the app has finished)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+            "scheme": url.scheme,
+            "path": url.path,
+            "raw_path": url.raw_path.split(b"?", 1)[0],
+            "query_string": url.query,
+            "server": (url.host, url.port),
+            "client": ("127.0.0.1", 123),
+            "root_path": "",
+        }
+        body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
+        parts: list[bytes] = []
+        received = False
+        done: asyncio.Future[None] | None = None  # made only if the app waits for the disconnect
+
+        async def receive() -> Message:
+            nonlocal received, done
+            if not received:
+                received = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            if done is None:
+                done = asyncio.get_running_loop().create_future()
+            await done
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                if request.method != "HEAD" and (chunk := message.get("body", b"")):
+                    parts.append(chunk)
+                if not message.get("more_body", False) and done is not None and not done.done():
+                    done.set_result(None)
+
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if done is not None and not done.done():
+                done.set_result(None)
+        return httpx.Response(status, headers=headers, content=b"".join(parts), request=request)
+
+
+class _InProcessClient(httpx.AsyncClient):
+    """A client for a target served in this process. Its requests reach the target's whole app as over
+    the network (its middleware, the caller's or workload token checked, problem+json answers), but
+    `request` (behind get, post, ...) builds and sends a plain one without httpx's per-request layers
+    (URL merging and parsing, cookies, the auth flow and redirect loop, logging): they cost more CPU
+    than usage's own work on a reservation. Anything else (a form, query parameters, another auth,
+    redirects followed) takes httpx's path, over the same transport."""
+
+    def __init__(self, transport: _InProcessTransport, auth: _WorkloadAuth | None, **kwargs: Any) -> None:
+        super().__init__(transport=transport, auth=auth, **kwargs)
+        self._app = transport
+        self._signer = auth
+        self._urls: dict[str, httpx.URL] = {}  # path -> the target's URL for it
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= 1024:
+                self._urls.clear()  # paths with ids in them: kept few
+            url = self._urls[path] = self._merge_url(path)
+        return url
+
+    async def request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: Any | None = None,
+        files: Any | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Any | None = None,
+        auth: Any = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,  # noqa: ASYNC109 - httpx's signature
+        extensions: RequestExtensions | None = None,
+    ) -> httpx.Response:
+        plain = (
+            data is None
+            and files is None
+            and cookies is None
+            and params is None
+            and auth is USE_CLIENT_DEFAULT
+            and follow_redirects is not True
+            and not extensions
+            and isinstance(url, str)
+            and url.startswith("/")
+            and "?" not in url
+            and "#" not in url
+        )
+        if not plain:
+            return await super().request(
+                method,
+                url,
+                content=content,
+                data=data,
+                files=files,
+                json=json,
+                params=params,
+                headers=headers,
+                cookies=cookies,
+                auth=auth,
+                follow_redirects=follow_redirects,
+                timeout=timeout,
+                extensions=extensions,
+            )
+        assert isinstance(url, str)
+        merged = self.headers
+        if headers:
+            merged = httpx.Headers(merged)
+            merged.update(headers)
+        request = httpx.Request(method, self._url(url), content=content, json=json, headers=merged)
+        if self._signer is not None:  # first, as httpx's auth flow runs before the request hooks
+            await self._signer.sign(request)
+        for hook in self._event_hooks["request"]:
+            await hook(request)
+        # No timeout, as over httpx's ASGITransport: the app runs in this task to its end.
+        response = await self._app.handle_async_request(request)
+        for hook in self._event_hooks["response"]:
+            await hook(response)
+        return response
 
 
 class ServiceClients:
@@ -89,19 +240,23 @@ class ServiceClients:
         current user rather than the user's own token: for the actions `caller`'s descriptor grants."""
         key = (target, caller)
         if key not in self._clients:
+            auth = _WorkloadAuth(self, caller, target) if caller is not None else None
             if target in self._local:
-                transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=self._local[target])
-                base_url = f"http://{target}.in-process"
+                self._clients[key] = _InProcessClient(
+                    _InProcessTransport(self._local[target]),
+                    auth,
+                    base_url=f"http://{target}.in-process",
+                    timeout=self._timeout,
+                    event_hooks={"request": [_forward_context]},
+                )
             else:
-                transport = httpx.AsyncHTTPTransport(retries=0)
-                base_url = self._urls[target]
-            self._clients[key] = httpx.AsyncClient(
-                transport=transport,
-                base_url=base_url,
-                timeout=self._timeout,
-                auth=_WorkloadAuth(self, caller, target) if caller is not None else None,
-                event_hooks={"request": [_forward_context]},
-            )
+                self._clients[key] = httpx.AsyncClient(
+                    transport=httpx.AsyncHTTPTransport(retries=0),
+                    base_url=self._urls[target],
+                    timeout=self._timeout,
+                    auth=auth,
+                    event_hooks={"request": [_forward_context]},
+                )
         return self._clients[key]
 
     async def workload_token(self, caller: str, audience: str) -> str:

@@ -142,6 +142,16 @@ class Platform:
     _unpublished: list[tuple[dict[str, Any], str, str, asyncio.Future[None]]] = field(default_factory=list)
     _publisher: asyncio.Task[None] | None = None
     _upstream: aiohttp.ClientSession | None = None
+    _reads: health.SharedReads | None = None
+
+    @property
+    def reads(self) -> health.SharedReads:
+        """The routing version and deployments' health, read for the calls of a loop turn at once."""
+        if self._reads is None:
+            cache = self.runtime.cache
+            assert cache is not None, "ai needs redis"
+            self._reads = health.SharedReads(cache, ROUTING_VERSION_KEY)
+        return self._reads
 
     @property
     def clients(self) -> ServiceClients:
@@ -306,12 +316,13 @@ async def plan(platform: Platform, call: Call) -> tuple[bool, list[Route]]:
     assert cache is not None, "ai needs redis"
     org_id, alias = call.principal.org_id, call.alias
     # The process's routing for the alias, if any, with the routing version and its deployments'
-    # health in one round trip: a version other than the one it was read at means reading it again.
+    # health in one round trip (shared with the calls of the same loop turn): a version other than
+    # the one it was read at means reading it again.
     resolved: Resolved | None = None
     cached = platform.routing.get((org_id, alias))
     if cached is not None and cached[1] > time.monotonic():
         able = _able(call, cached[2][1])
-        version, states = await health.states_and(cache, [r.deployment.id for r in able], ROUTING_VERSION_KEY)
+        version, states = await platform.reads.states_and([r.deployment.id for r in able])
         if version == cached[0]:
             resolved = cached[2]
     if resolved is None:
