@@ -471,9 +471,9 @@ class Stream:
         """A `data:` event of a stream that passes through, its bytes sent on as they came: only the
         end, the usage chunk, errors and empty chunks are parsed (`feed`); the rest are looked at for
         content, which counts one token per event."""
-        if _READ.search(data):
+        if _found(_READ, data):
             return self.feed("", data.decode(errors="replace"))
-        if _CONTENT.search(data):
+        if _found(_CONTENT, data):
             self._token()
             if self.over_budget:
                 return []
@@ -691,10 +691,25 @@ class Stream:
 
 
 # What `feed_data` hands to `feed`: `[DONE]`, a usage object, an error, a chunk without choices.
-_READ = re.compile(rb'^\s*\[DONE\]|"usage"\s*:\s*\{|"error"\s*:|"choices"\s*:\s*\[\s*\]')
+# Patterns apart, each starting with its own key: the engine skips to a pattern's literal start, where
+# one alternation of them all would be tried at every byte (4x the time, on every token).
+_READ = (
+    re.compile(rb"^\s*\[DONE\]"),
+    re.compile(rb'"usage"\s*:\s*\{'),
+    re.compile(rb'"error"\s*:'),
+    re.compile(rb'"choices"\s*:\s*\[\s*\]'),
+)
 # Content: a non-empty `content` or `text` string, or tool calls (JSON escapes a quote in a string:
 # these never match inside one).
-_CONTENT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")|"tool_calls"\s*:\s*\[\s*\{')
+_CONTENT = (
+    re.compile(rb'"content"\s*:\s*"(?!")'),
+    re.compile(rb'"text"\s*:\s*"(?!")'),
+    re.compile(rb'"tool_calls"\s*:\s*\[\s*\{'),
+)
+
+
+def _found(patterns: tuple[re.Pattern[bytes], ...], data: bytes) -> bool:
+    return any(p.search(data) for p in patterns)
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
