@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -210,6 +211,12 @@ class _InProcessClient(httpx.AsyncClient):
         return response
 
 
+def _no_cookies() -> CookieJar:
+    """A jar that keeps nothing: one client serves every user's requests, so a cookie a target set
+    for one would go with the next user's."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 class ServiceClients:
     def __init__(
         self,
@@ -247,6 +254,7 @@ class ServiceClients:
                     auth,
                     base_url=f"http://{target}.in-process",
                     timeout=self._timeout,
+                    cookies=_no_cookies(),
                     event_hooks={"request": [_forward_context]},
                 )
             else:
@@ -255,6 +263,7 @@ class ServiceClients:
                     base_url=self._urls[target],
                     timeout=self._timeout,
                     auth=auth,
+                    cookies=_no_cookies(),
                     event_hooks={"request": [_forward_context]},
                 )
         return self._clients[key]

@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from coder.shared import context
 from coder.shared.errors import InvalidField, install_problem_handlers
 from coder.shared.http import ServiceClients
+from coder.tests.support.providers import serve, stop
 
 
 def _app() -> FastAPI:
@@ -42,6 +43,12 @@ def _app() -> FastAPI:
                 yield f"part {n}\n".encode()
 
         return StreamingResponse(parts(), media_type="text/plain")
+
+    @app.post("/v1/cookie")
+    async def cookie() -> Response:
+        answer = Response(status_code=204)
+        answer.set_cookie("session", "of-the-first-user")
+        return answer
 
     @app.get("/v1/broken")
     async def broken() -> None:
@@ -127,3 +134,17 @@ async def test_an_in_process_answer_is_whole(clients: ServiceClients) -> None:
         refused.raise_for_status()
     with pytest.raises(RuntimeError, match="the app failed"):
         await client.get("/v1/broken")
+
+
+async def test_a_cookie_a_target_sets_goes_with_no_later_request(clients: ServiceClients) -> None:
+    """One client serves every user's calls: a cookie set in answer to one must not go with the next."""
+    server, task, port = await serve(_app())
+    try:
+        network = ServiceClients({"usage": f"http://127.0.0.1:{port}"}, {})
+        for client in (clients.client("usage"), network.client("usage")):
+            assert (await client.post("/v1/cookie")).status_code == 204
+            for sent in (await client.get("/v1/echo"), await client.get("/v1/echo", params={"q": "1"})):
+                assert "cookie" not in sent.json()["headers"]
+        await network.close()
+    finally:
+        await stop(server, task)
