@@ -99,16 +99,22 @@ async def test_forwards_request_id_traceparent_and_the_verified_token(gw: Gatewa
     assert re.fullmatch(r"gateway;dur=\d+\.\d{2}", timing), timing
     assert response.headers["ratelimit-limit"] and response.headers["ratelimit-remaining"]
 
-    pat = (
-        await gw.client.post(
-            "/auth/tokens",
-            json={"name": "cli", "scopes": ["*"], "expires_in_days": 1},
-            headers=gw.founder.headers,
-        )
-    ).json()["token"]
+    pat = (await _personal_token(gw, "cli"))["token"]
     through_pat = (await gw.client.get("/api/echo/echo", headers=bearer(pat))).json()
     forwarded = through_pat["headers"]["authorization"]
     assert forwarded.startswith("Bearer ey") and pat not in forwarded  # targets only ever see signed JWTs
+
+
+async def _personal_token(gw: Gateway, name: str) -> dict[str, Any]:
+    """A personal token of the founder's, with every scope, as `/auth/tokens` answers it."""
+    answer = await gw.client.post(
+        "/auth/tokens",
+        json={"name": name, "scopes": ["*"], "expires_in_days": 1},
+        headers=gw.founder.headers,
+    )
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
 
 
 async def test_a_known_personal_token_costs_one_redis_round_trip(
@@ -116,13 +122,7 @@ async def test_a_known_personal_token_costs_one_redis_round_trip(
 ) -> None:
     """Once exchanged, a personal token's revocation keys ride along the rate limits' script: one
     round trip to Redis per proxied request, and a revocation still refuses the very next one."""
-    created = (
-        await gw.client.post(
-            "/auth/tokens",
-            json={"name": "loop", "scopes": ["*"], "expires_in_days": 1},
-            headers=gw.founder.headers,
-        )
-    ).json()
+    created = await _personal_token(gw, "loop")
     pat = created["token"]
     assert (await gw.client.get("/api/echo/echo", headers=bearer(pat))).status_code == 200  # exchanged
     cache = gw.platform.runtime.cache
@@ -164,13 +164,7 @@ async def test_a_burst_on_a_personal_token_exchanges_it_once(
         return await use(session, token)
 
     monkeypatch.setattr(accounts, "use_personal_token", counted)
-    pat = (
-        await gw.client.post(
-            "/auth/tokens",
-            json={"name": "burst", "scopes": ["*"], "expires_in_days": 1},
-            headers=gw.founder.headers,
-        )
-    ).json()["token"]
+    pat = (await _personal_token(gw, "burst"))["token"]
     burst = await asyncio.gather(*(gw.client.get("/api/echo/echo", headers=bearer(pat)) for _ in range(8)))
     assert [r.status_code for r in burst] == [200] * 8 and exchanges == [pat]
     # A refusal too, each request its own problem.

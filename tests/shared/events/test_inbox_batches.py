@@ -4,7 +4,7 @@ failing handler fails only its own delivery, and a copy delivered twice in one b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +16,18 @@ from coder.shared.events.relay import deliverer
 from coder.tests.shared.events.probe import effects, events, probe_tables  # noqa: F401  (a fixture)
 
 TYPE = "probe.thing.happened"
+
+
+async def _six_and_a_copy(deliver: Callable[[CloudEvent], Awaitable[None]]) -> list[CloudEvent]:
+    """Events 0-5 and a copy of 0 delivered at once, one batch: only 3's delivery fails."""
+    sent = [CloudEvent(source="/coder/probe", type=TYPE, data={"seq": seq}) for seq in range(6)]
+    outcomes = await asyncio.gather(*(deliver(e) for e in [*sent, sent[0]]), return_exceptions=True)
+    assert [type(o).__name__ for o in outcomes] == [
+        *(["NoneType"] * 3),
+        "RuntimeError",
+        *(["NoneType"] * 3),
+    ]
+    return sent
 
 
 @pytest.mark.usefixtures("probe_tables")
@@ -32,14 +44,7 @@ async def test_a_batch_commits_together_and_a_failing_handler_fails_alone(databa
     try:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         deliver = deliverer(sessions, events, {TYPE: handler}, batch=8)
-        sent = [CloudEvent(source="/coder/probe", type=TYPE, data={"seq": seq}) for seq in range(6)]
-        outcomes = await asyncio.gather(*(deliver(e) for e in [*sent, sent[0]]), return_exceptions=True)
-
-        assert [type(o).__name__ for o in outcomes] == [
-            *(["NoneType"] * 3),
-            "RuntimeError",
-            *(["NoneType"] * 3),
-        ]
+        sent = await _six_and_a_copy(deliver)
         async with sessions() as session:
             applied = sorted((await session.execute(select(effects.c.seq))).scalars())
             claimed = set((await session.execute(select(events.inbox.c.event_id))).scalars())
@@ -74,14 +79,7 @@ async def test_a_batched_handler_takes_the_batch_at_once_and_a_failure_splits_it
     try:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         deliver = deliverer(sessions, events, {TYPE: Batched(handler)}, batch=8)
-        sent = [CloudEvent(source="/coder/probe", type=TYPE, data={"seq": seq}) for seq in range(6)]
-        outcomes = await asyncio.gather(*(deliver(e) for e in [*sent, sent[0]]), return_exceptions=True)
-
-        assert [type(o).__name__ for o in outcomes] == [
-            *(["NoneType"] * 3),
-            "RuntimeError",
-            *(["NoneType"] * 3),
-        ]
+        await _six_and_a_copy(deliver)
         async with sessions() as session:
             applied = sorted((await session.execute(select(effects.c.seq))).scalars())
         assert applied == [0, 1, 2, 4, 5]
