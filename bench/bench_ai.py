@@ -1,16 +1,22 @@
 """The AI gateway's streaming cost, side by side on loopback: 64 concurrent chat streams sent straight
-to a local OpenAI-style provider, and the same streams through the platform (`coder-platform run
---target all` as its own process: gateway with a personal token, ai resolving the alias, reading the
-provider key from secrets, holding budget in usage against an org budget, passing SSE through,
+to a local OpenAI-style provider; the same streams through a bare Python proxy that only passes them
+on (bare_proxy.py: the floor for any proxy on this stack); and through the platform (`coder-platform
+run --target all` as its own process: gateway with a personal token, ai resolving the alias, reading
+the provider key from secrets, holding budget in usage against an org budget, passing SSE through,
 recording the call and settling the hold). Prints time to first token (p50, p99) and tokens per
 second, and their ratios (goals: TTFT at most 1.1x, throughput at least 0.9x); and, independent of the
-machine's load, the CPU the platform process spends per stream and per token."""
+machine's load, the CPU the proxies spend per stream and per token.
+
+The client is aiohttp's, which spends a fraction of the CPU httpx's does on a stream: the load
+generator shares the machine with the servers, and one that takes a core of its own queues its own
+streams, which hides the servers' latency in every column."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -18,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from coder.bench.support import cpu_seconds, percentile, process, ready, report, result, scratch_database
@@ -33,20 +40,22 @@ TOKEN_DELAY = 0.01  # seconds between the provider's tokens, as a fast model str
 SETTLE_SECONDS = 1.0  # after the last round, for the settlements still running
 IDLE_SECONDS = 3.0  # each process's CPU at rest is measured over this
 MESSAGES = [{"role": "user", "content": "write a short poem about caching"}]
+# A chunk that brings text (the provider writes `"content": "`, some proxies `"content":"`).
+TOKEN = re.compile(rb'"content": ?"[^"]')
 
 
 async def _stream(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], model: str
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str], model: str
 ) -> tuple[float, int, float]:
     """One stream: (time to first token, tokens, seconds from first to last token)."""
     body = {"model": model, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     started = time.perf_counter()
     first = last = 0.0
     tokens = 0
-    async with client.stream("POST", url, json=body, headers=headers) as response:
-        assert response.status_code == 200, await response.aread()
-        async for line in response.aiter_lines():
-            if line.startswith("data: {") and '"content": "' in line and '"content": ""' not in line:
+    async with client.post(url, json=body, headers=headers) as response:
+        assert response.status == 200, await response.read()
+        async for line in response.content:  # line by line
+            if line.startswith(b"data: {") and TOKEN.search(line):
                 last = time.perf_counter()
                 first = first or last
                 tokens += 1
@@ -65,8 +74,8 @@ class Load:
 async def _load(url: str, headers: dict[str, str], model: str, pids: dict[str, int]) -> Load:
     # Idle connections are dropped after 2 s, before the servers drop them (uvicorn: 5 s): on a loaded
     # machine a round outlasts that, and a POST sent on a connection the server is closing fails.
-    limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS, keepalive_expiry=2)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=STREAMS, keepalive_timeout=2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as client:
         await _stream(client, url, headers, model)  # warm the path and its connections
         alone = [(await _stream(client, url, headers, model))[0] for _ in range(SINGLE)]
         ttfts: list[float] = []
@@ -147,7 +156,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="coder-bench-ai-"))
     python = sys.executable
     key = f"sk-bench-{uuid.uuid4().hex}"
-    provider_port, platform_port = free_port(), free_port()
+    provider_port, bare_port, platform_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "CODER_", "AI_"))}
     async with scratch_database() as database_url:
         engine = db.create_engine(database_url, pool_size=1)
@@ -172,6 +181,14 @@ async def main() -> None:
             ]
             provider_argv += ["--host", "127.0.0.1", "--port", str(provider_port), "--log-level", "warning"]
             provider = stack.enter_context(process(provider_argv, provider_env, work / "provider.log"))
+            bare_env = {
+                **env,
+                "BARE_PROXY_UPSTREAM": f"http://127.0.0.1:{provider_port}/v1/chat/completions",
+                "BARE_PROXY_KEY": key,
+            }
+            bare_argv = [python, "-P", "-m", "uvicorn", "coder.bench.bare_proxy:app", "--no-access-log"]
+            bare_argv += ["--host", "127.0.0.1", "--port", str(bare_port), "--log-level", "warning"]
+            bare = stack.enter_context(process(bare_argv, bare_env, work / "bare.log"))
             platform_env = {
                 **env,
                 "DATABASE_URL": database_url,
@@ -196,7 +213,9 @@ async def main() -> None:
             ]
             platform = stack.enter_context(process(platform_argv, platform_env, work / "platform.log"))
             provider_url, base = f"http://127.0.0.1:{provider_port}", f"http://127.0.0.1:{platform_port}"
+            bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
             await ready(f"{provider_url}/v1/models", provider, work / "provider.log", up=range(200, 500))
+            await ready(bare_url, bare, work / "bare.log", up=range(200, 500))
             await ready(f"{base}/healthz", platform, work / "platform.log")
             pat = await _setup_platform(base, provider_url, key)
             assert redis.process is not None
@@ -204,6 +223,7 @@ async def main() -> None:
             direct = await _load(
                 f"{provider_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "gpt-fake", pids
             )
+            passed = await _load(bare_url, {}, "gpt-fake", {**pids, "bare": bare.pid})
             through = await _load(
                 f"{base}/api/ai/v1/chat/completions", {"Authorization": f"Bearer {pat}"}, "chat", pids
             )
@@ -216,6 +236,7 @@ async def main() -> None:
             f"  time to first token, {label}",
             [
                 ("direct", percentile(direct.ttfts, p) * 1000, "ms"),
+                ("bare proxy", percentile(passed.ttfts, p) * 1000, "ms"),
                 ("platform", percentile(through.ttfts, p) * 1000, "ms"),
             ],
             baseline="direct",
@@ -224,6 +245,7 @@ async def main() -> None:
         f"  time to first token, p50 of {SINGLE} streams one at a time",
         [
             ("direct", percentile(direct.alone, 50) * 1000, "ms"),
+            ("bare proxy", percentile(passed.alone, 50) * 1000, "ms"),
             ("platform", percentile(through.alone, 50) * 1000, "ms"),
         ],
         baseline="direct",
@@ -232,6 +254,7 @@ async def main() -> None:
         "  tokens per second, all streams",
         [
             ("direct", direct.tokens_per_second, "tokens/s"),
+            ("bare proxy", passed.tokens_per_second, "tokens/s"),
             ("platform", through.tokens_per_second, "tokens/s"),
         ],
         baseline="direct",
@@ -246,6 +269,7 @@ async def main() -> None:
         [
             ("provider, direct", direct.cpu["provider"] * 1000 / streams, "ms"),
             ("provider, through the platform", per_stream["provider"], "ms"),
+            ("bare proxy process", passed.cpu["bare"] * 1000 / streams, "ms"),
             ("platform process", per_stream["platform"], "ms"),
             ("redis, through the platform", per_stream["redis"], "ms"),
         ],
@@ -255,4 +279,8 @@ async def main() -> None:
     ttft = percentile(through.ttfts, 50) / percentile(direct.ttfts, 50)
     result("ttft_p50_vs_direct", ttft, goal=1.1, higher_is_better=False)
     result("tokens_vs_direct", through.tokens_per_second / direct.tokens_per_second, goal=0.9)
+    # What the bare proxy scores against the same goals: the floor any proxy on this stack starts from.
+    floor = percentile(passed.ttfts, 50) / percentile(direct.ttfts, 50)
+    result("bare_proxy_ttft_p50_vs_direct", floor, goal=1.1, higher_is_better=False)
+    result("bare_proxy_tokens_vs_direct", passed.tokens_per_second / direct.tokens_per_second, goal=0.9)
     result("platform_cpu_per_stream", per_stream["platform"], unit="ms")
