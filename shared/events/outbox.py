@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import registry
+from sqlalchemy.orm import Session, registry
 
 from coder.shared import contracts
 from coder.shared.events.envelope import CloudEvent
@@ -65,12 +65,23 @@ class Batched:
 Consumer = Handler | Batched
 
 WAKE_RELAY = "wake_relay"  # session.info key: a callable the runtime puts there to wake its relay
+_RELAY_HOOKED = "relay_hooked"  # session.info key: the session's commits and rollbacks are listened to
+_RELAY_PENDING = "relay_pending"  # session.info key: the outboxes its open transaction wrote to
 
 
 class _Staged:
     def __init__(self, **values: Any) -> None:
         for name, value in values.items():
             setattr(self, name, value)
+
+
+def _on_commit_wake(session: Session) -> None:
+    for tables in session.info.pop(_RELAY_PENDING, ()):
+        session.info[WAKE_RELAY](tables)
+
+
+def _on_rollback_forget(session: Session) -> None:
+    session.info.pop(_RELAY_PENDING, None)
 
 
 class EventTables:
@@ -146,10 +157,13 @@ class EventTables:
                 payload=cloud_event.model_dump(mode="json", exclude_none=True),
             )
         )
-        wake = session.info.get(WAKE_RELAY)
-        if wake is not None and not session.info.get("_relay_hooked"):
-            session.info["_relay_hooked"] = True
-            event.listen(session.sync_session, "after_commit", lambda _s: wake(self), once=True)
+        if WAKE_RELAY in session.info:
+            # The relay is woken when this transaction commits, whichever it is of the session's.
+            if not session.info.get(_RELAY_HOOKED):
+                session.info[_RELAY_HOOKED] = True
+                event.listen(session.sync_session, "after_commit", _on_commit_wake)
+                event.listen(session.sync_session, "after_rollback", _on_rollback_forget)
+            session.info.setdefault(_RELAY_PENDING, set()).add(self)
         return cloud_event
 
     async def claim(self, session: AsyncSession, events: Sequence[CloudEvent]) -> list[CloudEvent]:

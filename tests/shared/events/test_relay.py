@@ -1,5 +1,6 @@
 """The relay's timed round: it finds the outboxes holding rows in one statement and drains those,
-including rows whose commit woke no relay (another replica's, or one that died)."""
+including rows whose commit woke no relay (another replica's, or one that died); and the wake a
+commit gives it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from coder.shared import db
 from coder.shared.events import CloudEvent, EventTables
+from coder.shared.events.outbox import WAKE_RELAY
 from coder.shared.events.relay import Relay
 from coder.tests.shared.events.probe import (
     events,
@@ -60,4 +62,31 @@ async def test_the_timed_round_drains_rows_no_commit_announced(database_url: str
         await asyncio.gather(task, return_exceptions=True)
         async with engine.begin() as conn:
             await conn.run_sync(quiet_metadata.drop_all)
+        await engine.dispose()
+
+
+@pytest.mark.usefixtures("probe_tables")
+async def test_every_commit_that_wrote_events_wakes_the_relay_once(database_url: str) -> None:
+    """A session's second transaction wakes the relay as its first did; a rolled-back one does not."""
+    engine = db.create_engine(database_url, pool_size=1)
+    woken: list[EventTables] = []
+    sessions = async_sessionmaker(engine, expire_on_commit=False, info={WAKE_RELAY: woken.append})
+    try:
+        async with sessions() as session:
+            for seq in range(2):
+                async with session.begin():
+                    await events.publish(session, "probe.thing.happened", {"seq": seq}, org_id="probe-org")
+                    await events.publish(session, "probe.thing.happened", {"seq": seq}, org_id="probe-org")
+                assert woken == [events] * (seq + 1)
+            async with session.begin():
+                await events.publish(session, "probe.thing.happened", {"seq": 2}, org_id="probe-org")
+                await session.rollback()
+            async with session.begin():
+                await session.execute(select(1))  # a commit that wrote no event
+            assert woken == [events] * 2
+            async with session.begin():
+                await events.publish(session, "probe.thing.happened", {"seq": 3}, org_id="probe-org")
+            assert woken == [events] * 3
+            assert await session.scalar(select(func.count()).select_from(events.outbox)) == 5
+    finally:
         await engine.dispose()
