@@ -65,7 +65,6 @@ class Batched:
 Consumer = Handler | Batched
 
 WAKE_RELAY = "wake_relay"  # session.info key: a callable the runtime puts there to wake its relay
-_RELAY_HOOKED = "relay_hooked"  # session.info key: the session's commits and rollbacks are listened to
 _RELAY_PENDING = "relay_pending"  # session.info key: the outboxes its open transaction wrote to
 
 
@@ -159,8 +158,7 @@ class EventTables:
         )
         if WAKE_RELAY in session.info:
             # The relay is woken when this transaction commits, whichever it is of the session's.
-            if not session.info.get(_RELAY_HOOKED):
-                session.info[_RELAY_HOOKED] = True
+            if not event.contains(session.sync_session, "after_commit", _on_commit_wake):
                 event.listen(session.sync_session, "after_commit", _on_commit_wake)
                 event.listen(session.sync_session, "after_rollback", _on_rollback_forget)
             session.info.setdefault(_RELAY_PENDING, set()).add(self)
